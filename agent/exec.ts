@@ -1,0 +1,85 @@
+// One wrapper over execa for every external tool: absolute paths, timeouts, errors with argv and stderr.
+import { execa, type ResultPromise } from 'execa';
+import { TOOLS, type ToolName } from './tools.ts';
+
+export class ToolError extends Error {
+  constructor(
+    readonly argv: string[],
+    readonly exitCode: number | undefined,
+    readonly stderrTail: string,
+    readonly timedOut: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `${argv.join(' ')} ${timedOut ? 'timed out' : `exited ${exitCode ?? 'by signal'}`}` +
+        (stderrTail ? `: ${stderrTail}` : ''),
+      options,
+    );
+  }
+}
+
+export interface RunOptions {
+  timeoutMs?: number;
+  input?: string | Uint8Array;
+  env?: Record<string, string>;
+  /** Called with each stdout line as it arrives (progress of long work). */
+  onLine?: (line: string) => void;
+  /** Exit codes that count as success. */
+  okCodes?: number[];
+  inherit?: boolean;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+function tail(s: string, lines = 6): string {
+  return s.trim().split('\n').slice(-lines).join(' | ');
+}
+
+/** Run a tool from TOOLS (or an absolute path) and fail loudly with the command and stderr tail. */
+export async function run(tool: ToolName | `/${string}`, args: string[], opts: RunOptions = {}): Promise<RunResult> {
+  const file = tool.startsWith('/') ? tool : TOOLS[tool as ToolName];
+  const argv = [file, ...args];
+  let child: ResultPromise;
+  try {
+    child = execa(file, args, {
+      reject: false,
+      timeout: opts.timeoutMs ?? 120_000,
+      input: opts.input,
+      env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', ...opts.env },
+      extendEnv: false,
+      stdio: opts.inherit ? 'inherit' : 'pipe',
+      stripFinalNewline: false,
+      buffer: true,
+      encoding: 'utf8',
+    });
+  } catch (cause) {
+    throw new ToolError(argv, undefined, String(cause), false, { cause });
+  }
+  if (opts.onLine && child.stdout) {
+    let pending = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      pending += chunk.toString('utf8');
+      const parts = pending.split(/\r|\n/);
+      pending = parts.pop() ?? '';
+      for (const p of parts) if (p.trim()) opts.onLine?.(p);
+    });
+  }
+  const r = await child;
+  const stdout = typeof r.stdout === 'string' ? r.stdout : '';
+  const stderr = typeof r.stderr === 'string' ? r.stderr : '';
+  const code = r.exitCode ?? -1;
+  if (r.timedOut || !(opts.okCodes ?? [0]).includes(code)) {
+    throw new ToolError(argv, r.exitCode, tail(stderr || stdout), Boolean(r.timedOut));
+  }
+  return { stdout, stderr, exitCode: code };
+}
+
+/** Shell-like rendering of a command for logs and dry runs. */
+export function describe(tool: ToolName | `/${string}`, args: string[]): string {
+  const file = tool.startsWith('/') ? tool : TOOLS[tool as ToolName];
+  return [file, ...args].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}

@@ -1,0 +1,64 @@
+// What a phase is, and the typed control flow a phase can end in (a reboot is not a failure).
+import type { Params } from './cmdline.ts';
+import type { ToolName } from './tools.ts';
+
+export interface Needs {
+  /** External tools this phase runs: `builder pack` puts them and their libraries in the initramfs. */
+  tools?: readonly ToolName[];
+  /** Kernel modules this phase relies on: `builder pack` adds them to the default module list. */
+  modules?: readonly string[];
+}
+
+export interface Lease {
+  interface: string;
+  ip: string;
+  mask: string;
+  router: string;
+  dns: string;
+  serverid: string;
+  siaddr: string;
+  hostname: string;
+  domain: string;
+  tftp: string;
+}
+
+/** Facts gathered by earlier phases for later ones; every field starts empty. */
+export interface Facts {
+  kernel?: string;
+  lease?: Lease;
+  master?: string;
+  hostname?: string;
+  modulesLoaded?: string[];
+  [more: string]: unknown;
+}
+
+export interface Ctx {
+  params: Params;
+  facts: Facts;
+}
+
+export interface Phase {
+  readonly name: string;
+  readonly needs: Needs;
+  /** Does the work; returns a one-line summary for the console. */
+  run(ctx: Ctx): Promise<string | void>;
+}
+
+/** A phase that needs a fresh boot (new table, new firmware): logged, synced, then reboot(2). */
+export class RebootRequest extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+/** A failure with what the admin should do about it. */
+export class PhaseFailure extends Error {
+  constructor(
+    message: string,
+    readonly remedy: string,
+    readonly ledCode: string = 'error',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

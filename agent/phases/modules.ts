@@ -1,0 +1,58 @@
+// Phase "modules": load the packed module list (dependencies first), then any modules= extras.
+import { existsSync, readFileSync } from 'node:fs';
+import { run } from '../exec.ts';
+import { info, warn } from '../log.ts';
+import type { Phase } from '../phase.ts';
+
+export const MODULE_LIST = '/etc/clusterboot/modules.list';
+
+/** The loader's plan: relative module paths in order, minus those already present in /sys/module. */
+export function planModules(listText: string, loaded: (name: string) => boolean): { load: string[]; skip: string[] } {
+  const load: string[] = [];
+  const skip: string[] = [];
+  for (const raw of listText.split('\n')) {
+    const path = raw.trim();
+    if (!path || path.startsWith('#')) continue;
+    const name = moduleBase(path);
+    (loaded(name) ? skip : load).push(path);
+  }
+  return { load, skip };
+}
+
+export function moduleBase(path: string): string {
+  const file = path.split('/').pop() ?? path;
+  return file.replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
+}
+
+export const modules: Phase = {
+  name: 'modules',
+  needs: {},
+  async run(ctx) {
+    const kernel = ctx.facts.kernel ?? readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
+    const base = `/lib/modules/${kernel}`;
+    const listText = existsSync(MODULE_LIST) ? readFileSync(MODULE_LIST, 'utf8') : '';
+    const plan = planModules(listText, (n) => existsSync(`/sys/module/${n}`));
+    const loaded: string[] = [];
+    for (const rel of plan.load) {
+      const name = moduleBase(rel);
+      if (existsSync(`/sys/module/${name}`)) continue;
+      try {
+        await run('busybox', ['insmod', `${base}/${rel}`], { timeoutMs: 30_000 });
+        loaded.push(name);
+      } catch (e) {
+        warn('modules', `could not load ${name}: ${(e as Error).message}`);
+      }
+    }
+    for (const extra of ctx.params.modules) {
+      try {
+        await run('busybox', ['modprobe', extra], { timeoutMs: 30_000 });
+        loaded.push(extra);
+      } catch (e) {
+        warn('modules', `modules=${extra}: ${(e as Error).message}`);
+      }
+    }
+    ctx.facts.modulesLoaded = loaded;
+    info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, { loaded, builtinOrPresent: plan.skip.map(moduleBase) });
+    return `${loaded.length} loaded`;
+  },
+};

@@ -1,0 +1,82 @@
+// Phase "network": wait for a NIC, DHCP with busybox udhcpc, hostname, and which host is the master.
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { run } from '../exec.ts';
+import { info, warn } from '../log.ts';
+import { PhaseFailure, type Lease, type Phase } from '../phase.ts';
+import { RUN_DIR } from './early.ts';
+
+export const LEASE_FILE = `${RUN_DIR}/lease.env`;
+
+/** Pick the interface to configure: wired names first, in a stable order. */
+export function chooseInterface(names: string[]): string | null {
+  const candidates = names.filter((n) => n !== 'lo' && !/^(sit|tun|tap|wl|bond|dummy|ip6)/.test(n)).sort();
+  return candidates.find((n) => /^(eth|en|end)/.test(n)) ?? candidates[0] ?? null;
+}
+
+/** The udhcpc hook writes key=value lines; unknown keys are ignored. */
+export function parseLease(text: string): Lease {
+  const kv = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const i = line.indexOf('=');
+    if (i > 0) kv.set(line.slice(0, i).trim(), line.slice(i + 1).trim());
+  }
+  const g = (k: string) => kv.get(k) ?? '';
+  return {
+    interface: g('interface'), ip: g('ip'), mask: g('mask'), router: g('router'), dns: g('dns'),
+    serverid: g('serverid'), siaddr: g('siaddr'), hostname: g('hostname'), domain: g('domain'), tftp: g('tftp'),
+  };
+}
+
+/** The master: masterip= wins, then DHCP option 66 (TFTP server), next-server, the DHCP server. */
+export function chooseMaster(param: string | undefined, lease: Lease): { host: string; from: string } | null {
+  if (param) return { host: param, from: 'masterip=' };
+  if (lease.tftp) return { host: lease.tftp, from: 'DHCP option 66' };
+  if (lease.siaddr && lease.siaddr !== '0.0.0.0') return { host: lease.siaddr, from: 'DHCP next-server' };
+  if (lease.serverid) return { host: lease.serverid, from: 'DHCP server' };
+  return null;
+}
+
+async function waitFor<T>(what: () => T | null, ms: number): Promise<T | null> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = what();
+    if (v !== null) return v;
+    if (Date.now() > end) return null;
+    await Bun.sleep(200);
+  }
+}
+
+export const network: Phase = {
+  name: 'network',
+  needs: { modules: ['virtio_net'] },
+  async run(ctx) {
+    await run('busybox', ['ip', 'link', 'set', 'lo', 'up']).catch(() => undefined);
+    const ifname = await waitFor(() => chooseInterface(existsSync('/sys/class/net') ? readdirSync('/sys/class/net') : []), 15_000);
+    if (!ifname) {
+      throw new PhaseFailure('no network interface appeared within 15 s',
+        'check the cable and that the NIC driver is packed (builder pack --modules ...)', 'network');
+    }
+    await run('busybox', ['ip', 'link', 'set', ifname, 'up']);
+    info('network', `DHCP on ${ifname}`);
+    try {
+      await run('busybox', ['udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', '8', '-T', '3', '-A', '2',
+        '-s', '/etc/udhcpc/default.script', '-x', 'hostname:clusterboot'], { timeoutMs: 90_000 });
+    } catch (e) {
+      throw new PhaseFailure(`no DHCP lease on ${ifname}: ${(e as Error).message}`,
+        'check the master\'s dnsmasq (dhcp-range / dhcp-host for this MAC) and the link', 'network', { cause: e });
+    }
+    const lease = parseLease(readFileSync(LEASE_FILE, 'utf8'));
+    ctx.facts.lease = lease;
+    const hostname = ctx.params.hostname ?? (lease.hostname || undefined);
+    if (hostname) {
+      writeFileSync('/proc/sys/kernel/hostname', hostname);
+      ctx.facts.hostname = hostname;
+    }
+    const master = chooseMaster(ctx.params.master, lease);
+    if (master) ctx.facts.master = master.host;
+    else warn('network', 'no master known: give masterip= on the kernel command line or DHCP option 66');
+    info('network', `lease ${lease.ip}/${lease.mask} on ${ifname} from ${lease.serverid}, router ${lease.router || '-'}, ` +
+      `hostname ${hostname ?? '(none)'}, master ${master ? `${master.host} (${master.from})` : '(none)'}`, { lease, master });
+    return `${lease.ip} on ${ifname}`;
+  },
+};

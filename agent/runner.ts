@@ -1,0 +1,51 @@
+// Runs the sequence: logs each phase with its timing, and sends every failure down one fatal path.
+import { spawnSync } from 'node:child_process';
+import { emit, info, uptime } from './log.ts';
+import { PhaseFailure, RebootRequest, type Ctx, type Phase } from './phase.ts';
+import { hardReboot, syncDisks } from './sys/libc.ts';
+import { TOOLS } from './tools.ts';
+
+/** A shell on the console; returns when the admin leaves it. */
+export function rescueShell(why: string): void {
+  info('rescue', `${why}: starting a shell on the console; exit it to continue`);
+  spawnSync(TOOLS.busybox, ['sh'], { stdio: 'inherit', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', PS1: 'clusterboot# ' } });
+}
+
+export async function runPhases(phases: readonly Phase[], ctx: Ctx): Promise<void> {
+  const of = phases.length;
+  for (const [i, phase] of phases.entries()) {
+    if (ctx.params.break === phase.name) rescueShell(`break=${phase.name}`);
+    const n = i + 1;
+    emit({ kind: 'phase-start', phase: phase.name, n, of });
+    const t0 = uptime();
+    if (ctx.params.debugHang === phase.name) {
+      info(phase.name, 'clusterboot.hang: hanging here on purpose (debug)');
+      for (;;) await Bun.sleep(60_000);
+    }
+    const summary = await phase.run(ctx);
+    emit({ kind: 'phase-done', phase: phase.name, n, of, seconds: uptime() - t0, ...(summary ? { summary } : {}) });
+  }
+}
+
+/** The one fatal path: say what failed and what to do, then reboot, shell, or wait and retry. */
+export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attempt: number): Promise<void> {
+  if (err instanceof RebootRequest) {
+    info(phase, `rebooting: ${err.reason}`);
+    syncDisks();
+    await Bun.sleep(500);
+    hardReboot();
+    return;
+  }
+  const remedy = err instanceof PhaseFailure ? err.remedy : 'see the message above; boot with `rescue` for a shell';
+  const message = err instanceof Error ? err.message : String(err);
+  const waitS = Math.min(300, 15 * 2 ** Math.min(attempt, 4));
+  const next = ctx?.params.rescue ? 'rescue shell (kernel parameter `rescue`)' : `reboot in ${waitS}s to try again`;
+  emit({ kind: 'fatal', phase, error: message, remedy, next });
+  if (ctx?.params.rescue) {
+    rescueShell(`phase ${phase} failed`);
+    return;
+  }
+  await Bun.sleep(waitS * 1000);
+  syncDisks();
+  hardReboot();
+}

@@ -1,0 +1,98 @@
+// Raw syscalls through glibc: mount, umount2, reboot, ioctl, waitpid, sync.
+// Bun has no API for these; bun:ffi works inside the compiled binary (see docs/bun-as-pid1.md).
+import { dlopen, FFIType, ptr, read, type Pointer } from 'bun:ffi';
+
+export const MS_RDONLY = 1;
+export const MS_NOSUID = 2;
+export const MS_NODEV = 4;
+export const MS_NOEXEC = 8;
+export const MS_REMOUNT = 32;
+export const MS_BIND = 4096;
+export const MS_MOVE = 8192;
+export const MNT_DETACH = 2;
+export const RB_AUTOBOOT = 0x01234567;
+export const RB_POWER_OFF = 0x4321fedc;
+export const WNOHANG = 1;
+
+type Lib = ReturnType<typeof open>;
+let lib: Lib | null = null;
+
+function open() {
+  return dlopen('libc.so.6', {
+    mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    reboot: { args: [FFIType.i32], returns: FFIType.i32 },
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    waitpid: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
+    sync: { args: [], returns: FFIType.void },
+    strerror: { args: [FFIType.i32], returns: FFIType.cstring },
+    __errno_location: { args: [], returns: FFIType.ptr },
+  });
+}
+
+function libc(): Lib['symbols'] {
+  lib ??= open();
+  return lib.symbols;
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(s + '\0', 'utf8');
+}
+
+/** An errno failure carries the call in shell-like form so the console says what failed. */
+export class SysError extends Error {
+  constructor(readonly call: string, readonly errno: number, text: string) {
+    super(`${call}: ${text} (errno ${errno})`);
+  }
+}
+
+function check(call: string, rc: number): void {
+  if (rc === 0) return;
+  const s = libc();
+  const loc = s.__errno_location() as Pointer;
+  const errno = read.i32(loc, 0);
+  throw new SysError(call, errno, String(s.strerror(errno)));
+}
+
+export function mount(source: string, target: string, fstype: string, flags = 0, data = ''): void {
+  const d = cstr(data);
+  check(`mount -t ${fstype} ${source} ${target}${data ? ` -o ${data}` : ''}`,
+    libc().mount(cstr(source), cstr(target), cstr(fstype), flags, data ? d : null));
+}
+
+export function moveMount(source: string, target: string): void {
+  check(`mount --move ${source} ${target}`, libc().mount(cstr(source), cstr(target), null, MS_MOVE, null));
+}
+
+export function bindMount(source: string, target: string, readonly = false): void {
+  check(`mount --bind ${source} ${target}`, libc().mount(cstr(source), cstr(target), null, MS_BIND, null));
+  if (readonly) check(`mount -o remount,bind,ro ${target}`,
+    libc().mount(cstr(source), cstr(target), null, MS_BIND | MS_REMOUNT | MS_RDONLY, null));
+}
+
+export function umount(target: string, flags = 0): void {
+  check(`umount ${target}`, libc().umount2(cstr(target), flags));
+}
+
+export function syncDisks(): void {
+  libc().sync();
+}
+
+/** reboot(2): never returns when it works. */
+export function hardReboot(how: 'reboot' | 'poweroff' = 'reboot'): void {
+  libc().sync();
+  check('reboot', libc().reboot(how === 'reboot' ? RB_AUTOBOOT : RB_POWER_OFF));
+}
+
+/** ioctl with an in/out buffer; returns the buffer for reading results. */
+export function ioctl(fd: number, request: number | bigint, arg: Uint8Array | null): number {
+  const rc = libc().ioctl(fd, request, arg ? ptr(arg) : null);
+  check(`ioctl(${fd}, 0x${request.toString(16)})`, rc < 0 ? rc : 0);
+  return rc;
+}
+
+/** waitpid(pid, WNOHANG) for one known zombie: returns true when reaped. */
+export function reapPid(pid: number): boolean {
+  const status = new Int32Array(1);
+  return libc().waitpid(pid, status, WNOHANG) === pid;
+}

@@ -1,0 +1,175 @@
+// `builder pack`: the agent, busybox, the tools with their libraries, the modules, the skeleton and
+// the master-side files, as one reproducible newc cpio, compressed, wrapped for U-Boot.
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import { APPLETS, TOOLS } from '../agent/tools.ts';
+import { SEQUENCE } from '../agent/sequence.ts';
+import { MODULE_LIST } from '../agent/phases/modules.ts';
+import { compress, type Compression } from './compress.ts';
+import { writeCpio, type CpioEntry } from './cpio.ts';
+import { libraryClosure, readElf } from './elf.ts';
+import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './kmod.ts';
+import { writeUImage, type UArch } from './uimage.ts';
+
+export interface ExtraFile {
+  path: string;
+  data: Uint8Array;
+  mode?: number;
+}
+
+export interface PackOptions {
+  sysroot: string;
+  agent: string;
+  skel: string;
+  out: string;
+  kernelModules?: string;
+  modules: string[];
+  compress: Compression;
+  arch: UArch;
+  sourceDateEpoch: number;
+  extra?: ExtraFile[];
+  name?: string;
+}
+
+export interface PackResult {
+  cpioBytes: number;
+  compressedBytes: number;
+  uimagePath: string;
+  igzPath: string;
+  files: number;
+  modules: string[];
+  missingLibraries: { lib: string; neededBy: string }[];
+  missingModules: string[];
+}
+
+/** Modules every boot needs whatever the phases say (the virt machine's disk and PCI transport). */
+export const BASE_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'ext4', 'vfat', 'nls_cp437', 'nls_iso8859_1', 'overlay'];
+
+/** Modules the phases declare, plus the base list and the command line's. */
+export function wantedModules(extra: string[]): string[] {
+  const declared = SEQUENCE.flatMap((p) => p.needs.modules ?? []);
+  return [...new Set([...BASE_MODULES, ...declared, ...extra].map((m) => m.replace(/-/g, '_')))];
+}
+
+/** Tools the phases declare (all of TOOLS today: the rescue shell wants them too). */
+export function wantedTools(): string[] {
+  const declared = SEQUENCE.flatMap((p) => p.needs.tools ?? []);
+  const all = new Set<string>([...Object.keys(TOOLS), ...declared]);
+  return [...all].map((t) => TOOLS[t as keyof typeof TOOLS]).filter((p) => p !== TOOLS.sh);
+}
+
+/** Walk the skeleton directory: files keep their executable bit; `.keep` placeholders only make dirs. */
+export function skelEntries(dir: string): CpioEntry[] {
+  const out: CpioEntry[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d).sort()) {
+      const full = join(d, name);
+      const rel = relative(dir, full);
+      const st = lstatSync(full);
+      if (st.isDirectory()) {
+        out.push({ kind: 'dir', path: rel, mode: 0o755 });
+        walk(full);
+      } else if (st.isSymbolicLink()) {
+        out.push({ kind: 'symlink', path: rel, target: readlinkSync(full) });
+      } else if (name !== '.keep') {
+        out.push({ kind: 'file', path: rel, data: readFileSync(full), mode: st.mode & 0o111 ? 0o755 : 0o644 });
+      }
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+function sysrootFile(sysroot: string, path: string): Uint8Array {
+  return readFileSync(join(sysroot, path));
+}
+
+export async function pack(o: PackOptions): Promise<PackResult> {
+  const entries: CpioEntry[] = [];
+  entries.push(...skelEntries(o.skel));
+  entries.push({ kind: 'dir', path: 'tmp', mode: 0o1777 });
+  entries.push({ kind: 'chardev', path: 'dev/console', major: 5, minor: 1, mode: 0o600 });
+  entries.push({ kind: 'chardev', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
+  entries.push({ kind: 'file', path: 'sbin/clusterboot-agent', data: readFileSync(o.agent), mode: 0o755 });
+
+  // busybox and the applet links the agent and the rescue shell use
+  entries.push({ kind: 'file', path: 'bin/busybox', data: sysrootFile(o.sysroot, TOOLS.busybox), mode: 0o755 });
+  for (const a of APPLETS) entries.push({ kind: 'symlink', path: `bin/${a}`, target: 'busybox' });
+
+  // the real tools and every library they and the agent need, found from ELF NEEDED entries
+  const programs = wantedTools().filter((p) => p !== TOOLS.busybox);
+  const missingPrograms = programs.filter((p) => !existsSync(join(o.sysroot, p)));
+  if (missingPrograms.length) {
+    throw new Error(`the sysroot ${o.sysroot} lacks ${missingPrograms.join(', ')}: install rsync, openssh-client, fdisk, e2fsprogs and dosfstools in it (builder sysroot does)`);
+  }
+  const closure = libraryClosure(o.sysroot, programs);
+  for (const f of closure.files) {
+    const rel = f.path.replace(/^\//, '');
+    if (f.kind === 'symlink') entries.push({ kind: 'symlink', path: rel, target: f.target ?? '' });
+    else entries.push({ kind: 'file', path: rel, data: sysrootFile(o.sysroot, f.path), mode: statSync(join(o.sysroot, f.path)).mode & 0o777 });
+  }
+  // the agent's own libraries come from the sysroot too (it is a glibc program)
+  const agentLibs = libraryClosureForAgent(o);
+  const missingLibraries = [...closure.missing, ...agentLibs.missing];
+  for (const f of agentLibs.files) {
+    const rel = f.path.replace(/^\//, '');
+    if (f.kind === 'symlink') entries.push({ kind: 'symlink', path: rel, target: f.target ?? '' });
+    else entries.push({ kind: 'file', path: rel, data: sysrootFile(o.sysroot, f.path), mode: statSync(join(o.sysroot, f.path)).mode & 0o777 });
+  }
+
+  // kernel modules and their dependencies, in load order
+  let modulesOrder: string[] = [];
+  let missingModules: string[] = [];
+  if (o.kernelModules) {
+    const kver = o.kernelModules.replace(/\/+$/, '').split('/').pop() ?? '';
+    const dep = parseModulesDep(readFileSync(join(o.kernelModules, 'modules.dep'), 'utf8'));
+    const builtinPath = join(o.kernelModules, 'modules.builtin');
+    const builtin = existsSync(builtinPath) ? parseModulesBuiltin(readFileSync(builtinPath, 'utf8')) : new Set<string>();
+    const mc = moduleClosure(dep, wantedModules(o.modules), builtin);
+    modulesOrder = mc.order;
+    missingModules = mc.missing;
+    for (const rel of mc.order) {
+      entries.push({ kind: 'file', path: `lib/modules/${kver}/${rel}`, data: readFileSync(join(o.kernelModules, rel)), mode: 0o644 });
+    }
+    const depLines = mc.order.map((m) => `${m}: ${(dep.get(m) ?? []).join(' ')}`.trimEnd());
+    entries.push({ kind: 'file', path: `lib/modules/${kver}/modules.dep`, data: Buffer.from(depLines.join('\n') + '\n') });
+    if (existsSync(builtinPath)) entries.push({ kind: 'file', path: `lib/modules/${kver}/modules.builtin`, data: readFileSync(builtinPath) });
+    entries.push({ kind: 'file', path: MODULE_LIST.replace(/^\//, ''), data: Buffer.from(mc.order.join('\n') + '\n') });
+  }
+  for (const x of o.extra ?? []) entries.push({ kind: 'file', path: x.path.replace(/^\//, ''), data: x.data, mode: x.mode ?? 0o644 });
+
+  const cpio = writeCpio(entries, { mtime: o.sourceDateEpoch });
+  const packed = await compress(cpio, o.compress);
+  mkdirSync(o.out, { recursive: true });
+  const igzPath = join(o.out, 'initramfs.igz');
+  const uimagePath = join(o.out, 'initramfs.igz.uimg');
+  writeFileSync(igzPath, packed);
+  writeFileSync(uimagePath, writeUImage(packed, {
+    arch: o.arch, type: 'ramdisk', comp: o.compress === 'none' ? 'none' : o.compress === 'xz' ? 'lzma' : o.compress,
+    name: o.name ?? 'clusterboot initramfs', time: o.sourceDateEpoch,
+  }));
+  const result: PackResult = {
+    cpioBytes: cpio.length, compressedBytes: packed.length, uimagePath, igzPath, files: entries.length,
+    modules: modulesOrder, missingLibraries, missingModules,
+  };
+  writeFileSync(join(o.out, 'initramfs.manifest.json'), JSON.stringify(result, null, 2) + '\n');
+  return result;
+}
+
+/** The agent lives outside the sysroot: find its interpreter and NEEDED libraries inside the sysroot. */
+function libraryClosureForAgent(o: PackOptions) {
+  const elf = readElf(readFileSync(o.agent));
+  if (!elf) throw new Error(`${o.agent} is not an ELF executable`);
+  const dirs = elf.machine === 183
+    ? ['/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib', '/usr/lib']
+    : ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib', '/usr/lib'];
+  const found: string[] = elf.interp ? [elf.interp] : [];
+  const missing: { lib: string; neededBy: string }[] = [];
+  for (const lib of elf.needed) {
+    const hit = dirs.map((d) => `${d}/${lib}`).find((p) => existsSync(join(o.sysroot, p)));
+    if (hit) found.push(hit);
+    else missing.push({ lib, neededBy: 'clusterboot-agent' });
+  }
+  const c = libraryClosure(o.sysroot, found);
+  return { files: c.files, missing: [...missing, ...c.missing] };
+}

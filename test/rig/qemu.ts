@@ -1,0 +1,139 @@
+// One QEMU arm64 node on the real chain: U-Boot firmware, DHCP and TFTP from QEMU's user network,
+// a virtio disk; the console is captured so tests can wait for phase lines with deadlines.
+import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+import type { Subprocess } from 'bun';
+
+export const UBOOT = '/usr/lib/u-boot/qemu_arm64/u-boot.bin';
+
+export interface NodeOptions {
+  tftpDir: string;
+  disk: string;
+  serial?: string;
+  mac?: string;
+  memoryMb?: number;
+  /** Extra QEMU arguments (e.g. a watchdog device). */
+  extra?: string[];
+  /** Console copy on the host for humans (appended). */
+  logFile?: string;
+  /** Echo the console to this process's stderr. */
+  echo?: boolean;
+  /** Network: QEMU user networking (default) or a prepared argument list. */
+  netdev?: string[];
+}
+
+export interface AgentEvent {
+  kind: string;
+  phase: string;
+  t: number;
+  [k: string]: unknown;
+}
+
+export class QemuNode {
+  console = '';
+  exitCode: number | null = null;
+  private proc: Subprocess<'pipe', 'pipe', 'pipe'>;
+  private waiters: Array<() => void> = [];
+  readonly startedAt = performance.now();
+  readonly exited: Promise<number>;
+
+  constructor(readonly opts: NodeOptions) {
+    if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
+    const args = [
+      'qemu-system-aarch64', '-M', 'virt', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
+      '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
+      ...(opts.netdev ?? [
+        '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
+        '-device', `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''}`,
+      ]),
+      '-drive', `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
+      '-device', `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
+      ...(opts.extra ?? []),
+    ];
+    if (opts.logFile) writeFileSync(opts.logFile, `# ${args.join(' ')}\n`, { flag: 'a' });
+    this.proc = Bun.spawn(args, { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
+    void this.pump(this.proc.stdout);
+    void this.pump(this.proc.stderr);
+    this.exited = this.proc.exited.then((c) => {
+      this.exitCode = c;
+      this.wake();
+      return c;
+    });
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  private async pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    const dec = new TextDecoder();
+    for await (const chunk of stream) {
+      const text = dec.decode(chunk, { stream: true });
+      this.console += text;
+      if (this.opts.logFile) appendFileSync(this.opts.logFile, text);
+      if (this.opts.echo) process.stderr.write(text);
+      this.wake();
+    }
+  }
+
+  /** Wait until the console matches; fails with the console tail when the deadline passes or QEMU exits. */
+  async waitFor(re: RegExp, timeoutMs: number, from = 0): Promise<RegExpMatchArray> {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      const m = this.console.slice(from).match(re);
+      if (m) return m;
+      if (this.exitCode !== null) throw new Error(`QEMU exited (${this.exitCode}) before ${re}\n--- console tail ---\n${this.tail()}`);
+      const left = deadline - performance.now();
+      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${re}\n--- console tail ---\n${this.tail()}`);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, Math.min(left, 1000));
+        this.waiters.push(() => {
+          clearTimeout(t);
+          res();
+        });
+      });
+    }
+  }
+
+  /** Wait for QEMU to exit by itself (the guest rebooted or powered off; -no-reboot makes both exits). */
+  async waitForExit(timeoutMs: number): Promise<number> {
+    const t = new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`QEMU still running after ${timeoutMs} ms\n${this.tail()}`)), timeoutMs));
+    return Promise.race([this.exited, t]);
+  }
+
+  /** The agent's machine lines, parsed. */
+  events(): AgentEvent[] {
+    const out: AgentEvent[] = [];
+    for (const m of this.console.matchAll(/^@@clusterboot (\{.*\})\r?$/gm)) {
+      try {
+        out.push(JSON.parse(m[1] ?? '') as AgentEvent);
+      } catch {
+        // a line cut by the kernel's own console output: skip it
+      }
+    }
+    return out;
+  }
+
+  send(text: string): void {
+    this.proc.stdin.write(text);
+    this.proc.stdin.flush();
+  }
+
+  tail(lines = 40): string {
+    return this.console.split('\n').slice(-lines).join('\n');
+  }
+
+  async kill(): Promise<void> {
+    if (this.exitCode === null) {
+      this.proc.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}
+
+/** A blank raw disk image of the given size (sparse). */
+export function blankDisk(path: string, megabytes: number): void {
+  writeFileSync(path, '');
+  Bun.spawnSync(['truncate', '-s', `${megabytes}M`, path]);
+}
