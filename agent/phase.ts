@@ -1,5 +1,6 @@
 // What a phase is, and the typed control flow a phase can end in (a reboot is not a failure).
 import type { Params } from './cmdline.ts';
+import type { MasterLink } from './link.ts';
 import type { ToolName } from './tools.ts';
 
 export interface Needs {
@@ -29,7 +30,40 @@ export interface Facts {
   master?: string;
   hostname?: string;
   modulesLoaded?: string[];
-  [more: string]: unknown;
+  /** The shared SSH connection, once the master phase opened it. */
+  link?: MasterLink;
+  /** False when the master did not answer: nothing on the disk may then be changed. */
+  online?: boolean;
+  /** What the master wants, as fetched (null: the master has none). */
+  wanted?: MasterWants;
+  disk?: DiskFacts;
+  /** Path of the root slot to boot, once the root phase chose it. */
+  rootSlot?: string;
+  rootStale?: boolean;
+  bytesReceived?: number;
+}
+
+export interface StampFile {
+  text: string;
+  sig: string | null;
+}
+
+export interface MasterWants {
+  table: string | null;
+  rootfs: StampFile | null;
+  bootfs: StampFile | null;
+  /** nodes/<hostname>/reset exists on the master: wipe this node's writable layer. */
+  reset: boolean;
+}
+
+export interface DiskFacts {
+  device: string;
+  sectors: number;
+  serial: string;
+  /** The disk had no partition table and nothing written at its start. */
+  blank: boolean;
+  /** sfdisk -d text, null when there is no table. */
+  currentTable: string | null;
 }
 
 export interface Ctx {

@@ -443,6 +443,7 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
       if (p.start < 1) problems.push(`${n}: starts at sector ${p.start}, before sector 1 (sector 0 holds the MBR)`);
       if (!/^[0-9a-f]{1,2}$/.test(p.type) || p.type !== normaliseHexType(p.type))
         problems.push(`${n}: type "${p.type}" is not a normalised MBR type (lowercase hex, no leading zeros)`);
+      else if (p.type === '0') problems.push(`${n}: type 0 marks an unused slot; use 83 for linux`);
       if (p.start + p.size > DOS_MAX_SECTORS)
         problems.push(`${n}: ends beyond sector ${DOS_MAX_SECTORS}, the limit of a dos table; use label: gpt`);
     } else {
@@ -564,7 +565,7 @@ export function planPartitions(facts: {
     return {
       action: 'refuse',
       reason: `the master's table does not fit this disk: ${problems.join('; ')}`,
-      remedy: 'fix the table file on the master (or give this node a bigger card); the disk was left untouched',
+      remedy: 'fix the table file on the master (or, if the card is too small for it, use a bigger card); the disk was left untouched',
     };
 
   let current: TableSpec | null = null;

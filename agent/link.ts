@@ -1,0 +1,130 @@
+// The node's one SSH connection to the master: a ControlMaster every rsync of the boot reuses
+// (each handshake costs seconds on a Pi), host key pinned, read-only key, never a password.
+import { existsSync, mkdirSync } from 'node:fs';
+import type { Subprocess } from 'bun';
+import { run, ToolError, type RunOptions } from './exec.ts';
+import { info } from './log.ts';
+import { PhaseFailure } from './phase.ts';
+import { TOOLS } from './tools.ts';
+
+export const KEY_DIR = '/etc/clusterboot';
+export const NODE_KEY = `${KEY_DIR}/node_key`;
+export const KNOWN_HOSTS = `${KEY_DIR}/known_hosts`;
+export const STAMP_KEY = `${KEY_DIR}/stamp.pub.pem`;
+export const SOCKET = '/run/clusterboot/ssh.sock';
+export const HOST_ALIAS = 'clusterboot-master';
+
+export interface LinkTarget {
+  host: string;
+  user: string;
+  port: number;
+}
+
+/** ssh options: pinned host key under an alias (whatever address DHCP gives the master), chacha20 first for the Pi 4. */
+export function sshOptions(t: LinkTarget): string[] {
+  return [
+    '-F', '/dev/null', '-i', NODE_KEY, '-p', String(t.port), '-l', t.user,
+    '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${KNOWN_HOSTS}`, '-o', 'GlobalKnownHostsFile=/dev/null',
+    '-o', `HostKeyAlias=${HOST_ALIAS}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
+    '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=10', '-o', 'ServerAliveCountMax=3',
+    '-o', 'Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
+    '-o', `ControlPath=${SOCKET}`, '-o', 'LogLevel=ERROR',
+  ];
+}
+
+/** What an ssh failure means for the admin. */
+export function classifySshError(stderr: string): { kind: 'hostkey' | 'auth' | 'down'; message: string; remedy: string } {
+  if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No .* host key is known/i.test(stderr)) {
+    return { kind: 'hostkey', message: 'the master\'s host key does not match the key packed in the initramfs',
+      remedy: 'if the master was reinstalled, run `builder pack` again so the new host key is pinned; otherwise someone else answers as the master' };
+  }
+  if (/Permission denied|Too many authentication failures/i.test(stderr)) {
+    return { kind: 'auth', message: 'the master refused the node key',
+      remedy: 'add the line printed by `builder keys --authorized-keys` to root\'s authorized_keys on the master' };
+  }
+  return { kind: 'down', message: `master unreachable: ${stderr.trim().split('\n').pop() ?? 'no answer'}`,
+    remedy: 'check that the master is up, sshd listens, and the network between them' };
+}
+
+export class MasterLink {
+  private proc: Subprocess | null = null;
+  private stderr = '';
+  handshakes = 0;
+
+  constructor(readonly target: LinkTarget) {}
+
+  /** Open the ControlMaster and wait until it answers `ssh -O check`, or say why not. */
+  async open(timeoutMs = 20_000): Promise<void> {
+    if (!existsSync(NODE_KEY)) throw new PhaseFailure(`no node key at ${NODE_KEY}`, 'pack the initramfs with `builder pack --keys DIR`', 'master');
+    mkdirSync('/run/clusterboot', { recursive: true });
+    this.stderr = '';
+    this.handshakes++;
+    const proc = Bun.spawn([TOOLS.ssh, ...sshOptions(this.target), '-M', '-N', '-o', 'ControlPersist=no', this.target.host], {
+      stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env: { HOME: '/root', PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
+    });
+    this.proc = proc;
+    void (async () => {
+      for await (const c of proc.stderr as ReadableStream<Uint8Array>) this.stderr += new TextDecoder().decode(c);
+    })();
+    const end = Date.now() + timeoutMs;
+    for (;;) {
+      if (proc.exitCode !== null || proc.killed) {
+        await Bun.sleep(100);
+        const c = classifySshError(this.stderr);
+        this.proc = null;
+        throw new PhaseFailure(c.message, c.remedy, c.kind === 'down' ? 'master' : 'hostkey');
+      }
+      if (existsSync(SOCKET)) {
+        try {
+          await run('ssh', [...sshOptions(this.target), '-O', 'check', this.target.host], { timeoutMs: 5000 });
+          return;
+        } catch {
+          // the socket exists before the master is ready: ask again
+        }
+      }
+      if (Date.now() > end) {
+        proc.kill();
+        this.proc = null;
+        throw new PhaseFailure(`master ${this.target.host}:${this.target.port} did not answer within ${timeoutMs / 1000}s`,
+          'check that the master is up and sshd listens', 'master');
+      }
+      await Bun.sleep(150);
+    }
+  }
+
+  get isOpen(): boolean {
+    return this.proc !== null && this.proc.exitCode === null;
+  }
+
+  /** The -e argument for rsync: ssh over the shared connection. */
+  rsh(): string {
+    return [TOOLS.ssh, ...sshOptions(this.target)].join(' ');
+  }
+
+  /** rsync from the master (paths relative to the rrsync root on the master). */
+  async rsync(args: string[], opts: RunOptions = {}): Promise<{ stdout: string; stderr: string }> {
+    try {
+      return await run('rsync', ['-e', this.rsh(), ...args], { timeoutMs: 3_600_000, ...opts });
+    } catch (e) {
+      if (e instanceof ToolError && /host key|Permission denied/i.test(e.stderrTail)) {
+        const c = classifySshError(e.stderrTail);
+        throw new PhaseFailure(c.message, c.remedy, 'master', { cause: e });
+      }
+      throw e;
+    }
+  }
+
+  remote(path: string): string {
+    return `${this.target.host}:${path}`;
+  }
+
+  /** Close the shared connection: nothing of ours may outlive the handoff. */
+  async close(): Promise<void> {
+    if (!this.proc) return;
+    await run('ssh', [...sshOptions(this.target), '-O', 'exit', this.target.host], { timeoutMs: 5000 }).catch(() => undefined);
+    this.proc.kill();
+    await Promise.race([this.proc.exited, Bun.sleep(3000)]);
+    this.proc = null;
+    info('master', 'connection to the master closed');
+  }
+}

@@ -1,0 +1,84 @@
+// Phase "master": one SSH connection, then the wanted table, the stamps and this node's flags in one go.
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { ToolError } from '../exec.ts';
+import { MasterLink } from '../link.ts';
+import { info, warn } from '../log.ts';
+import { PhaseFailure, type MasterWants, type Phase, type StampFile } from '../phase.ts';
+import { RUN_DIR } from './early.ts';
+
+export const FETCH_DIR = `${RUN_DIR}/master`;
+
+/** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
+export function backoff(attempt: number): number {
+  return Math.min(30, 2 * 2 ** attempt);
+}
+
+function readOr(path: string): string | null {
+  return existsSync(path) ? readFileSync(path, 'utf8') : null;
+}
+
+function stampFile(name: string): StampFile | null {
+  const text = readOr(`${FETCH_DIR}/stamps/${name}.stamp`);
+  return text === null ? null : { text, sig: readOr(`${FETCH_DIR}/stamps/${name}.stamp.sig`)?.trim() ?? null };
+}
+
+export const master: Phase = {
+  name: 'master',
+  needs: { tools: ['ssh', 'rsync'] },
+  async run(ctx) {
+    const host = ctx.facts.master;
+    if (!host) {
+      ctx.facts.online = false;
+      warn('master', 'no master known (masterip= or DHCP): continuing offline');
+      return 'offline: no master';
+    }
+    const link = new MasterLink({ host, user: ctx.params.masterUser, port: ctx.params.masterPort });
+    const tries = Math.max(1, ctx.params.retries);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await link.open();
+        break;
+      } catch (e) {
+        const f = e instanceof PhaseFailure ? e : new PhaseFailure(String(e), 'check the master', 'master');
+        if (f.ledCode === 'hostkey') throw f;
+        if (attempt + 1 >= tries) {
+          ctx.facts.online = false;
+          warn('master', `${f.message} after ${tries} attempts: continuing offline (no disk changes)`);
+          return 'offline: master unreachable';
+        }
+        const wait = backoff(attempt);
+        warn('master', `${f.message}; attempt ${attempt + 1}/${tries}, retrying in ${wait}s`);
+        await Bun.sleep(wait * 1000);
+      }
+    }
+    ctx.facts.link = link;
+    rmSync(FETCH_DIR, { recursive: true, force: true });
+    mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
+    const base = ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
+    try {
+      // one rsync for the table and both stamps: a missing stamp makes rsync say 23, which we read as "not published"
+      await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), `:${base}stamps`, `${FETCH_DIR}/`], { okCodes: [0, 23] });
+      if (ctx.facts.hostname) {
+        await link.rsync(['-rt', '--timeout=60', link.remote(`${base}nodes/${ctx.facts.hostname}/`), `${FETCH_DIR}/node/`], { okCodes: [0, 23] });
+      }
+    } catch (e) {
+      if (e instanceof PhaseFailure) throw e;
+      ctx.facts.online = false;
+      warn('master', `could not fetch from the master: ${e instanceof ToolError ? e.message : String(e)}; continuing offline`);
+      return 'offline: fetch failed';
+    }
+    const wanted: MasterWants = {
+      table: readOr(`${FETCH_DIR}/partitions.sfdisk`),
+      rootfs: stampFile('rootfs'),
+      bootfs: stampFile('bootfs'),
+      reset: existsSync(`${FETCH_DIR}/node/reset`),
+    };
+    ctx.facts.wanted = wanted;
+    ctx.facts.online = true;
+    const id = (s: StampFile | null) => (s ? /^id (\S+)/m.exec(s.text)?.[1] ?? '?' : 'none');
+    info('master', `master ${host}: table ${wanted.table ? 'present' : 'MISSING'}, rootfs stamp ${id(wanted.rootfs)}, ` +
+      `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}`, { handshakes: link.handshakes });
+    if (!wanted.table) warn('master', 'the master has no partitions.sfdisk: the disk will not be partitioned');
+    return `online, ${link.handshakes} SSH handshake(s)`;
+  },
+};
