@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import pkg from '../package.json' with { type: 'json' };
 import { parseCmdline } from './cmdline.ts';
-import { emit, info, warn } from './log.ts';
+import { info, warn } from './log.ts';
 import type { Ctx } from './phase.ts';
 import { startReaper } from './reaper.ts';
 import { fatal, runPhases } from './runner.ts';
@@ -38,8 +38,7 @@ async function main(): Promise<never> {
       if (parsed.unknown.length) warn('early', `unknown parameters ignored: ${parsed.unknown.join(' ')}`);
       const phases = SEQUENCE.map((p) => ({ ...p, run: (c: Ctx) => { currentPhase = p.name; return p.run(c); } }));
       await runPhases(phases, ctx);
-      emit({ kind: 'info', phase: 'end', message: 'all phases done; holding (no handoff phase in this build)' });
-      for (;;) await Bun.sleep(3_600_000);
+      throw new Error('the sequence ended without a handoff');
     } catch (e) {
       await fatal(e, currentPhase, ctx, attempt++);
     }

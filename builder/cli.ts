@@ -7,7 +7,8 @@ import { hideBin } from 'yargs/helpers';
 import { buildAgent, REPO, type AgentArch } from './agentbuild.ts';
 import { bootScript, DEFAULT_BOOTARGS } from './bootscript.ts';
 import type { Compression } from './compress.ts';
-import { pack, type ExtraFile } from './pack.ts';
+import { accessFiles, pack, type ExtraFile } from './pack.ts';
+import { authorizedKeysLine, generateKeys, publish } from './publish.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './sysroot.ts';
 import { scriptImage, type UArch } from './uimage.ts';
 
@@ -54,6 +55,9 @@ await yargs(hideBin(process.argv))
     .option('compress', { choices: ['gzip', 'zstd', 'xz', 'none'] as const, default: 'gzip' as const })
     .option('skel', { type: 'string', default: join(REPO, 'initramfs-skel') })
     .option('add', { type: 'string', array: true, describe: 'SRC:DEST[:MODE] extra file' })
+    .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
+    .option('master-host-key', { type: 'string', default: '/etc/ssh/ssh_host_ed25519_key.pub', describe: 'the master\'s host key to pin' })
+    .option('sign', { type: 'boolean', default: false, describe: 'pack the stamp key: nodes then refuse unsigned or older stamps' })
     .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
   async (a) => {
     const sysroot = resolve(a.sysroot);
@@ -67,8 +71,12 @@ await yargs(hideBin(process.argv))
     const r = await pack({
       sysroot, agent, skel: resolve(a.skel), out: resolve(a.out), modules: list(a.modules),
       compress: a.compress as Compression, arch: a.arch as UArch, sourceDateEpoch: epoch(),
-      ...(km ? { kernelModules: resolve(km) } : {}), extra: (a.add ?? []).map(String).map(parseAdd),
+      ...(km ? { kernelModules: resolve(km) } : {}), extra: [
+        ...(a.keys ? accessFiles({ keysDir: resolve(a.keys), masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'), sign: a.sign }) : []),
+        ...(a.add ?? []).map(String).map(parseAdd),
+      ],
     });
+    if (!a.keys) say('warning: no --keys: nodes will not be able to reach the master');
     for (const m of r.missingLibraries) say(`warning: ${m.neededBy} needs ${m.lib}, not found in the sysroot`);
     for (const m of r.missingModules) say(`warning: module ${m} not found in ${km}`);
     say(`${r.uimagePath}: ${(r.compressedBytes / 1e6).toFixed(1)} MB ${a.compress} (${(r.cpioBytes / 1e6).toFixed(1)} MB cpio, ${r.files} entries, ${r.modules.length} modules)`);
@@ -88,6 +96,22 @@ await yargs(hideBin(process.argv))
     mkdirSync(dirname(resolve(a.out)), { recursive: true });
     writeFileSync(resolve(a.out), scriptImage(text, { arch: a.arch as UArch, name: 'clusterboot boot script', time: epoch() }));
     say(`${a.out}: ${bootargs}`);
+  })
+  .command('keys', 'create (once) the node key and the stamp signing key; print the authorized_keys line', (y) => y
+    .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
+    .option('master-root', { type: 'string', default: '/data/slaves' }),
+  (a) => {
+    const k = generateKeys(resolve(a.dir));
+    say(`keys in ${a.dir}; add this line to root's ~/.ssh/authorized_keys on the master:`);
+    console.log(authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root'])));
+  })
+  .command('publish <name>', 'write a new stamp for rootfs or bootfs after changing it (atomic)', (y) => y
+    .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })
+    .option('master-root', { type: 'string', default: '/data/slaves' })
+    .option('sign', { type: 'string', describe: 'Ed25519 private key (PEM) to sign the stamp with, e.g. /etc/clusterboot/stamp_ed25519.pem' }),
+  async (a) => {
+    const s = await publish({ masterRoot: resolve(a['master-root']), name: a.name as 'rootfs' | 'bootfs', ...(a.sign ? { signKeyPem: readFileSync(a.sign, 'utf8') } : {}) });
+    say(`published ${s.name} ${s.id}${a.sign ? ' (signed)' : ''}`);
   })
   .fail((msg, err) => {
     say(`error: ${err?.message ?? msg}`);

@@ -10,6 +10,7 @@ import { writeCpio, type CpioEntry } from './cpio.ts';
 import { libraryClosure, readElf } from './elf.ts';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './kmod.ts';
 import { writeUImage, type UArch } from './uimage.ts';
+import { knownHostsLine } from './publish.ts';
 
 export interface ExtraFile {
   path: string;
@@ -43,7 +44,7 @@ export interface PackResult {
 }
 
 /** Modules every boot needs whatever the phases say (the virt machine's disk and PCI transport). */
-export const BASE_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'ext4', 'vfat', 'nls_cp437', 'nls_iso8859_1', 'overlay'];
+export const BASE_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'ext4', 'vfat', 'nls_cp437', 'nls_iso8859_1', 'nls_ascii', 'overlay', 'crc32c_generic', 'libcrc32c'];
 
 /** Modules the phases declare, plus the base list and the command line's. */
 export function wantedModules(extra: string[]): string[] {
@@ -172,4 +173,14 @@ function libraryClosureForAgent(o: PackOptions) {
   }
   const c = libraryClosure(o.sysroot, found);
   return { files: c.files, missing: [...missing, ...c.missing] };
+}
+
+/** The files that let a node read the master: its key, the master's pinned host key, the stamp-verify key. */
+export function accessFiles(o: { keysDir: string; masterHostKeyPub: string; sign: boolean }): ExtraFile[] {
+  const files: ExtraFile[] = [
+    { path: 'etc/clusterboot/node_key', data: readFileSync(join(o.keysDir, 'node_ed25519')), mode: 0o600 },
+    { path: 'etc/clusterboot/known_hosts', data: Buffer.from(`${knownHostsLine(o.masterHostKeyPub)}\n`), mode: 0o644 },
+  ];
+  if (o.sign) files.push({ path: 'etc/clusterboot/stamp.pub.pem', data: readFileSync(join(o.keysDir, 'stamp_ed25519.pub.pem')), mode: 0o644 });
+  return files;
 }

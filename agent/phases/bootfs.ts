@@ -1,0 +1,75 @@
+// Phase "bootfs": the boot (firmware) partition follows the master's bootfs stamp; new firmware means a reboot.
+import { existsSync, readFileSync } from 'node:fs';
+import type { MasterLink } from '../link.ts';
+import { STAMP_KEY } from '../link.ts';
+import { partName } from '../lib/sfdisk.ts';
+import { decideStamp, parseStamp } from '../lib/stamp.ts';
+import { info, progress, warn } from '../log.ts';
+import { mountFs, umountQuiet, writeAtomic } from '../fsutil.ts';
+import { PhaseFailure, RebootRequest, type Ctx, type Phase, type StampFile } from '../phase.ts';
+import { syncDisks } from '../sys/libc.ts';
+import { RUN_DIR } from './early.ts';
+import { MARKER } from './disk.ts';
+
+export const BOOT_MNT = `${RUN_DIR}/boot`;
+export const BOOT_STAMP = 'clusterboot.bootfs.stamp';
+
+export function stampKey(): string | null {
+  return existsSync(STAMP_KEY) ? readFileSync(STAMP_KEY, 'utf8') : null;
+}
+
+/** rsync the master's bootfs/ into the mounted boot partition, then record its stamp and our marker. */
+export async function fillBoot(link: MasterLink, base: string, stamp: StampFile | null): Promise<void> {
+  await link.rsync(['-rt', '--modify-window=2', '--delete', '--exclude=/clusterboot.*', '--timeout=120',
+    link.remote(`${base}bootfs/`), `${BOOT_MNT}/`], { timeoutMs: 30 * 60_000 });
+  writeAtomic(`${BOOT_MNT}/${MARKER}`, 'clusterboot boot partition: its contents follow the master\'s bootfs/\n');
+  if (stamp) writeAtomic(`${BOOT_MNT}/${BOOT_STAMP}`, stamp.text);
+  syncDisks();
+}
+
+export function masterBase(ctx: Ctx): string {
+  return ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
+}
+
+export const bootfs: Phase = {
+  name: 'bootfs',
+  needs: { tools: ['rsync', 'fsckVfat'] },
+  async run(ctx) {
+    const d = ctx.facts.disk;
+    const w = ctx.facts.wanted;
+    if (!d || !ctx.facts.online || !ctx.facts.link || !w) return 'skipped: master offline';
+    if (!w.bootfs) {
+      warn('bootfs', 'the master has no bootfs stamp: run `builder publish bootfs` on the master');
+      return 'skipped: no bootfs stamp';
+    }
+    const p1 = partName(d.device, 1);
+    try {
+      mountFs(p1, BOOT_MNT, 'vfat');
+    } catch (e) {
+      throw new PhaseFailure(`cannot mount the boot partition ${p1}: ${(e as Error).message}`,
+        'the table has no vfat p1: check partitions.sfdisk (p1 type b or c)', 'disk', { cause: e });
+    }
+    try {
+      const localText = existsSync(`${BOOT_MNT}/${BOOT_STAMP}`) ? readFileSync(`${BOOT_MNT}/${BOOT_STAMP}`, 'utf8') : null;
+      const local = localText ? parseStamp(localText) : null;
+      const decision = decideStamp({
+        name: 'bootfs', masterText: w.bootfs.text, masterSig: w.bootfs.sig, publicKeyPem: stampKey(),
+        local: local?.ok ? local.stamp : null, localComplete: Boolean(local?.ok),
+      });
+      if (decision.action === 'keep') return 'up to date';
+      if (decision.action === 'refuse') {
+        warn('bootfs', `${decision.reason}; keeping the boot partition as it is (${decision.remedy})`);
+        return 'refused the master\'s bootfs stamp';
+      }
+      if (ctx.params.dryRun) {
+        info('bootfs', `dry run: would rsync bootfs/ into ${p1} and reboot (${decision.reason})`);
+        return 'dry run';
+      }
+      progress('bootfs', `updating the boot partition ${p1}: ${decision.reason}`);
+      await fillBoot(ctx.facts.link, masterBase(ctx), w.bootfs);
+    } finally {
+      umountQuiet(BOOT_MNT);
+    }
+    throw new RebootRequest('new boot firmware written: it takes effect at the next boot');
+  },
+};

@@ -1,0 +1,74 @@
+// Phase "handoff": close everything of ours, move the kernel filesystems, and become the real init.
+import { lstatSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { events, info } from '../log.ts';
+import { PhaseFailure, type Phase } from '../phase.ts';
+import { moveMount, syncDisks } from '../sys/libc.ts';
+import { TOOLS } from '../tools.ts';
+import { RUN_DIR } from './early.ts';
+
+const NEWROOT = '/newroot';
+
+/** Resolve a path inside the new root (absolute symlinks point inside it), to check init exists. */
+export function resolveInRoot(root: string, path: string, lstat: (p: string) => { link: string | null; exists: boolean }, depth = 0): string | null {
+  if (depth > 20) return null;
+  const parts = path.split('/').filter(Boolean);
+  let cur = '';
+  for (const [i, part] of parts.entries()) {
+    const next = `${cur}/${part}`;
+    const st = lstat(root + next);
+    if (!st.exists) return null;
+    if (st.link !== null) {
+      const target = st.link.startsWith('/') ? st.link : `${cur}/${st.link}`;
+      const rest = parts.slice(i + 1).join('/');
+      return resolveInRoot(root, normalise(`${target}${rest ? `/${rest}` : ''}`), lstat, depth + 1);
+    }
+    cur = next;
+  }
+  return cur || '/';
+}
+
+function normalise(p: string): string {
+  const out: string[] = [];
+  for (const part of p.split('/')) {
+    if (!part || part === '.') continue;
+    if (part === '..') out.pop();
+    else out.push(part);
+  }
+  return `/${out.join('/')}`;
+}
+
+function realLstat(p: string): { link: string | null; exists: boolean } {
+  try {
+    const st = lstatSync(p);
+    return { exists: true, link: st.isSymbolicLink() ? readlinkSync(p) : null };
+  } catch {
+    return { exists: false, link: null };
+  }
+}
+
+export const handoff: Phase = {
+  name: 'handoff',
+  needs: {},
+  async run(ctx) {
+    const init = ctx.params.init;
+    if (!resolveInRoot(NEWROOT, init, realLstat)) {
+      throw new PhaseFailure(`the root has no ${init}`, `the template must contain ${init} (check rootfs/ on the master, then \`builder publish rootfs\`), or set init=`, 'overlay');
+    }
+    await ctx.facts.link?.close();
+    writeFileSync(`${RUN_DIR}/boot-report.json`, JSON.stringify({ hostname: ctx.facts.hostname, slot: ctx.facts.rootSlot, stale: ctx.facts.rootStale ?? false, events: events() }, null, 1));
+    if (ctx.params.dryRun) {
+      info('handoff', `dry run: would switch_root to ${init}; holding instead`);
+      for (;;) await Bun.sleep(3_600_000);
+    }
+    for (const m of ['/dev', '/proc', '/sys', '/run']) {
+      mkdirSync(`${NEWROOT}${m}`, { recursive: true });
+    }
+    info('handoff', `switch_root ${NEWROOT} ${init}`);
+    syncDisks();
+    for (const m of ['/run', '/sys', '/dev']) moveMount(m, `${NEWROOT}${m}`);
+    moveMount('/proc', `${NEWROOT}/proc`);
+    // No return: busybox switch_root empties the initramfs, chroots and execs init as PID 1.
+    process.execve?.(TOOLS.busybox, ['switch_root', NEWROOT, init], { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', TERM: 'linux' });
+    throw new PhaseFailure('switch_root returned', 'boot with `rescue` and inspect /newroot', 'overlay');
+  },
+};

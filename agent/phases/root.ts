@@ -1,0 +1,176 @@
+// Phase "root": fsck, then the crash-safe slots: sync a new slot only when the master's stamp moved.
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statfsSync, symlinkSync } from 'node:fs';
+import { ToolError } from '../exec.ts';
+import { partName } from '../lib/sfdisk.ts';
+import { parseProgress2, parseRsyncStats, planRoot, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../lib/slots.ts';
+import { decideStamp, parseStamp } from '../lib/stamp.ts';
+import { info, progress, warn } from '../log.ts';
+import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../fsutil.ts';
+import { PhaseFailure, type Ctx, type Phase } from '../phase.ts';
+import { syncDisks } from '../sys/libc.ts';
+import { masterBase, stampKey } from './bootfs.ts';
+import { RUN_DIR } from './early.ts';
+
+export const ROOT_MNT = `${RUN_DIR}/rootdisk`;
+
+/** What is on the root partition, read raw for the pure slot logic. */
+export function readSlotFacts(mnt: string): SlotFacts {
+  const slots = `${mnt}/slots`;
+  mkdirSync(slots, { recursive: true });
+  const dirs: string[] = [];
+  const records: Record<string, string> = {};
+  for (const name of readdirSync(slots)) {
+    const st = lstatSync(`${slots}/${name}`);
+    if (st.isDirectory()) dirs.push(name);
+    else if (name.endsWith('.json')) records[name] = readFileSync(`${slots}/${name}`, 'utf8');
+  }
+  const link = (n: string) => {
+    try {
+      return readlinkSync(`${mnt}/${n}`);
+    } catch {
+      return null;
+    }
+  };
+  return { dirs, records, current: link('current'), previous: link('previous') };
+}
+
+function flip(mnt: string, link: string, to: string): void {
+  const tmp = `${mnt}/.${link}.new`;
+  rmSync(tmp, { force: true });
+  symlinkSync(to, tmp);
+  renameSync(tmp, `${mnt}/${link}`);
+  fsyncDir(mnt);
+}
+
+async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Promise<{ files: number; bytes: number }> {
+  const link = ctx.facts.link;
+  if (!link) throw new PhaseFailure('no connection to the master', 'internal', 'master');
+  const dest = `${ROOT_MNT}/slots/${a.id}/`;
+  mkdirSync(dest, { recursive: true });
+  const src = link.remote(`${masterBase(ctx)}rootfs/`);
+  const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
+  // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
+  const dry = await link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 });
+  const need = parseRsyncStats(dry.stdout)?.literalData ?? 0;
+  const plannedBytes = /Total transferred file size: ([\d,.]+)/.exec(dry.stdout)?.[1]?.replace(/[,.]/g, '') ?? '0';
+  const fs = statfsSync(ROOT_MNT);
+  const free = fs.bavail * fs.bsize;
+  const want = Math.max(need, Number(plannedBytes));
+  if (want > free * 0.97) {
+    throw new PhaseFailure(`root partition too small: the new root needs ${(want / 1e6).toFixed(0)} MB, ${(free / 1e6).toFixed(0)} MB free`,
+      'enlarge p2 in partitions.sfdisk or slim the template', 'sync');
+  }
+  progress('root', `syncing ${(want / 1e6).toFixed(1)} MB from ${link.target.host} into slot ${a.id}${a.linkDest ? ` (unchanged files linked from ${a.linkDest})` : ' (full copy)'}`);
+  let lastShown = -100;
+  let lastAt = 0;
+  const r = await link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
+    timeoutMs: 6 * 3_600_000,
+    onLine: (line) => {
+      const p = parseProgress2(line);
+      if (!p) return;
+      const now = Date.now();
+      if (p.percent >= lastShown + 10 || now - lastAt > 15_000) {
+        lastShown = p.percent;
+        lastAt = now;
+        progress('root', `syncing: ${(p.bytes / 1e6).toFixed(1)} MB at ${p.rate}`, p.percent);
+      }
+    },
+  });
+  const stats = parseRsyncStats(r.stdout);
+  const files = stats?.files ?? 0;
+  const bytes = stats?.bytesReceived ?? 0;
+  ctx.facts.bytesReceived = (ctx.facts.bytesReceived ?? 0) + bytes;
+  info('root', `slot ${a.id} synced: ${files} files, ${stats?.regularTransferred ?? '?'} transferred, ${bytes} bytes received`, { rsync: stats });
+  syncDisks();
+  return { files, bytes };
+}
+
+export const root: Phase = {
+  name: 'root',
+  needs: { tools: ['rsync', 'e2fsck', 'mke2fs'], modules: ['ext4'] },
+  async run(ctx) {
+    const d = ctx.facts.disk;
+    if (!d) throw new PhaseFailure('no disk facts', 'internal: the disk phase must run first', 'disk');
+    const p2 = partName(d.device, 2);
+    if (!existsSync(p2)) {
+      throw new PhaseFailure(`no root partition ${p2}`, ctx.facts.online ? 'check partitions.sfdisk (p2 is the root)' : 'the master must be reachable to partition this disk', 'disk');
+    }
+    let forceFull = false;
+    if ((await fsckExt4(p2, 'root')) === 'broken') {
+      if (!ctx.facts.online) throw new PhaseFailure(`the root filesystem on ${p2} is damaged beyond e2fsck`, 'bring the master back: the node then formats p2 and copies the root again', 'fsck');
+      warn('root', `the root filesystem on ${p2} is damaged beyond e2fsck: formatting it and copying the whole root again`);
+      await mkfs(p2, 'ext4', 'cb-root');
+      forceFull = true;
+    }
+    mountFs(p2, ROOT_MNT, 'ext4');
+    const state = readSlotState(readSlotFacts(ROOT_MNT));
+    for (const p of state.problems) warn('root', p);
+    const w = ctx.facts.wanted;
+    let decision: RootDecision = { action: 'offline' };
+    if (ctx.facts.online && w) {
+      const local = state.current ? { name: 'rootfs' as const, seq: state.current.seq, id: state.current.id, created: '' } : null;
+      const sd = decideStamp({ name: 'rootfs', masterText: w.rootfs?.text ?? null, masterSig: w.rootfs?.sig ?? null, publicKeyPem: stampKey(), local, localComplete: state.current !== null });
+      const parsed = w.rootfs ? parseStamp(w.rootfs.text) : null;
+      if (sd.action === 'refuse') {
+        warn('root', `${sd.reason} (${sd.remedy})`);
+        decision = { action: 'refuse' };
+      } else if (sd.action === 'keep') {
+        decision = { action: 'keep', ...(parsed?.ok ? { masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } } : {}) };
+      } else if (parsed?.ok) {
+        decision = { action: 'sync', masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } };
+      }
+    }
+    const plan = planRoot({ state, decision, rollback: ctx.params.rollback, forceFull });
+    info('root', plan.message, { plan: plan.actions.map((a) => a.describe()), use: plan.use, stale: plan.stale });
+    if (ctx.params.dryRun) {
+      for (const a of plan.actions) info('root', `dry run: ${a.describe()}`);
+      if (!plan.use || plan.actions.some((a) => a.kind === 'sync')) return 'dry run';
+    } else {
+      let rsyncFailed: unknown = null;
+      for (const a of plan.actions) {
+        if (rsyncFailed) break;
+        switch (a.kind) {
+          case 'delete-partial':
+          case 'delete-old':
+            info('root', a.describe());
+            rmSync(`${ROOT_MNT}/slots/${a.id}.json`, { force: true });
+            rmSync(`${ROOT_MNT}/slots/${a.id}`, { recursive: true, force: true });
+            break;
+          case 'sync':
+            try {
+              const r = await syncSlot(ctx, a);
+              const rec = plan.actions.find((x) => x.kind === 'write-record');
+              if (rec?.kind === 'write-record') Object.assign(rec.record, r);
+            } catch (e) {
+              rsyncFailed = e;
+            }
+            break;
+          case 'write-record':
+            writeAtomic(`${ROOT_MNT}/slots/${a.record.id}.json`, renderRecord(a.record));
+            break;
+          case 'flip':
+            flip(ROOT_MNT, a.link, a.to);
+            break;
+        }
+      }
+      if (rsyncFailed) {
+        const msg = rsyncFailed instanceof ToolError || rsyncFailed instanceof Error ? rsyncFailed.message : String(rsyncFailed);
+        if (state.current) {
+          warn('root', `root sync failed: ${msg}; booting the last complete root ${state.current.id} (it may be stale); the partial slot is deleted at the next boot`);
+          ctx.facts.rootSlot = `${ROOT_MNT}/slots/${state.current.id}`;
+          ctx.facts.rootStale = true;
+          return `sync failed; booting ${state.current.id}`;
+        }
+        throw new PhaseFailure(`root sync failed: ${msg}`, rsyncFailed instanceof PhaseFailure ? rsyncFailed.remedy : 'check the master (rsync, rrsync, disk space) and the network; the node retries', 'sync', { cause: rsyncFailed });
+      }
+      syncDisks();
+    }
+    if (!plan.use) {
+      throw new PhaseFailure('no complete root on the disk and none can be fetched now', 'bring the master back (or publish a root); the node keeps retrying', 'master');
+    }
+    ctx.facts.rootSlot = `${ROOT_MNT}/${plan.use}`;
+    ctx.facts.rootStale = plan.stale;
+    if (plan.stale) warn('root', `booting ${plan.use}: it may be stale (${ctx.facts.online ? 'the master\'s stamp was not used' : 'the master is unreachable'})`);
+    return `${plan.use}${plan.stale ? ' (may be stale)' : ''}`;
+  },
+};

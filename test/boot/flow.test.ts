@@ -1,0 +1,91 @@
+// The heart of clusterboot on the real chain: repartition, sync, overlay, switch_root, and the fast path.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { boot, diskHash, kernelToSwitchRoot, sfdiskDump } from '../rig/boot.ts';
+import { images, type Images } from '../rig/images.ts';
+import { randomBytes, TestMaster, testAccessFiles } from '../rig/master.ts';
+import { blankDisk } from '../rig/qemu.ts';
+
+let img: Images;
+let work: string;
+let master: TestMaster;
+const disk = () => join(work, 'disk.img');
+
+beforeAll(async () => {
+  img = await images({ extra: testAccessFiles() });
+  work = mkdtempSync(join(tmpdir(), 'cb-flow-'));
+  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
+  await master.layout();
+  await master.start();
+  blankDisk(disk(), 1024);
+}, 20 * 60_000);
+
+afterAll(async () => {
+  await master?.stop();
+  if (process.env.KEEP) console.error(`kept ${work}`);
+  else rmSync(work, { recursive: true, force: true });
+});
+
+const phaseDone = (r: { events: { kind: string; phase: string; summary?: unknown }[] }, phase: string) =>
+  r.events.find((e) => e.kind === 'phase-done' && e.phase === phase)?.summary as string | undefined;
+
+describe('boot flow', () => {
+  test('boot 1 on a blank disk partitions, formats, fills the boot partition and reboots', async () => {
+    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+    expect(r.ending).toBe('reboot');
+    expect(r.console).toContain('rebooting: new partition table written');
+    const dump = sfdiskDump(disk());
+    expect(dump).toMatch(/disk\.img1 : start=\s*2048, size=\s*65536, type=c, bootable/);
+    expect(dump).toMatch(/disk\.img4 : start=\s*1378304, size=\s*409600, type=83/);
+  }, 400_000);
+
+  test('boot 2 syncs the whole root and hands off to the template init as PID 1 on an overlay', async () => {
+    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+    expect(r.ending).toBe('template');
+    expect(r.console).toMatch(/TEMPLATE-INIT pid=1 version=1/);
+    expect(r.console).toMatch(/TEMPLATE-ROOT overlay overlay/);
+    expect(r.console).toContain('TEMPLATE-LAYERS ');
+    expect(phaseDone(r, 'root')).toMatch(/^slots\//);
+    expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(true);
+  }, 400_000);
+
+  test('boot 3 with an unchanged root runs no rsync of the root and switches root', async () => {
+    const before = master.handshakes();
+    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+    expect(r.ending).toBe('template');
+    expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+    expect(r.console).not.toContain('syncing');
+    expect(master.handshakes() - before).toBe(1);
+    console.error(`measure: boot 3 Starting kernel -> switch_root ${kernelToSwitchRoot(r)?.toFixed(1)} s (kernel uptime), wall ${r.seconds.toFixed(1)} s`);
+  }, 400_000);
+
+  test('a one-file change transfers about that file, not the tree', async () => {
+    writeFileSync(join(master.root, 'rootfs/usr/share/data/blob1'), randomBytes(1 << 20, 999));
+    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '2\n');
+    await master.publish('rootfs');
+    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+    expect(r.ending).toBe('template');
+    expect(r.console).toMatch(/TEMPLATE-INIT pid=1 version=2/);
+    const stats = r.events.find((e) => e.phase === 'root' && (e.data as { rsync?: unknown } | undefined)?.rsync)?.data as { rsync: { bytesReceived: number; regularTransferred: number } };
+    console.error(`measure: one-file change (1 MiB of a 4 MiB tree + busybox): ${stats.rsync.bytesReceived} bytes received`);
+    expect(stats.rsync.bytesReceived).toBeGreaterThan(1_000_000);
+    expect(stats.rsync.bytesReceived).toBeLessThan(1.1 * (1 << 20) + 65536);
+  }, 400_000);
+
+  test('a foreign disk is refused untouched, and taken with wipe=<its serial>', async () => {
+    const foreign = join(work, 'foreign.img');
+    blankDisk(foreign, 1024);
+    Bun.spawnSync(['sfdisk', foreign], { stdin: Buffer.from('label: dos\n,100M,83\n,,83\n') });
+    const hash = diskHash(foreign);
+    const r = await boot(img, work, { disk: foreign, serial: 'FOREIGN01', bootargs: master.bootargs() });
+    expect(r.ending).toBe('fatal');
+    expect(r.console).toContain('is not a clusterboot disk');
+    expect(r.console).toContain('wipe=FOREIGN01');
+    expect(diskHash(foreign)).toBe(hash);
+    const w = await boot(img, work, { disk: foreign, serial: 'FOREIGN01', bootargs: master.bootargs('wipe=FOREIGN01') });
+    expect(w.ending).toBe('reboot');
+    expect(sfdiskDump(foreign)).toMatch(/foreign\.img2 : start=\s*67584, size=\s*786432/);
+  }, 800_000);
+});

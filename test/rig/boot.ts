@@ -1,0 +1,63 @@
+// One boot of a test node from power-on to QEMU's exit (the guest rebooted or powered off).
+import { appendFileSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { type Images, tftpFolder } from './images.ts';
+import { type AgentEvent, QemuNode, type NodeOptions } from './qemu.ts';
+
+export interface BootResult {
+  console: string;
+  events: AgentEvent[];
+  exitCode: number;
+  /** How the boot ended, read from the console. */
+  ending: 'reboot' | 'template' | 'fatal' | 'other';
+  seconds: number;
+}
+
+export interface BootOptions extends Partial<NodeOptions> {
+  disk: string;
+  bootargs: string;
+  timeoutMs?: number;
+  /** Stop QEMU as soon as this matches (e.g. mid-rsync power cut), instead of waiting for its exit. */
+  killOn?: RegExp;
+}
+
+export async function boot(img: Images, work: string, o: BootOptions): Promise<BootResult> {
+  const tftp = tftpFolder(`${work}/tftp-${createHash('sha1').update(o.bootargs).digest('hex').slice(0, 8)}`, img, o.bootargs);
+  const logFile = `${work}/console.log`;
+  appendFileSync(logFile, `\n===== boot: ${o.bootargs}\n`);
+  const node = new QemuNode({ tftpDir: tftp, logFile, ...o, disk: o.disk });
+  const t0 = performance.now();
+  try {
+    if (o.killOn) {
+      await node.waitFor(o.killOn, o.timeoutMs ?? 300_000);
+      await node.kill();
+    } else {
+      await node.waitForExit(o.timeoutMs ?? 300_000);
+    }
+  } finally {
+    await node.kill();
+  }
+  const c = node.console;
+  const ending = /TEMPLATE-DONE/.test(c) ? 'template' : /"kind":"fatal"/.test(c) ? 'fatal' : /rebooting: /.test(c) ? 'reboot' : 'other';
+  return { console: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** sha256 of a disk image: "unchanged" means byte for byte. */
+export function diskHash(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+export function sfdiskDump(path: string): string {
+  try {
+    return execFileSync('sfdisk', ['-d', path], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  } catch {
+    return '';
+  }
+}
+
+/** Seconds from U-Boot's `Starting kernel` to the agent's switch_root line, from kernel uptime stamps. */
+export function kernelToSwitchRoot(r: BootResult): number | null {
+  const e = r.events.find((x) => x.kind === 'info' && x.phase === 'handoff' && String(x.message).startsWith('switch_root'));
+  return e ? e.t : null;
+}

@@ -1,0 +1,161 @@
+// A master on loopback, as on a real cluster: the seed's layout, stamps, and OpenSSH sshd whose only
+// door for the node key is `rrsync -ro` (the guest reaches 127.0.0.1 as 10.0.2.2).
+import { execFileSync } from 'node:child_process';
+import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import type { Subprocess } from 'bun';
+import { accessFiles, type ExtraFile } from '../../builder/pack.ts';
+import { authorizedKeysLine, generateKeys, publish } from '../../builder/publish.ts';
+import { CACHE } from './images.ts';
+
+export const KEYS = join(CACHE, 'test-keys');
+
+/** Test keys, made once per cache: the node key, the stamp key, the master's host key and a wrong one. */
+export function testKeys(): { dir: string; hostKey: string; wrongHostKey: string; otherSignKey: string } {
+  generateKeys(KEYS);
+  const host = join(KEYS, 'host_ed25519');
+  const wrong = join(KEYS, 'wrong_host_ed25519');
+  for (const k of [host, wrong]) {
+    if (!existsSync(k)) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'test-master', '-f', k]);
+  }
+  const other = join(KEYS, 'other');
+  generateKeys(other);
+  return { dir: KEYS, hostKey: host, wrongHostKey: wrong, otherSignKey: join(other, 'stamp_ed25519.pem') };
+}
+
+/** What to pack so a test node reaches this master (and, with sign, verifies stamps). */
+export function testAccessFiles(sign = false): ExtraFile[] {
+  const k = testKeys();
+  return accessFiles({ keysDir: k.dir, masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'), sign });
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+export const TEST_TABLE = `label: dos
+unit: sectors
+
+/dev/mmcblk0p1 : start=        2048, size=       65536, type=c, bootable
+/dev/mmcblk0p2 : start=       67584, size=      786432, type=83
+/dev/mmcblk0p3 : start=      854016, size=      524288, type=83
+/dev/mmcblk0p4 : start=     1378304, size=      409600, type=83
+`;
+
+/** The template's /sbin/init: reports what it sees on the console, keeps a persistence probe, powers off. */
+export const TEMPLATE_INIT = `#!/bin/sh
+B=/bin/busybox
+echo "TEMPLATE-INIT pid=$$ version=$($B cat /etc/template-version) hostname=$($B hostname)"
+echo "TEMPLATE-ROOT $($B awk '$2=="/"{print $1" "$3" "$4}' /proc/mounts)"
+if [ -e /var/persist-probe ]; then echo "TEMPLATE-PERSIST before=yes"; else echo "TEMPLATE-PERSIST before=no"; fi
+echo probe > /var/persist-probe
+if [ -b /dev/vda4 ]; then
+  $B mkdir -p /mnt/p4 && $B mount -t ext4 /dev/vda4 /mnt/p4 && {
+    if [ -e /mnt/p4/p4-probe ]; then echo "TEMPLATE-P4 before=yes"; else echo "TEMPLATE-P4 before=no"; fi
+    echo p4 > /mnt/p4/p4-probe; $B umount /mnt/p4; }
+fi
+echo "TEMPLATE-LAYERS $($B ls /run/clusterboot 2>/dev/null | $B tr '\\n' ' ')"
+[ -x /etc/test-hook ] && /etc/test-hook
+echo "TEMPLATE-DONE"
+$B sync
+$B poweroff -f
+`;
+
+export class TestMaster {
+  readonly root: string;
+  port = 0;
+  log = '';
+  private proc: Subprocess | null = null;
+
+  constructor(readonly dir: string, readonly busybox: string) {
+    this.root = join(dir, 'slaves');
+  }
+
+  /** Lay out the seed's master tree with a tiny bootable template, and publish both stamps. */
+  async layout(opts: { table?: string; dataMb?: number } = {}): Promise<void> {
+    const r = this.root;
+    for (const d of ['bootfs', 'rootfs/bin', 'rootfs/sbin', 'rootfs/etc', 'rootfs/proc', 'rootfs/sys', 'rootfs/dev', 'rootfs/run', 'rootfs/var', 'rootfs/tmp', 'rootfs/mnt', 'rootfs/usr/share/data', 'tftp', 'stamps', 'nodes']) mkdirSync(join(r, d), { recursive: true });
+    writeFileSync(join(r, 'partitions.sfdisk'), opts.table ?? TEST_TABLE);
+    writeFileSync(join(r, 'bootfs/config.txt'), 'kernel=u-boot.bin\narm_64bit=1\n');
+    writeFileSync(join(r, 'bootfs/u-boot.bin'), Buffer.alloc(4096, 7));
+    cpSync(this.busybox, join(r, 'rootfs/bin/busybox'));
+    chmodSync(join(r, 'rootfs/bin/busybox'), 0o755);
+    for (const a of ['sh', 'cat', 'echo', 'ls']) execFileSync('ln', ['-sf', 'busybox', join(r, 'rootfs/bin', a)]);
+    writeFileSync(join(r, 'rootfs/sbin/init'), TEMPLATE_INIT, { mode: 0o755 });
+    writeFileSync(join(r, 'rootfs/etc/template-version'), '1\n');
+    const mb = opts.dataMb ?? 4;
+    for (let i = 0; i < mb; i++) writeFileSync(join(r, `rootfs/usr/share/data/blob${i}`), randomBytes(1 << 20, i + 1));
+    execFileSync('ln', ['-f', join(r, 'rootfs/usr/share/data/blob0'), join(r, 'rootfs/usr/share/data/hardlink-to-blob0')]);
+    await this.publish('rootfs');
+    await this.publish('bootfs');
+  }
+
+  async publish(name: 'rootfs' | 'bootfs', signKeyPath?: string): Promise<string> {
+    const s = await publish({ masterRoot: this.root, name, ...(signKeyPath ? { signKeyPem: readFileSync(signKeyPath, 'utf8') } : {}) });
+    return s.id;
+  }
+
+  /** Start sshd on 127.0.0.1 with its own config, host key and authorized_keys. */
+  async start(hostKey = testKeys().hostKey): Promise<void> {
+    const k = testKeys();
+    mkdirSync('/run/sshd', { recursive: true });
+    const cfgDir = join(this.dir, 'sshd');
+    mkdirSync(cfgDir, { recursive: true });
+    this.port = this.port || (await freePort());
+    writeFileSync(join(cfgDir, 'authorized_keys'), `${authorizedKeysLine(readFileSync(join(k.dir, 'node_ed25519.pub'), 'utf8'), this.root)}\n`);
+    writeFileSync(join(cfgDir, 'sshd_config'), [
+      `Port ${this.port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(cfgDir, 'authorized_keys')}`,
+      `PidFile ${join(cfgDir, 'sshd.pid')}`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no',
+      'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'MaxStartups 100', 'LogLevel VERBOSE', '',
+    ].join('\n'));
+    this.proc = Bun.spawn(['/usr/sbin/sshd', '-D', '-e', '-f', join(cfgDir, 'sshd_config')], { stdout: 'pipe', stderr: 'pipe' });
+    const proc = this.proc;
+    void (async () => {
+      for await (const c of proc.stderr as ReadableStream<Uint8Array>) this.log += new TextDecoder().decode(c);
+    })();
+    const end = Date.now() + 10_000;
+    while (!/Server listening/.test(this.log)) {
+      if (proc.exitCode !== null) throw new Error(`sshd failed: ${this.log}`);
+      if (Date.now() > end) throw new Error(`sshd did not start: ${this.log}`);
+      await Bun.sleep(50);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (!this.proc) return;
+    this.proc.kill();
+    await this.proc.exited;
+    this.proc = null;
+  }
+
+  /** SSH sessions that authenticated since the log started: one per handshake. */
+  handshakes(): number {
+    return (this.log.match(/Accepted publickey for/g) ?? []).length;
+  }
+
+  /** Kernel parameters that point a QEMU user-network guest at this master. */
+  bootargs(extra = ''): string {
+    return `console=ttyAMA0 panic=10 masterip=10.0.2.2 masterport=${this.port} disk=/dev/vda retries=2 ${extra}`.trim();
+  }
+}
+
+/** Incompressible but reproducible bytes (xorshift), so rsync stats measure real transfer. */
+export function randomBytes(n: number, seed: number): Buffer {
+  const b = Buffer.alloc(n);
+  let x = seed * 2654435761 || 1;
+  for (let i = 0; i < n; i += 4) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    b.writeInt32LE(x | 0, i);
+  }
+  return b;
+}
