@@ -65,10 +65,9 @@ export function reapOrphans(): number[] {
 
 let timer: ReturnType<typeof setInterval> | null = null;
 
-/** Reap on SIGCHLD and every few seconds (a signal can be coalesced). */
+/** Reap every second from a timer: no SIGCHLD handler, so Bun's own child bookkeeping is never raced. */
 export function startReaper(): void {
   if (timer) return;
-  process.on('SIGCHLD', () => void reapOrphans());
-  timer = setInterval(() => void reapOrphans(), 2000);
+  timer = setInterval(() => void reapOrphans(), 1000);
   timer.unref?.();
 }

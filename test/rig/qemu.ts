@@ -11,6 +11,8 @@ export interface NodeOptions {
   serial?: string;
   mac?: string;
   memoryMb?: number;
+  /** The Pi 4's core by default (no AES instructions were an issue there: Bun's JIT runs as on a Pi). */
+  cpu?: string;
   /** Extra QEMU arguments (e.g. a watchdog device). */
   extra?: string[];
   /** Console copy on the host for humans (appended). */
@@ -39,7 +41,7 @@ export class QemuNode {
   constructor(readonly opts: NodeOptions) {
     if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
     const args = [
-      'qemu-system-aarch64', '-M', 'virt', '-cpu', 'max', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
+      'qemu-system-aarch64', '-M', 'virt', '-cpu', opts.cpu ?? 'cortex-a72', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
       '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
       ...(opts.netdev ?? [
         '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
