@@ -1,5 +1,5 @@
 // Phase "master": one SSH connection, then the wanted table, the stamps and this node's flags in one go.
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { ToolError } from '../exec.ts';
 import { MasterLink } from '../link.ts';
 import { info, warn } from '../log.ts';
@@ -59,7 +59,12 @@ export const master: Phase = {
       // one rsync for the table and both stamps: a missing stamp makes rsync say 23, which we read as "not published"
       await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), `:${base}stamps`, `${FETCH_DIR}/`], { okCodes: [0, 23] });
       if (ctx.facts.hostname) {
-        await link.rsync(['-rt', '--timeout=60', link.remote(`${base}nodes/${ctx.facts.hostname}/`), `${FETCH_DIR}/node/`], { okCodes: [0, 23] });
+        // rrsync refuses a path that does not exist: fetch nodes/ filtered to this host, and treat "none" as none
+        const host = ctx.facts.hostname;
+        await link.rsync(['-rt', '--timeout=60', `--include=/${host}/***`, '--exclude=*', link.remote(`${base}nodes/`), `${FETCH_DIR}/nodes/`], { okCodes: [0, 23] })
+          .then(() => rmSync(`${FETCH_DIR}/node`, { recursive: true, force: true }))
+          .then(() => existsSync(`${FETCH_DIR}/nodes/${host}`) && renameSync(`${FETCH_DIR}/nodes/${host}`, `${FETCH_DIR}/node`))
+          .catch((e: unknown) => info('master', `no per-node files for ${host} (${e instanceof Error ? e.message.slice(-120) : String(e)})`));
       }
     } catch (e) {
       if (e instanceof PhaseFailure) throw e;

@@ -47,6 +47,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   if (!link) throw new PhaseFailure('no connection to the master', 'internal', 'master');
   const dest = `${ROOT_MNT}/slots/${a.id}/`;
   mkdirSync(dest, { recursive: true });
+  syncDisks(); // the slot exists on disk before any byte lands in it: a power cut leaves a visible partial slot
   const src = link.remote(`${masterBase(ctx)}rootfs/`);
   const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)

@@ -6,7 +6,9 @@ import { type Images, tftpFolder } from './images.ts';
 import { type AgentEvent, QemuNode, type NodeOptions } from './qemu.ts';
 
 export interface BootResult {
+  /** The agent's and the template's lines only (kernel and U-Boot noise left out, so failures read well). */
   console: string;
+  raw: string;
   events: AgentEvent[];
   exitCode: number;
   /** How the boot ended, read from the console. */
@@ -23,7 +25,7 @@ export interface BootOptions extends Partial<NodeOptions> {
 }
 
 export async function boot(img: Images, work: string, o: BootOptions): Promise<BootResult> {
-  const tftp = tftpFolder(`${work}/tftp-${createHash('sha1').update(o.bootargs).digest('hex').slice(0, 8)}`, img, o.bootargs);
+  const tftp = tftpFolder(`${work}/tftp-${createHash('sha1').update(img.dir + o.bootargs).digest('hex').slice(0, 8)}`, img, o.bootargs);
   const logFile = `${work}/console.log`;
   appendFileSync(logFile, `\n===== boot: ${o.bootargs}\n`);
   const node = new QemuNode({ tftpDir: tftp, logFile, ...o, disk: o.disk });
@@ -40,7 +42,8 @@ export async function boot(img: Images, work: string, o: BootOptions): Promise<B
   }
   const c = node.console;
   const ending = /TEMPLATE-DONE/.test(c) ? 'template' : /"kind":"fatal"/.test(c) ? 'fatal' : /rebooting: /.test(c) ? 'reboot' : 'other';
-  return { console: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000 };
+  const lines = c.split(/\r?\n/).filter((l) => /^(clusterboot:|TEMPLATE-|  remedy:|  next:)/.test(l));
+  return { console: lines.join('\n'), raw: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000 };
 }
 
 /** sha256 of a disk image: "unchanged" means byte for byte. */

@@ -1,6 +1,6 @@
 // Builds what a test node boots (sysroot, agent, initramfs, kernel) once, cached by the hash of its inputs.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { buildAgent, REPO } from '../../builder/agentbuild.ts';
 import { bootScript } from '../../builder/bootscript.ts';
@@ -92,7 +92,8 @@ export function tftpFolder(dir: string, img: Images, bootargs: string): string {
   mkdirSync(dir, { recursive: true });
   for (const [name, target] of [['vmlinuz', img.kernel], ['initramfs.igz.uimg', img.initramfs]] as const) {
     const p = join(dir, name);
-    if (!existsSync(p)) symlinkSync(target, p);
+    rmSync(p, { force: true });
+    symlinkSync(target, p);
   }
   const text = bootScript({ arch: 'arm64', kernel: 'vmlinuz', initramfs: 'initramfs.igz.uimg', bootargs });
   writeFileSync(join(dir, 'boot.scr.uimg'), scriptImage(text, { arch: 'arm64', name: 'clusterboot test', time: 0 }));
