@@ -46,7 +46,7 @@ export function classifySshError(stderr: string): { kind: 'hostkey' | 'auth' | '
     remedy: 'check that the master is up, sshd listens, and the network between them' };
 }
 
-export class MasterLink {
+export class MasterLink implements Link {
   private proc: Subprocess | null = null;
   private stderr = '';
   handshakes = 0;
@@ -126,5 +126,46 @@ export class MasterLink {
     await Promise.race([this.proc.exited, Bun.sleep(3000)]);
     this.proc = null;
     info('master', 'connection to the master closed');
+  }
+}
+
+/** What the phases need from a way to reach the master (SSH + rrsync, or an rsync daemon). */
+export interface Link {
+  readonly target: LinkTarget;
+  handshakes: number;
+  open(timeoutMs?: number): Promise<void>;
+  rsync(args: string[], opts?: RunOptions): Promise<{ stdout: string; stderr: string }>;
+  remote(path: string): string;
+  close(): Promise<void>;
+}
+
+export const RSYNCD_MODULE = 'clusterboot';
+
+/** transport=rsyncd: a read-only rsync daemon module, for labs that prefer it (no host key, no encryption). */
+export class RsyncdLink implements Link {
+  handshakes = 0;
+  constructor(readonly target: LinkTarget) {}
+
+  remote(path: string): string {
+    return `rsync://${this.target.host}:${this.target.port}/${RSYNCD_MODULE}/${path.replace(/^\/+/, '')}`;
+  }
+
+  /** A module listing proves the daemon answers and serves the module. */
+  async open(timeoutMs = 20_000): Promise<void> {
+    this.handshakes++;
+    try {
+      await run('rsync', ['--contimeout=10', '--list-only', this.remote('')], { timeoutMs });
+    } catch (e) {
+      throw new PhaseFailure(`rsync daemon ${this.target.host}:${this.target.port} module ${RSYNCD_MODULE} did not answer: ${(e as Error).message}`,
+        `check rsyncd on the master: a read-only module [${RSYNCD_MODULE}] whose path is the master root`, 'master', { cause: e });
+    }
+  }
+
+  rsync(args: string[], opts: RunOptions = {}): Promise<{ stdout: string; stderr: string }> {
+    return run('rsync', ['--contimeout=10', ...args], { timeoutMs: 3_600_000, ...opts });
+  }
+
+  async close(): Promise<void> {
+    // one TCP connection per rsync: nothing stays open
   }
 }

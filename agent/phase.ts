@@ -1,6 +1,6 @@
 // What a phase is, and the typed control flow a phase can end in (a reboot is not a failure).
 import type { Params } from './cmdline.ts';
-import type { MasterLink } from './link.ts';
+import type { Link } from './link.ts';
 import type { ToolName } from './tools.ts';
 
 export interface Needs {
@@ -31,7 +31,7 @@ export interface Facts {
   hostname?: string;
   modulesLoaded?: string[];
   /** The shared SSH connection, once the master phase opened it. */
-  link?: MasterLink;
+  link?: Link;
   /** False when the master did not answer: nothing on the disk may then be changed. */
   online?: boolean;
   /** What the master wants, as fetched (null: the master has none). */

@@ -1,6 +1,6 @@
 // Phase "bootfs": the boot (firmware) partition follows the master's bootfs stamp; new firmware means a reboot.
 import { existsSync, readFileSync } from 'node:fs';
-import type { MasterLink } from '../link.ts';
+import type { Link } from '../link.ts';
 import { STAMP_KEY } from '../link.ts';
 import { partName } from '../lib/sfdisk.ts';
 import { decideStamp, parseStamp } from '../lib/stamp.ts';
@@ -19,7 +19,7 @@ export function stampKey(): string | null {
 }
 
 /** rsync the master's bootfs/ into the mounted boot partition, then record its stamp and our marker. */
-export async function fillBoot(link: MasterLink, base: string, stamp: StampFile | null): Promise<void> {
+export async function fillBoot(link: Link, base: string, stamp: StampFile | null): Promise<void> {
   await link.rsync(['-rt', '--modify-window=2', '--delete', '--exclude=/clusterboot.*', '--timeout=120',
     link.remote(`${base}bootfs/`), `${BOOT_MNT}/`], { timeoutMs: 30 * 60_000 });
   writeAtomic(`${BOOT_MNT}/${MARKER}`, 'clusterboot boot partition: its contents follow the master\'s bootfs/\n');

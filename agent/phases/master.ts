@@ -1,7 +1,7 @@
 // Phase "master": one SSH connection, then the wanted table, the stamps and this node's flags in one go.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { ToolError } from '../exec.ts';
-import { MasterLink } from '../link.ts';
+import { MasterLink, RsyncdLink, type Link } from '../link.ts';
 import { info, warn } from '../log.ts';
 import { PhaseFailure, type MasterWants, type Phase, type StampFile } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
@@ -32,7 +32,10 @@ export const master: Phase = {
       warn('master', 'no master known (masterip= or DHCP): continuing offline');
       return 'offline: no master';
     }
-    const link = new MasterLink({ host, user: ctx.params.masterUser, port: ctx.params.masterPort });
+    const p = ctx.params;
+    const link: Link = p.transport === 'rsyncd'
+      ? new RsyncdLink({ host, user: p.masterUser, port: p.masterPort === 22 ? 873 : p.masterPort })
+      : new MasterLink({ host, user: p.masterUser, port: p.masterPort });
     const tries = Math.max(1, ctx.params.retries);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -57,7 +60,7 @@ export const master: Phase = {
     const base = ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
     try {
       // one rsync for the table and both stamps: a missing stamp makes rsync say 23, which we read as "not published"
-      await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), `:${base}stamps`, `${FETCH_DIR}/`], { okCodes: [0, 23] });
+      await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), link.remote(`${base}stamps`), `${FETCH_DIR}/`], { okCodes: [0, 23] });
       if (ctx.facts.hostname) {
         // rrsync refuses a path that does not exist: fetch nodes/ filtered to this host, and treat "none" as none
         const host = ctx.facts.hostname;

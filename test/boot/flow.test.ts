@@ -88,4 +88,15 @@ describe('boot flow', () => {
     expect(w.ending).toBe('reboot');
     expect(sfdiskDump(foreign)).toMatch(/foreign\.img2 : start=\s*67584, size=\s*786432/);
   }, 800_000);
+
+  test('transport=rsyncd provisions and boots a node from a read-only rsync daemon module', async () => {
+    await master.startRsyncd();
+    const d = join(work, 'rsyncd.img');
+    blankDisk(d, 1024);
+    const args = `console=ttyAMA0 panic=10 masterip=10.0.2.2 transport=rsyncd masterport=${master.rsyncdPort} disk=/dev/vda retries=2`;
+    expect((await boot(img, work, { disk: d, bootargs: args })).ending).toBe('reboot');
+    const r = await boot(img, work, { disk: d, bootargs: args });
+    expect(r.ending).toBe('template');
+    expect(r.console).toMatch(/TEMPLATE-INIT pid=1 version=2/);
+  }, 400_000);
 });

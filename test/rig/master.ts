@@ -129,7 +129,33 @@ export class TestMaster {
     }
   }
 
+  rsyncdPort = 0;
+  private rsyncd: Subprocess | null = null;
+
+  /** An rsync daemon on 127.0.0.1 serving the master root as the read-only module `clusterboot`. */
+  async startRsyncd(): Promise<void> {
+    const cfgDir = join(this.dir, 'rsyncd');
+    mkdirSync(cfgDir, { recursive: true });
+    this.rsyncdPort = await freePort();
+    writeFileSync(join(cfgDir, 'rsyncd.conf'), [
+      `pid file = ${join(cfgDir, 'rsyncd.pid')}`, 'use chroot = no', 'uid = root', 'gid = root', '',
+      '[clusterboot]', `path = ${this.root}`, 'read only = yes', 'numeric ids = yes', '',
+    ].join('\n'));
+    this.rsyncd = Bun.spawn(['/usr/bin/rsync', '--daemon', '--no-detach', `--config=${join(cfgDir, 'rsyncd.conf')}`,
+      `--port=${this.rsyncdPort}`, '--address=127.0.0.1'], { stdout: 'ignore', stderr: 'ignore' });
+    const end = Date.now() + 10_000;
+    while (Bun.spawnSync(['/usr/bin/rsync', `rsync://127.0.0.1:${this.rsyncdPort}/clusterboot/`]).exitCode !== 0) {
+      if (Date.now() > end) throw new Error('rsyncd did not start');
+      await Bun.sleep(100);
+    }
+  }
+
   async stop(): Promise<void> {
+    if (this.rsyncd) {
+      this.rsyncd.kill();
+      await this.rsyncd.exited;
+      this.rsyncd = null;
+    }
     if (!this.proc) return;
     this.proc.kill();
     await this.proc.exited;
