@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 // `builder`: a thin command line over the builder's functions; every option maps to one field.
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
@@ -99,11 +99,22 @@ await yargs(hideBin(process.argv))
   })
   .command('keys', 'create (once) the node key and the stamp signing key; print the authorized_keys line', (y) => y
     .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
-    .option('master-root', { type: 'string', default: '/data/slaves' }),
+    .option('master-root', { type: 'string', default: '/data/slaves' })
+    .option('install', { type: 'string', describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present' }),
   (a) => {
     const k = generateKeys(resolve(a.dir));
-    say(`keys in ${a.dir}; add this line to root's ~/.ssh/authorized_keys on the master:`);
-    console.log(authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root'])));
+    const line = authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root']));
+    if (a.install) {
+      const file = resolve(a.install);
+      const have = existsSync(file) ? readFileSync(file, 'utf8') : '';
+      if (have.split('\n').includes(line)) say(`${file} already has the node key line`);
+      else {
+        mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+        appendFileSync(file, `${have && !have.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600 });
+        say(`added the node key line to ${file}`);
+      }
+    } else say(`keys in ${a.dir}; add this line to root's ~/.ssh/authorized_keys on the master (or use --install):`);
+    console.log(line);
   })
   .command('publish <name>', 'write a new stamp for rootfs or bootfs after changing it (atomic)', (y) => y
     .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })

@@ -47,6 +47,9 @@ describe('boot flow', () => {
     expect(r.console).toMatch(/TEMPLATE-INIT pid=1 version=1/);
     expect(r.console).toMatch(/TEMPLATE-ROOT overlay overlay/);
     expect(r.console).toContain('TEMPLATE-LAYERS ');
+    const procs = r.console.split('\n').filter((l) => l.startsWith('TEMPLATE-PROC '));
+    expect(procs.length).toBeGreaterThan(0);
+    expect(procs.filter((l) => /ssh|rsync|clusterboot-agent|udhcpc/.test(l))).toEqual([]);
     expect(phaseDone(r, 'root')).toMatch(/^slots\//);
     expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(true);
   }, 400_000);

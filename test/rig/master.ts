@@ -62,6 +62,7 @@ if [ -b /dev/vda4 ]; then
     if [ -e /mnt/p4/p4-probe ]; then echo "TEMPLATE-P4 before=yes"; else echo "TEMPLATE-P4 before=no"; fi
     echo p4 > /mnt/p4/p4-probe; $B umount /mnt/p4; }
 fi
+for p in /proc/[0-9]*; do c=$($B tr '\\0' ' ' < $p/cmdline 2>/dev/null); [ -n "$c" ] && echo "TEMPLATE-PROC \${p#/proc/} $c"; done
 echo "TEMPLATE-LAYERS $($B ls /run/clusterboot 2>/dev/null | $B tr '\\n' ' ')"
 [ -x /etc/test-hook ] && /etc/test-hook
 echo "TEMPLATE-DONE"

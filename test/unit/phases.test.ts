@@ -1,0 +1,87 @@
+// The small decisions inside the phases: whose disk, which NIC, which master, what to load, where init is.
+import { describe, expect, test } from 'bun:test';
+import { classifySshError } from '../../agent/link.ts';
+import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../agent/phases/disk.ts';
+import { resolveInRoot } from '../../agent/phases/handoff.ts';
+import { backoff } from '../../agent/phases/master.ts';
+import { moduleBase, planModules } from '../../agent/phases/modules.ts';
+import { chooseInterface, chooseMaster, parseLease } from '../../agent/phases/network.ts';
+import { parseStat, pidsWithPidfd } from '../../agent/reaper.ts';
+
+describe('disk identity', () => {
+  const base = { blank: false, hasTable: true, p1Files: null, serial: 'S1' };
+  test('blank disks, our label-id, the marker and boot firmware make a disk ours', () => {
+    expect(diskVerdict({ ...base, blank: true, hasTable: false })).toEqual({ ours: true, why: 'blank disk', wipe: false });
+    expect(diskVerdict({ ...base, ourLabel: true }).ours).toBe(true);
+    expect(diskVerdict({ ...base, p1Files: ['clusterboot.marker'] }).ours).toBe(true);
+    expect(diskVerdict({ ...base, p1Files: ['bootcode.bin', 'CONFIG.TXT'] }).ours).toBe(true);
+    expect(diskVerdict({ ...base, p1Files: ['u-boot.bin'] }).ours).toBe(true);
+  });
+  test('any other disk is refused, unless wipe= names its serial exactly', () => {
+    expect(diskVerdict({ ...base, p1Files: ['photos'] })).toEqual({ ours: false, why: 'p1 holds neither the clusterboot marker nor boot firmware' });
+    expect(diskVerdict({ ...base, hasTable: false, p1Files: null }).ours).toBe(false);
+    expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S2' }).ours).toBe(false);
+    expect(diskVerdict({ ...base, serial: '', p1Files: ['photos'], wipe: '' }).ours).toBe(false);
+    expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S1' })).toEqual({ ours: true, why: 'wipe=S1 names this disk', wipe: true });
+  });
+  test('our label-id is recognised in dos and gpt dumps, and nothing else is', () => {
+    expect(hasOurLabelId(`label: dos\nlabel-id: ${LABEL_ID.dos}\n`)).toBe(true);
+    expect(hasOurLabelId(`label: gpt\nlabel-id: ${LABEL_ID.gpt}\n`)).toBe(true);
+    expect(hasOurLabelId('label: dos\nlabel-id: 0x12345678\n')).toBe(false);
+    expect(hasOurLabelId(null)).toBe(false);
+  });
+});
+
+describe('network choices', () => {
+  test('wired interfaces first, in a stable order; none when only lo', () => {
+    expect(chooseInterface(['lo', 'wlan0', 'eth1', 'eth0'])).toBe('eth0');
+    expect(chooseInterface(['lo', 'end0', 'wlan0'])).toBe('end0');
+    expect(chooseInterface(['lo', 'usb0'])).toBe('usb0');
+    expect(chooseInterface(['lo'])).toBeNull();
+  });
+  test('the udhcpc hook output parses into a lease', () => {
+    const l = parseLease('interface=eth0\nip=192.168.2.5\nmask=24\nrouter=192.168.2.254\nserverid=192.168.2.1\nhostname=rpinode05\ntftp=\nbogus\n');
+    expect(l).toMatchObject({ interface: 'eth0', ip: '192.168.2.5', mask: '24', hostname: 'rpinode05', serverid: '192.168.2.1', tftp: '' });
+  });
+  test('masterip= wins, then option 66, next-server, the DHCP server', () => {
+    const l = parseLease('serverid=10.0.0.1\nsiaddr=10.0.0.2\ntftp=10.0.0.3\n');
+    expect(chooseMaster('192.168.2.1', l)).toEqual({ host: '192.168.2.1', from: 'masterip=' });
+    expect(chooseMaster(undefined, l)).toEqual({ host: '10.0.0.3', from: 'DHCP option 66' });
+    expect(chooseMaster(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({ host: '10.0.0.1', from: 'DHCP server' });
+    expect(chooseMaster(undefined, parseLease(''))).toBeNull();
+  });
+  test('master retries back off exponentially up to 30 s', () => {
+    expect([0, 1, 2, 3, 4, 10].map(backoff)).toEqual([2, 4, 8, 16, 30, 30]);
+  });
+  test('ssh failures are told apart: host key, refused key, master down', () => {
+    expect(classifySshError('@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.').kind).toBe('hostkey');
+    expect(classifySshError('root@10.0.2.2: Permission denied (publickey).').kind).toBe('auth');
+    expect(classifySshError('ssh: connect to host 10.0.2.2 port 22: Connection refused').kind).toBe('down');
+  });
+});
+
+describe('modules and handoff', () => {
+  test('modules already present are skipped; order and comments are kept', () => {
+    const list = '# packed\nkernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko\nkernel/fs/nls/nls_iso8859-1.ko.xz\n';
+    expect(planModules(list, (n) => n === 'crc16')).toEqual({ load: ['kernel/fs/ext4/ext4.ko', 'kernel/fs/nls/nls_iso8859-1.ko.xz'], skip: ['kernel/lib/crc16.ko'] });
+    expect(moduleBase('kernel/fs/nls/nls_iso8859-1.ko.xz')).toBe('nls_iso8859_1');
+  });
+  test('init is found through symlinks inside the new root, never outside it', () => {
+    const fsys: Record<string, string | null> = { '/r/sbin': 'usr/sbin', '/r/usr': null, '/r/usr/sbin': null, '/r/usr/sbin/init': '/lib/systemd/systemd', '/r/lib': null, '/r/lib/systemd': null, '/r/lib/systemd/systemd': null };
+    const lstat = (p: string) => (p in fsys ? { exists: true, link: fsys[p] ?? null } : { exists: false, link: null });
+    expect(resolveInRoot('/r', '/sbin/init', lstat)).toBe('/lib/systemd/systemd');
+    expect(resolveInRoot('/r', '/bin/init', lstat)).toBeNull();
+    const loop = (p: string) => ({ exists: true, link: p.endsWith('/a') ? '/a' : null });
+    expect(resolveInRoot('/r', '/a', loop)).toBeNull();
+  });
+});
+
+describe('reaper', () => {
+  test('/proc/<pid>/stat parses even with spaces and parens in the name', () => {
+    expect(parseStat('1234 (ssh (mux) x) Z 1 1234 1234 0 -1')).toEqual({ state: 'Z', ppid: 1 });
+    expect(parseStat('garbage')).toBeNull();
+  });
+  test('pids Bun holds a pidfd for are read from fdinfo', () => {
+    expect(pidsWithPidfd(['pos:\t0\nflags:\t02000002\nPid:\t77\n', 'pos:\t0\n', 'Pid:\t78\nNSpid:\t78\n'])).toEqual(new Set([77, 78]));
+  });
+});
