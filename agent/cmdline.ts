@@ -1,4 +1,5 @@
 // Kernel command line -> typed agent parameters. Pure: the caller reads /proc/cmdline and prints warnings/unknowns.
+import { parseButtonParam } from './lib/button.ts';
 
 /** How the writable layer over the root is provided (seed name `aufs=`, also `overlay=`). */
 export type OverlayMode = 'disk' | 'tmpfs' | 'none';
@@ -47,6 +48,8 @@ export interface Params {
   ip?: string;
   /** syslog=host[:port]: remote syslog target. */
   syslog?: string;
+  /** button=<chip>:<line>[:high]: recovery button, held at boot to wipe the writable layer and resync the root. */
+  button?: string;
   /** watchdog= seconds, default 15, 0 disables. */
   watchdog: number;
   /** leds=off or gpiochipN:a,b,c, default gpiochip0:22,23,24. */
@@ -105,6 +108,7 @@ export const PARAM_DOCS: readonly { name: string; values: string; default: strin
   { name: 'retries=', values: '0..100', default: String(DEFAULTS.retries), meaning: 'attempts to reach the master before the fallback' },
   { name: 'hostname=', values: 'host name (RFC 1123)', default: '(unset: from the DHCP lease)', meaning: 'override the node name' },
   { name: 'ip=', values: 'dhcp, or the kernel static form client:server:gw:netmask:host:dev:autoconf', default: 'dhcp', meaning: 'network configuration' },
+  { name: 'button=', values: "off | gpiochipN:line[:high]", default: '(unset: no button)', meaning: 'recovery button: held 2 s at power-on, wipes the writable layer and forces a full root resync' },
   { name: 'syslog=', values: 'host[:port]', default: '(unset: no remote log)', meaning: 'send the agent log to a syslog server (UDP, port 514 if not given)' },
   { name: 'watchdog=', values: 'seconds, 0..3600 (0 disables)', default: String(DEFAULTS.watchdog), meaning: 'hardware watchdog timeout while the agent runs' },
   { name: 'leds=', values: 'off | gpiochipN:line[,line...]', default: DEFAULTS.leds, meaning: 'status LEDs' },
@@ -238,7 +242,7 @@ function isModuleName(value: string): boolean {
 type Key =
   | 'master' | 'masterip' | 'masteruser' | 'masterport' | 'masterroot' | 'transport' | 'aufs' | 'overlay' | 'disk'
   | 'disktimeout' | 'wipe' | 'modules' | 'init' | 'rescue' | 'break' | 'dryrun' | 'rollback' | 'reset' | 'quiet'
-  | 'retries' | 'hostname' | 'ip' | 'syslog' | 'watchdog' | 'leds' | 'hang';
+  | 'retries' | 'hostname' | 'ip' | 'syslog' | 'watchdog' | 'leds' | 'hang' | 'button';
 
 const KEYS: Readonly<Record<string, Key>> = Object.freeze<Record<string, Key>>({
   master: 'master', masterip: 'masterip', masteruser: 'masteruser', masterport: 'masterport',
@@ -246,7 +250,7 @@ const KEYS: Readonly<Record<string, Key>> = Object.freeze<Record<string, Key>>({
   disktimeout: 'disktimeout', wipe: 'wipe', modules: 'modules', init: 'init', rescue: 'rescue', break: 'break',
   dryrun: 'dryrun', 'clusterboot.dryrun': 'dryrun', rollback: 'rollback', reset: 'reset',
   'clusterboot.reset': 'reset', quiet: 'quiet', retries: 'retries', hostname: 'hostname', ip: 'ip',
-  syslog: 'syslog', watchdog: 'watchdog', leds: 'leds', 'clusterboot.hang': 'hang',
+  syslog: 'syslog', watchdog: 'watchdog', leds: 'leds', 'clusterboot.hang': 'hang', button: 'button',
 });
 
 /** Turn /proc/cmdline text into Params; never throws; bad values keep the value in effect and produce a warning. */
@@ -390,6 +394,12 @@ function applyParam(
         params.ip = v;
       else bad('dhcp or client:server:gw:netmask:host:dev:autoconf', params.ip);
       return;
+    case 'button': {
+      const b = parseButtonParam(v);
+      if ('error' in b) bad("off or gpiochipN:line[:high]", params.button);
+      else params.button = v;
+      return;
+    }
     case 'syslog':
       if (isHostPort(v)) params.syslog = v;
       else bad('host[:port]', params.syslog);

@@ -8,7 +8,7 @@ export type Event =
   | { kind: 'info'; phase: string; message: string; data?: Record<string, unknown> }
   | { kind: 'warn'; phase: string; message: string }
   | { kind: 'progress'; phase: string; message: string; percent?: number }
-  | { kind: 'fatal'; phase: string; error: string; remedy?: string; next: string };
+  | { kind: 'fatal'; phase: string; error: string; remedy?: string; next: string; code?: string };
 
 let current = { phase: 'init', n: 0, of: 0 };
 let machineLines = true;
@@ -44,8 +44,22 @@ function write(text: string): void {
   }
 }
 
+const listeners: Array<(e: Event) => void> = [];
+
+/** Called with every event: the watchdog counts them as progress, the LEDs follow them. */
+export function onEvent(f: (e: Event) => void): void {
+  listeners.push(f);
+}
+
 export function emit(e: Event): void {
   const t = uptime();
+  for (const f of listeners) {
+    try {
+      f(e);
+    } catch {
+      // a listener (LEDs, watchdog) must never break the console
+    }
+  }
   if (e.kind === 'phase-start') current = { phase: e.phase, n: e.n, of: e.of };
   history.push({ ...e, t });
   const line = (human[e.kind] as (x: Event) => string)(e);

@@ -40,6 +40,8 @@ export interface Facts {
   /** Path of the root slot to boot, once the root phase chose it. */
   rootSlot?: string;
   rootStale?: boolean;
+  /** The recovery button was held: wipe the writable layer, resync the root in full. */
+  recovery?: boolean;
   bytesReceived?: number;
 }
 

@@ -40,7 +40,7 @@ export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attemp
   const message = err instanceof Error ? err.message : String(err);
   const waitS = Math.min(300, 15 * 2 ** Math.min(attempt, 4));
   const next = ctx?.params.rescue ? 'rescue shell (kernel parameter `rescue`)' : `reboot in ${waitS}s to try again`;
-  emit({ kind: 'fatal', phase, error: message, remedy, next });
+  emit({ kind: 'fatal', phase, error: message, remedy, next, code: err instanceof PhaseFailure ? err.ledCode : 'fatal' });
   if (ctx?.params.rescue) {
     rescueShell(`phase ${phase} failed`);
     return;

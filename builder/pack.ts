@@ -139,7 +139,7 @@ export async function pack(o: PackOptions): Promise<PackResult> {
   }
   for (const x of o.extra ?? []) entries.push({ kind: 'file', path: x.path.replace(/^\//, ''), data: x.data, mode: x.mode ?? 0o644 });
 
-  const cpio = writeCpio(entries, { mtime: o.sourceDateEpoch });
+  const cpio = writeCpio(mergedUsr(o.sysroot, entries), { mtime: o.sourceDateEpoch });
   const packed = await compress(cpio, o.compress);
   mkdirSync(o.out, { recursive: true });
   const igzPath = join(o.out, 'initramfs.igz');
@@ -158,6 +158,38 @@ export async function pack(o: PackOptions): Promise<PackResult> {
 }
 
 /** The agent lives outside the sysroot: find its interpreter and NEEDED libraries inside the sysroot. */
+/** Top-level directories the sysroot links into /usr (merged /usr: Debian 12, Raspberry Pi OS bookworm). */
+export function topLevelLinks(sysroot: string): Map<string, string> {
+  const links = new Map<string, string>();
+  for (const d of ['bin', 'sbin', 'lib', 'lib64']) {
+    try {
+      if (!lstatSync(join(sysroot, d)).isSymbolicLink()) continue;
+      const target = readlinkSync(join(sysroot, d)).replace(/^\/+/, '').replace(/\/+$/, '');
+      if (target && !target.includes('..')) links.set(d, target);
+    } catch {
+      // absent: nothing to map
+    }
+  }
+  return links;
+}
+
+/** Put every entry where the sysroot really keeps it, and keep its top-level links, so a merged-/usr
+ * template packs without a directory and a symlink fighting over the same name. */
+export function mergedUsr(sysroot: string, entries: CpioEntry[]): CpioEntry[] {
+  const links = topLevelLinks(sysroot);
+  if (links.size === 0) return entries;
+  const out: CpioEntry[] = [];
+  for (const e of entries) {
+    const path = e.path.replace(/^\/+/, '');
+    const top = path.split('/')[0] ?? '';
+    const to = links.get(top);
+    if (to && path === top) continue;
+    out.push(to ? { ...e, path: `${to}${path.slice(top.length)}` } : e);
+  }
+  for (const [d, t] of links) out.push({ kind: 'symlink', path: d, target: t });
+  return out;
+}
+
 function libraryClosureForAgent(o: PackOptions) {
   const elf = readElf(readFileSync(o.agent));
   if (!elf) throw new Error(`${o.agent} is not an ELF executable`);

@@ -2,6 +2,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { info, warn } from '../log.ts';
 import { mount } from '../sys/libc.ts';
+import { startLeds } from '../ledsdev.ts';
+import { buttonHeld } from '../buttondev.ts';
 import type { Phase } from '../phase.ts';
 
 export const RUN_DIR = '/run/clusterboot';
@@ -28,6 +30,11 @@ export const early: Phase = {
       mount(src, target, fs, flags, data);
     }
     mkdirSync(RUN_DIR, { recursive: true });
+    startLeds(ctx.params.leds);
+    if (await buttonHeld(ctx.params.button)) {
+      ctx.facts.recovery = true;
+      info('recovery', 'recovery requested by the button: the writable layer will be wiped and the root copied again in full');
+    }
     const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
     ctx.facts.kernel = kernel;
     info('early', `agent is PID ${process.pid}, kernel ${kernel}, ${process.arch}`, { pid: process.pid, kernel });

@@ -4,6 +4,8 @@ import { events, info } from '../log.ts';
 import { PhaseFailure, type Phase } from '../phase.ts';
 import { moveMount, syncDisks } from '../sys/libc.ts';
 import { TOOLS } from '../tools.ts';
+import { releaseWatchdog } from '../watchdogdev.ts';
+import { finalLeds } from '../ledsdev.ts';
 import { RUN_DIR } from './early.ts';
 
 const NEWROOT = '/newroot';
@@ -63,6 +65,8 @@ export const handoff: Phase = {
     for (const m of ['/dev', '/proc', '/sys', '/run']) {
       mkdirSync(`${NEWROOT}${m}`, { recursive: true });
     }
+    finalLeds();
+    releaseWatchdog();
     info('handoff', `switch_root ${NEWROOT} ${init}`);
     syncDisks();
     for (const m of ['/run', '/sys', '/dev']) moveMount(m, `${NEWROOT}${m}`);

@@ -2,6 +2,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { run } from '../exec.ts';
 import { info, warn } from '../log.ts';
+import { armWatchdog } from '../watchdogdev.ts';
 import type { Phase } from '../phase.ts';
 
 export const MODULE_LIST = '/etc/clusterboot/modules.list';
@@ -52,6 +53,7 @@ export const modules: Phase = {
       }
     }
     ctx.facts.modulesLoaded = loaded;
+    armWatchdog(ctx.params.watchdog);
     info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, { loaded, builtinOrPresent: plan.skip.map(moduleBase) });
     return `${loaded.length} loaded`;
   },

@@ -48,8 +48,8 @@ export const overlay: Phase = {
     if (!slot || !d) throw new PhaseFailure('no root slot chosen', 'internal: the root phase must run first', 'overlay');
     const p3 = partName(d.device, 3);
     const writable = existsSync(p3) ? p3 : null;
-    const reset = ctx.params.reset || Boolean(ctx.facts.wanted?.reset);
-    if (reset) info('overlay', `resetting the writable layer (${ctx.params.reset ? 'kernel parameter reset' : 'flag nodes/<host>/reset on the master'})`);
+    const reset = ctx.params.reset || Boolean(ctx.facts.wanted?.reset) || Boolean(ctx.facts.recovery);
+    if (reset) info('overlay', `resetting the writable layer (${ctx.params.reset ? 'kernel parameter reset' : ctx.facts.recovery ? 'recovery button' : 'flag nodes/<host>/reset on the master'})`);
     if (ctx.params.overlay === 'disk' && writable && (await fsckExt4(writable, 'overlay')) === 'broken') {
       warn('overlay', `the writable layer ${writable} is damaged beyond e2fsck: formatting it (its changes are lost)`);
       await mkfs(writable, 'ext4', 'cb-rw');

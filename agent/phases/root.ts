@@ -7,6 +7,8 @@ import { decideStamp, parseStamp } from '../lib/stamp.ts';
 import { info, progress, warn } from '../log.ts';
 import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../fsutil.ts';
 import { PhaseFailure, type Ctx, type Phase } from '../phase.ts';
+import { rm } from 'node:fs/promises';
+import { watchdogProgress } from '../watchdogdev.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { masterBase, stampKey } from './bootfs.ts';
 import { RUN_DIR } from './early.ts';
@@ -67,6 +69,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const r = await link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
     timeoutMs: 6 * 3_600_000,
     onLine: (line) => {
+      watchdogProgress('rsync output');
       const p = parseProgress2(line);
       if (!p) return;
       const now = Date.now();
@@ -115,6 +118,9 @@ export const root: Phase = {
       if (sd.action === 'refuse') {
         warn('root', `${sd.reason} (${sd.remedy})`);
         decision = { action: 'refuse' };
+      } else if (sd.action === 'keep' && ctx.facts.recovery && parsed?.ok) {
+        decision = { action: 'sync', masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } };
+        forceFull = true;
       } else if (sd.action === 'keep') {
         decision = { action: 'keep', ...(parsed?.ok ? { masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } } : {}) };
       } else if (parsed?.ok) {
@@ -135,7 +141,7 @@ export const root: Phase = {
           case 'delete-old':
             info('root', a.describe());
             rmSync(`${ROOT_MNT}/slots/${a.id}.json`, { force: true });
-            rmSync(`${ROOT_MNT}/slots/${a.id}`, { recursive: true, force: true });
+            await rm(`${ROOT_MNT}/slots/${a.id}`, { recursive: true, force: true }); // async: the watchdog keeps being fed
             break;
           case 'sync':
             try {

@@ -63,6 +63,11 @@ if [ -b /dev/vda4 ]; then
     echo p4 > /mnt/p4/p4-probe; $B umount /mnt/p4; }
 fi
 for p in /proc/[0-9]*; do c=$($B tr '\\0' ' ' < $p/cmdline 2>/dev/null); [ -n "$c" ] && echo "TEMPLATE-PROC \${p#/proc/} $c"; done
+for c in /sys/class/gpio/gpiochip*; do
+  [ "$($B cat $c/ngpio 2>/dev/null)" = 8 ] || continue; b=$($B cat $c/base)
+  for l in 4 5 6; do n=$((b+l)); echo $n > /sys/class/gpio/export 2>/dev/null
+    echo "TEMPLATE-GPIO $l $($B cat /sys/class/gpio/gpio$n/direction 2>/dev/null) $($B cat /sys/class/gpio/gpio$n/value 2>/dev/null)"; done
+done
 echo "TEMPLATE-LAYERS $($B ls /run/clusterboot 2>/dev/null | $B tr '\\n' ' ')"
 [ -x /etc/test-hook ] && /etc/test-hook
 echo "TEMPLATE-DONE"

@@ -41,7 +41,8 @@ export class QemuNode {
   constructor(readonly opts: NodeOptions) {
     if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
     const args = [
-      'qemu-system-aarch64', '-M', 'virt', '-cpu', opts.cpu ?? 'cortex-a72', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
+      'qemu-system-aarch64', '-M', 'virt,acpi=off', // acpi=off: with firmware loaded QEMU leaves out the PL061 GPIO chip otherwise
+      '-cpu', opts.cpu ?? 'cortex-a72', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
       '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
       ...(opts.netdev ?? [
         '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
@@ -49,6 +50,7 @@ export class QemuNode {
       ]),
       '-drive', `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
       '-device', `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
+      '-device', 'i6300esb', // a hardware watchdog, as a Pi has one (bcm2835)
       ...(opts.extra ?? []),
     ];
     if (opts.logFile) writeFileSync(opts.logFile, `# ${args.join(' ')}\n`, { flag: 'a' });

@@ -178,7 +178,7 @@ describe('parseCmdline', () => {
   });
 
   test('PARAM_DOCS has one row per Params field', () => {
-    expect(PARAM_DOCS).toHaveLength(24);
+    expect(PARAM_DOCS).toHaveLength(25);
     for (const row of PARAM_DOCS) {
       for (const v of [row.name, row.values, row.default, row.meaning]) expect(v.length).toBeGreaterThan(0);
     }
@@ -217,5 +217,14 @@ describe('parseCmdline', () => {
       for (const o of [p.master, p.wipe, p.break, p.hostname, p.ip, p.syslog, p.debugHang])
         expect(o === undefined || typeof o === 'string').toBe(true);
     }
+  });
+});
+
+describe('button=', () => {
+  test('a chip and line are kept; a malformed value keeps the button off and says so', () => {
+    expect(parseCmdline('button=gpiochip0:27').params.button).toBe('gpiochip0:27');
+    const bad = parseCmdline('button=gpiochip0:banana');
+    expect(bad.params.button).toBeUndefined();
+    expect(bad.warnings.length).toBe(1);
   });
 });
