@@ -26,6 +26,8 @@ export interface RunOptions {
   onLine?: (line: string) => void;
   /** Exit codes that count as success. */
   okCodes?: number[];
+  /** Called every 2 s with the child's pid while it runs (e.g. to tell the watchdog a silent tool is busy). */
+  heartbeat?: (pid: number) => void;
   inherit?: boolean;
 }
 
@@ -68,7 +70,12 @@ export async function run(tool: ToolName | `/${string}`, args: string[], opts: R
       for (const p of parts) if (p.trim()) opts.onLine?.(p);
     });
   }
-  const r = await child;
+  const beat = opts.heartbeat && child.pid !== undefined
+    ? setInterval(() => opts.heartbeat?.(child.pid as number), 2000)
+    : null;
+  const r = await child.finally(() => {
+    if (beat) clearInterval(beat);
+  });
   const stdout = typeof r.stdout === 'string' ? r.stdout : '';
   const stderr = typeof r.stderr === 'string' ? r.stderr : '';
   const code = r.exitCode ?? -1;

@@ -30,7 +30,7 @@ describe('netboot through U-Boot', () => {
       expect(node.console).toMatch(/unknown parameters ignored: frobnicate=1/);
       const params = ev.find((e) => e.kind === 'info' && (e.data as { params?: unknown } | undefined)?.params);
       expect((params?.data as { params: { master: string; disk: string } }).params).toMatchObject({ master: '10.0.2.2', disk: '/dev/vda' });
-      const mods = ev.find((e) => e.phase === 'modules' && e.kind === 'info');
+      const mods = ev.find((e) => e.phase === 'modules' && e.kind === 'info' && Array.isArray((e.data as { loaded?: unknown } | undefined)?.loaded));
       const loaded = (mods?.data as { loaded: string[] }).loaded;
       for (const m of ['virtio_net', 'virtio_blk', 'ext4', 'overlay']) expect(loaded).toContain(m);
       const lease = ev.find((e) => e.phase === 'network' && e.kind === 'info' && (e.data as { lease?: unknown } | undefined)?.lease);

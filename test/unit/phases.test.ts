@@ -85,3 +85,16 @@ describe('reaper', () => {
     expect(pidsWithPidfd(['pos:\t0\nflags:\t02000002\nPid:\t77\n', 'pos:\t0\n', 'Pid:\t78\nNSpid:\t78\n'])).toEqual(new Set([77, 78]));
   });
 });
+
+describe('watchdog heartbeat for silent tools', () => {
+  test('/proc/<pid>/io parses; progress is told only while the I/O count grows', async () => {
+    const { ioBytes, ioHeartbeat } = await import('../../agent/fsutil.ts');
+    expect(ioBytes('rchar: 5\nread_bytes: 4096\nwrite_bytes: 8192\n')).toBe(12288);
+    expect(ioBytes('garbage')).toBeNull();
+    const counts = [100, 100, 200, null];
+    const told: string[] = [];
+    const beat = ioHeartbeat('mkfs /dev/vda2', () => counts.shift() ?? null, (w) => told.push(w));
+    for (let i = 0; i < 4; i++) beat(42);
+    expect(told).toEqual(['mkfs /dev/vda2 busy', 'mkfs /dev/vda2 busy']);
+  });
+});
