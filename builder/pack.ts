@@ -7,7 +7,7 @@ import { SEQUENCE } from '../agent/sequence.ts';
 import { MODULE_LIST } from '../agent/phases/modules.ts';
 import { compress, type Compression } from './compress.ts';
 import { writeCpio, type CpioEntry } from './cpio.ts';
-import { libraryClosure, readElf } from './elf.ts';
+import { libraryClosure, readElf, type ClosureFile } from './elf.ts';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './kmod.ts';
 import { writeUImage, type UArch } from './uimage.ts';
 import { knownHostsLine } from './publish.ts';
@@ -85,6 +85,16 @@ function sysrootFile(sysroot: string, path: string): Uint8Array {
   return readFileSync(join(sysroot, path));
 }
 
+/** Closure files as archive entries: symlinks stay symlinks, files keep their permission bits. */
+function closureEntries(sysroot: string, files: ClosureFile[]): CpioEntry[] {
+  return files.map((f): CpioEntry => {
+    const rel = f.path.replace(/^\//, '');
+    return f.kind === 'symlink'
+      ? { kind: 'symlink', path: rel, target: f.target ?? '' }
+      : { kind: 'file', path: rel, data: sysrootFile(sysroot, f.path), mode: statSync(join(sysroot, f.path)).mode & 0o777 };
+  });
+}
+
 export async function pack(o: PackOptions): Promise<PackResult> {
   const entries: CpioEntry[] = [];
   entries.push(...skelEntries(o.skel));
@@ -104,19 +114,11 @@ export async function pack(o: PackOptions): Promise<PackResult> {
     throw new Error(`the sysroot ${o.sysroot} lacks ${missingPrograms.join(', ')}: install rsync, openssh-client, fdisk, e2fsprogs and dosfstools in it (builder sysroot does)`);
   }
   const closure = libraryClosure(o.sysroot, programs);
-  for (const f of closure.files) {
-    const rel = f.path.replace(/^\//, '');
-    if (f.kind === 'symlink') entries.push({ kind: 'symlink', path: rel, target: f.target ?? '' });
-    else entries.push({ kind: 'file', path: rel, data: sysrootFile(o.sysroot, f.path), mode: statSync(join(o.sysroot, f.path)).mode & 0o777 });
-  }
+  entries.push(...closureEntries(o.sysroot, closure.files));
   // the agent's own libraries come from the sysroot too (it is a glibc program)
   const agentLibs = libraryClosureForAgent(o);
   const missingLibraries = [...closure.missing, ...agentLibs.missing];
-  for (const f of agentLibs.files) {
-    const rel = f.path.replace(/^\//, '');
-    if (f.kind === 'symlink') entries.push({ kind: 'symlink', path: rel, target: f.target ?? '' });
-    else entries.push({ kind: 'file', path: rel, data: sysrootFile(o.sysroot, f.path), mode: statSync(join(o.sysroot, f.path)).mode & 0o777 });
-  }
+  entries.push(...closureEntries(o.sysroot, agentLibs.files));
 
   // kernel modules and their dependencies, in load order
   let modulesOrder: string[] = [];

@@ -6,9 +6,10 @@ import { partName } from '../lib/sfdisk.ts';
 import { decideStamp, parseStamp } from '../lib/stamp.ts';
 import { info, progress, warn } from '../log.ts';
 import { mountFs, umountQuiet, writeAtomic } from '../fsutil.ts';
-import { PhaseFailure, RebootRequest, type Ctx, type Phase, type StampFile } from '../phase.ts';
+import { PhaseFailure, RebootRequest, type Phase, type StampFile } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { RUN_DIR } from './early.ts';
+import { masterBase } from './master.ts';
 import { MARKER } from './disk.ts';
 
 export const BOOT_MNT = `${RUN_DIR}/boot`;
@@ -27,9 +28,6 @@ export async function fillBoot(link: Link, base: string, stamp: StampFile | null
   syncDisks();
 }
 
-export function masterBase(ctx: Ctx): string {
-  return ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
-}
 
 export const bootfs: Phase = {
   name: 'bootfs',

@@ -3,10 +3,15 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs
 import { ToolError } from '../exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../link.ts';
 import { info, warn } from '../log.ts';
-import { PhaseFailure, type MasterWants, type Phase, type StampFile } from '../phase.ts';
+import { PhaseFailure, type Ctx, type MasterWants, type Phase, type StampFile } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
 
 export const FETCH_DIR = `${RUN_DIR}/master`;
+
+/** The path prefix of the master's files under the rrsync root (masterroot=). */
+export function masterBase(ctx: Ctx): string {
+  return ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
+}
 
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
@@ -57,7 +62,7 @@ export const master: Phase = {
     ctx.facts.link = link;
     rmSync(FETCH_DIR, { recursive: true, force: true });
     mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
-    const base = ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
+    const base = masterBase(ctx);
     try {
       // one rsync for the table and both stamps: a missing stamp makes rsync say 23, which we read as "not published"
       await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), link.remote(`${base}stamps`), `${FETCH_DIR}/`], { okCodes: [0, 23] });

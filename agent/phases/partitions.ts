@@ -5,7 +5,8 @@ import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, umountQuiet, waitForPath } from '../fsutil.ts';
 import { PhaseFailure, RebootRequest, type Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { BOOT_MNT, fillBoot, masterBase } from './bootfs.ts';
+import { BOOT_MNT, fillBoot } from './bootfs.ts';
+import { masterBase } from './master.ts';
 import { LABEL_ID } from './disk.ts';
 
 const LABELS = { boot: 'boot', root: 'cb-root', writable: 'cb-rw', data: 'cb-data' } as const;

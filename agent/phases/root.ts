@@ -10,7 +10,8 @@ import { PhaseFailure, type Ctx, type Phase } from '../phase.ts';
 import { rm } from 'node:fs/promises';
 import { watchdogProgress } from '../watchdogdev.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { masterBase, stampKey } from './bootfs.ts';
+import { stampKey } from './bootfs.ts';
+import { masterBase } from './master.ts';
 import { RUN_DIR } from './early.ts';
 
 export const ROOT_MNT = `${RUN_DIR}/rootdisk`;
