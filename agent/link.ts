@@ -11,6 +11,8 @@ export const KEY_DIR = '/etc/clusterboot';
 export const NODE_KEY = `${KEY_DIR}/node_key`;
 export const KNOWN_HOSTS = `${KEY_DIR}/known_hosts`;
 export const STAMP_KEY = `${KEY_DIR}/stamp.pub.pem`;
+/** The second key: its only right on the master is `rrsync -wo <root>/reports` (boot reports). */
+export const REPORT_KEY = `${KEY_DIR}/report_key`;
 export const SOCKET = '/run/clusterboot/ssh.sock';
 export const HOST_ALIAS = 'clusterboot-master';
 
@@ -21,14 +23,16 @@ export interface LinkTarget {
 }
 
 /** ssh options: pinned host key under an alias (whatever address DHCP gives the master), chacha20 first for the Pi 4. */
-export function sshOptions(t: LinkTarget): string[] {
+export function sshOptions(t: LinkTarget, o: { key?: string; shared?: boolean } = {}): string[] {
   return [
-    '-F', '/dev/null', '-i', NODE_KEY, '-p', String(t.port), '-l', t.user,
+    '-F', '/dev/null', '-i', o.key ?? NODE_KEY, '-p', String(t.port), '-l', t.user,
     '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${KNOWN_HOSTS}`, '-o', 'GlobalKnownHostsFile=/dev/null',
     '-o', `HostKeyAlias=${HOST_ALIAS}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
     '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=10', '-o', 'ServerAliveCountMax=3',
     '-o', 'Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
-    '-o', `ControlPath=${SOCKET}`, '-o', 'LogLevel=ERROR',
+    // the report key must never ride on the node key's shared connection: its own, unshared one
+    ...(o.shared === false ? ['-o', 'ControlPath=none', '-o', 'ControlMaster=no'] : ['-o', `ControlPath=${SOCKET}`]),
+    '-o', 'LogLevel=ERROR',
   ];
 }
 

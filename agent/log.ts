@@ -51,6 +51,11 @@ export function onEvent(f: (e: Event) => void): void {
   listeners.push(f);
 }
 
+/** The text people read for an event (the console line without its prefix). */
+export function humanLine(e: Event): string {
+  return (human[e.kind] as (x: Event) => string)(e);
+}
+
 export function emit(e: Event): void {
   const t = uptime();
   for (const f of listeners) {
@@ -62,7 +67,7 @@ export function emit(e: Event): void {
   }
   if (e.kind === 'phase-start') current = { phase: e.phase, n: e.n, of: e.of };
   history.push({ ...e, t });
-  const line = (human[e.kind] as (x: Event) => string)(e);
+  const line = humanLine(e);
   write(`clusterboot: ${t.toFixed(2).padStart(7)}s ${line}\n`);
   if (machineLines) write(`@@clusterboot ${JSON.stringify({ ...e, t })}\n`);
 }

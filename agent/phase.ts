@@ -29,6 +29,10 @@ export interface Facts {
   lease?: Lease;
   master?: string;
   hostname?: string;
+  /** Where the hostname came from: a fixed DHCP lease, or hostname= on the command line. */
+  hostnameFrom?: 'dhcp' | 'cmdline';
+  /** The NIC's MAC address (lower case): the node's name in boot reports. */
+  mac?: string;
   modulesLoaded?: string[];
   /** The shared SSH connection, once the master phase opened it. */
   link?: Link;
@@ -40,6 +44,10 @@ export interface Facts {
   /** Path of the root slot to boot, once the root phase chose it. */
   rootSlot?: string;
   rootStale?: boolean;
+  /** The stamp id of the root slot that was current before this boot (null: none). */
+  rootBefore?: string | null;
+  /** The overlay set up for the handoff, e.g. 'disk (overlay)'. */
+  overlayMode?: string;
   /** The recovery button was held: wipe the writable layer, resync the root in full. */
   recovery?: boolean;
   bytesReceived?: number;

@@ -4,6 +4,7 @@ import { emit, info, uptime } from './log.ts';
 import { PhaseFailure, RebootRequest, type Ctx, type Phase } from './phase.ts';
 import { hardReboot, syncDisks } from './sys/libc.ts';
 import { TOOLS } from './tools.ts';
+import { sendReport } from './reportsend.ts';
 
 /** A shell on the console; returns when the admin leaves it. */
 export function rescueShell(why: string): void {
@@ -31,6 +32,8 @@ export async function runPhases(phases: readonly Phase[], ctx: Ctx): Promise<voi
 export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attempt: number): Promise<void> {
   if (err instanceof RebootRequest) {
     info(phase, `rebooting: ${err.reason}`);
+    await ctx?.facts.link?.close().catch(() => undefined);
+    await sendReport(ctx, 'reboot', err.reason);
     syncDisks();
     await Bun.sleep(500);
     hardReboot();
@@ -41,6 +44,7 @@ export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attemp
   const waitS = Math.min(300, 15 * 2 ** Math.min(attempt, 4));
   const next = ctx?.params.rescue ? 'rescue shell (kernel parameter `rescue`)' : `reboot in ${waitS}s to try again`;
   emit({ kind: 'fatal', phase, error: message, remedy, next, code: err instanceof PhaseFailure ? err.ledCode : 'fatal' });
+  await sendReport(ctx, 'fatal', message, remedy);
   if (ctx?.params.rescue) {
     rescueShell(`phase ${phase} failed`);
     return;

@@ -11,6 +11,8 @@ import { accessFiles, pack, type ExtraFile } from './pack.ts';
 import { authorizedKeysLine, generateKeys, publish } from './publish.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './sysroot.ts';
 import { scriptImage, type UArch } from './uimage.ts';
+import { stage } from './stage.ts';
+import { readStatus, renderStatusTable } from './status.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
@@ -58,6 +60,7 @@ await yargs(hideBin(process.argv))
     .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
     .option('master-host-key', { type: 'string', default: '/etc/ssh/ssh_host_ed25519_key.pub', describe: 'the master\'s host key to pin' })
     .option('sign', { type: 'boolean', default: false, describe: 'pack the stamp key: nodes then refuse unsigned or older stamps' })
+    .option('report', { type: 'boolean', default: true, describe: 'with --keys: pack the report key (report_ed25519) so nodes send boot reports (--no-report: do not)' })
     .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
   async (a) => {
     const sysroot = resolve(a.sysroot);
@@ -68,11 +71,14 @@ await yargs(hideBin(process.argv))
       if (ks.length === 1) km = join(sysroot, 'lib/modules', ks[0] ?? '');
       else if (ks.length > 1) throw new Error(`the sysroot has kernels ${ks.join(', ')}: choose with --kernel-modules`);
     }
+    const reportKey = a.keys ? join(resolve(a.keys), 'report_ed25519') : '';
+    const report = Boolean(a.keys) && a.report && existsSync(reportKey);
+    if (a.keys && a.report && !report) say(`warning: no ${reportKey}: nodes will not send boot reports; run \`builder keys --dir ${a.keys}\` to create it`);
     const r = await pack({
       sysroot, agent, skel: resolve(a.skel), out: resolve(a.out), modules: list(a.modules),
       compress: a.compress as Compression, arch: a.arch as UArch, sourceDateEpoch: epoch(),
       ...(km ? { kernelModules: resolve(km) } : {}), extra: [
-        ...(a.keys ? accessFiles({ keysDir: resolve(a.keys), masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'), sign: a.sign }) : []),
+        ...(a.keys ? accessFiles({ keysDir: resolve(a.keys), masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'), sign: a.sign, report }) : []),
         ...(a.add ?? []).map(String).map(parseAdd),
       ],
     });
@@ -90,7 +96,7 @@ await yargs(hideBin(process.argv))
     .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS })
     .option('master', { type: 'string', describe: 'adds masterip=' })
     .option('fdt', { type: 'string' }),
-  (a) => {
+  async (a) => {
     const bootargs = a.master ? `${a.bootargs} masterip=${a.master}` : a.bootargs;
     const text = bootScript({ arch: a.arch as UArch, kernel: a.kernel, initramfs: a.initramfs, bootargs, ...(a.fdt ? { fdt: a.fdt } : {}) });
     mkdirSync(dirname(resolve(a.out)), { recursive: true });
@@ -101,7 +107,7 @@ await yargs(hideBin(process.argv))
     .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
     .option('master-root', { type: 'string', default: '/data/slaves' })
     .option('install', { type: 'string', describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present' }),
-  (a) => {
+  async (a) => {
     const k = generateKeys(resolve(a.dir));
     const line = authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root']));
     if (a.install) {
@@ -123,6 +129,59 @@ await yargs(hideBin(process.argv))
   async (a) => {
     const s = await publish({ masterRoot: resolve(a['master-root']), name: a.name as 'rootfs' | 'bootfs', ...(a.sign ? { signKeyPem: readFileSync(a.sign, 'utf8') } : {}) });
     say(`published ${s.name} ${s.id}${a.sign ? ' (signed)' : ''}`);
+  })
+  .command('stage', 'from a node list: the dnsmasq configuration, the TFTP folder, nodes.list, reports/ and the authorized_keys lines', (y) => y
+    .option('nodes', { type: 'string', demandOption: true, describe: 'node list: lines \'MAC HOSTNAME IP\' or the seed\'s \'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]\'; # comments' })
+    .option('master-ip', { type: 'string', demandOption: true, describe: 'the master\'s address on the cluster LAN (DNS, TFTP server = DHCP option 66)' })
+    .option('subnet', { type: 'string', demandOption: true, describe: 'the cluster LAN in CIDR form, e.g. 10.77.0.0/24' })
+    .option('range', { type: 'string', describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)' })
+    .option('interface', { type: 'string', describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0' })
+    .option('domain', { type: 'string', default: 'cluster.lan', describe: 'DNS domain of the nodes' })
+    .option('router', { type: 'string', describe: 'default gateway for the nodes (dhcp-option=3); default: dnsmasq announces the master' })
+    .option('lease', { type: 'string', default: '1h', describe: 'lease time (dnsmasq syntax: 1h, 30m, infinite)' })
+    .option('master-root', { type: 'string', default: '/data/slaves' })
+    .option('kernel', { type: 'string', demandOption: true, describe: 'node kernel, copied to <master-root>/tftp/vmlinuz' })
+    .option('initramfs', { type: 'string', default: join(REPO, 'build/tftp/initramfs.igz.uimg'), describe: 'initramfs.igz.uimg from `builder pack`, copied to <master-root>/tftp/' })
+    .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS, describe: 'kernel command line in boot.scr.uimg' })
+    .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const, describe: 'boot script: booti (arm64) or bootz (arm)' })
+    .option('keys', { type: 'string', describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)' })
+    .option('dnsmasq-conf', { type: 'string', default: '/etc/dnsmasq.d/clusterboot.conf', describe: 'where the dnsmasq configuration goes' })
+    .option('authorized-keys', { type: 'string', describe: 'append the two lines to this authorized_keys file unless present (default: print them)' }),
+  async (a) => {
+    const r = stage({
+      nodesFile: resolve(a.nodes), masterRoot: resolve(a['master-root']), kernel: resolve(a.kernel), initramfs: resolve(a.initramfs),
+      bootargs: a.bootargs, arch: a.arch as UArch, dnsmasqConf: resolve(a['dnsmasq-conf']), masterIp: a['master-ip'], subnet: a.subnet,
+      domain: a.domain, lease: a.lease, time: epoch(),
+      ...(a.range !== undefined ? { range: a.range } : {}),
+      ...(a.interface !== undefined ? { interface: a.interface } : {}),
+      ...(a.router !== undefined ? { router: a.router } : {}),
+      ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
+      ...(a['authorized-keys'] !== undefined ? { authorizedKeys: resolve(a['authorized-keys']) } : {}),
+    });
+    for (const w of r.warnings) say(`warning: ${w}`);
+    for (const f of r.written) say(`wrote ${f}`);
+    say(`boot reports land in ${r.reportsDir}`);
+    say(`staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`);
+    if (a['authorized-keys'] !== undefined) {
+      say(r.keysAdded.length ? `added ${r.keysAdded.length} line(s) to ${a['authorized-keys']}` : `${a['authorized-keys']} already has the node and report key lines`);
+    } else if (r.keyLines.length) {
+      say('add these lines to root\'s ~/.ssh/authorized_keys on the master (or use --authorized-keys):');
+      for (const l of r.keyLines) console.log(l);
+    }
+    say('restart dnsmasq to apply the configuration (systemctl restart dnsmasq)');
+  })
+  .command('status', 'the fleet from the master\'s files: nodes.list, reports/*.json, stamps/rootfs.stamp', (y) => y
+    .option('master-root', { type: 'string', default: '/data/slaves' })
+    .option('json', { type: 'boolean', default: false, describe: 'print { masterStamp, rows, warnings } as JSON, for scripts' }),
+  async (a) => {
+    const now = Date.now();
+    const s = readStatus(resolve(a['master-root']), now);
+    if (a.json) {
+      console.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    for (const w of s.warnings) say(`warning: ${w}`);
+    process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
   })
   .fail((msg, err) => {
     say(`error: ${err?.message ?? msg}`);

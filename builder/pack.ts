@@ -209,12 +209,14 @@ function libraryClosureForAgent(o: PackOptions) {
   return { files: c.files, missing: [...missing, ...c.missing] };
 }
 
-/** The files that let a node read the master: its key, the master's pinned host key, the stamp-verify key. */
-export function accessFiles(o: { keysDir: string; masterHostKeyPub: string; sign: boolean }): ExtraFile[] {
+/** The files that let a node read the master: its key, the master's pinned host key, the stamp-verify key, and
+ * (report: true) the key it pushes its boot report with (write-only into <master root>/reports on the master). */
+export function accessFiles(o: { keysDir: string; masterHostKeyPub: string; sign: boolean; report?: boolean }): ExtraFile[] {
   const files: ExtraFile[] = [
     { path: 'etc/clusterboot/node_key', data: readFileSync(join(o.keysDir, 'node_ed25519')), mode: 0o600 },
     { path: 'etc/clusterboot/known_hosts', data: Buffer.from(`${knownHostsLine(o.masterHostKeyPub)}\n`), mode: 0o644 },
   ];
   if (o.sign) files.push({ path: 'etc/clusterboot/stamp.pub.pem', data: readFileSync(join(o.keysDir, 'stamp_ed25519.pub.pem')), mode: 0o644 });
+  if (o.report) files.push({ path: 'etc/clusterboot/report_key', data: readFileSync(join(o.keysDir, 'report_ed25519')), mode: 0o600 });
   return files;
 }

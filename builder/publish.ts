@@ -9,6 +9,7 @@ import {
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { newStamp, parseStamp, renderStamp, sigPath, stampPath } from '../agent/lib/stamp.ts';
 import type { Stamp, StampName } from '../agent/lib/stamp.ts';
+import { REPORT_DIR } from '../agent/lib/report.ts';
 
 const SSH_KEYGEN = '/usr/bin/ssh-keygen';
 
@@ -26,13 +27,14 @@ function fsyncDir(dir: string): void {
 }
 
 // Write to a dot-tmp file in the same directory, fsync it, rename over the target, fsync the directory:
-// a reader (an rsync from a node) sees either the old or the new file, never a torn one, even after a crash.
-function writeAtomic(path: string, data: string): void {
+// a reader (an rsync from a node, a TFTP client) sees either the old or the new file, never a torn one, even after a crash.
+export function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
   try {
-    const fd = openSync(tmp, 'w', 0o644);
+    const fd = openSync(tmp, 'w', mode);
     try {
-      writeSync(fd, data);
+      const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -138,9 +140,21 @@ export async function publish(opts: { masterRoot: string; name: StampName; signK
   return stamp;
 }
 
-// Why: one-time master setup; the node key (OpenSSH) lets nodes read the master, the stamp key (PEM) signs stamps.
-// Existing keys are never overwritten; a missing public half is re-derived from its private key.
-export function generateKeys(dir: string): { nodeKey: string; nodeKeyPub: string; signKey: string; signKeyPub: string } {
+export interface Keys {
+  nodeKey: string;
+  nodeKeyPub: string;
+  signKey: string;
+  signKeyPub: string;
+  /** OpenSSH key the nodes push their boot reports with (write-only into <master root>/reports). */
+  reportKey: string;
+  reportKeyPub: string;
+}
+
+// Why: one-time master setup; the node key (OpenSSH) lets nodes read the master, the report key (OpenSSH) lets them
+// drop boot reports, the stamp key (PEM) signs stamps.
+// Existing keys are never overwritten; a missing public half is re-derived from its private key; a key added in a
+// later version (the report key) is created next to the existing ones on the next call.
+export function generateKeys(dir: string): Keys {
   if (!existsSync(dir)) {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
@@ -149,6 +163,8 @@ export function generateKeys(dir: string): { nodeKey: string; nodeKeyPub: string
   }
   const nodeKey = join(dir, 'node_ed25519');
   const nodeKeyPub = `${nodeKey}.pub`;
+  const reportKey = join(dir, 'report_ed25519');
+  const reportKeyPub = `${reportKey}.pub`;
   const signKey = join(dir, 'stamp_ed25519.pem');
   const signKeyPub = join(dir, 'stamp_ed25519.pub.pem');
 
@@ -158,12 +174,17 @@ export function generateKeys(dir: string): { nodeKey: string; nodeKeyPub: string
     if (r.status !== 0) throw new Error(`generateKeys: ssh-keygen ${args.join(' ')} exited with ${r.status}: ${r.stderr.trim()}`);
     return r.stdout;
   };
-  if (existsSync(nodeKey)) {
-    if (!existsSync(nodeKeyPub)) writeFileSync(nodeKeyPub, keygen(['-y', '-f', nodeKey]), { mode: 0o644, flag: 'wx' });
-  } else {
-    if (existsSync(nodeKeyPub)) throw new Error(`generateKeys: ${nodeKeyPub} exists without its private key ${nodeKey}; remove it or restore the key`);
-    keygen(['-q', '-t', 'ed25519', '-N', '', '-C', 'clusterboot-node', '-f', nodeKey]);
-  }
+  const sshKey = (key: string, comment: string) => {
+    const pub = `${key}.pub`;
+    if (existsSync(key)) {
+      if (!existsSync(pub)) writeFileSync(pub, keygen(['-y', '-f', key]), { mode: 0o644, flag: 'wx' });
+    } else {
+      if (existsSync(pub)) throw new Error(`generateKeys: ${pub} exists without its private key ${key}; remove it or restore the key`);
+      keygen(['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', key]);
+    }
+  };
+  sshKey(nodeKey, 'clusterboot-node');
+  sshKey(reportKey, 'clusterboot-report');
 
   if (existsSync(signKey)) {
     const priv = createPrivateKey(readFileSync(signKey, 'utf8'));
@@ -178,7 +199,7 @@ export function generateKeys(dir: string): { nodeKey: string; nodeKeyPub: string
     writeFileSync(signKey, k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600, flag: 'wx' });
     writeFileSync(signKeyPub, k.publicKey.export({ type: 'spki', format: 'pem' }) as string, { mode: 0o644, flag: 'wx' });
   }
-  return { nodeKey, nodeKeyPub, signKey, signKeyPub };
+  return { nodeKey, nodeKeyPub, signKey, signKeyPub, reportKey, reportKeyPub };
 }
 
 // One OpenSSH public key line: type, base64 blob whose embedded type matches, optional comment.
@@ -197,17 +218,36 @@ function parsePubKey(content: string, what: string): { type: string; blob: strin
   return { type, blob, comment: (m[3] ?? '').trim() };
 }
 
-// Why: the master's authorized_keys entry that lets the node key do nothing but read-only rsync of the master root.
-export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
+// Paths that go inside command="..." of an authorized_keys line: nothing sshd or rrsync could read as syntax.
+function checkCommandPaths(fn: string, paths: Array<readonly [string, string]>): void {
   const safe = /^\/[A-Za-z0-9._+\/-]*$/;
-  for (const [what, p] of [['masterRoot', masterRoot], ['rrsync', rrsync]] as const) {
+  for (const [what, p] of paths) {
     if (!isAbsolute(p) || !safe.test(p) || p.split('/').includes('..')) {
-      throw new Error(`authorizedKeysLine: ${what} '${p}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (no spaces or quotes)`);
+      throw new Error(`${fn}: ${what} '${p}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (no spaces or quotes)`);
     }
   }
-  const k = parsePubKey(nodeKeyPub, 'authorizedKeysLine');
+}
+
+function keyLine(options: string, pub: string, fn: string): string {
+  const k = parsePubKey(pub, fn);
   const comment = /^[A-Za-z0-9@._-]+$/.test(k.comment) ? ` ${k.comment}` : '';
-  return `restrict,command="${rrsync} -ro ${masterRoot}" ${k.type} ${k.blob}${comment}`;
+  return `${options} ${k.type} ${k.blob}${comment}`;
+}
+
+// Why: the master's authorized_keys entry that lets the node key do nothing but read-only rsync of the master root.
+export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
+  checkCommandPaths('authorizedKeysLine', [['masterRoot', masterRoot], ['rrsync', rrsync]]);
+  return keyLine(`restrict,command="${rrsync} -ro ${masterRoot}"`, nodeKeyPub, 'authorizedKeysLine');
+}
+
+// Why: the entry that lets the report key do nothing but write-only rsync into <master root>/reports (boot reports).
+// A separate key from the node key: sshd uses the first line that matches a key, so one key cannot have both commands.
+// -no-lock: nodes report at the same moment after a mass reboot (rrsync's single-run lock would turn them away);
+// -no-del: a node may replace its report but never delete anything.
+export function reportKeysLine(reportKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
+  checkCommandPaths('reportKeysLine', [['masterRoot', masterRoot], ['rrsync', rrsync]]);
+  const reports = `${masterRoot.replace(/\/+$/, '')}/${REPORT_DIR}`;
+  return keyLine(`restrict,command="${rrsync} -wo -no-lock -no-del ${reports}"`, reportKeyPub, 'reportKeysLine');
 }
 
 // Why: the node's known_hosts pin, keyed by HostKeyAlias so it holds whatever address the master has.

@@ -7,6 +7,8 @@ import { TOOLS } from '../tools.ts';
 import { releaseWatchdog } from '../watchdogdev.ts';
 import { finalLeds } from '../ledsdev.ts';
 import { RUN_DIR } from './early.ts';
+import { sendReport } from '../reportsend.ts';
+import { stopSyslog } from '../syslogdev.ts';
 
 const NEWROOT = '/newroot';
 
@@ -58,6 +60,8 @@ export const handoff: Phase = {
     }
     await ctx.facts.link?.close();
     writeFileSync(`${RUN_DIR}/boot-report.json`, JSON.stringify({ hostname: ctx.facts.hostname, slot: ctx.facts.rootSlot, stale: ctx.facts.rootStale ?? false, events: events() }, null, 1));
+    await sendReport(ctx, 'ok');
+    stopSyslog();
     if (ctx.params.dryRun) {
       info('handoff', `dry run: would switch_root to ${init}; holding instead`);
       for (;;) await Bun.sleep(3_600_000);

@@ -4,6 +4,7 @@ import { run } from '../exec.ts';
 import { info, warn } from '../log.ts';
 import { PhaseFailure, type Lease, type Phase } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
+import { startSyslog } from '../syslogdev.ts';
 
 export const LEASE_FILE = `${RUN_DIR}/lease.env`;
 
@@ -57,10 +58,15 @@ export const network: Phase = {
         'check the cable and that the NIC driver is packed (builder pack --modules ...)', 'network');
     }
     await run('busybox', ['ip', 'link', 'set', ifname, 'up']);
+    try {
+      ctx.facts.mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim().toLowerCase();
+    } catch {
+      // no address file: the report then names the node by hostname only
+    }
     info('network', `DHCP on ${ifname}`);
     try {
       await run('busybox', ['udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', '8', '-T', '3', '-A', '2',
-        '-s', '/etc/udhcpc/default.script', '-x', 'hostname:clusterboot'], { timeoutMs: 90_000 });
+        '-s', '/etc/udhcpc/default.script', '-O', 'tftp'], { timeoutMs: 90_000 });
     } catch (e) {
       throw new PhaseFailure(`no DHCP lease on ${ifname}: ${(e as Error).message}`,
         'check the master\'s dnsmasq (dhcp-range / dhcp-host for this MAC) and the link', 'network', { cause: e });
@@ -71,10 +77,15 @@ export const network: Phase = {
     if (hostname) {
       writeFileSync('/proc/sys/kernel/hostname', hostname);
       ctx.facts.hostname = hostname;
+      ctx.facts.hostnameFrom = ctx.params.hostname ? 'cmdline' : 'dhcp';
+    } else {
+      warn('network', `DHCP gave no hostname: ${ctx.facts.mac ?? 'this MAC'} has no fixed lease on the master ` +
+        '(add it to the node list and run `builder stage`), or set hostname=');
     }
     const master = chooseMaster(ctx.params.master, lease);
     if (master) ctx.facts.master = master.host;
     else warn('network', 'no master known: give masterip= on the kernel command line or DHCP option 66');
+    startSyslog(ctx);
     info('network', `lease ${lease.ip}/${lease.mask} on ${ifname} from ${lease.serverid}, router ${lease.router || '-'}, ` +
       `hostname ${hostname ?? '(none)'}, master ${master ? `${master.host} (${master.from})` : '(none)'}`, { lease, master });
     return `${lease.ip} on ${ifname}`;

@@ -68,6 +68,7 @@ export const overlay: Phase = {
       apply(s);
     }
     info('overlay', plan.message, { driver: plan.driver, mode: ctx.params.overlay, lower: plan.lower, upper: plan.upper });
-    return `${ctx.params.overlay} (${plan.driver})`;
+    ctx.facts.overlayMode = `${ctx.params.overlay} (${plan.driver})`;
+    return ctx.facts.overlayMode;
   },
 };

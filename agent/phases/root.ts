@@ -110,6 +110,7 @@ export const root: Phase = {
     mountFs(p2, ROOT_MNT, 'ext4');
     const state = readSlotState(readSlotFacts(ROOT_MNT));
     for (const p of state.problems) warn('root', p);
+    ctx.facts.rootBefore = state.current?.id ?? null;
     const w = ctx.facts.wanted;
     let decision: RootDecision = { action: 'offline' };
     if (ctx.facts.online && w) {

@@ -40,6 +40,11 @@ export async function boot(img: Images, work: string, o: BootOptions): Promise<B
   } finally {
     await node.kill();
   }
+  return resultOf(node, t0);
+}
+
+/** What a finished QEMU run shows: the agent's and template's lines, its events, and how it ended. */
+export function resultOf(node: QemuNode, t0: number): BootResult {
   const c = node.console;
   const ending = /TEMPLATE-DONE/.test(c) ? 'template' : /"kind":"fatal"/.test(c) ? 'fatal' : /rebooting: /.test(c) ? 'reboot' : 'other';
   const lines = c.split(/\r?\n/).filter((l) => /^(clusterboot:|TEMPLATE-|  remedy:|  next:)/.test(l));

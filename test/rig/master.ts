@@ -109,20 +109,25 @@ export class TestMaster {
     return s.id;
   }
 
-  /** Start sshd on 127.0.0.1 with its own config, host key and authorized_keys. */
-  async start(hostKey = testKeys().hostKey): Promise<void> {
+  /**
+   * Start sshd with its own config and host key. By default on 127.0.0.1 with the node key's rrsync -ro
+   * line; a virtual cluster passes its address, port 22, the namespace to run in, and the
+   * authorized_keys file `builder stage` wrote.
+   */
+  async start(hostKey = testKeys().hostKey, o: { listen?: string; port?: number; wrap?: string[]; authorizedKeys?: string } = {}): Promise<void> {
     const k = testKeys();
     mkdirSync('/run/sshd', { recursive: true });
     const cfgDir = join(this.dir, 'sshd');
     mkdirSync(cfgDir, { recursive: true });
-    this.port = this.port || (await freePort());
-    writeFileSync(join(cfgDir, 'authorized_keys'), `${authorizedKeysLine(readFileSync(join(k.dir, 'node_ed25519.pub'), 'utf8'), this.root)}\n`);
+    this.port = o.port ?? (this.port || (await freePort()));
+    const authorized = o.authorizedKeys ?? join(cfgDir, 'authorized_keys');
+    if (!o.authorizedKeys) writeFileSync(authorized, `${authorizedKeysLine(readFileSync(join(k.dir, 'node_ed25519.pub'), 'utf8'), this.root)}\n`);
     writeFileSync(join(cfgDir, 'sshd_config'), [
-      `Port ${this.port}`, 'ListenAddress 127.0.0.1', `HostKey ${hostKey}`, `AuthorizedKeysFile ${join(cfgDir, 'authorized_keys')}`,
+      `Port ${this.port}`, `ListenAddress ${o.listen ?? '127.0.0.1'}`, `HostKey ${hostKey}`, `AuthorizedKeysFile ${authorized}`,
       `PidFile ${join(cfgDir, 'sshd.pid')}`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no',
       'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'MaxStartups 100', 'LogLevel VERBOSE', '',
     ].join('\n'));
-    this.proc = Bun.spawn(['/usr/sbin/sshd', '-D', '-e', '-f', join(cfgDir, 'sshd_config')], { stdout: 'pipe', stderr: 'pipe' });
+    this.proc = Bun.spawn([...(o.wrap ?? []), '/usr/sbin/sshd', '-D', '-e', '-f', join(cfgDir, 'sshd_config')], { stdout: 'pipe', stderr: 'pipe' });
     const proc = this.proc;
     void (async () => {
       for await (const c of proc.stderr as ReadableStream<Uint8Array>) this.log += new TextDecoder().decode(c);

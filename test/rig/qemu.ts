@@ -21,6 +21,10 @@ export interface NodeOptions {
   echo?: boolean;
   /** Network: QEMU user networking (default) or a prepared argument list. */
   netdev?: string[];
+  /** A command QEMU runs under, e.g. ['ip', 'netns', 'exec', NS] for a node of a virtual cluster. */
+  wrap?: string[];
+  /** Virtual CPUs (default 2). */
+  smp?: number;
 }
 
 export interface AgentEvent {
@@ -41,8 +45,9 @@ export class QemuNode {
   constructor(readonly opts: NodeOptions) {
     if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
     const args = [
+      ...(opts.wrap ?? []),
       'qemu-system-aarch64', '-M', 'virt,acpi=off', // acpi=off: with firmware loaded QEMU leaves out the PL061 GPIO chip otherwise
-      '-cpu', opts.cpu ?? 'cortex-a72', '-smp', '2', '-m', String(opts.memoryMb ?? 1024),
+      '-cpu', opts.cpu ?? 'cortex-a72', '-smp', String(opts.smp ?? 2), '-m', String(opts.memoryMb ?? 1024),
       '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
       ...(opts.netdev ?? [
         '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,

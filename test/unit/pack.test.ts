@@ -5,7 +5,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../../builder/agentbuild.ts';
-import { mergedUsr, pack, topLevelLinks } from '../../builder/pack.ts';
+import { accessFiles, mergedUsr, pack, topLevelLinks } from '../../builder/pack.ts';
+import { generateKeys } from '../../builder/publish.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'cb-pack-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -39,5 +40,22 @@ describe('pack', () => {
       expect(list).toContain(p);
     }
     expect(a.missingLibraries).toEqual([]);
+  });
+});
+
+describe('accessFiles', () => {
+  const HOST = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC root@master\n';
+  test('the report key is packed (0600, the private key\'s bytes) only when asked; the default leaves it out', () => {
+    const keys = join(work, 'keys');
+    const k = generateKeys(keys);
+    const paths = (fs: { path: string }[]) => fs.map((f) => f.path);
+    expect(paths(accessFiles({ keysDir: keys, masterHostKeyPub: HOST, sign: false }))).toEqual(['etc/clusterboot/node_key', 'etc/clusterboot/known_hosts']);
+    const files = accessFiles({ keysDir: keys, masterHostKeyPub: HOST, sign: true, report: true });
+    expect(paths(files)).toEqual(['etc/clusterboot/node_key', 'etc/clusterboot/known_hosts', 'etc/clusterboot/stamp.pub.pem', 'etc/clusterboot/report_key']);
+    const rk = files.find((f) => f.path === 'etc/clusterboot/report_key');
+    expect(rk?.mode).toBe(0o600);
+    expect(Buffer.from(rk?.data ?? []).equals(readFileSync(k.reportKey))).toBe(true);
+    // the node key and the report key are different files (two authorized_keys lines with different rights)
+    expect(Buffer.from(rk?.data ?? []).equals(readFileSync(k.nodeKey))).toBe(false);
   });
 });

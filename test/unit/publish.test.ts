@@ -5,7 +5,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStamp, verifyStamp } from '../../agent/lib/stamp.ts';
-import { authorizedKeysLine, generateKeys, knownHostsLine, publish } from '../../builder/publish.ts';
+import { authorizedKeysLine, generateKeys, knownHostsLine, publish, reportKeysLine } from '../../builder/publish.ts';
 
 let tmp = '';
 let n = 0;
@@ -100,18 +100,23 @@ describe('publish', () => {
 });
 
 describe('generateKeys', () => {
-  test('creates a 0700 dir with OpenSSH node key and PEM stamp key; second call keeps the same bytes', () => {
+  test('creates a 0700 dir with OpenSSH node and report keys and PEM stamp key; second call keeps the same bytes', () => {
     const dir = join(tmp, `keys${n++}`, 'sub');
     const k = generateKeys(dir);
     expect(k).toEqual({
       nodeKey: join(dir, 'node_ed25519'), nodeKeyPub: join(dir, 'node_ed25519.pub'),
       signKey: join(dir, 'stamp_ed25519.pem'), signKeyPub: join(dir, 'stamp_ed25519.pub.pem'),
+      reportKey: join(dir, 'report_ed25519'), reportKeyPub: join(dir, 'report_ed25519.pub'),
     });
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(statSync(k.signKey).mode & 0o077).toBe(0);
     expect(statSync(k.nodeKey).mode & 0o077).toBe(0);
     expect(readFileSync(k.nodeKey, 'utf8')).toStartWith('-----BEGIN OPENSSH PRIVATE KEY-----');
     expect(readFileSync(k.nodeKeyPub, 'utf8')).toMatch(/^ssh-ed25519 AAAA\S+ clusterboot-node\n$/);
+    expect(statSync(k.reportKey).mode & 0o077).toBe(0);
+    expect(readFileSync(k.reportKeyPub, 'utf8')).toMatch(/^ssh-ed25519 AAAA\S+ clusterboot-report\n$/);
+    // two keys, not one key twice: sshd applies only the first authorized_keys line of a key
+    expect(readFileSync(k.reportKeyPub, 'utf8').split(' ')[1]).not.toBe(readFileSync(k.nodeKeyPub, 'utf8').split(' ')[1]);
     expect(readFileSync(k.signKey, 'utf8')).toStartWith('-----BEGIN PRIVATE KEY-----');
     expect(readFileSync(k.signKeyPub, 'utf8')).toStartWith('-----BEGIN PUBLIC KEY-----');
     const before = Object.values(k).map((f) => readFileSync(f));
@@ -123,6 +128,23 @@ describe('generateKeys', () => {
     generateKeys(dir);
     expect(readFileSync(k.signKeyPub, 'utf8')).toBe((before[3] as Buffer).toString('utf8'));
     expect(readFileSync(k.nodeKeyPub, 'utf8').split(' ')[1]).toBe((before[1] as Buffer).toString('utf8').split(' ')[1]);
+  });
+
+  test('a key folder from before report keys gets one on the next call, once; the other keys keep their bytes', () => {
+    const dir = join(tmp, `keys${n++}`);
+    const k = generateKeys(dir);
+    rmSync(k.reportKey);
+    rmSync(k.reportKeyPub);
+    const others = [k.nodeKey, k.nodeKeyPub, k.signKey, k.signKeyPub].map((f) => readFileSync(f));
+    expect(generateKeys(dir)).toEqual(k);
+    const report = readFileSync(k.reportKeyPub, 'utf8');
+    expect(report).toMatch(/^ssh-ed25519 AAAA\S+ clusterboot-report\n$/);
+    expect([k.nodeKey, k.nodeKeyPub, k.signKey, k.signKeyPub].map((f) => readFileSync(f))).toEqual(others);
+    generateKeys(dir);
+    expect(readFileSync(k.reportKeyPub, 'utf8')).toBe(report);
+    // a report public half without its private key is refused like the node key's
+    rmSync(k.reportKey);
+    expect(() => generateKeys(dir)).toThrow(/report_ed25519\.pub exists without its private key/);
   });
 
   test('a public key without its private key is an error, not an overwrite', () => {
@@ -151,6 +173,20 @@ describe('authorized_keys and known_hosts lines', () => {
     expect(() => authorizedKeysLine('', '/data/slaves')).toThrow(/one OpenSSH public key line/);
     expect(() => authorizedKeysLine(PUB + PUB, '/data/slaves')).toThrow(/one OpenSSH public key line/);
     expect(() => authorizedKeysLine(PUB.replace('ssh-ed25519', 'ssh-rsa'), '/data/slaves')).toThrow(/does not match/);
+  });
+  test('reportKeysLine: write-only rrsync into <master root>/reports, a trailing slash does not double', () => {
+    const line = 'restrict,command="/usr/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node';
+    expect(reportKeysLine(PUB, '/data/slaves')).toBe(line);
+    expect(reportKeysLine(PUB, '/data/slaves/')).toBe(line);
+    expect(reportKeysLine(PUB, '/data/slaves', '/usr/local/bin/rrsync')).toStartWith('restrict,command="/usr/local/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ');
+  });
+  test('reportKeysLine rejects what authorizedKeysLine rejects', () => {
+    for (const root of ['/data/my slaves', 'data/slaves', '/data/"x', '/data/../etc', '/data/x,y', '']) {
+      expect(() => reportKeysLine(PUB, root)).toThrow(/reportKeysLine: masterRoot/);
+    }
+    expect(() => reportKeysLine(PUB, '/data/slaves', 'rrsync')).toThrow(/rrsync/);
+    expect(() => reportKeysLine('', '/data/slaves')).toThrow(/one OpenSSH public key line/);
+    expect(() => reportKeysLine(PUB.replace('ssh-ed25519', 'ssh-rsa'), '/data/slaves')).toThrow(/does not match/);
   });
   test('knownHostsLine pins the key under the HostKeyAlias', () => {
     expect(knownHostsLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC root@master\n')).toBe(
@@ -209,5 +245,40 @@ describe('rrsync -ro', () => {
     const escape = rsync('-a', 'master:../', `${dst}/`);
     expect(escape.status).not.toBe(0);
     expect(escape.stderr).toContain('do not use .. in arg');
+  });
+
+  // The report key's forced command, the same way: a node can drop its report into reports/ and read nothing back.
+  test.skipIf(!haveRsync)('reportKeysLine\'s forced command allows a push into reports/ and refuses a pull', () => {
+    const root = master();
+    mkdirSync(join(root, 'reports'));
+    const forced = /command="([^"]+)"/.exec(reportKeysLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC x', root))?.[1];
+    expect(forced).toBe(`/usr/bin/rrsync -wo -no-lock -no-del ${root}/reports`);
+    const fakeSsh = join(tmp, `fakessh${n++}`);
+    writeFileSync(fakeSsh, `#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND="$*" exec sh -c '${forced}'\n`);
+    chmodSync(fakeSsh, 0o755);
+    const rsync = (...args: string[]) => spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+
+    const report = join(tmp, `b8-27-eb-cb-63-18.json`);
+    writeFileSync(report, '{"schema":1}\n');
+    // exactly as agent/reportsend.ts pushes: into the directory (rrsync pins a named leaf, so a second push
+    // naming the file itself could not replace it), twice, the second replacing the first
+    for (const body of ['{"schema":1}\n', '{"schema":1,"second":true}\n']) {
+      writeFileSync(report, body);
+      const push = rsync('-I', '--chmod=F0644', report, 'master:./');
+      expect(push.stderr).toBe('');
+      expect(push.status).toBe(0);
+      expect(readFileSync(join(root, 'reports/b8-27-eb-cb-63-18.json'), 'utf8')).toBe(body);
+    }
+    // and it cannot delete other nodes' reports
+    writeFileSync(join(root, 'reports/other.json'), '{}');
+    const empty = join(tmp, `empty${n++}`);
+    mkdirSync(empty);
+    const del = rsync('-r', '--delete', `${empty}/`, 'master:./');
+    expect(del.status).not.toBe(0);
+    expect(readFileSync(join(root, 'reports/other.json'), 'utf8')).toBe('{}');
+
+    const pull = rsync('master:b8-27-eb-cb-63-18.json', join(tmp, `pulled${n++}`));
+    expect(pull.status).not.toBe(0);
+    expect(pull.stderr).toContain('reading from write-only server is not allowed');
   });
 });

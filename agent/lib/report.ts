@@ -1,0 +1,136 @@
+// The boot report a node sends to the master at the end of every boot (and on failure when it can).
+// Pure: the agent builds it from its event history and facts; `builder status` reads it back.
+//
+// On the master a report lands as reports/<mac>.json (MAC lower case, ':' replaced by '-'), written
+// through a second SSH key whose only right is `rrsync -wo <master root>/reports`. The file's mtime is
+// the master's clock at arrival: `builder status` uses it as "last boot", never a time the node sent.
+
+export const REPORT_SCHEMA = 1;
+export const REPORT_DIR = 'reports';
+
+export type BootResult = 'ok' | 'reboot' | 'fatal';
+
+export interface PhaseTiming {
+  name: string;
+  seconds: number;
+  summary?: string;
+  failed?: boolean;
+}
+
+export interface BootReport {
+  schema: typeof REPORT_SCHEMA;
+  mac: string;
+  /** The hostname this boot used; null when DHCP gave none (no fixed lease) and no hostname= was set. */
+  hostname: string | null;
+  /** Where the hostname came from: a fixed DHCP lease, the kernel command line, or nowhere. */
+  hostnameFrom: 'dhcp' | 'cmdline' | null;
+  ip: string | null;
+  agentVersion: string;
+  kernel: string | null;
+  /** ok: handed off to the template's init; reboot: asked for a fresh boot (new table or firmware); fatal: failed. */
+  result: BootResult;
+  /** The reboot reason or the fatal error. */
+  reason?: string;
+  remedy?: string;
+  phases: PhaseTiming[];
+  stamps: {
+    /** The root slot's stamp id before this boot (null: none, e.g. a blank disk). */
+    rootBefore: string | null;
+    /** The root slot's stamp id this boot hands off to. */
+    rootAfter: string | null;
+    /** The master's rootfs stamp id as fetched this boot (null: offline or not published). */
+    masterRoot: string | null;
+  };
+  bytesReceived: number;
+  /** Overlay mode of the handed-off root: 'tmpfs', 'partition' or 'aufs-…'; null when it did not get that far. */
+  overlay: string | null;
+  /** Warnings and failures, in order. */
+  errors: string[];
+  /** Kernel uptime when the report was made, in seconds. */
+  uptime: number;
+}
+
+/** File name of a node's report on the master. */
+export function reportName(mac: string): string {
+  return `${mac.toLowerCase().replace(/:/g, '-')}.json`;
+}
+
+/** The slice of the agent's event history a report is built from (log.ts Event plus its time). */
+export interface ReportEvent {
+  kind: string;
+  phase: string;
+  t: number;
+  seconds?: number;
+  summary?: string;
+  error?: string;
+  message?: string;
+}
+
+export interface ReportInput {
+  events: readonly ReportEvent[];
+  mac: string | null;
+  hostname: string | null;
+  hostnameFrom: 'dhcp' | 'cmdline' | null;
+  ip: string | null;
+  agentVersion: string;
+  kernel: string | null;
+  result: BootResult;
+  reason?: string;
+  remedy?: string;
+  rootBefore: string | null;
+  rootAfter: string | null;
+  masterRoot: string | null;
+  bytesReceived: number;
+  overlay: string | null;
+  uptime: number;
+}
+
+const MAX_ERRORS = 20;
+const MAX_TEXT = 400;
+
+function clip(s: string): string {
+  return s.length > MAX_TEXT ? `${s.slice(0, MAX_TEXT - 1)}…` : s;
+}
+
+/** A report from the boot's events and facts: each phase's duration, the warnings and failures, the stamps. */
+export function buildReport(i: ReportInput): BootReport {
+  const phases: PhaseTiming[] = [];
+  const errors: string[] = [];
+  const started = new Map<string, number>();
+  for (const e of i.events) {
+    if (e.kind === 'phase-start') started.set(e.phase, e.t);
+    else if (e.kind === 'phase-done') {
+      phases.push({ name: e.phase, seconds: round(e.seconds ?? 0), ...(e.summary ? { summary: clip(e.summary) } : {}) });
+      started.delete(e.phase);
+    } else if (e.kind === 'phase-failed' || e.kind === 'fatal') {
+      errors.push(clip(`${e.phase}: ${e.error ?? 'failed'}`));
+    } else if (e.kind === 'warn') {
+      errors.push(clip(`${e.phase}: ${e.message ?? ''}`));
+    }
+  }
+  // a phase that started and never finished is where the boot stopped (a reboot request or a failure)
+  for (const [name, t] of started) phases.push({ name, seconds: round(Math.max(0, i.uptime - t)), failed: i.result === 'fatal' });
+  const kept = errors.length > MAX_ERRORS ? [...errors.slice(0, MAX_ERRORS - 1), `… and ${errors.length - MAX_ERRORS + 1} more`] : errors;
+  return {
+    schema: REPORT_SCHEMA,
+    mac: (i.mac ?? 'unknown').toLowerCase(),
+    hostname: i.hostname,
+    hostnameFrom: i.hostnameFrom,
+    ip: i.ip,
+    agentVersion: i.agentVersion,
+    kernel: i.kernel,
+    result: i.result,
+    ...(i.reason ? { reason: clip(i.reason) } : {}),
+    ...(i.remedy ? { remedy: clip(i.remedy) } : {}),
+    phases,
+    stamps: { rootBefore: i.rootBefore, rootAfter: i.rootAfter, masterRoot: i.masterRoot },
+    bytesReceived: i.bytesReceived,
+    overlay: i.overlay,
+    errors: kept,
+    uptime: round(i.uptime),
+  };
+}
+
+function round(n: number): number {
+  return Math.round(n * 100) / 100;
+}

@@ -1,0 +1,268 @@
+// A virtual cluster on one machine, with the production chain and no QEMU user-network shortcuts:
+// a network namespace with a bridge (the master's LAN), the master's dnsmasq as `builder stage` wrote
+// it (DHCP with fixed leases, DNS, TFTP), its sshd, a syslog sink, and N QEMU arm64 nodes on tap
+// devices, each with its own MAC and disk.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Subprocess } from 'bun';
+import { REPO } from '../../builder/agentbuild.ts';
+import { accessFiles } from '../../builder/pack.ts';
+import { images, type Images } from './images.ts';
+import { TestMaster, testKeys } from './master.ts';
+import { QemuNode, blankDisk, type AgentEvent } from './qemu.ts';
+import { resultOf, type BootResult } from './boot.ts';
+
+export const MASTER_IP = '10.77.0.1';
+export const SUBNET = '10.77.0.0/24';
+export const DYNAMIC = '10.77.0.200,10.77.0.250';
+const BRIDGE = 'cbbr0';
+const BUN = join(REPO, 'node_modules/.bin/bun');
+
+export interface NodeSpec {
+  hostname: string;
+  mac: string;
+  ip: string;
+}
+
+/** n nodes named node1..n with QEMU-range MACs and fixed IPs .11, .12, … */
+export function nodeSpecs(n: number): NodeSpec[] {
+  return Array.from({ length: n }, (_, i) => ({
+    hostname: `node${i + 1}`, mac: `52:54:00:c1:00:${(i + 1).toString(16).padStart(2, '0')}`, ip: `10.77.0.${11 + i}`,
+  }));
+}
+
+/** What a node is doing now, from its last events (for the live table). */
+export interface NodeView {
+  hostname: string;
+  boots: number;
+  phase: string;
+  step: string;
+  detail: string;
+  state: 'booting' | 'up' | 'rebooting' | 'failed' | 'off';
+}
+
+function sh(args: string[], input?: string): string {
+  const r = spawnSync(args[0] ?? '', args.slice(1), { encoding: 'utf8', input });
+  if (r.status !== 0) throw new Error(`${args.join(' ')}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+
+/** Namespaces of earlier runs whose owner is gone: their QEMUs and daemons are killed, the namespace deleted. */
+export function cleanStaleNamespaces(): void {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
+  for (const name of list.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith('cbvc-'))) {
+    const pid = Number(name.slice(5));
+    if (pid && existsSync(`/proc/${pid}`)) continue;
+    const pids = (spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean);
+    for (const p of pids) spawnSync('kill', ['-9', p]);
+    spawnSync('ip', ['netns', 'del', name]);
+  }
+}
+
+export class VirtualCluster {
+  readonly ns = `cbvc-${process.pid}`;
+  readonly wrap: string[];
+  readonly master: TestMaster;
+  readonly nodes: NodeSpec[];
+  img: Images | null = null;
+  private dnsmasq: Subprocess | null = null;
+  private syslog: Subprocess | null = null;
+  dnsmasqLog = '';
+  readonly running = new Map<string, QemuNode>();
+  readonly views = new Map<string, NodeView>();
+  bootargs: string;
+
+  constructor(readonly dir: string, nodes: NodeSpec[], busybox: string, o: { bootargs?: string } = {}) {
+    this.wrap = ['ip', 'netns', 'exec', this.ns];
+    this.master = new TestMaster(dir, busybox);
+    this.nodes = nodes;
+    this.bootargs = o.bootargs ?? `console=ttyAMA0 panic=10 disk=/dev/vda retries=3 leds=gpiochip0:4,5,6 syslog=${MASTER_IP}`;
+    for (const n of nodes) this.views.set(n.hostname, { hostname: n.hostname, boots: 0, phase: '-', step: '', detail: 'off', state: 'off' });
+  }
+
+  get masterRoot(): string {
+    return this.master.root;
+  }
+
+  /** The network: namespace, bridge with the master's address, one tap per node slot. */
+  private network(taps: number): void {
+    cleanStaleNamespaces();
+    spawnSync('ip', ['netns', 'del', this.ns]);
+    sh(['ip', 'netns', 'add', this.ns]);
+    const ipn = (...a: string[]) => sh(['ip', '-n', this.ns, ...a]);
+    ipn('link', 'set', 'lo', 'up');
+    ipn('link', 'add', BRIDGE, 'type', 'bridge');
+    ipn('addr', 'add', `${MASTER_IP}/24`, 'dev', BRIDGE);
+    ipn('link', 'set', BRIDGE, 'up');
+    for (let i = 0; i < taps; i++) {
+      ipn('tuntap', 'add', 'dev', `cbtap${i}`, 'mode', 'tap');
+      ipn('link', 'set', `cbtap${i}`, 'master', BRIDGE);
+      ipn('link', 'set', `cbtap${i}`, 'up');
+    }
+  }
+
+  /** Build images, lay out the master, stage it with `builder stage`, start dnsmasq, sshd and syslog. */
+  async start(o: { taps?: number; dataMb?: number } = {}): Promise<void> {
+    const k = testKeys();
+    this.img = await images({ extra: accessFiles({ keysDir: k.dir, masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'), sign: false, report: true }) });
+    mkdirSync(this.dir, { recursive: true });
+    // a master laid out by an earlier run is kept as it is: same stamps, so its nodes take the fast path
+    if (!existsSync(join(this.masterRoot, 'stamps/rootfs.stamp'))) await this.master.layout(o.dataMb === undefined ? {} : { dataMb: o.dataMb });
+    const nodesFile = join(this.dir, 'nodes.txt');
+    writeFileSync(nodesFile, `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`);
+    const conf = join(this.dir, 'dnsmasq.conf');
+    const authorized = join(this.dir, 'authorized_keys');
+    rmSync(authorized, { force: true });
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'stage', '--nodes', nodesFile, '--master-root', this.masterRoot,
+      '--master-ip', MASTER_IP, '--subnet', SUBNET, '--range', DYNAMIC, '--interface', BRIDGE, '--domain', 'cluster.test',
+      '--kernel', this.img.kernel, '--initramfs', this.img.initramfs, '--bootargs', this.bootargs, '--keys', k.dir,
+      '--dnsmasq-conf', conf, '--authorized-keys', authorized], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`builder stage failed:\n${r.stderr}${r.stdout}`);
+    this.network(o.taps ?? this.nodes.length);
+    this.dnsmasq = Bun.spawn([...this.wrap, '/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', `--conf-file=${conf}`,
+      `--pid-file=${join(this.dir, 'dnsmasq.pid')}`, `--dhcp-leasefile=${this.leaseFile}`, '--user=root'], { stdout: 'pipe', stderr: 'pipe' });
+    const d = this.dnsmasq;
+    for (const s of [d.stdout, d.stderr] as ReadableStream<Uint8Array>[]) {
+      void (async () => {
+        for await (const c of s) this.dnsmasqLog += new TextDecoder().decode(c);
+      })();
+    }
+    await this.master.start(k.hostKey, { listen: MASTER_IP, port: 22, wrap: this.wrap, authorizedKeys: authorized });
+    this.syslog = Bun.spawn([...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile], { stdout: 'ignore', stderr: 'inherit' });
+    const end = Date.now() + 10_000;
+    while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog)) {
+      if (d.exitCode !== null || Date.now() > end) throw new Error(`dnsmasq did not start:\n${this.dnsmasqLog}`);
+      await Bun.sleep(50);
+    }
+  }
+
+  get leaseFile(): string {
+    return join(this.dir, 'dnsmasq.leases');
+  }
+
+  get syslogFile(): string {
+    return join(this.dir, 'syslog.log');
+  }
+
+  /** dnsmasq's leases: MAC -> { ip, hostname }. */
+  leases(): Map<string, { ip: string; hostname: string }> {
+    const m = new Map<string, { ip: string; hostname: string }>();
+    if (!existsSync(this.leaseFile)) return m;
+    for (const line of readFileSync(this.leaseFile, 'utf8').split('\n')) {
+      const [, mac, ip, hostname] = line.split(' ');
+      if (mac && ip) m.set(mac.toLowerCase(), { ip, hostname: hostname ?? '*' });
+    }
+    return m;
+  }
+
+  /** Bytes the master sent onto the cluster's LAN so far (the bridge's transmit counter). */
+  masterBytesSent(): number {
+    return Number(sh([...this.wrap, 'cat', `/sys/class/net/${BRIDGE}/statistics/tx_bytes`]).trim());
+  }
+
+  disk(n: NodeSpec): string {
+    return join(this.dir, `${n.hostname}.img`);
+  }
+
+  /** Blank disks for the given nodes (the cold start). */
+  blankDisks(nodes = this.nodes, megabytes = 1024): void {
+    for (const n of nodes) blankDisk(this.disk(n), megabytes);
+  }
+
+  private watch(name: string, node: QemuNode): void {
+    const v = this.views.get(name);
+    if (!v) return;
+    v.state = 'booting';
+    v.detail = 'U-Boot: DHCP, TFTP';
+    let seen = 0;
+    const tick = setInterval(() => {
+      const ev = node.events();
+      for (const e of ev.slice(seen)) this.viewEvent(v, e);
+      seen = ev.length;
+      if (node.exitCode !== null) clearInterval(tick);
+    }, 250);
+  }
+
+  private viewEvent(v: NodeView, e: AgentEvent): void {
+    if (e.kind === 'phase-start') {
+      v.phase = e.phase;
+      v.step = `${String(e.n)}/${String(e.of)}`;
+      v.detail = '';
+    } else if (e.kind === 'progress' || e.kind === 'info' || e.kind === 'warn') {
+      v.detail = `${String(e.message ?? '')}${typeof e.percent === 'number' ? ` (${Math.round(e.percent)}%)` : ''}`;
+      if (String(e.message ?? '').startsWith('rebooting')) v.state = 'rebooting';
+      if (String(e.message ?? '').startsWith('switch_root')) v.state = 'up';
+    } else if (e.kind === 'fatal') {
+      v.state = 'failed';
+      v.detail = String(e.error ?? '');
+    }
+  }
+
+  /** One power-on of one node: until QEMU exits (the node rebooted or its template powered off). */
+  async bootOnce(n: NodeSpec, o: { tap: number; mac?: string; timeoutMs?: number; logTag?: string }): Promise<BootResult> {
+    if (!this.img) throw new Error('start() first');
+    const tftp = join(this.masterRoot, 'tftp');
+    const v = this.views.get(n.hostname);
+    if (v) v.boots++;
+    const node = new QemuNode({
+      tftpDir: tftp, disk: this.disk(n), wrap: this.wrap, smp: 1, logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
+      // disable-legacy: U-Boot 2023.01 reads the MAC of a modern virtio-net only (else 52:52:52:52:52:52 for all)
+      netdev: ['-netdev', `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on`],
+    });
+    this.running.set(n.hostname, node);
+    this.watch(n.hostname, node);
+    const t0 = performance.now();
+    try {
+      await node.waitForExit(o.timeoutMs ?? 600_000);
+    } finally {
+      await node.kill();
+      this.running.delete(n.hostname);
+    }
+    const r = resultOf(node, t0);
+    if (v) {
+      v.state = r.ending === 'template' ? 'off' : r.ending === 'reboot' ? 'rebooting' : r.ending === 'fatal' ? 'failed' : 'off';
+      if (r.ending === 'template') v.detail = 'template init ran, powered off';
+    }
+    return r;
+  }
+
+  /** Power a node on, and on again after each reboot, until its template's init ran (at most `maxBoots`). */
+  async bootUntilUp(n: NodeSpec, tap: number, maxBoots = 4): Promise<BootResult[]> {
+    const out: BootResult[] = [];
+    for (let i = 0; i < maxBoots; i++) {
+      const r = await this.bootOnce(n, { tap });
+      out.push(r);
+      if (r.ending !== 'reboot') break;
+    }
+    return out;
+  }
+
+  /** Reports on the master: file name -> parsed JSON. */
+  reports(): Map<string, Record<string, unknown>> {
+    const dir = join(this.masterRoot, 'reports');
+    const m = new Map<string, Record<string, unknown>>();
+    if (!existsSync(dir)) return m;
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.json'))) m.set(f, JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>);
+    return m;
+  }
+
+  /** `builder status` against this master, as a person would run it. */
+  status(json = false): string {
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', this.masterRoot, ...(json ? ['--json'] : [])], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`builder status failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
+  async stop(): Promise<void> {
+    for (const n of this.running.values()) await n.kill();
+    for (const p of [this.dnsmasq, this.syslog]) {
+      if (p && p.exitCode === null) {
+        p.kill();
+        await p.exited;
+      }
+    }
+    await this.master.stop();
+    spawnSync('ip', ['netns', 'del', this.ns]);
+  }
+}
