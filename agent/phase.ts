@@ -2,6 +2,7 @@
 import type { Params } from './cmdline.ts';
 import type { Link } from './link.ts';
 import type { ToolName } from './tools.ts';
+import type { ApprovalState } from './lib/report.ts';
 
 export interface Needs {
   /** External tools this phase runs: `builder pack` puts them and their libraries in the initramfs. */
@@ -48,6 +49,8 @@ export interface Facts {
   rootBefore?: string | null;
   /** The overlay set up for the handoff, e.g. 'disk (overlay)'. */
   overlayMode?: string;
+  /** A table change under approval mode (reported to the master). */
+  approval?: ApprovalState;
   /** The recovery button was held: wipe the writable layer, resync the root in full. */
   recovery?: boolean;
   bytesReceived?: number;
@@ -64,6 +67,12 @@ export interface MasterWants {
   bootfs: StampFile | null;
   /** nodes/<hostname>/reset exists on the master: wipe this node's writable layer. */
   reset: boolean;
+  /** approval.required exists on the master: a table change waits for `builder approve`. */
+  approvalRequired: boolean;
+  /** approved/<hostname> on the master: the sha256 of the table this node may apply. */
+  approvedHash: string | null;
+  /** nodes/<hostname>/files/ exists on the master (fetched to FETCH_DIR/node/files). */
+  nodeFiles: boolean;
 }
 
 export interface DiskFacts {

@@ -23,7 +23,7 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     ...(reason ? { reason } : {}), ...(remedy ? { remedy } : {}),
     rootBefore: f.rootBefore ?? null, rootAfter: f.rootSlot ? basename(f.rootSlot) : null,
     masterRoot: master?.ok ? master.stamp.id : null, bytesReceived: f.bytesReceived ?? 0,
-    overlay: f.overlayMode ?? null, uptime: uptime(),
+    overlay: f.overlayMode ?? null, uptime: uptime(), ...(f.approval ? { approval: f.approval } : {}),
   });
 }
 
@@ -34,6 +34,7 @@ let sent = false;
  * a boot. Without a packed report key (reports not set up) it only writes the local copy.
  */
 export async function sendReport(ctx: Ctx | null, result: BootResult, reason?: string, remedy?: string): Promise<boolean> {
+  // one final report per boot; 'waiting' ones may come before it
   if (!ctx || sent) return false;
   try {
     const report = makeReport(ctx, result, reason, remedy);
@@ -48,7 +49,7 @@ export async function sendReport(ctx: Ctx | null, result: BootResult, reason?: s
     // no -t: the file gets the master's clock as its mtime ("last boot"), never the node's 1970;
     // into the directory, not onto the name: rrsync pins a named leaf, which a second push could not replace
     await run('rsync', ['-e', rsh, '-I', '--chmod=F0644', '--timeout=15', file, `${host}:./`], { timeoutMs: 20_000 });
-    sent = true;
+    if (result !== 'waiting') sent = true;
     info('report', `boot report sent to ${host} (${result}, ${report.phases.length} phases)`);
     return true;
   } catch (e) {

@@ -5,6 +5,7 @@ import { bootfs } from './phases/bootfs.ts';
 import { disk } from './phases/disk.ts';
 import { early } from './phases/early.ts';
 import { handoff } from './phases/handoff.ts';
+import { identity } from './phases/identity.ts';
 import { master } from './phases/master.ts';
 import { modules } from './phases/modules.ts';
 import { network } from './phases/network.ts';
@@ -22,6 +23,7 @@ export const SEQUENCE: readonly Phase[] = [
   bootfs,     // bootfs stamp moved: rsync the firmware into p1, reboot
   root,       // rootfs stamp moved: rsync a new slot (link-dest), flip `current`; else keep
   overlay,    // slot read-only under tmpfs / p3 / nothing
+  identity,   // this node's own files (hostname, machine-id, host keys) into the writable layer
   handoff,    // move /dev /proc /sys /run, switch_root to /sbin/init
 ];
 

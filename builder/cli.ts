@@ -13,6 +13,8 @@ import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from '
 import { scriptImage, type UArch } from './uimage.ts';
 import { stage } from './stage.ts';
 import { readStatus, renderStatusTable } from './status.ts';
+import { approvalList, approve } from './approve.ts';
+import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './syncslot.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
@@ -146,7 +148,11 @@ await yargs(hideBin(process.argv))
     .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const, describe: 'boot script: booti (arm64) or bootz (arm)' })
     .option('keys', { type: 'string', describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)' })
     .option('dnsmasq-conf', { type: 'string', default: '/etc/dnsmasq.d/clusterboot.conf', describe: 'where the dnsmasq configuration goes' })
-    .option('authorized-keys', { type: 'string', describe: 'append the two lines to this authorized_keys file unless present (default: print them)' }),
+    .option('authorized-keys', { type: 'string', describe: 'append the two lines to this authorized_keys file unless present (default: print them)' })
+    .option('identity', { type: 'boolean', default: true, describe: 'create missing per-node identity files (hostname, machine-id, SSH host keys) in <master-root>/nodes/<host>/files; --no-identity: do not' })
+    .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS, describe: 'at most N nodes sync their root at once (sync-slot in the node key\'s line); 0: no limit' })
+    .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the sync-slot script and its slot files live' })
+    .option('approval', { type: 'boolean', describe: 'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged' }),
   async (a) => {
     const r = stage({
       nodesFile: resolve(a.nodes), masterRoot: resolve(a['master-root']), kernel: resolve(a.kernel), initramfs: resolve(a.initramfs),
@@ -157,13 +163,28 @@ await yargs(hideBin(process.argv))
       ...(a.router !== undefined ? { router: a.router } : {}),
       ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
       ...(a['authorized-keys'] !== undefined ? { authorizedKeys: resolve(a['authorized-keys']) } : {}),
+      identity: a.identity, syncSlots: a['sync-slots'], stateDir: resolve(a['state-dir']),
+      ...(a.approval !== undefined ? { approval: a.approval } : {}),
     });
     for (const w of r.warnings) say(`warning: ${w}`);
     for (const f of r.written) say(`wrote ${f}`);
     say(`boot reports land in ${r.reportsDir}`);
     say(`staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`);
+    if (a.identity) {
+      const fresh = r.identity.filter((i) => i.created.length > 0);
+      const files = fresh.reduce((s, i) => s + i.created.length, 0);
+      say(fresh.length
+        ? `${fresh.length} node${fresh.length === 1 ? '' : 's'} got new identity files (${files} files): ${fresh.map((i) => i.hostname).join(', ')}`
+        : 'every node already had its identity files (nothing created)');
+    }
+    if (r.syncSlot) say(`sync slots: at most ${r.syncSlot.slots} root sync${r.syncSlot.slots === 1 ? "" : "s"} at once (${r.syncSlot.script}, slots in ${r.syncSlot.slotsDir})`);
+    else say('sync slots: no limit (--sync-slots 0)');
+    say(`approval mode ${r.approvalMode ? 'on: table changes wait for `builder approve`' : 'off'}`);
     if (a['authorized-keys'] !== undefined) {
-      say(r.keysAdded.length ? `added ${r.keysAdded.length} line(s) to ${a['authorized-keys']}` : `${a['authorized-keys']} already has the node and report key lines`);
+      for (const l of r.keysReplaced) say(`replaced in ${a['authorized-keys']}: ${l.slice(0, 100)}…`);
+      say(r.keysAdded.length || r.keysReplaced.length
+        ? `added ${r.keysAdded.length} and replaced ${r.keysReplaced.length} line(s) in ${a['authorized-keys']}`
+        : `${a['authorized-keys']} already has the node and report key lines`);
     } else if (r.keyLines.length) {
       say('add these lines to root\'s ~/.ssh/authorized_keys on the master (or use --authorized-keys):');
       for (const l of r.keyLines) console.log(l);
@@ -182,6 +203,28 @@ await yargs(hideBin(process.argv))
     }
     for (const w of s.warnings) say(`warning: ${w}`);
     process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
+  })
+  .command('approve [nodes..]', 'approval mode: approve the master\'s current partitions.sfdisk for these nodes (they repartition at their next boot)', (y) => y
+    .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
+    .option('all', { type: 'boolean', default: false, describe: 'every node in nodes.list' })
+    .option('force', { type: 'boolean', default: false, describe: 'also approve names that are not in nodes.list' })
+    .option('list', { type: 'boolean', default: false, describe: 'show the nodes waiting for approval and which are approved for the current table; approve nothing' })
+    .option('master-root', { type: 'string', default: '/data/slaves' }),
+  async (a) => {
+    const root = resolve(a['master-root']);
+    const names = (a.nodes ?? []).map(String);
+    if (a.list) {
+      if (names.length || a.all) throw new Error('--list approves nothing: leave out the node names and --all');
+      const s = readStatus(root);
+      for (const w of s.warnings) say(`warning: ${w}`);
+      process.stdout.write(approvalList(s).text);
+      return;
+    }
+    const r = approve({ masterRoot: root, names, all: a.all, force: a.force });
+    for (const w of r.warnings) say(`warning: ${w}`);
+    if (r.approved.length) say(`approved ${r.approved.join(', ')}`);
+    if (r.already.length) say(`already approved: ${r.already.join(', ')}`);
+    say(`for ${r.table} sha256 ${r.hash}: each node repartitions at its next boot (a later table change needs a new approval)`);
   })
   .fail((msg, err) => {
     say(`error: ${err?.message ?? msg}`);

@@ -3,7 +3,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import {
-  chmodSync, closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync,
+  chmodSync, closeSync, existsSync, fchmodSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, readlinkSync, renameSync,
   statSync, unlinkSync, writeFileSync, writeSync,
 } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
@@ -28,11 +28,14 @@ function fsyncDir(dir: string): void {
 
 // Write to a dot-tmp file in the same directory, fsync it, rename over the target, fsync the directory:
 // a reader (an rsync from a node, a TFTP client) sees either the old or the new file, never a torn one, even after a crash.
+// The file gets exactly `mode` (fchmod, not the umask's cut of it): dnsmasq's TFTP server and the nodes' rrsync read
+// these files, and a master with umask 077 must not make them private.
 export function writeAtomic(path: string, data: string | Uint8Array, mode = 0o644): void {
   const tmp = join(dirname(path), `.${basename(path)}.tmp-${process.pid}`);
   try {
     const fd = openSync(tmp, 'w', mode);
     try {
+      fchmodSync(fd, mode);
       const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
       fsyncSync(fd);
@@ -219,7 +222,7 @@ function parsePubKey(content: string, what: string): { type: string; blob: strin
 }
 
 // Paths that go inside command="..." of an authorized_keys line: nothing sshd or rrsync could read as syntax.
-function checkCommandPaths(fn: string, paths: Array<readonly [string, string]>): void {
+export function checkCommandPaths(fn: string, paths: Array<readonly [string, string]>): void {
   const safe = /^\/[A-Za-z0-9._+\/-]*$/;
   for (const [what, p] of paths) {
     if (!isAbsolute(p) || !safe.test(p) || p.split('/').includes('..')) {
@@ -228,7 +231,8 @@ function checkCommandPaths(fn: string, paths: Array<readonly [string, string]>):
   }
 }
 
-function keyLine(options: string, pub: string, fn: string): string {
+/** `<options> <type> <blob>[ <comment>]` from an OpenSSH public key; the comment only when it is plain. */
+export function keyLine(options: string, pub: string, fn: string): string {
   const k = parsePubKey(pub, fn);
   const comment = /^[A-Za-z0-9@._-]+$/.test(k.comment) ? ` ${k.comment}` : '';
   return `${options} ${k.type} ${k.blob}${comment}`;

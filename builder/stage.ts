@@ -1,12 +1,16 @@
 // `builder stage`: from a node list to what the master serves: the dnsmasq configuration (fixed leases, DNS names,
 // TFTP with option 66 pointing at the master), the TFTP folder (kernel, initramfs, boot script), the normalised
-// nodes.list that `builder status` reads, the reports/ folder, and the master's authorized_keys lines.
+// nodes.list that `builder status` reads, the reports/ folder, and the master's authorized_keys lines; per node
+// an identity (identity.ts); the sync-slot limiter in front of root pulls (syncslot.ts); approval mode (approve.ts).
 // Pure parts (parse, validate, render) first; `stage()` does the I/O, and writes nothing unless every check passed.
 import { accessSync, appendFileSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { REPORT_DIR } from '../agent/lib/report.ts';
+import { APPROVAL_REQUIRED, approvalModeOn, setApprovalMode } from './approve.ts';
 import { bootScript } from './bootscript.ts';
+import { ensureIdentity, NODES_DIR, SSH_KEYGEN } from './identity.ts';
 import { authorizedKeysLine, reportKeysLine, writeAtomic } from './publish.ts';
+import { installSyncSlot, syncSlotKeysLine, syncSlotProblems } from './syncslot.ts';
 import { readUImageHeader, scriptImage, type UArch } from './uimage.ts';
 
 /** One node: a fixed DHCP lease and a DNS name. `line` is where it came from in the list (1-based). */
@@ -379,6 +383,33 @@ export function mergeAuthorizedKeys(existing: string, lines: string[]): { append
   return { append, added, conflicts };
 }
 
+// The node key's line as `builder stage` writes it for this master root, with or without the sync-slot limiter.
+function isOwnNodeLine(line: string, masterRoot: string): boolean {
+  const m = /^restrict,command="([^"]*)" /.exec(line);
+  if (!m) return false;
+  const words = (m[1] as string).split(' ');
+  const tail = words.slice(-3);
+  if (tail[1] !== '-ro' || tail[2] !== masterRoot || !(tail[0] as string).endsWith('/rrsync')) return false;
+  return words.length === 3 || (words.length === 6 && (words[0] as string).endsWith('/sync-slot') && /^\d+$/.test(words[1] as string));
+}
+
+// Why: changing --sync-slots (or turning it on, on a master staged before it existed) changes the node key's line;
+// appended, it would come after the old one, and sshd uses the first line of a key. So an older line for the same
+// key, same master root, that stage itself wrote is replaced in place; any other line is left to the operator.
+export function replaceOwnNodeLines(existing: string, lines: string[], masterRoot: string): { text: string; replaced: string[] } {
+  const replaced: string[] = [];
+  const text = existing.split('\n').map((old) => {
+    const t = old.trim();
+    if (t === '' || t.startsWith('#') || !isOwnNodeLine(t, masterRoot)) return old;
+    const blob = keyBlob(t);
+    const now = lines.find((l) => blob !== null && keyBlob(l) === blob && isOwnNodeLine(l, masterRoot));
+    if (now === undefined || now === t) return old;
+    replaced.push(t);
+    return now;
+  }).join('\n');
+  return { text, replaced };
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // effects
 
@@ -404,6 +435,14 @@ export interface StageOptions {
   /** uImage time of boot.scr.uimg (SOURCE_DATE_EPOCH). */
   time?: number;
   rrsync?: string;
+  /** Create missing per-node identity files under <master root>/nodes/<host>/files (default true). */
+  identity?: boolean;
+  /** At most this many root pulls at once (sync-slot in the node key's line); 0 or absent: no limit, plain rrsync. */
+  syncSlots?: number;
+  /** Where the sync-slot script and its slots live; required when syncSlots > 0. */
+  stateDir?: string;
+  /** true: create <master root>/approval.required; false: remove it; absent: leave it as it is. */
+  approval?: boolean;
 }
 
 export interface StageResult {
@@ -415,6 +454,14 @@ export interface StageResult {
   keyLines: string[];
   /** Lines appended to `authorizedKeys` (those already there are not). */
   keysAdded: string[];
+  /** Older lines of stage's own node key line (other --sync-slots) replaced in `authorizedKeys`. */
+  keysReplaced: string[];
+  /** Per node, the identity files created this time (relative to nodes/<host>/files); [] when it had them all. */
+  identity: Array<{ hostname: string; created: string[] }>;
+  /** The sync-slot script and slots folder, when --sync-slots > 0. */
+  syncSlot: { script: string; slotsDir: string; slots: number } | null;
+  /** Approval mode after this stage. */
+  approvalMode: boolean;
   warnings: string[];
 }
 
@@ -496,6 +543,28 @@ export function stage(o: StageOptions): StageResult {
     }
   }
 
+  const slots = o.syncSlots ?? 0;
+  if (!Number.isInteger(slots) || slots < 0 || slots > 1000) {
+    problems.push(`--sync-slots ${slots} must be a whole number from 0 (no limit) to 1000: the number of nodes that may sync their root at once`);
+  } else if (slots > 0 && o.stateDir === undefined) {
+    problems.push('--sync-slots needs --state-dir: where the sync-slot script and its slot files live (e.g. /var/lib/clusterboot)');
+  }
+  if (slots > 0 && o.stateDir !== undefined) problems.push(...syncSlotProblems(resolve(o.stateDir)));
+
+  const identity = o.identity ?? true;
+  if (identity) {
+    if (!existsSync(SSH_KEYGEN)) problems.push(`${SSH_KEYGEN} is missing, needed for the nodes' SSH host keys: install openssh-client, or use --no-identity`);
+    const nodesDir = join(masterRoot, NODES_DIR);
+    const nst = statSync(nodesDir, { throwIfNoEntry: false });
+    if (nst && !nst.isDirectory()) problems.push(`${nodesDir} exists and is not a directory: move it away`);
+    for (const n of parsed.nodes) {
+      const st = statSync(join(nodesDir, n.hostname), { throwIfNoEntry: false });
+      if (st && !st.isDirectory()) problems.push(`${join(nodesDir, n.hostname)} exists and is not a directory: move it away`);
+    }
+  }
+  const ast = statSync(join(masterRoot, APPROVAL_REQUIRED), { throwIfNoEntry: false });
+  if (o.approval !== undefined && ast && !ast.isFile()) problems.push(`${join(masterRoot, APPROVAL_REQUIRED)} exists and is not a regular file: move it away`);
+
   const keyLines: string[] = [];
   if (o.keysDir !== undefined) {
     const keysFix = `run \`builder keys --dir ${o.keysDir}\` (it creates missing keys and keeps existing ones), then \`builder pack --keys ${o.keysDir}\` so the nodes carry them`;
@@ -516,7 +585,11 @@ export function stage(o: StageOptions): StageResult {
         problems.push((e as Error).message);
       }
     };
-    if (node !== null) line(() => authorizedKeysLine(node, masterRoot, o.rrsync));
+    if (node !== null) {
+      line(() => slots > 0 && o.stateDir !== undefined
+        ? syncSlotKeysLine(node, masterRoot, resolve(o.stateDir), slots, o.rrsync)
+        : authorizedKeysLine(node, masterRoot, o.rrsync));
+    }
     if (report !== null) line(() => reportKeysLine(report, masterRoot, o.rrsync));
     if (keyLines.length === 2 && keyBlob(keyLines[0] as string) === keyBlob(keyLines[1] as string)) {
       problems.push(`the node key and the report key in ${o.keysDir} are the same key: sshd would give it only the first line's rights; remove report_ed25519* and ${keysFix}`);
@@ -530,6 +603,8 @@ export function stage(o: StageOptions): StageResult {
     [join(masterRoot, NODES_LIST), 'node list'], [join(masterRoot, REPORT_DIR, 'x'), 'reports folder'],
     [o.dnsmasqConf, 'dnsmasq configuration'],
     ...(o.authorizedKeys !== undefined ? [[o.authorizedKeys, 'authorized_keys'] as [string, string]] : []),
+    ...(identity ? [[join(masterRoot, NODES_DIR, 'x'), 'node identity folder'] as [string, string]] : []),
+    ...(slots > 0 && o.stateDir !== undefined ? [[join(resolve(o.stateDir), 'sync-slot'), 'sync-slot script'] as [string, string]] : []),
   ];
   for (const [p, what] of targets) {
     const w = writableProblem(p, what);
@@ -557,17 +632,36 @@ export function stage(o: StageOptions): StageResult {
   chmodSync(reports, 0o755);
   put(o.dnsmasqConf, renderDnsmasq(plan));
 
+  const identities = identity ? parsed.nodes.map((n) => ({ hostname: n.hostname, created: ensureIdentity(masterRoot, n.hostname).created })) : [];
+  let syncSlot: StageResult['syncSlot'] = null;
+  if (slots > 0 && o.stateDir !== undefined) {
+    syncSlot = { ...installSyncSlot(resolve(o.stateDir)), slots };
+    written.push(syncSlot.script);
+  }
+  if (o.approval !== undefined) setApprovalMode(masterRoot, o.approval);
+
   let keysAdded: string[] = [];
+  let keysReplaced: string[] = [];
   if (o.authorizedKeys !== undefined && keyLines.length) {
     const file = o.authorizedKeys;
-    const m = mergeAuthorizedKeys(existsSync(file) ? readFileSync(file, 'utf8') : '', keyLines);
+    const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
+    const r = replaceOwnNodeLines(before, keyLines, masterRoot);
+    const m = mergeAuthorizedKeys(r.text, keyLines);
     warnings.push(...m.conflicts.map((c) => `${file}: ${c}`));
-    if (m.append) {
+    if (r.replaced.length) {
+      // a rewrite, atomic, keeping the file's mode
+      writeAtomic(file, r.text + m.append, statSync(file).mode & 0o777);
+      written.push(file);
+    } else if (m.append) {
       mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
       appendFileSync(file, m.append, { mode: 0o600 });
       written.push(file);
     }
     keysAdded = m.added;
+    keysReplaced = r.replaced;
   }
-  return { nodes: parsed.nodes, written, reportsDir: reports, keyLines, keysAdded, warnings };
+  return {
+    nodes: parsed.nodes, written, reportsDir: reports, keyLines, keysAdded, keysReplaced, identity: identities, syncSlot,
+    approvalMode: approvalModeOn(masterRoot), warnings,
+  };
 }

@@ -2,13 +2,29 @@
 // stage`), reports/<mac>.json (pushed by each node at the end of a boot) and stamps/rootfs.stamp.
 // "Last boot" is a report file's mtime, i.e. the master's clock when the report arrived, never a time a node sent
 // (a Pi without an RTC boots in 1970). Reports are untrusted input: a bad one gives a row saying why, never a throw.
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+// Approval mode (approve.ts): a node waiting for a table change to be approved shows WAITING, the lines that change,
+// and the command that approves it.
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPORT_DIR, REPORT_SCHEMA, reportName, type BootReport } from '../agent/lib/report.ts';
 import { parseStamp, stampPath } from '../agent/lib/stamp.ts';
+import { APPROVAL_REQUIRED, readApprovals, readTableHash } from './approve.ts';
 import { NODES_LIST, normalizeMac, parseNodeList, type NodeEntry } from './stage.ts';
 
-export type RowResult = 'ok' | 'reboot' | 'FATAL' | 'never booted' | 'unreadable report';
+export type RowResult = 'ok' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
+
+/** A table change in approval mode, from the node's last report and the master's approval file. */
+export interface RowApproval {
+  /** pending: the node has not repartitioned; approved: it applied an approved table on that boot. */
+  state: 'pending' | 'approved';
+  /** sha256 of the table the node was offered (the master's partitions.sfdisk when it booted). */
+  tableSha256: string;
+  /** The master's approved/<host> holds tableSha256: the change applies at the node's next boot. */
+  approved: boolean;
+  meanwhile: string;
+  /** The table lines that differ: '- ' the disk's now, '+ ' the master's; at most 8 lines. */
+  diff: string[];
+}
 
 export interface StatusRow {
   /** The listed hostname, else the report's; null when neither says. */
@@ -34,6 +50,8 @@ export interface StatusRow {
   /** Compact phase timings: `master 1.2 disk 0.3 root 4.1!` (`!`: the phase failed). */
   phases: string;
   notes: string[];
+  /** Present when the last report carries a table change in approval mode. */
+  approval?: RowApproval;
 }
 
 export interface ReportFile {
@@ -85,7 +103,9 @@ export function parseReport(text: string): Parsed {
   const str = (k: string) => typeof r[k] === 'string';
   const strOrNull = (o: Record<string, unknown>, k: string) => typeof o[k] === 'string' || o[k] === null;
   if (!str('mac') || normalizeMac(r.mac as string) === null) return fail('mac is missing or not a MAC');
-  if (!['ok', 'reboot', 'fatal'].includes(r.result as string)) return fail(`result ${clean(JSON.stringify(r.result) ?? 'missing', 20)} is not ok, reboot or fatal`);
+  if (!['ok', 'reboot', 'fatal', 'waiting'].includes(r.result as string)) {
+    return fail(`result ${clean(JSON.stringify(r.result) ?? 'missing', 20)} is not ok, reboot, fatal or waiting`);
+  }
   for (const k of ['hostname', 'ip', 'overlay']) if (!strOrNull(r, k)) return fail(`${k} is missing or not a string or null`);
   if (!['dhcp', 'cmdline', null].includes(r.hostnameFrom as string | null)) return fail('hostnameFrom is not dhcp, cmdline or null');
   for (const k of ['reason', 'remedy']) if (r[k] !== undefined && !str(k)) return fail(`${k} is not a string`);
@@ -101,6 +121,14 @@ export function parseReport(text: string): Parsed {
     return fail('stamps is not { rootBefore, rootAfter, masterRoot } of strings or null');
   }
   if (!Array.isArray(r.errors) || (r.errors as unknown[]).some((e) => typeof e !== 'string')) return fail('errors is not an array of strings');
+  if (r.approval !== undefined) {
+    const a = r.approval as Record<string, unknown> | null;
+    if (typeof a !== 'object' || a === null || Array.isArray(a) || !['pending', 'approved'].includes(a.state as string) ||
+      typeof a.tableSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(a.tableSha256) || !strOrNull(a, 'current') || typeof a.wanted !== 'string' ||
+      !['booting the current root', 'waiting'].includes(a.meanwhile as string)) {
+      return fail('approval is not { state: pending|approved, tableSha256: sha256 hex, current: string|null, wanted: string, meanwhile }');
+    }
+  }
   return { ok: true, report: v as BootReport };
 }
 
@@ -115,6 +143,22 @@ function rootState(have: string | null, master: string | null): string {
 
 const UNKNOWN_MAC = 'unknown MAC: not in nodes.list, so no fixed lease';
 
+/** At most this many diff lines per table change. */
+export const MAX_DIFF_LINES = 8;
+
+// Why: an operator approves a repartition, which wipes the disk: show what changes, not two whole tables. Lines are
+// compared as sets (sfdisk -d has one line per partition): '- ' lines only the disk has, '+ ' lines only the master's
+// table has, in their tables' order; blank lines ignored; beyond `max` lines the last one counts the rest.
+export function tableDiff(current: string | null, wanted: string, max = MAX_DIFF_LINES): string[] {
+  const lines = (t: string | null) => (t ?? '').split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const cur = lines(current);
+  const want = lines(wanted);
+  const minus = cur.filter((l) => !want.includes(l)).map((l) => `- ${clean(l, 100)}`);
+  const plus = want.filter((l) => !cur.includes(l)).map((l) => `+ ${clean(l, 100)}`);
+  const all = [...(current === null ? ['- (no partition table on the disk)'] : []), ...minus, ...plus];
+  return all.length > max ? [...all.slice(0, max - 1), `… ${all.length - max + 1} more differing lines`] : all;
+}
+
 // Why: one row per node the master knows, in list order, then the reports from MACs it does not know; everything
 // the table and --json show is decided here, from the files' contents and the clock passed in.
 export function statusRows(input: {
@@ -123,6 +167,8 @@ export function statusRows(input: {
   /** Text of stamps/rootfs.stamp; null: no file. */
   masterStamp: string | null;
   now: number;
+  /** The master's approvals: lower-cased host name -> approved table hash (approved/<host>). */
+  approvals?: ReadonlyMap<string, string>;
 }): StatusRow[] {
   const master = masterStamp(input.masterStamp);
   // newest report per MAC; the MAC is the report's own, else the file name's (for unreadable ones)
@@ -171,16 +217,31 @@ export function statusRows(input: {
     if (listed && r.ip !== null && r.ip !== listed.ip) notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
     if (r.errors.length) notes.push(`${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`);
     const total = r.phases.reduce((s, p) => s + p.seconds, 0);
+    const hostname = listed?.hostname ?? (r.hostname !== null ? clean(r.hostname, 63) : null);
+    let approval: RowApproval | undefined;
+    if (r.approval) {
+      const a = r.approval;
+      const file = hostname !== null ? input.approvals?.get(hostname.toLowerCase()) : undefined;
+      approval = {
+        state: a.state, tableSha256: a.tableSha256, approved: file === a.tableSha256, meanwhile: a.meanwhile,
+        diff: a.state === 'pending' ? tableDiff(a.current, a.wanted) : [],
+      };
+      if (a.state === 'approved') notes.push('approved table change applied this boot');
+      else if (approval.approved) notes.push('table change approved, applies at the next boot');
+      else if (hostname !== null && /^[A-Za-z0-9-]+$/.test(hostname)) notes.push(`table change waiting for approval: builder approve ${hostname}`);
+      else notes.push('table change waiting for approval, but the node has no host name to approve: give it a fixed lease in the node list and run builder stage');
+    }
     return {
       ...base, ...when,
-      hostname: listed?.hostname ?? (r.hostname !== null ? clean(r.hostname, 63) : null),
+      hostname,
       ip: listed?.ip ?? (r.ip !== null ? clean(r.ip, 40) : null),
-      result: r.result === 'fatal' ? 'FATAL' : r.result,
+      result: r.result === 'fatal' ? 'FATAL' : r.result === 'waiting' ? 'WAITING' : r.result,
       root: rootState(r.stamps.rootAfter, master.id),
       overlay: r.overlay !== null ? clean(r.overlay, 30) : null,
       totalSeconds: Math.round(total * 10) / 10,
       phases: r.phases.map((p) => `${clean(p.name, 20)} ${p.seconds.toFixed(1)}${p.failed ? '!' : ''}`).join(' '),
       notes,
+      ...(approval ? { approval } : {}),
     };
   };
 
@@ -228,17 +289,25 @@ export function renderStatusTable(rows: StatusRow[], now: number, master: Master
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
   const line = (c: string[]) => c.map((s, i) => (i === c.length - 1 ? s : s.padEnd(widths[i] as number))).join('  ').trimEnd();
   const out = [line(head), ...cells.map(line)];
-  const notes = rows.flatMap((r) => r.notes.map((n) => `  ${r.hostname ?? r.mac}: ${n}`));
+  // a pending table change's differing lines go under its notes, indented
+  const notes = rows.flatMap((r) => [
+    ...r.notes.map((n) => `  ${r.hostname ?? r.mac}: ${n}`),
+    ...(r.approval?.state === 'pending' && !r.approval.approved ? r.approval.diff.map((d) => `      ${d}`) : []),
+  ]);
   if (notes.length) out.push('', 'notes:', ...notes);
 
-  const order: RowResult[] = ['ok', 'reboot', 'FATAL', 'never booted', 'unreadable report'];
+  const order: RowResult[] = ['ok', 'reboot', 'WAITING', 'FATAL', 'never booted', 'unreadable report'];
   const counts = order.map((k) => [k, rows.filter((r) => r.result === k).length] as const).filter(([, c]) => c > 0);
   const unknown = rows.filter((r) => !r.listed).length;
   const behind = rows.filter((r) => r.root.startsWith('behind')).length;
+  const pending = rows.filter((r) => r.approval?.state === 'pending' && !r.approval.approved).length;
+  const approvedNext = rows.filter((r) => r.approval?.state === 'pending' && r.approval.approved).length;
   const parts = [
     `${rows.length} node${rows.length === 1 ? '' : 's'}: ${counts.map(([k, c]) => `${c} ${k}`).join(', ') || 'none listed and no reports'}`,
     ...(unknown ? [`${unknown} not in nodes.list`] : []),
     ...(behind ? [`${behind} behind the master's rootfs`] : []),
+    ...(pending ? [`${pending} table change${pending === 1 ? '' : 's'} pending approval`] : []),
+    ...(approvedNext ? [`${approvedNext} approved, applying at the next boot`] : []),
     master.id !== null ? `master rootfs stamp ${master.id}` : `master: ${master.problem ?? 'no rootfs stamp'}`,
   ];
   out.push('', parts.join('; '));
@@ -248,6 +317,8 @@ export function renderStatusTable(rows: StatusRow[], now: number, master: Master
 export interface Status {
   masterStamp: MasterStamp;
   rows: StatusRow[];
+  /** Approval mode: on or off, the master's table hash (null: no partitions.sfdisk), the approvals by host. */
+  approval: { required: boolean; tableSha256: string | null; approved: Record<string, string> };
   /** Problems with the master's own files (nodes.list lines that do not parse, unreadable folders). */
   warnings: string[];
 }
@@ -295,5 +366,18 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
   }
-  return { masterStamp: masterStamp(stampText), rows: statusRows({ nodes, reports, masterStamp: stampText, now }), warnings };
+  const a = readApprovals(masterRoot);
+  warnings.push(...a.warnings);
+  let tableSha256: string | null = null;
+  try {
+    tableSha256 = readTableHash(masterRoot);
+  } catch (e) {
+    warnings.push(`cannot read the partition table: ${(e as Error).message}`);
+  }
+  return {
+    masterStamp: masterStamp(stampText),
+    rows: statusRows({ nodes, reports, masterStamp: stampText, now, approvals: a.approvals }),
+    approval: { required: existsSync(join(masterRoot, APPROVAL_REQUIRED)), tableSha256, approved: Object.fromEntries(a.approvals) },
+    warnings,
+  };
 }

@@ -8,7 +8,21 @@
 export const REPORT_SCHEMA = 1;
 export const REPORT_DIR = 'reports';
 
-export type BootResult = 'ok' | 'reboot' | 'fatal';
+/** waiting: held before repartitioning until the master approves the new table (approval mode). */
+export type BootResult = 'ok' | 'reboot' | 'fatal' | 'waiting';
+
+/** A table change in approval mode: what the node has, what the master wants, and where it stands. */
+export interface ApprovalState {
+  /** pending: not approved, the disk is untouched; approved: the change was approved and applied this boot. */
+  state: 'pending' | 'approved';
+  /** sha256 (hex) of the master's partitions.sfdisk bytes: `builder approve` approves exactly this table. */
+  tableSha256: string;
+  /** The disk's table now (sfdisk -d), null when it has none. */
+  current: string | null;
+  wanted: string;
+  /** What the node does meanwhile: boots its current root, or waits. */
+  meanwhile: 'booting the current root' | 'waiting';
+}
 
 export interface PhaseTiming {
   name: string;
@@ -46,6 +60,8 @@ export interface BootReport {
   overlay: string | null;
   /** Warnings and failures, in order. */
   errors: string[];
+  /** Present when the master's table differs and approval mode is on. */
+  approval?: ApprovalState;
   /** Kernel uptime when the report was made, in seconds. */
   uptime: number;
 }
@@ -83,6 +99,7 @@ export interface ReportInput {
   bytesReceived: number;
   overlay: string | null;
   uptime: number;
+  approval?: ApprovalState | undefined;
 }
 
 const MAX_ERRORS = 20;
@@ -128,6 +145,7 @@ export function buildReport(i: ReportInput): BootReport {
     overlay: i.overlay,
     errors: kept,
     uptime: round(i.uptime),
+    ...(i.approval ? { approval: i.approval } : {}),
   };
 }
 

@@ -431,3 +431,17 @@ export function parseRsyncStats(text: string): RsyncStats | null {
   for (const [key] of STATS_LINES) if (found[key] === undefined) return null;
   return found as RsyncStats;
 }
+
+/** The master's sync-slot wrapper says this on stderr when every slot is taken (builder/syncslot.ts). */
+export const NO_SYNC_SLOT = /clusterboot: no sync slot free \((\d+) in use\)/;
+
+/**
+ * Seconds to wait before asking for a sync slot again: doubling from 5 s to at most 30 s, times a
+ * jitter in [0.5, 1.5) so that nodes rebooted together do not come back together. (Asking is cheap:
+ * one rsync over the node's open SSH connection, no new handshake.)
+ */
+export function syncSlotDelay(attempt: number, random: number): number {
+  const base = Math.min(30, 5 * 2 ** Math.max(0, Math.min(attempt, 10)));
+  const r = Number.isFinite(random) ? Math.min(Math.max(random, 0), 0.999999) : 0.5;
+  return Math.round(base * (0.5 + r) * 10) / 10;
+}

@@ -1,5 +1,5 @@
 // Phase "handoff": close everything of ours, move the kernel filesystems, and become the real init.
-import { lstatSync, mkdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { events, info } from '../log.ts';
 import { PhaseFailure, type Phase } from '../phase.ts';
 import { moveMount, syncDisks } from '../sys/libc.ts';
@@ -50,6 +50,22 @@ function realLstat(p: string): { link: string | null; exists: boolean } {
   }
 }
 
+function readText(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+/** The agent's peak memory and what the initramfs holds, against the machine's RAM (a Zero 2 W has 512 MB). */
+export function memoryLine(status: string, meminfo: string): string {
+  const kb = (text: string, key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const mb = (n: number) => (Number.isFinite(n) ? `${(n / 1024).toFixed(1)} MB` : '?');
+  return `memory: agent peak ${mb(kb(status, 'VmHWM'))} (VmHWM), now ${mb(kb(status, 'VmRSS'))}; ` +
+    `initramfs and /run hold ${mb(kb(meminfo, 'Shmem'))} (Shmem); ${mb(kb(meminfo, 'MemAvailable'))} available of ${mb(kb(meminfo, 'MemTotal'))}`;
+}
+
 export const handoff: Phase = {
   name: 'handoff',
   needs: {},
@@ -60,6 +76,7 @@ export const handoff: Phase = {
     }
     await ctx.facts.link?.close();
     writeFileSync(`${RUN_DIR}/boot-report.json`, JSON.stringify({ hostname: ctx.facts.hostname, slot: ctx.facts.rootSlot, stale: ctx.facts.rootStale ?? false, events: events() }, null, 1));
+    info('handoff', memoryLine(readText('/proc/self/status'), readText('/proc/meminfo')));
     await sendReport(ctx, 'ok');
     stopSyslog();
     if (ctx.params.dryRun) {

@@ -13,6 +13,13 @@ export function masterBase(ctx: Ctx): string {
   return ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
 }
 
+/** rsync filter rules: only what this node needs from the master root ('***': the directory and all below). */
+export function fetchFilter(host: string | undefined): string[] {
+  const rules = ['/partitions.sfdisk', '/stamps/', '/stamps/*.stamp', '/stamps/*.stamp.sig', '/approval.required'];
+  if (host) rules.push('/approved/', `/approved/${host}`, '/nodes/', `/nodes/${host}/***`);
+  return [...rules.map((r) => `--include=${r}`), '--exclude=*'];
+}
+
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
   return Math.min(30, 2 * 2 ** attempt);
@@ -61,36 +68,37 @@ export const master: Phase = {
     }
     ctx.facts.link = link;
     rmSync(FETCH_DIR, { recursive: true, force: true });
-    mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
+    mkdirSync(FETCH_DIR, { recursive: true });
     const base = masterBase(ctx);
+    const node = ctx.facts.hostname;
     try {
-      // one rsync for the table and both stamps: a missing stamp makes rsync say 23, which we read as "not published"
-      await link.rsync(['-rt', '--timeout=60', link.remote(`${base}partitions.sfdisk`), link.remote(`${base}stamps`), `${FETCH_DIR}/`], { okCodes: [0, 23] });
-      if (ctx.facts.hostname) {
-        // rrsync refuses a path that does not exist: fetch nodes/ filtered to this host, and treat "none" as none
-        const host = ctx.facts.hostname;
-        await link.rsync(['-rt', '--timeout=60', `--include=/${host}/***`, '--exclude=*', link.remote(`${base}nodes/`), `${FETCH_DIR}/nodes/`], { okCodes: [0, 23] })
-          .then(() => rmSync(`${FETCH_DIR}/node`, { recursive: true, force: true }))
-          .then(() => existsSync(`${FETCH_DIR}/nodes/${host}`) && renameSync(`${FETCH_DIR}/nodes/${host}`, `${FETCH_DIR}/node`))
-          .catch((e: unknown) => info('master', `no per-node files for ${host} (${e instanceof Error ? e.message.slice(-120) : String(e)})`));
-      }
+      // one rsync of the master root, filtered to what this node needs (rrsync refuses a missing path, a
+      // filter does not): the table, the stamps, the approval switch and this node's approval and files
+      await link.rsync(['-rlpt', '--timeout=60', ...fetchFilter(node), link.remote(base || './'), `${FETCH_DIR}/`], { okCodes: [0, 23] });
+      if (node && existsSync(`${FETCH_DIR}/nodes/${node}`)) renameSync(`${FETCH_DIR}/nodes/${node}`, `${FETCH_DIR}/node`);
+      else mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
     } catch (e) {
       if (e instanceof PhaseFailure) throw e;
       ctx.facts.online = false;
       warn('master', `could not fetch from the master: ${e instanceof ToolError ? e.message : String(e)}; continuing offline`);
       return 'offline: fetch failed';
     }
+    const approved = node ? readOr(`${FETCH_DIR}/approved/${node}`) : null;
     const wanted: MasterWants = {
       table: readOr(`${FETCH_DIR}/partitions.sfdisk`),
       rootfs: stampFile('rootfs'),
       bootfs: stampFile('bootfs'),
       reset: existsSync(`${FETCH_DIR}/node/reset`),
+      approvalRequired: existsSync(`${FETCH_DIR}/approval.required`),
+      approvedHash: approved === null ? null : approved.trim().toLowerCase(),
+      nodeFiles: existsSync(`${FETCH_DIR}/node/files`),
     };
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;
     const id = (s: StampFile | null) => (s ? /^id (\S+)/m.exec(s.text)?.[1] ?? '?' : 'none');
     info('master', `master ${host}: table ${wanted.table ? 'present' : 'MISSING'}, rootfs stamp ${id(wanted.rootfs)}, ` +
-      `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}`, { handshakes: link.handshakes });
+      `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}` +
+      `${wanted.nodeFiles ? ', per-node files' : ''}${wanted.approvalRequired ? `, approval mode (${wanted.approvedHash ? 'an approval' : 'no approval'} for this node)` : ''}`, { handshakes: link.handshakes });
     if (!wanted.table) warn('master', 'the master has no partitions.sfdisk: the disk will not be partitioned');
     return `online, ${link.handshakes} SSH handshake(s)`;
   },

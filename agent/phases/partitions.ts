@@ -3,11 +3,67 @@ import { run } from '../exec.ts';
 import { partName, planPartitions, renderDump, DEFAULT_ROLES } from '../lib/sfdisk.ts';
 import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, umountQuiet, waitForPath } from '../fsutil.ts';
-import { PhaseFailure, RebootRequest, type Phase } from '../phase.ts';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { approvalGate, tableHash } from '../lib/approval.ts';
+import type { ApprovalState } from '../lib/report.ts';
+import { PhaseFailure, RebootRequest, type Ctx, type Phase } from '../phase.ts';
+import { sendReport } from '../reportsend.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { BOOT_MNT, fillBoot } from './bootfs.ts';
-import { masterBase } from './master.ts';
+import { FETCH_DIR, masterBase } from './master.ts';
 import { LABEL_ID } from './disk.ts';
+
+/**
+ * Approval mode: null to go ahead, or the summary when the disk stays as it is. Waits (polling the
+ * master every 30 s) when there is no root to boot meanwhile.
+ */
+async function approval(ctx: Ctx, current: string | null, newDump: string): Promise<string | null> {
+  const w = ctx.facts.wanted;
+  const d = ctx.facts.disk;
+  if (!w?.table || !d) return null;
+  const wantedHash = tableHash(w.table);
+  const facts = () => ({
+    required: w.approvalRequired, approvedHash: w.approvedHash, wantedHash, hasTable: current !== null,
+    hasRoot: existsSync(partName(d.device, 2)), hostname: ctx.facts.hostname ?? null,
+  });
+  let gate = approvalGate(facts());
+  const state = (s: 'pending' | 'approved', meanwhile: ApprovalState['meanwhile']): ApprovalState =>
+    ({ state: s, tableSha256: wantedHash, current, wanted: newDump, meanwhile });
+  if (gate.action === 'proceed') {
+    if (gate.approved) ctx.facts.approval = state('approved', 'waiting');
+    if (w.approvalRequired) info('partitions', gate.reason);
+    return null;
+  }
+  if (gate.action === 'boot-current') {
+    ctx.facts.approval = state('pending', 'booting the current root');
+    warn('partitions', gate.reason);
+    return 'table change waiting for approval; the disk is left as it is';
+  }
+  ctx.facts.approval = state('pending', 'waiting');
+  const link = ctx.facts.link;
+  if (!link) throw new PhaseFailure(gate.reason, 'approve the node on the master', 'disk-refused');
+  await sendReport(ctx, 'waiting', gate.reason);
+  for (let n = 1; gate.action === 'wait'; n++) {
+    progress('partitions', `${gate.reason} (asked ${n} time${n > 1 ? 's' : ''}; next in 30 s)`);
+    await Bun.sleep(30_000);
+    const host = ctx.facts.hostname ?? '';
+    const dir = `${FETCH_DIR}/poll`;
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    await link.rsync(['-rt', '--timeout=60', '--include=/partitions.sfdisk', '--include=/approval.required', '--include=/approved/',
+      `--include=/approved/${host}`, '--exclude=*', link.remote(masterBase(ctx) || './'), `${dir}/`], { okCodes: [0, 23] })
+      .catch((e: unknown) => warn('partitions', `could not ask the master: ${(e as Error).message.slice(-160)}`));
+    const table = existsSync(`${dir}/partitions.sfdisk`) ? readFileSync(`${dir}/partitions.sfdisk`, 'utf8') : null;
+    if (table !== null && table !== w.table) throw new RebootRequest('the master\'s table changed while waiting for approval');
+    w.approvalRequired = existsSync(`${dir}/approval.required`);
+    w.approvedHash = existsSync(`${dir}/approved/${host}`) ? readFileSync(`${dir}/approved/${host}`, 'utf8').trim().toLowerCase() : null;
+    gate = approvalGate(facts());
+  }
+  if (gate.action === 'boot-current') return 'table change waiting for approval; the disk is left as it is';
+  ctx.facts.approval = state('approved', 'waiting');
+  info('partitions', gate.reason);
+  return null;
+}
 
 const LABELS = { boot: 'boot', root: 'cb-root', writable: 'cb-rw', data: 'cb-data' } as const;
 
@@ -31,6 +87,8 @@ export const partitions: Phase = {
       throw new PhaseFailure(`refused the master's table: ${plan.reason}`, plan.remedy, 'disk-refused');
     }
     const newDump = renderDump({ ...plan.table, labelId: LABEL_ID[plan.table.label] }, d.device);
+    const gated = await approval(ctx, d.currentTable, newDump);
+    if (gated) return gated;
     info('partitions', `table change: ${plan.reason}; formatting ${plan.format.map((r) => `p${r.index} (${r.role})`).join(', ') || 'nothing'}` +
       `; keeping ${plan.keep.map((i) => `p${i}`).join(', ') || 'nothing'}`, { old: d.currentTable, new: newDump });
     info('partitions', `previous table, saved for the record:\n${d.currentTable ?? '(none)'}`);

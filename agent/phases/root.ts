@@ -2,7 +2,7 @@
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statfsSync, symlinkSync } from 'node:fs';
 import { ToolError } from '../exec.ts';
 import { partName } from '../lib/sfdisk.ts';
-import { parseProgress2, parseRsyncStats, planRoot, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../lib/slots.ts';
+import { NO_SYNC_SLOT, parseProgress2, parseRsyncStats, planRoot, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../lib/slots.ts';
 import { decideStamp, parseStamp } from '../lib/stamp.ts';
 import { info, progress, warn } from '../log.ts';
 import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../fsutil.ts';
@@ -45,6 +45,32 @@ function flip(mnt: string, link: string, to: string): void {
   fsyncDir(mnt);
 }
 
+/** How long a node keeps asking for a sync slot before it boots its current root instead (or fails). */
+const SLOT_PATIENCE_MS = 30 * 60_000;
+
+/**
+ * Run an rsync of the root template, waiting while the master's sync slots are all taken (after a
+ * mass reboot): jittered backoff, a visible message, the watchdog fed.
+ */
+async function withSyncSlot<T>(f: () => Promise<T>): Promise<T> {
+  const start = Date.now();
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await f();
+    } catch (e) {
+      const m = e instanceof ToolError ? NO_SYNC_SLOT.exec(e.stderrTail) : null;
+      if (!m || Date.now() - start > SLOT_PATIENCE_MS) throw e;
+      const wait = syncSlotDelay(attempt, Math.random());
+      progress('root', `waiting for a sync slot: the master's ${m[1]} are in use; asking again in ${wait.toFixed(1)} s`);
+      const end = Date.now() + wait * 1000;
+      while (Date.now() < end) {
+        watchdogProgress('waiting for a sync slot');
+        await Bun.sleep(Math.min(2000, end - Date.now()));
+      }
+    }
+  }
+}
+
 async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Promise<{ files: number; bytes: number }> {
   const link = ctx.facts.link;
   if (!link) throw new PhaseFailure('no connection to the master', 'internal', 'master');
@@ -54,7 +80,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const src = link.remote(`${masterBase(ctx)}rootfs/`);
   const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
-  const dry = await link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 });
+  const dry = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 }));
   const need = parseRsyncStats(dry.stdout)?.literalData ?? 0;
   const plannedBytes = /Total transferred file size: ([\d,.]+)/.exec(dry.stdout)?.[1]?.replace(/[,.]/g, '') ?? '0';
   const fs = statfsSync(ROOT_MNT);
@@ -67,7 +93,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   progress('root', `syncing ${(want / 1e6).toFixed(1)} MB from ${link.target.host} into slot ${a.id}${a.linkDest ? ` (unchanged files linked from ${a.linkDest})` : ' (full copy)'}`);
   let lastShown = -100;
   let lastAt = 0;
-  const r = await link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
+  const r = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
     timeoutMs: 6 * 3_600_000,
     onLine: (line) => {
       watchdogProgress('rsync output');
@@ -80,7 +106,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
         progress('root', `syncing: ${(p.bytes / 1e6).toFixed(1)} MB at ${p.rate}`, p.percent);
       }
     },
-  });
+  }));
   const stats = parseRsyncStats(r.stdout);
   const files = stats?.files ?? 0;
   const bytes = stats?.bytesReceived ?? 0;

@@ -1,13 +1,16 @@
 // A fleet on one machine: two listed nodes and one stranger boot through the master's real dnsmasq
 // (staged by `builder stage`) on a bridge, report their boots over the write-only report key, log to
-// the master's syslog, and show up in `builder status`.
+// the master's syslog, and show up in `builder status`. The same cluster then proves the fleet's
+// safety features: one sync slot shared by two syncing nodes, per-node identity that survives a
+// template change and a tmpfs overlay, and a table change held until `builder approve`.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
 import { DYNAMIC, MASTER_IP, VirtualCluster, nodeSpecs, type NodeSpec } from '../rig/cluster.ts';
-import type { BootResult } from '../rig/boot.ts';
+import { sfdiskDump, type BootResult } from '../rig/boot.ts';
+import { TEST_TABLE } from '../rig/master.ts';
 
 let vc: VirtualCluster;
 let work: string;
@@ -21,8 +24,11 @@ beforeAll(async () => {
   const sr = await sysroot();
   work = mkdtempSync(join(tmpdir(), 'cb-cluster-'));
   vc = new VirtualCluster(work, [a, b], join(sr.root, 'bin/busybox'));
-  await vc.start({ taps: 3 });
+  await vc.start({ taps: 3, syncSlots: 1 });
   vc.blankDisks([a, b, stranger]);
+  // an admin's extra file for node1 only
+  mkdirSync(join(vc.masterRoot, 'nodes/node1/files/etc'), { recursive: true });
+  writeFileSync(join(vc.masterRoot, 'nodes/node1/files/etc/role'), 'storage\n');
 }, 20 * 60_000);
 
 afterAll(async () => {
@@ -32,15 +38,33 @@ afterAll(async () => {
 });
 
 const template = (rs: BootResult[]) => rs.at(-1);
+/** What the template's init saw of its identity: machine-id, host key, key mode, role file, /etc/hostname. */
+const ident = (r: BootResult | undefined) => {
+  const m = /TEMPLATE-ID machine-id=(\S*) hostkey=(\S*) keymode=(\S*) role=(\S*) etc-hostname=(\S*)/.exec(r?.console ?? '');
+  return m ? { machineId: m[1], hostKey: m[2], keyMode: m[3], role: m[4], hostname: m[5] } : null;
+};
+const coldIds = new Map<string, ReturnType<typeof ident>>();
 const report = (mac: string) => vc.reports().get(`${mac.replace(/:/g, '-')}.json`) as Record<string, any> | undefined;
 
 describe('virtual cluster', () => {
-  test('two listed nodes boot from blank disks at once: fixed leases and hostnames from dnsmasq, then their template', async () => {
+  test('two listed nodes boot from blank disks at once: fixed leases and hostnames from dnsmasq; with one sync slot, held, both wait, then both sync', async () => {
     const bytes0 = vc.masterBytesSent();
     const t0 = performance.now();
-    cold = await Promise.all([vc.bootUntilUp(a, 0), vc.bootUntilUp(b, 1)]);
+    // the master's only sync slot is taken (as by a third node) until both nodes say they wait for it
+    // -F: flock execs sleep itself, so killing it frees the slot (a forked sleep would keep the lock)
+    const holder = Bun.spawn(['flock', '-F', '-x', join(vc.stateDir, 'slots/slot0'), 'sleep', '600'], { stdout: 'ignore', stderr: 'inherit' });
+    await Bun.sleep(300);
+    const booting = Promise.all([vc.bootUntilUp(a, 0), vc.bootUntilUp(b, 1)]);
+    const waiting = (n: NodeSpec) => vc.running.get(n.hostname)?.console.includes('waiting for a sync slot') ?? false;
+    const deadline = Date.now() + 400_000;
+    while (!(waiting(a) && waiting(b)) && Date.now() < deadline) await Bun.sleep(500);
+    const bothWaited = waiting(a) && waiting(b);
+    holder.kill();
+    cold = await booting;
     coldBytes = vc.masterBytesSent() - bytes0;
-    console.error(`measure: cluster cold nodes=2 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${coldBytes}`);
+    console.error(`measure: cluster cold nodes=2 slots=1 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${coldBytes}`);
+    expect(bothWaited).toBe(true);
+    expect(cold.map((rs) => rs.at(-1)?.console.match(/waiting for a sync slot: the master's 1 are in use/g)?.length ?? 0).every((c) => c >= 1)).toBe(true);
     for (const [i, n] of [a, b].entries()) {
       const rs = cold[i] ?? [];
       expect(rs.map((r) => r.ending)).toEqual(['reboot', 'template']);
@@ -50,6 +74,7 @@ describe('virtual cluster', () => {
       expect(up?.console).toContain(`lease ${n.ip}/24 on eth0 from ${MASTER_IP}`);
       expect(up?.console).toMatch(new RegExp(`master ${MASTER_IP.replace(/\./g, '\\.')} \\(DHCP (option 66|next-server)\\)`));
       expect(vc.leases().get(n.mac)).toEqual({ ip: n.ip, hostname: n.hostname });
+      coldIds.set(n.hostname, ident(up));
     }
     // both nodes' roots came over the LAN: at least the two templates' data
     expect(coldBytes).toBeGreaterThan(2 * 4 * 1024 * 1024);
@@ -68,12 +93,13 @@ describe('virtual cluster', () => {
       expect(r?.stamps).toEqual({ rootBefore: null, rootAfter: stamp, masterRoot: stamp });
       expect(r?.bytesReceived).toBeGreaterThan(4 * 1024 * 1024);
       expect(r?.overlay).toBe('disk (overlay)');
-      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual(['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'overlay', 'handoff']);
+      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual(['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'overlay', 'identity', 'handoff']);
     }
     // the report key can write reports and nothing else: rrsync -wo in the line `builder stage` wrote
     const keys = readFileSync(join(work, 'authorized_keys'), 'utf8');
     expect(keys).toMatch(/command="\/usr\/bin\/rrsync -wo [^"]*\/reports" ssh-ed25519 /);
-    expect(keys).toMatch(/command="\/usr\/bin\/rrsync -ro [^"]*" ssh-ed25519 /);
+    // the node key: read-only, behind the sync-slot wrapper (one slot in this cluster)
+    expect(keys).toMatch(/command="\S*\/sync-slot 1 \S*\/slots \/usr\/bin\/rrsync -ro [^"]*" ssh-ed25519 /);
     // two different keys authenticated: the node key (read) and the report key (write)
     const fps = new Set([...vc.master.log.matchAll(/Accepted publickey for root from \S+ port \d+ ssh2: ED25519 (SHA256:\S+)/g)].map((m) => m[1]));
     expect(fps.size).toBe(2);
@@ -82,9 +108,9 @@ describe('virtual cluster', () => {
   test('console messages reached the master\'s syslog, tagged with the node\'s hostname', () => {
     const log = readFileSync(vc.syslogFile, 'utf8');
     for (const n of [a, b]) {
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/10 root\\] done in `, 'm'));
+      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/11 root\\] done in `, 'm'));
       // messages from before the network was up are sent too
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/10 early\\] start`, 'm'));
+      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/11 early\\] start`, 'm'));
     }
   });
 
@@ -111,9 +137,73 @@ describe('virtual cluster', () => {
     }
   }, 600_000);
 
+  test('each node is itself: its own machine-id and host keys (from `builder stage`), its role file only on node1', () => {
+    const i1 = coldIds.get('node1');
+    const i2 = coldIds.get('node2');
+    expect(i1?.machineId).toMatch(/^[0-9a-f]{32}$/);
+    expect(i2?.machineId).toMatch(/^[0-9a-f]{32}$/);
+    expect(i1?.machineId).not.toBe(i2?.machineId);
+    expect(i1?.hostKey).toMatch(/^AAAAC3NzaC1lZDI1NTE5/);
+    expect(i1?.hostKey).not.toBe(i2?.hostKey);
+    expect(i1?.keyMode).toBe('600');
+    expect(i1?.role).toBe('storage');
+    expect(i2?.role).toBe('');
+    expect(i1?.hostname).toBe('node1');
+    // they are the master's per-node files, laid into the writable layer
+    expect(readFileSync(join(vc.masterRoot, 'nodes/node1/files/etc/machine-id'), 'utf8').trim()).toBe(i1?.machineId ?? 'x');
+  });
+
+  test('identity survives a template change and a reboot with aufs=tmpfs', async () => {
+    writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), '2\n');
+    await vc.master.publish('rootfs');
+    const normal = vc.bootargs;
+    vc.stage({ bootargs: `${normal} aufs=tmpfs` });
+    try {
+      const rs = await Promise.all([vc.bootOnce(a, { tap: 0 }), vc.bootOnce(b, { tap: 1 })]);
+      for (const [i, n] of [a, b].entries()) {
+        const r = rs[i];
+        expect(r?.ending).toBe('template');
+        expect(r?.console).toContain('TEMPLATE-INIT pid=1 version=2');
+        expect(r?.console).toMatch(/overlay\] .*tmpfs/);
+        expect(ident(r)).toEqual(coldIds.get(n.hostname) ?? null);
+      }
+    } finally {
+      vc.stage({ bootargs: normal });
+    }
+  }, 600_000);
+
+  test('approval mode: a changed table leaves the disk alone until `builder approve`, then applies', async () => {
+    vc.stage({ approval: true });
+    const before = sfdiskDump(vc.disk(a));
+    expect(before).toMatch(/node1\.img4 : start=\s*1378304, size=\s*409600/);
+    writeFileSync(join(vc.masterRoot, 'partitions.sfdisk'), TEST_TABLE.replace('size=      409600', 'size=      204800'));
+    const held = await vc.bootOnce(a, { tap: 0 });
+    expect(held.ending).toBe('template'); // boots its current root meanwhile
+    expect(held.console).toContain('table change waiting for approval');
+    expect(sfdiskDump(vc.disk(a))).toBe(before);
+    const rep = report(a.mac);
+    expect(rep?.approval?.state).toBe('pending');
+    expect(rep?.approval?.meanwhile).toBe('booting the current root');
+    expect(rep?.approval?.wanted).toContain('size=204800');
+    const status = vc.status();
+    expect(status).toContain('builder approve node1');
+
+    const out = vc.approve('node1');
+    expect(out).toContain('node1');
+    const applied = await vc.bootUntilUp(a, 0);
+    expect(applied.map((r) => r.ending)).toEqual(['reboot', 'template']);
+    expect(applied[0]?.console).toContain('the master approved this table');
+    expect(sfdiskDump(vc.disk(a))).toMatch(/node1\.img4 : start=\s*1378304, size=\s*204800/);
+    // p1-p3 kept: the root was not copied again
+    expect(applied[1]?.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+    expect(ident(applied[1])).toEqual(coldIds.get('node1') ?? null);
+  }, 600_000);
+
   test('a node with an unknown MAC gets no fixed lease: a dynamic address, no hostname, and its report says so', async () => {
     const r = await vc.bootOnce(stranger, { tap: 2 });
-    expect(r.ending).toBe('reboot'); // it still partitions its blank disk: the table is the cluster's
+    // it still partitions its blank disk (the table is the cluster's; a blank disk needs no approval)
+    expect(r.ending).toBe('reboot');
+    expect(r.console).toContain('the disk has no table: nothing on it to lose');
     expect(r.console).toContain('DHCP gave no hostname: 52:54:00:c1:00:99 has no fixed lease');
     const lease = vc.leases().get(stranger.mac);
     const [lo, hi] = DYNAMIC.split(',').map((x) => Number(x.split('.')[3]));
@@ -130,6 +220,7 @@ describe('virtual cluster', () => {
     const text = vc.status();
     expect(text).toMatch(/node1\s+52:54:00:c1:00:01\s+10\.77\.0\.11\s+.*\bok\b.*\bcurrent\b/);
     expect(text).toMatch(/node2\s+52:54:00:c1:00:02\s+10\.77\.0\.12\s+.*\bok\b.*\bcurrent\b/);
+    expect(text).not.toContain('builder approve node1'); // approved and applied
     expect(text).toContain('52:54:00:c1:00:99');
     expect(text).toMatch(/unknown MAC/);
     const json = JSON.parse(vc.status(true)) as { rows: Array<Record<string, unknown>> };

@@ -103,24 +103,16 @@ export class VirtualCluster {
   }
 
   /** Build images, lay out the master, stage it with `builder stage`, start dnsmasq, sshd and syslog. */
-  async start(o: { taps?: number; dataMb?: number } = {}): Promise<void> {
+  async start(o: { taps?: number; dataMb?: number; syncSlots?: number } = {}): Promise<void> {
     const k = testKeys();
     this.img = await images({ extra: accessFiles({ keysDir: k.dir, masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'), sign: false, report: true }) });
     mkdirSync(this.dir, { recursive: true });
     // a master laid out by an earlier run is kept as it is: same stamps, so its nodes take the fast path
     if (!existsSync(join(this.masterRoot, 'stamps/rootfs.stamp'))) await this.master.layout(o.dataMb === undefined ? {} : { dataMb: o.dataMb });
-    const nodesFile = join(this.dir, 'nodes.txt');
-    writeFileSync(nodesFile, `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`);
-    const conf = join(this.dir, 'dnsmasq.conf');
-    const authorized = join(this.dir, 'authorized_keys');
-    rmSync(authorized, { force: true });
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'stage', '--nodes', nodesFile, '--master-root', this.masterRoot,
-      '--master-ip', MASTER_IP, '--subnet', SUBNET, '--range', DYNAMIC, '--interface', BRIDGE, '--domain', 'cluster.test',
-      '--kernel', this.img.kernel, '--initramfs', this.img.initramfs, '--bootargs', this.bootargs, '--keys', k.dir,
-      '--dnsmasq-conf', conf, '--authorized-keys', authorized], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`builder stage failed:\n${r.stderr}${r.stdout}`);
+    rmSync(this.authorizedKeys, { force: true });
+    this.stage(o.syncSlots === undefined ? {} : { syncSlots: o.syncSlots });
     this.network(o.taps ?? this.nodes.length);
-    this.dnsmasq = Bun.spawn([...this.wrap, '/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', `--conf-file=${conf}`,
+    this.dnsmasq = Bun.spawn([...this.wrap, '/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', `--conf-file=${this.conf}`,
       `--pid-file=${join(this.dir, 'dnsmasq.pid')}`, `--dhcp-leasefile=${this.leaseFile}`, '--user=root'], { stdout: 'pipe', stderr: 'pipe' });
     const d = this.dnsmasq;
     for (const s of [d.stdout, d.stderr] as ReadableStream<Uint8Array>[]) {
@@ -128,13 +120,53 @@ export class VirtualCluster {
         for await (const c of s) this.dnsmasqLog += new TextDecoder().decode(c);
       })();
     }
-    await this.master.start(k.hostKey, { listen: MASTER_IP, port: 22, wrap: this.wrap, authorizedKeys: authorized });
+    await this.master.start(k.hostKey, { listen: MASTER_IP, port: 22, wrap: this.wrap, authorizedKeys: this.authorizedKeys });
     this.syslog = Bun.spawn([...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile], { stdout: 'ignore', stderr: 'inherit' });
     const end = Date.now() + 10_000;
     while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog)) {
       if (d.exitCode !== null || Date.now() > end) throw new Error(`dnsmasq did not start:\n${this.dnsmasqLog}`);
       await Bun.sleep(50);
     }
+  }
+
+  /** Options of the last `builder stage` run (restage changes some and runs it again, as an admin would). */
+  stageOptions: { approval?: boolean; syncSlots?: number } = {};
+
+  get conf(): string {
+    return join(this.dir, 'dnsmasq.conf');
+  }
+
+  get stateDir(): string {
+    return join(this.dir, 'state');
+  }
+
+  /** Run `builder stage` for this cluster: dnsmasq config, TFTP folder, node list, keys, identities, slots. */
+  stage(o: { bootargs?: string; approval?: boolean; syncSlots?: number } = {}): string {
+    if (!this.img) throw new Error('images first');
+    const k = testKeys();
+    if (o.bootargs) this.bootargs = o.bootargs;
+    Object.assign(this.stageOptions, Object.fromEntries(Object.entries(o).filter(([key]) => key !== 'bootargs')));
+    const nodesFile = join(this.dir, 'nodes.txt');
+    writeFileSync(nodesFile, `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`);
+    const so = this.stageOptions;
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'stage', '--nodes', nodesFile, '--master-root', this.masterRoot,
+      '--master-ip', MASTER_IP, '--subnet', SUBNET, '--range', DYNAMIC, '--interface', BRIDGE, '--domain', 'cluster.test',
+      '--kernel', this.img.kernel, '--initramfs', this.img.initramfs, '--bootargs', this.bootargs, '--keys', k.dir,
+      '--dnsmasq-conf', this.conf, '--authorized-keys', this.authorizedKeys, '--state-dir', this.stateDir,
+      '--sync-slots', String(so.syncSlots ?? 8), ...(so.approval === undefined ? [] : [so.approval ? '--approval' : '--no-approval'])], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`builder stage failed:\n${r.stderr}${r.stdout}`);
+    return r.stderr;
+  }
+
+  get authorizedKeys(): string {
+    return join(this.dir, 'authorized_keys');
+  }
+
+  /** `builder approve` on this master. */
+  approve(...args: string[]): string {
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'approve', '--master-root', this.masterRoot, ...args], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`builder approve failed: ${r.stderr}`);
+    return r.stdout + r.stderr;
   }
 
   get leaseFile(): string {

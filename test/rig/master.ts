@@ -68,6 +68,7 @@ for c in /sys/class/gpio/gpiochip*; do
   for l in 4 5 6; do n=$((b+l)); echo $n > /sys/class/gpio/export 2>/dev/null
     echo "TEMPLATE-GPIO $l $($B cat /sys/class/gpio/gpio$n/direction 2>/dev/null) $($B cat /sys/class/gpio/gpio$n/value 2>/dev/null)"; done
 done
+echo "TEMPLATE-ID machine-id=$($B cat /etc/machine-id 2>/dev/null) hostkey=$($B awk '{print $2}' /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null) keymode=$($B stat -c %a /etc/ssh/ssh_host_ed25519_key 2>/dev/null) role=$($B cat /etc/role 2>/dev/null) etc-hostname=$($B cat /etc/hostname 2>/dev/null)"
 echo "TEMPLATE-LAYERS $($B ls /run/clusterboot 2>/dev/null | $B tr '\\n' ' ')"
 [ -x /etc/test-hook ] && /etc/test-hook
 echo "TEMPLATE-DONE"

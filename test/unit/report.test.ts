@@ -86,3 +86,12 @@ describe('syslog', () => {
     expect(formatSyslog({ severity: 'info', hostname: 'bad host', uptime: 1, text: 't' })).toStartWith('<30>1 - - clusterboot');
   });
 });
+
+describe('memory line', () => {
+  test('reads VmHWM, VmRSS, Shmem and MemAvailable in MB; a missing field shows ?', async () => {
+    const { memoryLine } = await import('../../agent/phases/handoff.ts');
+    const l = memoryLine('Name:\tx\nVmHWM:\t  102400 kB\nVmRSS:\t   51200 kB\n', 'MemTotal:  1024000 kB\nMemAvailable:  512000 kB\nShmem:  140000 kB\n');
+    expect(l).toBe('memory: agent peak 100.0 MB (VmHWM), now 50.0 MB; initramfs and /run hold 136.7 MB (Shmem); 500.0 MB available of 1000.0 MB');
+    expect(memoryLine('', '')).toContain('agent peak ? (VmHWM)');
+  });
+});

@@ -6,10 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_BOOTARGS } from '../../builder/bootscript.ts';
 import { generateKeys } from '../../builder/publish.ts';
+import { APPROVAL_REQUIRED_TEXT } from '../../builder/approve.ts';
+import { identityFiles } from '../../builder/identity.ts';
 import {
-  mergeAuthorizedKeys, parseNodeList, parseSubnet, renderDnsmasq, renderNodesList, stage, StageError, validateStage,
+  mergeAuthorizedKeys, parseNodeList, parseSubnet, renderDnsmasq, renderNodesList, replaceOwnNodeLines, stage, StageError, validateStage,
   type NodeEntry, type StageOptions, type StagePlan,
 } from '../../builder/stage.ts';
+import { syncSlotScript } from '../../builder/syncslot.ts';
 import { crc32, readUImageHeader, writeUImage } from '../../builder/uimage.ts';
 
 let tmp = '';
@@ -216,6 +219,22 @@ describe('mergeAuthorizedKeys', () => {
     expect(mergeAuthorizedKeys(`${ro}\n`, [ro, wo])).toEqual({ append: `${wo}\n`, added: [wo], conflicts: [] });
     expect(mergeAuthorizedKeys(`${ro}\n${wo}\n`, [ro, wo])).toEqual({ append: '', added: [], conflicts: [] });
   });
+  test('replaceOwnNodeLines: stage\'s own older node line (other --sync-slots, same root) is replaced in place; others are not', () => {
+    const slot = `restrict,command="/var/lib/clusterboot/sync-slot 8 /var/lib/clusterboot/slots /usr/bin/rrsync -ro /data/slaves" ${ro.split('" ')[1]}`;
+    const admin = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC admin';
+    // plain -> slots, keeping the other lines and their order
+    expect(replaceOwnNodeLines(`${admin}\n${ro}\n${wo}\n`, [slot, wo], '/data/slaves')).toEqual({ text: `${admin}\n${slot}\n${wo}\n`, replaced: [ro] });
+    // slots -> plain, and 8 -> 2 slots
+    expect(replaceOwnNodeLines(`${slot}\n`, [ro], '/data/slaves')).toEqual({ text: `${ro}\n`, replaced: [slot] });
+    const two = slot.replace('sync-slot 8', 'sync-slot 2');
+    expect(replaceOwnNodeLines(`${slot}\n`, [two], '/data/slaves').replaced).toEqual([slot]);
+    // another master root, the report key's line, a hand-written line with the same key: left alone
+    const other = ro.replace('/data/slaves', '/srv/old');
+    expect(replaceOwnNodeLines(`${other}\n${admin}\n`, [slot], '/data/slaves')).toEqual({ text: `${other}\n${admin}\n`, replaced: [] });
+    expect(replaceOwnNodeLines(`${wo}\n`, [slot], '/data/slaves').replaced).toEqual([]);
+    // the same line: nothing to replace
+    expect(replaceOwnNodeLines(`${slot}\n`, [slot], '/data/slaves').replaced).toEqual([]);
+  });
   test('an older line for the same key (another master root) is reported: sshd would use it, not the new one', () => {
     const old = ro.replace('/data/slaves', '/srv/old');
     const m = mergeAuthorizedKeys(`${old}\n`, [ro, wo]);
@@ -245,6 +264,7 @@ describe('stage (effects)', () => {
       initramfs: join(dir, 'initramfs.igz.uimg'), bootargs: `${DEFAULT_BOOTARGS} hostname_test=1`, arch: 'arm64',
       dnsmasqConf: join(dir, 'dnsmasq.d/clusterboot.conf'), masterIp: '10.77.0.1', subnet: '10.77.0.0/24', domain: 'cluster.lan', lease: '1h',
       keysDir: keys,
+      identity: false, // ssh-keygen per node is slow; the identity tests below turn it on
     };
   }
   const all = (dir: string) => readdirSync(dir, { recursive: true }).map(String).sort();
@@ -352,6 +372,85 @@ describe('stage (effects)', () => {
     writeFileSync(join(old, 'node_ed25519.pub'), readFileSync(join(keys, 'node_ed25519.pub')));
     o.keysDir = old;
     refuses(o, /report_ed25519\.pub is missing: run `builder keys --dir .*oldkeys`/);
+  });
+
+  test('identity: every node gets its files once; a re-stage creates nothing and keeps the bytes; --no-identity makes none', () => {
+    const o = { ...setup(), identity: true };
+    const r1 = stage(o);
+    expect(r1.identity.map((i) => [i.hostname, [...i.created].sort()])).toEqual([['rpinode01', identityFiles().sort()], ['rpinode02', identityFiles().sort()]]);
+    const id1 = readFileSync(join(o.masterRoot, 'nodes/rpinode01/files/etc/machine-id'));
+    const key1 = readFileSync(join(o.masterRoot, 'nodes/rpinode01/files/etc/ssh/ssh_host_ed25519_key'));
+    expect(readFileSync(join(o.masterRoot, 'nodes/rpinode02/files/etc/hostname'), 'utf8')).toBe('rpinode02\n');
+    const r2 = stage(o);
+    expect(r2.identity).toEqual([{ hostname: 'rpinode01', created: [] }, { hostname: 'rpinode02', created: [] }]);
+    expect(readFileSync(join(o.masterRoot, 'nodes/rpinode01/files/etc/machine-id'))).toEqual(id1);
+    expect(readFileSync(join(o.masterRoot, 'nodes/rpinode01/files/etc/ssh/ssh_host_ed25519_key'))).toEqual(key1);
+    const off = setup();
+    expect(stage(off).identity).toEqual([]);
+    expect(existsSync(join(off.masterRoot, 'nodes'))).toBe(false);
+  });
+
+  test('a file where a node\'s identity folder belongs writes nothing', () => {
+    const o = { ...setup(), identity: true };
+    mkdirSync(join(o.masterRoot, 'nodes'), { recursive: true });
+    writeFileSync(join(o.masterRoot, 'nodes/rpinode02'), 'x');
+    let err: unknown;
+    try {
+      stage(o);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as StageError).problems).toEqual([`${join(o.masterRoot, 'nodes/rpinode02')} exists and is not a directory: move it away`]);
+    expect(existsSync(join(o.masterRoot, 'tftp'))).toBe(false);
+  });
+
+  test('--sync-slots: the script 0755 and slots/ in the state dir, the node key line through sync-slot; the report line unchanged', () => {
+    const o = { ...setup(), syncSlots: 3, stateDir: '' };
+    o.stateDir = join(o.dir, 'state');
+    const r = stage(o);
+    expect(r.syncSlot).toEqual({ script: join(o.stateDir, 'sync-slot'), slotsDir: join(o.stateDir, 'slots'), slots: 3 });
+    expect(readFileSync(join(o.stateDir, 'sync-slot'), 'utf8')).toBe(syncSlotScript());
+    expect(statSync(join(o.stateDir, 'sync-slot')).mode & 0o777).toBe(0o755);
+    expect(statSync(join(o.stateDir, 'slots')).isDirectory()).toBe(true);
+    expect(r.written).toContain(join(o.stateDir, 'sync-slot'));
+    expect(r.keyLines[0]).toStartWith(`restrict,command="${o.stateDir}/sync-slot 3 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `);
+    expect(r.keyLines[1]).toStartWith(`restrict,command="/usr/bin/rrsync -wo -no-lock -no-del ${o.masterRoot}/reports" ssh-ed25519 `);
+    // 0: no limit, the plain line, nothing in the state dir
+    const z = { ...setup(), syncSlots: 0, stateDir: join(tmp, 'unused-state') };
+    expect(stage(z).keyLines[0]).toStartWith(`restrict,command="/usr/bin/rrsync -ro ${z.masterRoot}" `);
+    expect(existsSync(z.stateDir)).toBe(false);
+  });
+
+  test('--sync-slots out of range, or without a state dir, writes nothing', () => {
+    for (const [syncSlots, want] of [[1.5, /--sync-slots 1.5 must be a whole number/], [-1, /--sync-slots -1/], [1001, /--sync-slots 1001/]] as const) {
+      refuses({ ...setup(), syncSlots, stateDir: join(tmp, 'state-x') }, want);
+    }
+    const o = setup();
+    refuses({ ...o, syncSlots: 2 }, /--sync-slots needs --state-dir/);
+  });
+
+  test('--authorized-keys: turning sync slots on replaces the plain node line in place, with no conflict warning', () => {
+    const o = { ...setup(), authorizedKeys: '' };
+    o.authorizedKeys = join(o.dir, 'authorized_keys');
+    const plain = stage(o);
+    const first = readFileSync(o.authorizedKeys, 'utf8');
+    expect(first).toBe(`${plain.keyLines.join('\n')}\n`);
+    const slotted = stage({ ...o, syncSlots: 4, stateDir: join(o.dir, 'state') });
+    expect(slotted.keysReplaced).toEqual([plain.keyLines[0] as string]);
+    expect(slotted.keysAdded).toEqual([]);
+    expect(slotted.warnings.filter((w) => w.includes('authorized_keys'))).toEqual([]);
+    expect(readFileSync(o.authorizedKeys, 'utf8')).toBe(`${slotted.keyLines.join('\n')}\n`);
+    expect(statSync(o.authorizedKeys).mode & 0o777).toBe(0o600);
+  });
+
+  test('--approval creates approval.required, no flag leaves it, --no-approval removes it', () => {
+    const o = setup();
+    expect(stage({ ...o, approval: true }).approvalMode).toBe(true);
+    expect(readFileSync(join(o.masterRoot, 'approval.required'), 'utf8')).toBe(APPROVAL_REQUIRED_TEXT);
+    expect(stage(o).approvalMode).toBe(true);
+    expect(existsSync(join(o.masterRoot, 'approval.required'))).toBe(true);
+    expect(stage({ ...o, approval: false }).approvalMode).toBe(false);
+    expect(existsSync(join(o.masterRoot, 'approval.required'))).toBe(false);
   });
 
   test('without keys: the files are written, no key lines, a warning says so', () => {

@@ -8,7 +8,8 @@ import { newStamp, renderStamp } from '../../agent/lib/stamp.ts';
 import { reportName, type BootReport } from '../../agent/lib/report.ts';
 import { REPO } from '../../builder/agentbuild.ts';
 import type { NodeEntry } from '../../builder/stage.ts';
-import { parseReport, readStatus, renderStatusTable, statusRows, type StatusRow } from '../../builder/status.ts';
+import { tableHash } from '../../builder/approve.ts';
+import { parseReport, readStatus, renderStatusTable, statusRows, tableDiff, type StatusRow } from '../../builder/status.ts';
 
 let tmp = '';
 beforeAll(() => {
@@ -218,5 +219,117 @@ describe('readStatus and the CLI', () => {
     expect(t.status).toBe(0);
     for (const x of NODES) expect(t.stdout).toContain(x.hostname);
     expect(t.stdout).toContain('FATAL');
+  });
+});
+
+// Approval mode: a node held before repartitioning reports result 'waiting' and an approval block; the master's
+// approved/<host> file says whether the operator already approved that exact table.
+describe('approval mode in status', () => {
+  const CUR = 'label: dos\nunit: sectors\n\n/dev/mmcblk0p1 : start=8192, size=524288, type=c\n/dev/mmcblk0p2 : start=532480, size=8388608, type=83\n';
+  const WANT = CUR.replace('size=8388608', 'size=16777216') + '/dev/mmcblk0p3 : start=16809984, type=83\n';
+  const HASH = tableHash(WANT);
+  const waiting = (over: Partial<BootReport> = {}) => report({
+    result: 'waiting', reason: 'the partition table differs and approval mode is on', overlay: null,
+    stamps: { rootBefore: MASTER.id, rootAfter: null, masterRoot: MASTER.id },
+    approval: { state: 'pending', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' }, ...over,
+  });
+
+  test('parseReport takes waiting and an approval block, and refuses a malformed one', () => {
+    expect(parseReport(JSON.stringify(waiting())).ok).toBe(true);
+    expect(parseReport(JSON.stringify(waiting({ approval: { state: 'approved', tableSha256: HASH, current: null, wanted: WANT, meanwhile: 'booting the current root' } }))).ok).toBe(true);
+    const bad: Array<[string, unknown]> = [
+      ['state', 'maybe'], ['tableSha256', 'abc'], ['tableSha256', HASH.toUpperCase()], ['current', 5], ['wanted', null], ['meanwhile', 'sleeping'],
+    ];
+    for (const [k, v] of bad) {
+      const r = parseReport(JSON.stringify({ ...waiting(), approval: { ...waiting().approval, [k]: v } }));
+      expect([k, r.ok]).toEqual([k, false]);
+      expect(!r.ok && r.error).toStartWith('approval is not {');
+    }
+    expect(parseReport(JSON.stringify({ ...waiting(), approval: null })).ok).toBe(false);
+    expect(parseReport(JSON.stringify({ ...waiting(), approval: [] })).ok).toBe(false);
+  });
+
+  test('a waiting node: WAITING, the approve command, the differing lines only; counted in the summary', () => {
+    const rs = statusRows({ nodes: NODES.slice(0, 2), reports: [file(waiting(), 3), REPORTS[1] as ReturnType<typeof file>], masterStamp: renderStamp(MASTER), now: NOW });
+    const r = rs[0] as StatusRow;
+    expect(r.result).toBe('WAITING');
+    expect(r.approval).toEqual({
+      state: 'pending', tableSha256: HASH, approved: false, meanwhile: 'waiting',
+      diff: [
+        '- /dev/mmcblk0p2 : start=532480, size=8388608, type=83',
+        '+ /dev/mmcblk0p2 : start=532480, size=16777216, type=83',
+        '+ /dev/mmcblk0p3 : start=16809984, type=83',
+      ],
+    });
+    expect(r.notes).toEqual(['waiting: the partition table differs and approval mode is on', 'table change waiting for approval: builder approve rpinode01']);
+    expect(rs[1]?.approval).toBeUndefined();
+    const text = renderStatusTable(rs, NOW, { id: MASTER.id, problem: null });
+    expect(text).toContain('  rpinode01: table change waiting for approval: builder approve rpinode01\n      - /dev/mmcblk0p2 : start=532480, size=8388608, type=83\n      + /dev/mmcblk0p2');
+    expect(text.split('\n').find((l) => l.startsWith('rpinode01 '))).toMatch(/ WAITING /);
+    expect(text).toEndWith(`\n2 nodes: 1 ok, 1 WAITING; 1 behind the master's rootfs; 1 table change pending approval; master rootfs stamp ${MASTER.id}\n`);
+  });
+
+  test('approved on the master for that table: "approved, applies at the next boot", no diff, not counted as pending', () => {
+    const other = tableHash('another table\n');
+    const pendingFor = (h: string) => statusRows({ nodes: NODES.slice(0, 1), reports: [file(waiting(), 3)], masterStamp: null, now: NOW, approvals: new Map([['rpinode01', h]]) })[0] as StatusRow;
+    const ok = pendingFor(HASH);
+    expect(ok.approval?.approved).toBe(true);
+    expect(ok.notes).toContain('table change approved, applies at the next boot');
+    const text = renderStatusTable([ok], NOW);
+    expect(text).not.toContain('      - ');
+    expect(text).toContain('1 approved, applying at the next boot');
+    expect(text).not.toContain('pending approval');
+    // an approval for another table (the master's table changed since) does not count
+    const stale = pendingFor(other);
+    expect(stale.approval?.approved).toBe(false);
+    expect(stale.notes).toContain('table change waiting for approval: builder approve rpinode01');
+  });
+
+  test('a node booting its current root meanwhile stays ok with the pending note; an applied approval says so', () => {
+    const [a] = statusRows({
+      nodes: NODES.slice(0, 1), masterStamp: null, now: NOW,
+      reports: [file(report({ approval: { state: 'pending', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'booting the current root' } }), 1)],
+    });
+    expect(a?.result).toBe('ok');
+    expect(a?.notes).toEqual(['table change waiting for approval: builder approve rpinode01']);
+    const [b] = statusRows({
+      nodes: NODES.slice(0, 1), masterStamp: null, now: NOW,
+      reports: [file(report({ approval: { state: 'approved', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' } }), 1)],
+    });
+    expect(b?.notes).toEqual(['approved table change applied this boot']);
+    expect(b?.approval?.diff).toEqual([]);
+  });
+
+  test('tableDiff: only lines that differ, a blank disk, at most 8 lines with the rest counted', () => {
+    expect(tableDiff(CUR, CUR)).toEqual([]);
+    expect(tableDiff(null, 'label: dos\n\n/dev/sda1 : start=2048, type=c\n')).toEqual(['- (no partition table on the disk)', '+ label: dos', '+ /dev/sda1 : start=2048, type=c']);
+    const many = Array.from({ length: 10 }, (_, i) => `/dev/sda${i + 1} : start=${i}`).join('\n');
+    const d = tableDiff('', many);
+    expect(d).toHaveLength(8);
+    expect(d[6]).toBe('+ /dev/sda7 : start=6');
+    expect(d[7]).toBe('… 3 more differing lines'); // 7 shown + 3 = the 10
+    expect(tableDiff('x\x1b[2J', 'y')).toEqual(['- x?[2J', '+ y']); // a node's text never drives the terminal
+  });
+
+  test('readStatus and --json carry the approval block: mode, table hash, approvals', () => {
+    const root = join(tmp, 'approval-master');
+    mkdirSync(join(root, 'reports'), { recursive: true });
+    mkdirSync(join(root, 'approved'), { recursive: true });
+    writeFileSync(join(root, 'nodes.list'), `${NODES.slice(0, 1).map((x) => `${x.mac} ${x.hostname} ${x.ip}`).join('\n')}\n`);
+    writeFileSync(join(root, 'partitions.sfdisk'), WANT);
+    writeFileSync(join(root, 'approval.required'), '# on\n');
+    writeFileSync(join(root, 'approved/rpinode01'), `${HASH}\n`);
+    writeFileSync(join(root, 'approved/rpinode02'), 'not a hash\n');
+    writeFileSync(join(root, 'reports', reportName(waiting().mac)), JSON.stringify(waiting()));
+    const s = readStatus(root, NOW);
+    expect(s.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
+    expect(s.warnings).toEqual([`${join(root, 'approved/rpinode02')} is not an approval (not a sha256 hex line): remove it, or run \`builder approve rpinode02\``]);
+    expect(s.rows[0]?.approval?.approved).toBe(true);
+    const j = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--json'], { encoding: 'utf8' });
+    expect(j.status).toBe(0);
+    const parsed = JSON.parse(j.stdout) as { approval: unknown; rows: StatusRow[] };
+    expect(parsed.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
+    expect(parsed.rows[0]?.result).toBe('WAITING');
+    expect(parsed.rows[0]?.approval?.state).toBe('pending');
   });
 });

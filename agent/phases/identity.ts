@@ -1,0 +1,80 @@
+// Phase "identity": this node's own files (hostname, machine-id, SSH host keys, the admin's extras)
+// laid into the writable layer over the shared root.
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { run } from '../exec.ts';
+import { writeAtomic } from '../fsutil.ts';
+import { machineId, planIdentity, type IdentityStep } from '../lib/identity.ts';
+import { info, warn } from '../log.ts';
+import type { Phase } from '../phase.ts';
+import { syncDisks } from '../sys/libc.ts';
+import { FETCH_DIR } from './master.ts';
+import { ROOT_MNT } from './root.ts';
+
+const NEWROOT = '/newroot';
+const FETCHED = `${FETCH_DIR}/node/files`;
+/** On the root partition, outside the slots: survives every resync and template change. */
+export const KEPT = `${ROOT_MNT}/node-files`;
+export const KEPT_ID = `${ROOT_MNT}/identity/machine-id`;
+
+async function apply(s: IdentityStep): Promise<void> {
+  switch (s.kind) {
+    case 'mirror': {
+      // into a fresh copy, then swap: a power cut leaves the old mirror or the new one, never half of one
+      const tmp = `${KEPT}.new`;
+      rmSync(tmp, { recursive: true, force: true });
+      await run('rsync', ['-a', `${FETCHED}/`, `${tmp}/`], { timeoutMs: 120_000 });
+      rmSync(`${KEPT}.old`, { recursive: true, force: true });
+      if (existsSync(KEPT)) renameSync(KEPT, `${KEPT}.old`);
+      renameSync(tmp, KEPT);
+      rmSync(`${KEPT}.old`, { recursive: true, force: true });
+      syncDisks();
+      return;
+    }
+    case 'drop-mirror':
+      info('identity', 'the master has no per-node files for this node any more: forgetting the kept copy');
+      rmSync(KEPT, { recursive: true, force: true });
+      return;
+    case 'lay-files':
+      // -a keeps the modes (host keys 0600); no --delete: the root's other files stay
+      await run('rsync', ['-a', `${KEPT}/`, `${NEWROOT}/`], { timeoutMs: 120_000 });
+      return;
+    case 'hostname':
+      mkdirSync(`${NEWROOT}/etc`, { recursive: true });
+      writeFileSync(`${NEWROOT}/etc/hostname`, `${s.name}\n`);
+      return;
+    case 'make-machine-id':
+      mkdirSync(`${ROOT_MNT}/identity`, { recursive: true });
+      writeAtomic(KEPT_ID, `${machineId(crypto.getRandomValues(new Uint8Array(16)))}\n`);
+      info('identity', `made this node's machine-id (kept on the root partition): ${readFileSync(KEPT_ID, 'utf8').trim()}`);
+      return;
+    case 'lay-machine-id':
+      mkdirSync(`${NEWROOT}/etc`, { recursive: true });
+      writeFileSync(`${NEWROOT}/etc/machine-id`, readFileSync(KEPT_ID), { mode: 0o444 });
+      return;
+  }
+}
+
+export const identity: Phase = {
+  name: 'identity',
+  needs: { tools: ['rsync'] },
+  async run(ctx) {
+    const online = Boolean(ctx.facts.online);
+    const masterFiles = Boolean(ctx.facts.wanted?.nodeFiles) && existsSync(FETCHED);
+    const source = online ? (masterFiles ? FETCHED : null) : existsSync(KEPT) ? KEPT : null;
+    const plan = planIdentity({
+      online, masterFiles, keptFiles: existsSync(KEPT), overlay: ctx.params.overlay, hostname: ctx.facts.hostname ?? null,
+      filesHave: { hostname: source !== null && existsSync(`${source}/etc/hostname`), machineId: source !== null && existsSync(`${source}/etc/machine-id`) },
+      keptMachineId: existsSync(KEPT_ID),
+    });
+    if (plan.skipped) warn('identity', plan.skipped);
+    if (ctx.params.dryRun) {
+      for (const s of plan.steps) info('identity', `dry run: ${s.kind}`);
+      return 'dry run';
+    }
+    for (const s of plan.steps) await apply(s);
+    const laid = plan.steps.map((s) => s.kind).filter((k) => k.startsWith('lay') || k === 'hostname');
+    const id = existsSync(`${NEWROOT}/etc/machine-id`) ? readFileSync(`${NEWROOT}/etc/machine-id`, 'utf8').trim() : '(none)';
+    info('identity', `machine-id ${id}; ${masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`);
+    return laid.length ? laid.join(', ') : 'nothing to lay';
+  },
+};
