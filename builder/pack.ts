@@ -20,8 +20,11 @@ export interface ExtraFile {
 
 export interface PackOptions {
   sysroot: string;
-  agent: string;
+  /** The agent binary; null packs no agent and none of its libraries (bench/: a reference init without it). */
+  agent: string | null;
   skel: string;
+  /** Replaces the skeleton's /init (mode 0755); default: the skeleton's, which execs the agent. */
+  init?: Uint8Array;
   out: string;
   kernelModules?: string;
   modules: string[];
@@ -97,11 +100,12 @@ function closureEntries(sysroot: string, files: ClosureFile[]): CpioEntry[] {
 
 export async function pack(o: PackOptions): Promise<PackResult> {
   const entries: CpioEntry[] = [];
-  entries.push(...skelEntries(o.skel));
+  entries.push(...skelEntries(o.skel).map((e): CpioEntry => (o.init && e.path === 'init' ? { kind: 'file', path: 'init', data: o.init, mode: 0o755 } : e)));
+  if (o.init && !entries.some((e) => e.path === 'init')) entries.push({ kind: 'file', path: 'init', data: o.init, mode: 0o755 });
   entries.push({ kind: 'dir', path: 'tmp', mode: 0o1777 });
   entries.push({ kind: 'chardev', path: 'dev/console', major: 5, minor: 1, mode: 0o600 });
   entries.push({ kind: 'chardev', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
-  entries.push({ kind: 'file', path: 'sbin/clusterboot-agent', data: readFileSync(o.agent), mode: 0o755 });
+  if (o.agent !== null) entries.push({ kind: 'file', path: 'sbin/clusterboot-agent', data: readFileSync(o.agent), mode: 0o755 });
 
   // busybox and the applet links the agent and the rescue shell use
   entries.push({ kind: 'file', path: 'bin/busybox', data: sysrootFile(o.sysroot, TOOLS.busybox), mode: 0o755 });
@@ -116,7 +120,7 @@ export async function pack(o: PackOptions): Promise<PackResult> {
   const closure = libraryClosure(o.sysroot, programs);
   entries.push(...closureEntries(o.sysroot, closure.files));
   // the agent's own libraries come from the sysroot too (it is a glibc program)
-  const agentLibs = libraryClosureForAgent(o);
+  const agentLibs = o.agent !== null ? libraryClosureForAgent(o.sysroot, o.agent) : { files: [], missing: [] };
   const missingLibraries = [...closure.missing, ...agentLibs.missing];
   entries.push(...closureEntries(o.sysroot, agentLibs.files));
 
@@ -192,20 +196,20 @@ export function mergedUsr(sysroot: string, entries: CpioEntry[]): CpioEntry[] {
   return out;
 }
 
-function libraryClosureForAgent(o: PackOptions) {
-  const elf = readElf(readFileSync(o.agent));
-  if (!elf) throw new Error(`${o.agent} is not an ELF executable`);
+function libraryClosureForAgent(sysroot: string, agent: string) {
+  const elf = readElf(readFileSync(agent));
+  if (!elf) throw new Error(`${agent} is not an ELF executable`);
   const dirs = elf.machine === 183
     ? ['/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib', '/usr/lib']
     : ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib', '/usr/lib'];
   const found: string[] = elf.interp ? [elf.interp] : [];
   const missing: { lib: string; neededBy: string }[] = [];
   for (const lib of elf.needed) {
-    const hit = dirs.map((d) => `${d}/${lib}`).find((p) => existsSync(join(o.sysroot, p)));
+    const hit = dirs.map((d) => `${d}/${lib}`).find((p) => existsSync(join(sysroot, p)));
     if (hit) found.push(hit);
     else missing.push({ lib, neededBy: 'clusterboot-agent' });
   }
-  const c = libraryClosure(o.sysroot, found);
+  const c = libraryClosure(sysroot, found);
   return { files: c.files, missing: [...missing, ...c.missing] };
 }
 
