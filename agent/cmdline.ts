@@ -175,9 +175,9 @@ function show(value: string): string {
 // How a default or current value reads in a warning.
 function showValue(v: unknown): string {
   if (v === undefined) return 'unset';
-  if (Array.isArray(v)) return v.length === 0 ? 'none' : v.join(',');
+  if (Array.isArray(v)) return v.length === 0 ? 'none' : show(v.join(','));
   if (v === '') return "''";
-  return String(v);
+  return show(String(v));
 }
 
 // Validators: each returns the parsed value or undefined when malformed.
@@ -227,7 +227,7 @@ function isHostPort(value: string): boolean {
 
 // A printable token without control bytes (whitespace cannot occur after tokenizing).
 function isPrintable(value: string): boolean {
-  return value.length > 0 && value.length <= 256 && !/[\x00-\x20\x7f]/.test(value);
+  return value.length > 0 && value.length <= 256 && !/[\x00-\x20\x7f-\x9f]/.test(value);
 }
 
 function isPhaseName(value: string): boolean {
@@ -362,7 +362,7 @@ function applyParam(
       return;
     }
     case 'init':
-      if (/^\/[^\x00-\x20\x7f]*$/.test(v) && v.length <= 256) params.init = v;
+      if (/^\/[^\x00-\x20\x7f-\x9f]*$/.test(v) && v.length <= 256) params.init = v;
       else bad('an absolute path', params.init);
       return;
     case 'rescue':

@@ -444,6 +444,8 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
       if (!/^[0-9a-f]{1,2}$/.test(p.type) || p.type !== normaliseHexType(p.type))
         problems.push(`${n}: type "${p.type}" is not a normalised MBR type (lowercase hex, no leading zeros)`);
       else if (p.type === '0') problems.push(`${n}: type 0 marks an unused slot; use 83 for linux`);
+      else if (['5', 'f', '85'].includes(p.type))
+        problems.push(`${n}: type ${p.type} is an extended partition (in a script \`E\` means extended, not 0x0e), which holds no filesystem; use c for the boot partition, 83 for linux`);
       if (p.start + p.size > DOS_MAX_SECTORS)
         problems.push(`${n}: ends beyond sector ${DOS_MAX_SECTORS}, the limit of a dos table; use label: gpt`);
     } else {
@@ -454,6 +456,7 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
         problems.push(`${n}: starts at sector ${p.start}, before the first usable sector ${gptFirst}${hint}`);
       }
       if (!GUID_RE.test(p.type) || p.type !== p.type.toUpperCase()) problems.push(`${n}: type "${p.type}" is not an uppercase GPT GUID`);
+      else if (/^[0-]+$/.test(p.type)) problems.push(`${n}: the all-zero GUID marks an unused entry; use 0FC63DAF-8483-4772-8E79-3D69D8477DE4 for linux`);
     }
   }
 
