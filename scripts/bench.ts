@@ -244,3 +244,4 @@ mkdirSync(join(REPO, 'docs'), { recursive: true });
 writeFileSync(join(REPO, 'docs/bench.json'), `${JSON.stringify(out, null, 2)}\n`);
 say('wrote docs/bench.json');
 console.log(JSON.stringify(out, null, 2));
+await import('./bench-report.ts');

@@ -42,7 +42,8 @@ export const bootfs: Phase = {
     }
     const p1 = partName(d.device, 1);
     try {
-      mountFs(p1, BOOT_MNT, 'vfat');
+      // read-only for the check: a warm boot must not write a byte to p1 (vfat would store access dates)
+      mountFs(p1, BOOT_MNT, 'vfat', true);
     } catch (e) {
       throw new PhaseFailure(`cannot mount the boot partition ${p1}: ${(e as Error).message}`,
         'the table has no vfat p1: check partitions.sfdisk (p1 type b or c)', 'disk', { cause: e });
@@ -64,6 +65,8 @@ export const bootfs: Phase = {
         return 'dry run';
       }
       progress('bootfs', `updating the boot partition ${p1}: ${decision.reason}`);
+      umountQuiet(BOOT_MNT);
+      mountFs(p1, BOOT_MNT, 'vfat');
       await fillBoot(ctx.facts.link, masterBase(ctx), w.bootfs);
     } finally {
       umountQuiet(BOOT_MNT);

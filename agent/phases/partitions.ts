@@ -3,7 +3,8 @@ import { run } from '../exec.ts';
 import { partName, planPartitions, renderDump, DEFAULT_ROLES } from '../lib/sfdisk.ts';
 import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, umountQuiet, waitForPath } from '../fsutil.ts';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { HEAD_BYTES, unformatted } from '../lib/fsprobe.ts';
 import { approvalGate, tableHash } from '../lib/approval.ts';
 import type { ApprovalState } from '../lib/report.ts';
 import { PhaseFailure, RebootRequest, type Ctx, type Phase } from '../phase.ts';
@@ -65,6 +66,59 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
   return null;
 }
 
+function readHead(dev: string): Uint8Array | null {
+  try {
+    const fd = openSync(dev, 'r');
+    try {
+      const b = new Uint8Array(HEAD_BYTES);
+      readSync(fd, b, 0, b.length, 0);
+      return b;
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The table is as wanted, but a power cut may have stopped the formatting that followed its writing:
+ * a partition with no filesystem at all is formatted now (and p1 filled from the master), never one
+ * that has any filesystem.
+ */
+async function finishInterruptedFormats(ctx: Ctx, summary: string): Promise<string> {
+  const d = ctx.facts.disk;
+  if (!d) return summary;
+  const todo = unformatted(DEFAULT_ROLES, (i) => readHead(partName(d.device, i)));
+  if (!todo.length) return summary;
+  const names = todo.map((r) => `p${r.index} (${r.role})`).join(', ');
+  warn('partitions', `${names} hold${todo.length > 1 ? '' : 's'} no filesystem: an earlier repartition was interrupted; formatting ${todo.length > 1 ? 'them' : 'it'} now`);
+  if (ctx.params.dryRun) return `dry run: would format ${names}`;
+  const boot = todo.find((r) => r.role === 'boot');
+  if (boot && !ctx.facts.link) {
+    throw new PhaseFailure(`the boot partition p${boot.index} holds no filesystem and the master is not reachable to fill it`, 'bring the master back: the node formats and fills p1 then', 'disk');
+  }
+  for (const role of todo) {
+    const node = partName(d.device, role.index);
+    progress('partitions', `formatting ${node} as ${role.fs} (${role.role})`);
+    await mkfs(node, role.fs, LABELS[role.role]);
+  }
+  if (boot && ctx.facts.link && ctx.facts.wanted) {
+    const node = partName(d.device, boot.index);
+    mountFs(node, BOOT_MNT, 'vfat');
+    try {
+      progress('partitions', `filling ${node} from the master's bootfs/`);
+      await fillBoot(ctx.facts.link, masterBase(ctx), ctx.facts.wanted.bootfs);
+    } finally {
+      umountQuiet(BOOT_MNT);
+    }
+    syncDisks();
+    throw new RebootRequest('the interrupted repartition is finished (boot partition formatted and filled)');
+  }
+  syncDisks();
+  return `${summary}; formatted ${names} (interrupted repartition)`;
+}
+
 const LABELS = { boot: 'boot', root: 'cb-root', writable: 'cb-rw', data: 'cb-data' } as const;
 
 export const partitions: Phase = {
@@ -78,7 +132,7 @@ export const partitions: Phase = {
       return 'kept (master offline or no table)';
     }
     const plan = planPartitions({ wantedText: ctx.facts.wanted.table, currentText: d.currentTable, diskSectors: d.sectors, roles: DEFAULT_ROLES });
-    if (plan.action === 'keep') return `table unchanged (${plan.reason})`;
+    if (plan.action === 'keep') return finishInterruptedFormats(ctx, `table unchanged (${plan.reason})`);
     if (plan.action === 'refuse') {
       if (d.currentTable) {
         warn('partitions', `refused the master's table: ${plan.reason}; remedy: ${plan.remedy}. Booting with the current table.`);

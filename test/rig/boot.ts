@@ -22,6 +22,8 @@ export interface BootOptions extends Partial<NodeOptions> {
   timeoutMs?: number;
   /** Stop QEMU as soon as this matches (e.g. mid-rsync power cut), instead of waiting for its exit. */
   killOn?: RegExp;
+  /** With killOn: wait this long after the match before the power cut. */
+  killDelayMs?: number;
 }
 
 export async function boot(img: Images, work: string, o: BootOptions): Promise<BootResult> {
@@ -33,6 +35,7 @@ export async function boot(img: Images, work: string, o: BootOptions): Promise<B
   try {
     if (o.killOn) {
       await node.waitFor(o.killOn, o.timeoutMs ?? 300_000);
+      if (o.killDelayMs) await Bun.sleep(o.killDelayMs);
       await node.kill();
     } else {
       await node.waitForExit(o.timeoutMs ?? 300_000);

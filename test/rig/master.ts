@@ -1,7 +1,8 @@
 // A master on loopback, as on a real cluster: the seed's layout, stamps, and OpenSSH sshd whose only
 // door for the node key is `rrsync -ro` (the guest reaches 127.0.0.1 as 10.0.2.2).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import type { Subprocess } from 'bun';
@@ -69,6 +70,7 @@ for c in /sys/class/gpio/gpiochip*; do
     echo "TEMPLATE-GPIO $l $($B cat /sys/class/gpio/gpio$n/direction 2>/dev/null) $($B cat /sys/class/gpio/gpio$n/value 2>/dev/null)"; done
 done
 echo "TEMPLATE-ID machine-id=$($B cat /etc/machine-id 2>/dev/null) hostkey=$($B awk '{print $2}' /etc/ssh/ssh_host_ed25519_key.pub 2>/dev/null) keymode=$($B stat -c %a /etc/ssh/ssh_host_ed25519_key 2>/dev/null) role=$($B cat /etc/role 2>/dev/null) etc-hostname=$($B cat /etc/hostname 2>/dev/null)"
+echo "TEMPLATE-SUM $($B find /usr/share/data /etc/template-version -type f | $B sort | $B xargs $B md5sum | $B md5sum | $B cut -d' ' -f1)"
 echo "TEMPLATE-LAYERS $($B ls /run/clusterboot 2>/dev/null | $B tr '\\n' ' ')"
 [ -x /etc/test-hook ] && /etc/test-hook
 echo "TEMPLATE-DONE"
@@ -183,6 +185,26 @@ export class TestMaster {
   bootargs(extra = ''): string {
     return `console=ttyAMA0 panic=10 masterip=10.0.2.2 masterport=${this.port} disk=/dev/vda retries=2 ${extra}`.trim();
   }
+}
+
+/**
+ * What the template's init prints as TEMPLATE-SUM for this master's rootfs: the md5 of the md5sum lines
+ * of its data files, sorted by path. Equal sums mean the node's root has the master's bytes.
+ */
+export function templateSum(root: string): string {
+  const rootfs = join(root, 'rootfs');
+  const files: string[] = [];
+  const walk = (rel: string) => {
+    for (const name of readdirSync(join(rootfs, rel), { withFileTypes: true })) {
+      const p = `${rel}/${name.name}`;
+      if (name.isDirectory()) walk(p);
+      else if (name.isFile()) files.push(p);
+    }
+  };
+  walk('/usr/share/data');
+  files.push('/etc/template-version');
+  const lines = files.sort().map((p) => `${createHash('md5').update(readFileSync(join(rootfs, p))).digest('hex')}  ${p}\n`).join('');
+  return createHash('md5').update(lines).digest('hex');
 }
 
 /** Incompressible but reproducible bytes (xorshift), so rsync stats measure real transfer. */

@@ -1,0 +1,48 @@
+// The long soak: N trials per dangerous phase, each with a seeded cut moment (printed, replayable with
+// --seed), and a report of the outcomes per phase in docs/soak.json.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { REPO } from '../builder/agentbuild.ts';
+import { images } from '../test/rig/images.ts';
+import { TestMaster, testAccessFiles } from '../test/rig/master.ts';
+import { GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
+
+const { values } = parseArgs({ options: { trials: { type: 'string', default: '20' }, seed: { type: 'string', default: String(Date.now() % 1_000_000) }, out: { type: 'string', default: join(REPO, 'docs/soak.json') } } });
+const trials = Number(values.trials);
+const seed = Number(values.seed);
+console.error(`soak: ${trials} trials per phase, seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed})`);
+const img = await images({ extra: testAccessFiles() });
+const work = mkdtempSync(join(tmpdir(), 'cb-soak-'));
+const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
+await master.layout({ dataMb: 20 });
+await master.start();
+const results: Trial[] = [];
+const t0 = performance.now();
+try {
+  const soak = new Soak(img, master, work, master.bootargs());
+  await soak.prepareGolden();
+  for (let i = 0; i < trials; i++) {
+    for (const [k, phase] of SOAK_PHASES.entries()) {
+      const s = seed + i * 10 + k;
+      const t = await soak.trial(phase, s);
+      results.push(t);
+      console.error(`soak: ${phase} seed ${s} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`);
+    }
+  }
+} finally {
+  await master.stop();
+  rmSync(work, { recursive: true, force: true });
+}
+const counts: Record<string, Record<string, number>> = {};
+for (const t of results) {
+  const c = (counts[t.phase] ??= {});
+  c[t.outcome] = (c[t.outcome] ?? 0) + 1;
+}
+const bad = results.filter((t) => !GOOD.includes(t.outcome));
+const report = { measured: new Date().toISOString(), seed, trialsPerPhase: trials, minutes: Math.round((performance.now() - t0) / 600) / 100, counts, violations: bad, trials: results };
+mkdirSync(join(REPO, 'docs'), { recursive: true });
+writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);
+console.log(JSON.stringify({ seed, counts, violations: bad.length }, null, 2));
+if (bad.length) process.exitCode = 1;

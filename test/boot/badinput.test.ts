@@ -1,0 +1,194 @@
+// The bad-input matrix on the real chain: each bad thing the master, the command line or the disk can
+// hand a provisioned node, with the outcome the README promises. Every case starts from a copy of the
+// same provisioned disk and puts the master back afterwards.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync, closeSync, renameSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { boot, sfdiskDump, type BootResult } from '../rig/boot.ts';
+import { images, type Images } from '../rig/images.ts';
+import { TestMaster, templateSum, testAccessFiles } from '../rig/master.ts';
+import { blankDisk } from '../rig/qemu.ts';
+
+let img: Images;
+let work: string;
+let master: TestMaster;
+const golden = () => join(work, 'golden.img');
+const disk = () => join(work, 'case.img');
+
+beforeAll(async () => {
+  img = await images({ extra: testAccessFiles() });
+  work = mkdtempSync(join(tmpdir(), 'cb-bad-'));
+  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
+  await master.layout();
+  await master.start();
+  blankDisk(golden(), 1024);
+  for (let i = 0; i < 3; i++) if ((await go(golden())).ending === 'template') break;
+}, 20 * 60_000);
+
+afterAll(async () => {
+  await master?.stop();
+  if (process.env.KEEP) console.error(`kept ${work}`);
+  else rmSync(work, { recursive: true, force: true });
+});
+
+function go(d: string, extra = ''): Promise<BootResult> {
+  return boot(img, work, { disk: d, bootargs: master.bootargs(`disktimeout=5 ${extra}`), timeoutMs: 300_000 });
+}
+
+/** Run a case on a fresh copy of the provisioned disk with a master file changed, then restore it. */
+async function withMasterFile(rel: string, content: string | null, f: () => Promise<void>): Promise<void> {
+  const p = join(master.root, rel);
+  const saved = existsSync(p) ? readFileSync(p) : null;
+  copyFileSync(golden(), disk());
+  if (content === null) rmSync(p, { force: true });
+  else writeFileSync(p, content);
+  try {
+    await f();
+  } finally {
+    if (saved === null) rmSync(p, { force: true });
+    else writeFileSync(p, saved);
+  }
+}
+
+/** Overwrite bytes of a partition (p2 starts at sector 67584, p3 at 854016 in the test table). */
+function smash(d: string, sector: number, offset: number, bytes: number): void {
+  const fd = openSync(d, 'r+');
+  try {
+    writeSync(fd, Buffer.alloc(bytes, 0xa5), 0, bytes, sector * 512 + offset);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+const upOnMastersRoot = (r: BootResult) => {
+  expect(r.ending).toBe('template');
+  expect(/TEMPLATE-SUM (\S+)/.exec(r.console)?.[1]).toBe(templateSum(master.root));
+};
+
+describe('bad input from the master', () => {
+  test('an empty table is refused; the node keeps its table and boots', async () => {
+    await withMasterFile('partitions.sfdisk', '', async () => {
+      const before = sfdiskDump(disk());
+      const r = await go(disk());
+      expect(r.ending).toBe('template');
+      expect(r.console).toMatch(/refused the master's table|no table from the master|MISSING/);
+      expect(sfdiskDump(disk())).toBe(before);
+    });
+  }, 300_000);
+
+  test('a garbage root stamp is refused; the node boots the root it has and says it may be stale', async () => {
+    await withMasterFile('stamps/rootfs.stamp', 'garbage\u0000\n', async () => {
+      const r = await go(disk());
+      upOnMastersRoot(r);
+      expect(r.console).toMatch(/\[\d+\/\d+ root\] warning: .*stamp/);
+      expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+    });
+  }, 300_000);
+
+  test('a missing root stamp: no sync, the root it has', async () => {
+    await withMasterFile('stamps/rootfs.stamp', null, async () => {
+      const r = await go(disk());
+      expect(r.ending).toBe('template');
+      expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+    });
+  }, 300_000);
+
+  test('a stamp from the future (the master\'s clock ahead) is just a newer stamp: the node never uses its own clock', async () => {
+    copyFileSync(golden(), disk());
+    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '7\n');
+    const { publish } = await import('../../builder/publish.ts');
+    await publish({ masterRoot: master.root, name: 'rootfs', now: new Date('2099-01-01T00:00:00Z') });
+    const r = await go(disk());
+    upOnMastersRoot(r);
+    expect(r.console).toContain('TEMPLATE-INIT pid=1 version=7');
+  }, 300_000);
+
+  test('rsync refused by the master (forced command fails): offline, the node boots what it has, the disk is not changed', async () => {
+    const keys = join(work, 'sshd/authorized_keys');
+    const saved = readFileSync(keys, 'utf8');
+    copyFileSync(golden(), disk());
+    writeFileSync(keys, saved.replace(/command="[^"]*"/, 'command="echo rsync refused by policy >&2; exit 1"'));
+    try {
+      const before = sfdiskDump(disk());
+      const r = await go(disk());
+      expect(r.ending).toBe('template');
+      expect(r.console).toMatch(/continuing offline/);
+      expect(sfdiskDump(disk())).toBe(before);
+    } finally {
+      writeFileSync(keys, saved);
+    }
+  }, 300_000);
+
+  test('a template too big for the root partition is refused before copying; the node boots its last root', async () => {
+    copyFileSync(golden(), disk());
+    const big = join(master.root, 'rootfs/usr/share/data/huge');
+    Bun.spawnSync(['truncate', '-s', '600M', big]);
+    await master.publish('rootfs');
+    try {
+      const r = await go(disk());
+      expect(r.ending).toBe('template');
+      expect(r.console).toMatch(/root partition too small: the new root needs \d+ MB/);
+      expect(r.console).toMatch(/booting the last complete root/);
+    } finally {
+      unlinkSync(big);
+      await master.publish('rootfs');
+    }
+  }, 300_000);
+
+  test('a template without /sbin/init: a visible failure with the remedy, never a handoff into nothing', async () => {
+    copyFileSync(golden(), disk());
+    const init = join(master.root, 'rootfs/sbin/init');
+    // `builder publish` refuses a template without /sbin/init, so the tree loses it after publishing
+    // (an admin editing rootfs/ in place): the node syncs the new stamp and finds no init
+    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '8\n');
+    await master.publish('rootfs');
+    renameSync(init, `${init}.away`);
+    try {
+      const r = await go(disk(), 'rescue=0');
+      expect(r.ending).toBe('fatal');
+      expect(r.console).toContain('the root has no /sbin/init');
+      expect(r.console).toMatch(/remedy: the template must contain \/sbin\/init/);
+    } finally {
+      renameSync(`${init}.away`, init);
+      await master.publish('rootfs');
+    }
+  }, 300_000);
+});
+
+describe('bad input on the node', () => {
+  test('unknown and malformed kernel parameters are reported and the defaults kept; the boot goes on', async () => {
+    copyFileSync(golden(), disk());
+    const r = await go(disk(), 'watchdog=soon retries=-3 leds=purple frobnicate=1 aufs=maybe');
+    upOnMastersRoot(r);
+    expect(r.console).toMatch(/unknown parameters ignored: .*frobnicate=1/);
+    expect(r.console).toMatch(/watchdog=soon/);
+    expect(r.console).toMatch(/aufs=maybe/);
+  }, 300_000);
+
+  test('no disk: a visible failure that says which disk and what to check', async () => {
+    copyFileSync(golden(), disk());
+    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('disk=/dev/vdz disktimeout=3'), timeoutMs: 300_000 });
+    expect(r.ending).toBe('fatal');
+    expect(r.console).toContain('disk /dev/vdz did not appear within 3s');
+    expect(r.console).toMatch(/remedy: /);
+  }, 300_000);
+
+  // e2fsck repairs what it can from the backup superblocks; what it cannot is formatted and (the root)
+  // copied again. Either way the console says which, and the node comes up on the master's exact root.
+  test('a damaged root filesystem is repaired or formatted and copied again; the node comes up on the master\'s root', async () => {
+    copyFileSync(golden(), disk());
+    smash(disk(), 67584, 0, 4 << 20); // p2's superblock, group descriptors and the first inode tables
+    const r = await go(disk());
+    upOnMastersRoot(r);
+    expect(r.console).toMatch(/e2fsck repaired \/dev\/vda2|e2fsck cannot repair \/dev\/vda2/);
+  }, 300_000);
+
+  test('a damaged writable layer is repaired or formatted (its changes lost, said so); the node boots', async () => {
+    copyFileSync(golden(), disk());
+    smash(disk(), 854016, 0, 4 << 20);
+    const r = await go(disk());
+    upOnMastersRoot(r);
+    expect(r.console).toMatch(/e2fsck repaired \/dev\/vda3|writable layer \/dev\/vda3 is damaged beyond e2fsck: formatting it/);
+  }, 300_000);
+});
