@@ -3,11 +3,12 @@
 // agent binary. Built once per input hash into .cache/images-ref/<hash>, as test/rig/images.ts does for the
 // agent's images, with the same kernel copied next to it so a benchmark can boot either one.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { REPO } from '../builder/agentbuild.ts';
 import type { Compression } from '../builder/compress.ts';
 import { pack, type ExtraFile, type PackResult } from '../builder/pack.ts';
+import { hashTree } from '../test/rig/images.ts';
 
 /** The reference /init. */
 export const REFERENCE_INIT = join(REPO, 'bench', 'init.sh');
@@ -38,17 +39,6 @@ export interface ReferenceImages {
   pack: PackResult;
 }
 
-function hashTree(h: ReturnType<typeof createHash>, dir: string): void {
-  for (const name of readdirSync(dir).sort()) {
-    const full = join(dir, name);
-    const st = statSync(full);
-    if (st.isDirectory()) hashTree(h, full);
-    else {
-      h.update(relative(REPO, full));
-      h.update(readFileSync(full));
-    }
-  }
-}
 
 /** Build (or reuse) the reference initramfs.igz.uimg; same inputs as the agent's image, minus the agent. */
 export async function packReference(opts: ReferenceOptions = {}): Promise<ReferenceImages> {

@@ -6,7 +6,6 @@
 // The lock is an open file descriptor inherited by rrsync and rsync: it is released when the last of them exits,
 // however it exits (crash, kill, dropped connection), so a slot never leaks.
 import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { checkCommandPaths, keyLine, writeAtomic } from './publish.ts';
 
 export const SYNC_SLOT_SCRIPT = 'sync-slot';

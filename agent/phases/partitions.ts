@@ -1,6 +1,6 @@
 // Phase "partitions": the master's table against the disk's; refuse on doubt, format only what moved.
 import { run } from '../exec.ts';
-import { partName, planPartitions, renderDump, DEFAULT_ROLES } from '../lib/sfdisk.ts';
+import { partName, planPartitions, renderDump, DEFAULT_ROLES, type Role } from '../lib/sfdisk.ts';
 import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, umountQuiet, waitForPath } from '../fsutil.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
@@ -98,25 +98,31 @@ async function finishInterruptedFormats(ctx: Ctx, summary: string): Promise<stri
   if (boot && !ctx.facts.link) {
     throw new PhaseFailure(`the boot partition p${boot.index} holds no filesystem and the master is not reachable to fill it`, 'bring the master back: the node formats and fills p1 then', 'disk');
   }
-  for (const role of todo) {
+  await formatAndFill(ctx, todo);
+  syncDisks();
+  if (boot) throw new RebootRequest('the interrupted repartition is finished (boot partition formatted and filled)');
+  return `${summary}; formatted ${names} (interrupted repartition)`;
+}
+
+/** Format the given partitions; when p1 is among them, fill it from the master's bootfs/. */
+async function formatAndFill(ctx: Ctx, roles: readonly Role[]): Promise<void> {
+  const d = ctx.facts.disk;
+  if (!d) return;
+  for (const role of roles) {
     const node = partName(d.device, role.index);
     progress('partitions', `formatting ${node} as ${role.fs} (${role.role})`);
     await mkfs(node, role.fs, LABELS[role.role]);
   }
-  if (boot && ctx.facts.link && ctx.facts.wanted) {
-    const node = partName(d.device, boot.index);
-    mountFs(node, BOOT_MNT, 'vfat');
-    try {
-      progress('partitions', `filling ${node} from the master's bootfs/`);
-      await fillBoot(ctx.facts.link, masterBase(ctx), ctx.facts.wanted.bootfs);
-    } finally {
-      umountQuiet(BOOT_MNT);
-    }
-    syncDisks();
-    throw new RebootRequest('the interrupted repartition is finished (boot partition formatted and filled)');
+  const boot = roles.find((r) => r.role === 'boot');
+  if (!boot || !ctx.facts.link) return;
+  const node = partName(d.device, boot.index);
+  mountFs(node, BOOT_MNT, 'vfat');
+  try {
+    progress('partitions', `filling ${node} from the master's bootfs/`);
+    await fillBoot(ctx.facts.link, masterBase(ctx), ctx.facts.wanted?.bootfs ?? null);
+  } finally {
+    umountQuiet(BOOT_MNT);
   }
-  syncDisks();
-  return `${summary}; formatted ${names} (interrupted repartition)`;
 }
 
 const LABELS = { boot: 'boot', root: 'cb-root', writable: 'cb-rw', data: 'cb-data' } as const;
@@ -158,22 +164,7 @@ export const partitions: Phase = {
         throw new PhaseFailure(`partition node ${node} did not appear after writing the table`, 'reboot the node; the table is written', 'disk');
       }
     }
-    for (const role of plan.format) {
-      const node = partName(d.device, role.index);
-      progress('partitions', `formatting ${node} as ${role.fs} (${role.role})`);
-      await mkfs(node, role.fs, LABELS[role.role]);
-    }
-    const boot = plan.format.find((r) => r.role === 'boot');
-    if (boot && ctx.facts.link) {
-      const node = partName(d.device, boot.index);
-      mountFs(node, BOOT_MNT, 'vfat');
-      try {
-        progress('partitions', `filling ${node} from the master's bootfs/`);
-        await fillBoot(ctx.facts.link, masterBase(ctx), ctx.facts.wanted.bootfs);
-      } finally {
-        umountQuiet(BOOT_MNT);
-      }
-    }
+    await formatAndFill(ctx, plan.format);
     syncDisks();
     throw new RebootRequest('new partition table written');
   },

@@ -20,7 +20,8 @@ export interface Images {
   pack: PackResult;
 }
 
-function hashTree(h: ReturnType<typeof createHash>, dir: string): void {
+/** Hash a tree's paths (relative to the repo) and contents, in a stable order: the cache keys. */
+export function hashTree(h: ReturnType<typeof createHash>, dir: string): void {
   for (const name of readdirSync(dir).sort()) {
     const full = join(dir, name);
     const st = statSync(full);
