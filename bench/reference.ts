@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { REPO } from '../builder/agentbuild.ts';
 import type { Compression } from '../builder/compress.ts';
 import { pack, type ExtraFile, type PackResult } from '../builder/pack.ts';
-import { hashTree } from '../test/rig/images.ts';
+import { hashTree, type Images } from '../test/rig/images.ts';
 
 /** The reference /init. */
 export const REFERENCE_INIT = join(REPO, 'bench', 'init.sh');
@@ -29,15 +29,8 @@ export interface ReferenceOptions {
   init?: string;
 }
 
-export interface ReferenceImages {
-  dir: string;
-  /** The sysroot's kernel copied next to the initramfs ('' when the sysroot has none). */
-  kernel: string;
-  initramfs: string;
-  sysroot: string;
-  kernelVersion: string;
-  pack: PackResult;
-}
+/** The same shape as the agent's images, so the rig boots either. */
+export type ReferenceImages = Images;
 
 
 /** Build (or reuse) the reference initramfs.igz.uimg; same inputs as the agent's image, minus the agent. */

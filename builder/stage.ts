@@ -413,21 +413,14 @@ export function replaceOwnNodeLines(existing: string, lines: string[], masterRoo
 // ---------------------------------------------------------------------------------------------------------------
 // effects
 
-export interface StageOptions {
-  nodesFile: string;
+/** The dnsmasq fields are StagePlan's; the nodes come from nodesFile and the TFTP root is <masterRoot>/tftp. */
+export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   masterRoot: string;
   kernel: string;
   initramfs: string;
   bootargs: string;
   arch: UArch;
   dnsmasqConf: string;
-  masterIp: string;
-  subnet: string;
-  range?: string;
-  interface?: string;
-  domain: string;
-  router?: string;
-  lease: string;
   /** Directory from `builder keys`: node_ed25519.pub and report_ed25519.pub. Absent: no authorized_keys lines. */
   keysDir?: string;
   /** Append the lines to this file unless present; absent: the caller prints `keyLines`. */

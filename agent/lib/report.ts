@@ -82,23 +82,13 @@ export interface ReportEvent {
   message?: string;
 }
 
-export interface ReportInput {
+/** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
+export interface ReportInput extends Omit<BootReport, 'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval'> {
   events: readonly ReportEvent[];
   mac: string | null;
-  hostname: string | null;
-  hostnameFrom: 'dhcp' | 'cmdline' | null;
-  ip: string | null;
-  agentVersion: string;
-  kernel: string | null;
-  result: BootResult;
-  reason?: string;
-  remedy?: string;
   rootBefore: string | null;
   rootAfter: string | null;
   masterRoot: string | null;
-  bytesReceived: number;
-  overlay: string | null;
-  uptime: number;
   approval?: ApprovalState | undefined;
 }
 
