@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { run } from '../exec.ts';
 import { info, warn } from '../log.ts';
 import { armWatchdog } from '../watchdogdev.ts';
+import { loadModule, SysError } from '../sys/libc.ts';
 import type { Phase } from '../phase.ts';
 
 export const MODULE_LIST = '/etc/clusterboot/modules.list';
@@ -25,6 +26,28 @@ export function moduleBase(path: string): string {
   return file.replace(/\.ko(\.(xz|zst|gz))?$/, '').replace(/-/g, '_');
 }
 
+/**
+ * How one module is loaded: a plain .ko goes to init_module(2) straight from the agent; a compressed
+ * one (.ko.xz/.zst/.gz, which init_module cannot take) goes through busybox insmod.
+ */
+export function loaderFor(path: string): 'syscall' | 'insmod' {
+  return /\.ko$/.test(path) ? 'syscall' : 'insmod';
+}
+
+/** Loads one module and says how; the syscall path falls back to insmod only when ffi itself is unusable. */
+async function loadOne(path: string, name: string): Promise<{ result: 'loaded' | 'present'; via: 'syscall' | 'insmod' }> {
+  if (loaderFor(path) === 'syscall') {
+    try {
+      return { result: loadModule(readFileSync(path), name), via: 'syscall' };
+    } catch (e) {
+      if (e instanceof SysError) throw e;
+      warn('modules', `init_module through ffi unusable (${(e as Error).message}); using busybox insmod`);
+    }
+  }
+  await run('busybox', ['insmod', path], { timeoutMs: 30_000 });
+  return { result: 'loaded', via: 'insmod' };
+}
+
 export const modules: Phase = {
   name: 'modules',
   needs: {},
@@ -34,12 +57,14 @@ export const modules: Phase = {
     const listText = existsSync(MODULE_LIST) ? readFileSync(MODULE_LIST, 'utf8') : '';
     const plan = planModules(listText, (n) => existsSync(`/sys/module/${n}`));
     const loaded: string[] = [];
+    const viaInsmod: string[] = [];
     for (const rel of plan.load) {
       const name = moduleBase(rel);
       if (existsSync(`/sys/module/${name}`)) continue;
       try {
-        await run('busybox', ['insmod', `${base}/${rel}`], { timeoutMs: 30_000 });
-        loaded.push(name);
+        const { result, via } = await loadOne(`${base}/${rel}`, name);
+        if (result === 'loaded') loaded.push(name);
+        if (via === 'insmod') viaInsmod.push(name);
       } catch (e) {
         warn('modules', `could not load ${name}: ${(e as Error).message}`);
       }
@@ -54,7 +79,7 @@ export const modules: Phase = {
     }
     ctx.facts.modulesLoaded = loaded;
     armWatchdog(ctx.params.watchdog);
-    info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, { loaded, builtinOrPresent: plan.skip.map(moduleBase) });
+    info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, { loaded, viaInsmod, builtinOrPresent: plan.skip.map(moduleBase) });
     return `${loaded.length} loaded`;
   },
 };

@@ -31,8 +31,10 @@ describe('netboot through U-Boot', () => {
       const params = ev.find((e) => e.kind === 'info' && (e.data as { params?: unknown } | undefined)?.params);
       expect((params?.data as { params: { master: string; disk: string } }).params).toMatchObject({ master: '10.0.2.2', disk: '/dev/vda' });
       const mods = ev.find((e) => e.phase === 'modules' && e.kind === 'info' && Array.isArray((e.data as { loaded?: unknown } | undefined)?.loaded));
-      const loaded = (mods?.data as { loaded: string[] }).loaded;
+      const { loaded, viaInsmod } = mods?.data as { loaded: string[]; viaInsmod: string[] };
       for (const m of ['virtio_net', 'virtio_blk', 'ext4', 'overlay']) expect(loaded).toContain(m);
+      // Debian's modules are plain .ko: every one goes through init_module from the agent, none through insmod.
+      expect(viaInsmod).toEqual([]);
       const lease = ev.find((e) => e.phase === 'network' && e.kind === 'info' && (e.data as { lease?: unknown } | undefined)?.lease);
       expect((lease?.data as { lease: { ip: string; serverid: string } }).lease).toMatchObject({ ip: expect.stringMatching(/^10\.0\.2\.\d+$/), serverid: '10.0.2.2', router: '10.0.2.2' });
       expect((lease?.data as { master: { host: string; from: string } }).master).toEqual({ host: '10.0.2.2', from: 'masterip=' });

@@ -4,7 +4,7 @@ import { classifySshError } from '../../agent/link.ts';
 import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../agent/phases/disk.ts';
 import { resolveInRoot } from '../../agent/phases/handoff.ts';
 import { backoff } from '../../agent/phases/master.ts';
-import { moduleBase, planModules } from '../../agent/phases/modules.ts';
+import { loaderFor, moduleBase, planModules } from '../../agent/phases/modules.ts';
 import { chooseInterface, chooseMaster, parseLease } from '../../agent/phases/network.ts';
 import { parseStat, pidsWithPidfd } from '../../agent/reaper.ts';
 
@@ -65,6 +65,12 @@ describe('modules and handoff', () => {
     const list = '# packed\nkernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko\nkernel/fs/nls/nls_iso8859-1.ko.xz\n';
     expect(planModules(list, (n) => n === 'crc16')).toEqual({ load: ['kernel/fs/ext4/ext4.ko', 'kernel/fs/nls/nls_iso8859-1.ko.xz'], skip: ['kernel/lib/crc16.ko'] });
     expect(moduleBase('kernel/fs/nls/nls_iso8859-1.ko.xz')).toBe('nls_iso8859_1');
+  });
+  test('a plain .ko is loaded by init_module from the agent; a compressed one goes through insmod', () => {
+    expect(loaderFor('/lib/modules/6.1.0-50-arm64/kernel/fs/ext4/ext4.ko')).toBe('syscall');
+    expect(loaderFor('kernel/fs/nls/nls_ascii.ko.xz')).toBe('insmod');
+    expect(loaderFor('kernel/fs/nls/nls_ascii.ko.zst')).toBe('insmod');
+    expect(loaderFor('kernel/drivers/x.ko.gz')).toBe('insmod');
   });
   test('init is found through symlinks inside the new root, never outside it', () => {
     const fsys: Record<string, string | null> = { '/r/sbin': 'usr/sbin', '/r/usr': null, '/r/usr/sbin': null, '/r/usr/sbin/init': '/lib/systemd/systemd', '/r/lib': null, '/r/lib/systemd': null, '/r/lib/systemd/systemd': null };
