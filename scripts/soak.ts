@@ -20,6 +20,22 @@ await master.layout({ dataMb: 20 });
 await master.start();
 const results: Trial[] = [];
 const t0 = performance.now();
+const git = (args: string[]) => Bun.spawnSync(['git', '-C', REPO, ...args]).stdout.toString().trim();
+const commit = git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain', '--', 'agent', 'builder', 'test/rig']) ? '+dirty' : '');
+
+/** Written after every trial, so a run that is stopped early still leaves what it measured. */
+function writeReport(done: boolean) {
+  const counts: Record<string, Record<string, number>> = {};
+  for (const t of results) {
+    const c = (counts[t.phase] ??= {});
+    c[t.outcome] = (c[t.outcome] ?? 0) + 1;
+  }
+  const bad = results.filter((t) => !GOOD.includes(t.outcome));
+  const report = { measured: new Date().toISOString(), commit, complete: done, seed, trialsPerPhase: trials, minutes: Math.round((performance.now() - t0) / 600) / 100, counts, violations: bad, trials: results };
+  mkdirSync(join(REPO, 'docs'), { recursive: true });
+  writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);
+  return { counts, bad };
+}
 try {
   const soak = new Soak(img, master, work, master.bootargs());
   await soak.prepareGolden();
@@ -29,20 +45,13 @@ try {
       const t = await soak.trial(phase, s);
       results.push(t);
       console.error(`soak: ${phase} seed ${s} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`);
+      writeReport(false);
     }
   }
 } finally {
   await master.stop();
   rmSync(work, { recursive: true, force: true });
 }
-const counts: Record<string, Record<string, number>> = {};
-for (const t of results) {
-  const c = (counts[t.phase] ??= {});
-  c[t.outcome] = (c[t.outcome] ?? 0) + 1;
-}
-const bad = results.filter((t) => !GOOD.includes(t.outcome));
-const report = { measured: new Date().toISOString(), seed, trialsPerPhase: trials, minutes: Math.round((performance.now() - t0) / 600) / 100, counts, violations: bad, trials: results };
-mkdirSync(join(REPO, 'docs'), { recursive: true });
-writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);
-console.log(JSON.stringify({ seed, counts, violations: bad.length }, null, 2));
+const { counts, bad } = writeReport(true);
+console.log(JSON.stringify({ seed, commit, counts, violations: bad.length }, null, 2));
 if (bad.length) process.exitCode = 1;
