@@ -10,6 +10,8 @@ const s = (x: unknown) => (Number.isFinite(Number(x)) ? `${Number(x).toFixed(2)}
 const table = (head: string[], rows: string[][]) => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 const out: string[] = [`# Boot benchmarks`, '', `Measured ${String(j.measured)} on ${String(j.rig)}; medians of ${String(j.runs)} runs per case unless said.`,
   'Times are kernel uptime (U-Boot\'s `Starting kernel` is 0). Regenerate: `scripts/bench` (writes docs/bench.json, then this file).', ''];
+const prov = j.provenance as Record<string, { commit: string; measured: string }> | undefined;
+if (prov) out.push(`Sections measured (commit, time): ${Object.entries(prov).map(([k, v]) => `${k} ${v.commit} ${v.measured}`).join('; ')}.`, '');
 const sizes = j.sizes as { agentBinaryBytes: number; rows: Row[] } | undefined;
 if (sizes) {
   out.push('## Initramfs size and unpack time', '', `Agent binary: ${mb(sizes.agentBinaryBytes)}.`, '',

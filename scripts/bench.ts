@@ -2,7 +2,7 @@
 // same rig (QEMU TCG, U-Boot, TFTP, the same kernel, tools and modules). Every case runs several times
 // and the medians are reported. Times are kernel uptimes from the console (U-Boot's `Starting kernel`
 // is 0), so the host's load moves them less than wall time would.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, statSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -28,9 +28,15 @@ const median = (xs: number[]) => {
   return v.length % 2 ? (v[m] ?? Number.NaN) : ((v[m - 1] ?? 0) + (v[m] ?? 0)) / 2;
 };
 const r2 = (n: number) => Math.round(n * 100) / 100;
-const out: Record<string, unknown> = {
-  measured: new Date().toISOString(), rig: `QEMU TCG cortex-a72 (-smp 2, 1 GiB), ${cpus().length} host cores (${cpus()[0]?.model ?? '?'})`, runs: RUNS,
-};
+const git = (args: string[]) => Bun.spawnSync(['git', '-C', REPO, ...args]).stdout.toString().trim();
+const commit = git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain', '--', 'agent', 'builder', 'bench', 'test/rig']) ? '+dirty' : '');
+const t0 = performance.now();
+const JSON_OUT = join(REPO, 'docs/bench.json');
+// With --only, the other sections of the last report are kept; each section says when and on which commit it was measured.
+const out: Record<string, unknown> = ONLY.size < 4 && existsSync(JSON_OUT) ? JSON.parse(readFileSync(JSON_OUT, 'utf8')) as Record<string, unknown> : {};
+Object.assign(out, { measured: new Date().toISOString(), rig: `QEMU TCG cortex-a72 (-smp 2, 1 GiB), ${cpus().length} host cores (${cpus()[0]?.model ?? '?'})`, runs: RUNS });
+const provenance = (out.provenance ??= {}) as Record<string, { commit: string; measured: string }>;
+for (const section of ONLY) provenance[section] = { commit, measured: new Date().toISOString() };
 
 /** Kernel timestamps: initramfs unpack start/end, and when our init said its first word. */
 function kernelTimes(raw: string): { unpackStart: number; unpackEnd: number } {
@@ -240,8 +246,9 @@ if (ONLY.has('multi')) {
   }
 }
 
+out.minutes = Math.round((performance.now() - t0) / 600) / 100;
 mkdirSync(join(REPO, 'docs'), { recursive: true });
-writeFileSync(join(REPO, 'docs/bench.json'), `${JSON.stringify(out, null, 2)}\n`);
+writeFileSync(JSON_OUT, `${JSON.stringify(out, null, 2)}\n`);
 say('wrote docs/bench.json');
 console.log(JSON.stringify(out, null, 2));
 await import('./bench-report.ts');
