@@ -1,23 +1,18 @@
 // The long soak: N trials per dangerous phase, each with a seeded cut moment (printed, replayable with
 // --seed), and a report of the outcomes per phase in docs/soak.json.
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO } from '../builder/agentbuild.ts';
-import { images } from '../test/rig/images.ts';
-import { TestMaster, testAccessFiles } from '../test/rig/master.ts';
+import { startMasterRig, stopMasterRig } from '../test/rig/master.ts';
 import { GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
 
 const { values } = parseArgs({ options: { trials: { type: 'string', default: '20' }, seed: { type: 'string', default: String(Date.now() % 1_000_000) }, out: { type: 'string', default: join(REPO, 'docs/soak.json') } } });
 const trials = Number(values.trials);
 const seed = Number(values.seed);
 console.error(`soak: ${trials} trials per phase, seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed})`);
-const img = await images({ extra: testAccessFiles() });
-const work = mkdtempSync(join(tmpdir(), 'cb-soak-'));
-const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
-await master.layout({ dataMb: 20 });
-await master.start();
+const rig = await startMasterRig('soak', { dataMb: 20 });
+const { img, work, master } = rig;
 const results: Trial[] = [];
 const t0 = performance.now();
 const git = (args: string[]) => Bun.spawnSync(['git', '-C', REPO, ...args]).stdout.toString().trim();
@@ -49,8 +44,7 @@ try {
     }
   }
 } finally {
-  await master.stop();
-  rmSync(work, { recursive: true, force: true });
+  await stopMasterRig(rig);
 }
 const { counts, bad } = writeReport(true);
 console.log(JSON.stringify({ seed, commit, counts, violations: bad.length }, null, 2));

@@ -2,35 +2,28 @@
 // hand a provisioned node, with the outcome the README promises. Every case starts from a copy of the
 // same provisioned disk and puts the master back afterwards.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { copyFileSync, mkdtempSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync, closeSync, renameSync, existsSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync, closeSync, renameSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { boot, sfdiskDump, type BootResult } from '../rig/boot.ts';
-import { images, type Images } from '../rig/images.ts';
-import { TestMaster, templateSum, testAccessFiles } from '../rig/master.ts';
+import type { Images } from '../rig/images.ts';
+import { startMasterRig, stopMasterRig, templateSum, TestMaster, type MasterRig } from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
 
 let img: Images;
 let work: string;
 let master: TestMaster;
+let rig: MasterRig | undefined;
 const golden = () => join(work, 'golden.img');
 const disk = () => join(work, 'case.img');
 
 beforeAll(async () => {
-  img = await images({ extra: testAccessFiles() });
-  work = mkdtempSync(join(tmpdir(), 'cb-bad-'));
-  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
-  await master.layout();
-  await master.start();
+  rig = await startMasterRig('bad');
+  ({ img, work, master } = rig);
   blankDisk(golden(), 1024);
   for (let i = 0; i < 3; i++) if ((await go(golden())).ending === 'template') break;
 }, 20 * 60_000);
 
-afterAll(async () => {
-  await master?.stop();
-  if (process.env.KEEP) console.error(`kept ${work}`);
-  else rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopMasterRig(rig));
 
 function go(d: string, extra = ''): Promise<BootResult> {
   return boot(img, work, { disk: d, bootargs: master.bootargs(`disktimeout=5 ${extra}`), timeoutMs: 300_000 });

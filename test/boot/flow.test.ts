@@ -1,32 +1,25 @@
 // The heart of clusterboot on the real chain: repartition, sync, overlay, switch_root, and the fast path.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { boot, diskHash, kernelToSwitchRoot, sfdiskDump } from '../rig/boot.ts';
-import { images, type Images } from '../rig/images.ts';
-import { randomBytes, TestMaster, testAccessFiles } from '../rig/master.ts';
+import type { Images } from '../rig/images.ts';
+import { randomBytes, startMasterRig, stopMasterRig, TestMaster, type MasterRig } from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
 
 let img: Images;
 let work: string;
 let master: TestMaster;
+let rig: MasterRig | undefined;
 const disk = () => join(work, 'disk.img');
 
 beforeAll(async () => {
-  img = await images({ extra: testAccessFiles() });
-  work = mkdtempSync(join(tmpdir(), 'cb-flow-'));
-  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
-  await master.layout();
-  await master.start();
+  rig = await startMasterRig('flow');
+  ({ img, work, master } = rig);
   blankDisk(disk(), 1024);
 }, 20 * 60_000);
 
-afterAll(async () => {
-  await master?.stop();
-  if (process.env.KEEP) console.error(`kept ${work}`);
-  else rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopMasterRig(rig));
 
 const phaseDone = (r: { events: { kind: string; phase: string; summary?: unknown }[] }, phase: string) =>
   r.events.find((e) => e.kind === 'phase-done' && e.phase === phase)?.summary as string | undefined;

@@ -2,18 +2,18 @@
 // that is down or not itself, a power cut mid-sync, rollback, and signed stamps.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { sign } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../agent/lib/stamp.ts';
 import { boot, diskHash, sfdiskDump, type BootResult } from '../rig/boot.ts';
 import { images, type Images } from '../rig/images.ts';
-import { randomBytes, TEST_TABLE, TestMaster, testAccessFiles, testKeys } from '../rig/master.ts';
+import { randomBytes, startMasterRig, stopMasterRig, TEST_TABLE, TestMaster, testAccessFiles, testKeys, type MasterRig } from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
 
 let img: Images;
 let work: string;
 let master: TestMaster;
+let rig: MasterRig | undefined;
 const disk = () => join(work, 'disk.img');
 const T = 400_000;
 
@@ -29,19 +29,12 @@ async function provision(m: TestMaster, path: string, args = ''): Promise<void> 
 }
 
 beforeAll(async () => {
-  img = await images({ extra: testAccessFiles() });
-  work = mkdtempSync(join(tmpdir(), 'cb-recovery-'));
-  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
-  await master.layout({ dataMb: 4 });
-  await master.start();
+  rig = await startMasterRig('recovery', { dataMb: 4 });
+  ({ img, work, master } = rig);
   await provision(master, disk(), 'hostname=node1');
 }, 30 * 60_000);
 
-afterAll(async () => {
-  await master?.stop();
-  if (process.env.KEEP) console.error(`kept ${work}`);
-  else rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopMasterRig(rig));
 
 describe('writable layer', () => {
   test('aufs=disk keeps what the booted system wrote; the reset parameter and the master flag wipe it', async () => {

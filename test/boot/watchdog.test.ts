@@ -1,30 +1,22 @@
 // The hardware watchdog (QEMU's i6300esb): a hung phase ends in a reset; a long sync never trips it.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { boot } from '../rig/boot.ts';
-import { images, type Images } from '../rig/images.ts';
-import { TestMaster, testAccessFiles } from '../rig/master.ts';
+import type { Images } from '../rig/images.ts';
+import { startMasterRig, stopMasterRig, TestMaster, type MasterRig } from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
 
 let img: Images;
 let work: string;
 let master: TestMaster;
+let rig: MasterRig | undefined;
 
 beforeAll(async () => {
-  img = await images({ extra: testAccessFiles() });
-  work = mkdtempSync(join(tmpdir(), 'cb-watchdog-'));
-  master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
-  await master.layout({ dataMb: 48 });
-  await master.start();
+  rig = await startMasterRig('watchdog', { dataMb: 48 });
+  ({ img, work, master } = rig);
 }, 20 * 60_000);
 
-afterAll(async () => {
-  await master?.stop();
-  if (process.env.KEEP) console.error(`kept ${work}`);
-  else rmSync(work, { recursive: true, force: true });
-});
+afterAll(() => stopMasterRig(rig));
 
 describe('watchdog', () => {
   test('a phase that hangs (clusterboot.hang=master) is reset by the watchdog, the disk untouched', async () => {

@@ -1,14 +1,15 @@
 // A master on loopback, as on a real cluster: the seed's layout, stamps, and OpenSSH sshd whose only
 // door for the node key is `rrsync -ro` (the guest reaches 127.0.0.1 as 10.0.2.2).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Subprocess } from 'bun';
 import { accessFiles, type ExtraFile } from '../../builder/pack.ts';
 import { authorizedKeysLine, generateKeys, publish } from '../../builder/publish.ts';
-import { CACHE } from './images.ts';
+import { CACHE, images, type Images } from './images.ts';
 
 export const KEYS = join(CACHE, 'test-keys');
 
@@ -218,4 +219,29 @@ export function randomBytes(n: number, seed: number): Buffer {
     b.writeInt32LE(x | 0, i);
   }
   return b;
+}
+
+/** What a boot suite starts from: the images with the test keys, a work directory and a running master. */
+export interface MasterRig {
+  img: Images;
+  work: string;
+  master: TestMaster;
+}
+
+/** The common start of the boot suites and scripts: build (or reuse) the images, lay out and start a master in a fresh work directory. */
+export async function startMasterRig(name: string, layout: Parameters<TestMaster['layout']>[0] = {}): Promise<MasterRig> {
+  const img = await images({ extra: testAccessFiles() });
+  const work = mkdtempSync(join(tmpdir(), `cb-${name}-`));
+  const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
+  await master.layout(layout);
+  await master.start();
+  return { img, work, master };
+}
+
+/** Stops the master and removes the work directory (kept, and named, with KEEP=1). */
+export async function stopMasterRig(rig: MasterRig | undefined): Promise<void> {
+  if (!rig) return;
+  await rig.master.stop();
+  if (process.env.KEEP) console.error(`kept ${rig.work}`);
+  else rmSync(rig.work, { recursive: true, force: true });
 }
