@@ -107,8 +107,12 @@ export class QemuNode {
 
   /** Wait for QEMU to exit by itself (the guest rebooted or powered off; -no-reboot makes both exits). */
   async waitForExit(timeoutMs: number): Promise<number> {
-    const t = new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`QEMU still running after ${timeoutMs} ms\n${this.tail()}`)), timeoutMs));
-    return Promise.race([this.exited, t]);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const t = new Promise<never>((_, rej) => {
+      timer = setTimeout(() => rej(new Error(`QEMU still running after ${timeoutMs} ms\n${this.tail()}`)), timeoutMs);
+    });
+    // the timer is cleared once QEMU exits, or it would hold the event loop (a finished script) open until it fires
+    return Promise.race([this.exited, t]).finally(() => clearTimeout(timer));
   }
 
   /** The agent's machine lines, parsed. */
