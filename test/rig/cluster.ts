@@ -10,7 +10,7 @@ import { REPO } from '../../builder/agentbuild.ts';
 import { accessFiles } from '../../builder/pack.ts';
 import { images, type Images } from './images.ts';
 import { TestMaster, testKeys } from './master.ts';
-import { QemuNode, blankDisk, type AgentEvent } from './qemu.ts';
+import { NO_ROM, QemuNode, blankDisk, type AgentEvent } from './qemu.ts';
 import { resultOf, type BootResult } from './boot.ts';
 
 export const MASTER_IP = '10.77.0.1';
@@ -240,7 +240,7 @@ export class VirtualCluster {
     const node = new QemuNode({
       tftpDir: tftp, disk: this.disk(n), wrap: this.wrap, smp: 1, logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
       // disable-legacy: U-Boot 2023.01 reads the MAC of a modern virtio-net only (else 52:52:52:52:52:52 for all)
-      netdev: ['-netdev', `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on`],
+      netdev: ['-netdev', `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on,${NO_ROM}`],
     });
     this.running.set(n.hostname, node);
     this.watch(n.hostname, node);

@@ -34,6 +34,9 @@ export interface AgentEvent {
   [k: string]: unknown;
 }
 
+/** U-Boot never runs a PCI option ROM; without this QEMU wants efi-virtio.rom, which only ipxe-qemu (a Recommends) ships. */
+export const NO_ROM = 'romfile=';
+
 export class QemuNode {
   console = '';
   exitCode: number | null = null;
@@ -51,7 +54,7 @@ export class QemuNode {
       '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
       ...(opts.netdev ?? [
         '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
-        '-device', `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''}`,
+        '-device', `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''},${NO_ROM}`,
       ]),
       '-drive', `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
       '-device', `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
