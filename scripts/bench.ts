@@ -156,7 +156,8 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
       res.changedBytes?.push(n << 20);
       for (const [name, r] of Object.entries({ blank: a, full: b, unchanged: c, change: d })) {
         if (name === 'blank' ? r.ending !== 'reboot' && !/refinit:.*reboot/.test(r.raw) : !Number.isFinite(switchRootAt(r))) {
-          say(`${kind} ${name} did not end as expected (ending ${r.ending}); console tail:\n${r.raw.split('\n').slice(-15).join('\n')}`);
+          // A report of NaNs would be worse than none: stop here, before docs/ is written.
+          throw new Error(`${kind} ${name} (run ${run + 1}) did not end as expected (ending ${r.ending}); console tail:\n${r.raw.split('\n').slice(-15).join('\n')}`);
         }
       }
       say(`${kind} ${o.dataMb} MB run ${run + 1}: blank->reboot ${a && rebootAt(a).toFixed(2)} s, full ${switchRootAt(b).toFixed(2)} s, unchanged ${switchRootAt(c).toFixed(2)} s, change ${switchRootAt(d).toFixed(2)} s (${bytesReceived(d)} B)`);
