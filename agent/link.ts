@@ -1,6 +1,6 @@
 // The node's one SSH connection to the master: a ControlMaster every rsync of the boot reuses
 // (each handshake costs seconds on a Pi), host key pinned, read-only key, never a password.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import type { Subprocess } from 'bun';
 import { run, ToolError, type RunOptions } from './exec.ts';
 import { info } from './log.ts';
@@ -61,6 +61,8 @@ export class MasterLink implements Link {
   async open(timeoutMs = 20_000): Promise<void> {
     if (!existsSync(NODE_KEY)) throw new PhaseFailure(`no node key at ${NODE_KEY}`, 'pack the initramfs with `builder pack --keys DIR`', 'master');
     mkdirSync('/run/clusterboot', { recursive: true });
+    // a socket left by an earlier attempt's master would pass for this one's
+    rmSync(SOCKET, { force: true });
     this.stderr = '';
     this.handshakes++;
     const proc = Bun.spawn([TOOLS.ssh, ...sshOptions(this.target), '-M', '-N', '-o', 'ControlPersist=no', this.target.host], {
@@ -78,21 +80,16 @@ export class MasterLink implements Link {
         this.proc = null;
         throw new PhaseFailure(c.message, c.remedy, c.kind === 'down' ? 'master' : 'hostkey');
       }
-      if (existsSync(SOCKET)) {
-        try {
-          await run('ssh', [...sshOptions(this.target), '-O', 'check', this.target.host], { timeoutMs: 5000 });
-          return;
-        } catch {
-          // the socket exists before the master is ready: ask again
-        }
-      }
+      // ssh makes the control socket only once authenticated, listening under a temporary name and
+      // then linked into place: its existence means the master is ready (no `ssh -O check` spawn).
+      if (existsSync(SOCKET)) return;
       if (Date.now() > end) {
         proc.kill();
         this.proc = null;
         throw new PhaseFailure(`master ${this.target.host}:${this.target.port} did not answer within ${timeoutMs / 1000}s`,
           'check that the master is up and sshd listens', 'master');
       }
-      await Bun.sleep(150);
+      await Bun.sleep(25);
     }
   }
 
@@ -125,9 +122,9 @@ export class MasterLink implements Link {
   /** Close the shared connection: nothing of ours may outlive the handoff. */
   async close(): Promise<void> {
     if (!this.proc) return;
-    await run('ssh', [...sshOptions(this.target), '-O', 'exit', this.target.host], { timeoutMs: 5000 }).catch(() => undefined);
-    this.proc.kill();
-    await Promise.race([this.proc.exited, Bun.sleep(3000)]);
+    // SIGTERM makes the master close the connection and remove its socket, as `ssh -O exit` would, without a spawn
+    this.proc.kill('SIGTERM');
+    if ((await Promise.race([this.proc.exited, Bun.sleep(3000).then(() => 'late' as const)])) === 'late') this.proc.kill('SIGKILL');
     this.proc = null;
     info('master', 'connection to the master closed');
   }

@@ -5,6 +5,7 @@ import { info, warn } from '../log.ts';
 import { PhaseFailure, type Lease, type Phase } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
 import { startSyslog } from '../syslogdev.ts';
+import { linkUp } from '../sys/libc.ts';
 
 export const LEASE_FILE = `${RUN_DIR}/lease.env`;
 
@@ -51,13 +52,21 @@ export const network: Phase = {
   name: 'network',
   needs: { modules: ['virtio_net'] },
   async run(ctx) {
-    await run('busybox', ['ip', 'link', 'set', 'lo', 'up']).catch(() => undefined);
+    try {
+      linkUp('lo');
+    } catch (e) {
+      warn('network', `loopback: ${(e as Error).message}`);
+    }
     const ifname = await waitFor(() => chooseInterface(existsSync('/sys/class/net') ? readdirSync('/sys/class/net') : []), 15_000);
     if (!ifname) {
       throw new PhaseFailure('no network interface appeared within 15 s',
         'check the cable and that the NIC driver is packed (builder pack --modules ...)', 'network');
     }
-    await run('busybox', ['ip', 'link', 'set', ifname, 'up']);
+    try {
+      linkUp(ifname);
+    } catch (e) {
+      throw new PhaseFailure(`cannot bring ${ifname} up: ${(e as Error).message}`, 'check the NIC driver (dmesg in the rescue shell)', 'network', { cause: e });
+    }
     try {
       ctx.facts.mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim().toLowerCase();
     } catch {

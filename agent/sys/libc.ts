@@ -1,4 +1,4 @@
-// Raw syscalls through glibc: mount, umount2, reboot, ioctl, waitpid, sync, init_module.
+// Raw syscalls through glibc: mount, umount2, reboot, ioctl, waitpid, sync, init_module, socket (link up).
 // Bun has no API for these; bun:ffi works inside the compiled binary (see docs/bun-as-pid1.md).
 import { dlopen, FFIType, ptr, read, type Pointer } from 'bun:ffi';
 
@@ -26,6 +26,8 @@ function open() {
     waitpid: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     sync: { args: [], returns: FFIType.void },
     init_module: { args: [FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
+    socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    close: { args: [FFIType.i32], returns: FFIType.i32 },
     strerror: { args: [FFIType.i32], returns: FFIType.cstring },
     __errno_location: { args: [], returns: FFIType.ptr },
   });
@@ -112,4 +114,41 @@ export function loadModule(image: Uint8Array, name: string, params = ''): 'loade
   const errno = read.i32(s.__errno_location() as Pointer, 0);
   if (errno === EEXIST) return 'present';
   throw new SysError(`init_module ${name}`, errno, String(s.strerror(errno)));
+}
+
+const AF_INET = 2;
+const SOCK_DGRAM = 2;
+const SOCK_CLOEXEC = 0o2000000;
+const SIOCGIFFLAGS = 0x8913;
+const SIOCSIFFLAGS = 0x8914;
+export const IFF_UP = 0x1;
+/** struct ifreq on 64-bit Linux: the name (16 bytes, NUL-terminated), then a 24-byte union whose first member is the flags. */
+export const IFREQ_SIZE = 40;
+const IFNAMSIZ = 16;
+
+/** An ifreq naming one interface (the flags are filled in by SIOCGIFFLAGS). */
+export function ifreq(name: string): Buffer {
+  const bytes = Buffer.from(name, 'utf8');
+  if (bytes.length === 0 || bytes.length >= IFNAMSIZ || bytes.includes(0)) throw new Error(`bad interface name ${JSON.stringify(name)}`);
+  const req = Buffer.alloc(IFREQ_SIZE);
+  bytes.copy(req, 0);
+  return req;
+}
+
+/**
+ * `ip link set NAME up` without a process: SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP added. A spawn
+ * of busybox ip costs a tenth of a second or more under emulation, twice in every boot.
+ */
+export function linkUp(name: string): void {
+  const s = libc();
+  const req = ifreq(name);
+  const fd = s.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  check(`socket(AF_INET, SOCK_DGRAM)`, fd < 0 ? fd : 0);
+  try {
+    check(`ioctl(SIOCGIFFLAGS, ${name})`, s.ioctl(fd, SIOCGIFFLAGS, ptr(req)));
+    req.writeUInt16LE(req.readUInt16LE(IFNAMSIZ) | IFF_UP, IFNAMSIZ);
+    check(`ip link set ${name} up`, s.ioctl(fd, SIOCSIFFLAGS, ptr(req)));
+  } finally {
+    s.close(fd);
+  }
 }

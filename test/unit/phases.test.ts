@@ -7,6 +7,7 @@ import { backoff } from '../../agent/phases/master.ts';
 import { loaderFor, moduleBase, planModules } from '../../agent/phases/modules.ts';
 import { chooseInterface, chooseMaster, parseLease } from '../../agent/phases/network.ts';
 import { parseStat, pidsWithPidfd } from '../../agent/reaper.ts';
+import { IFREQ_SIZE, ifreq } from '../../agent/sys/libc.ts';
 
 describe('disk identity', () => {
   const base = { blank: false, hasTable: true, p1Files: null, serial: 'S1' };
@@ -49,6 +50,18 @@ describe('network choices', () => {
     expect(chooseMaster(undefined, l)).toEqual({ host: '10.0.0.3', from: 'DHCP option 66' });
     expect(chooseMaster(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({ host: '10.0.0.1', from: 'DHCP server' });
     expect(chooseMaster(undefined, parseLease(''))).toBeNull();
+  });
+  test('link up builds the kernel\'s struct ifreq: the name NUL-padded in 16 bytes, flags zero, 40 bytes in all', () => {
+    const req = ifreq('eth0');
+    expect(req.length).toBe(IFREQ_SIZE);
+    expect([...req.subarray(0, 16)]).toEqual([...Buffer.from('eth0'), ...new Array(12).fill(0)]);
+    expect(req.readUInt16LE(16)).toBe(0);
+    expect(ifreq('enx0123456789ab').subarray(0, 16).toString('latin1')).toBe('enx0123456789ab\0');
+  });
+  test('an interface name the kernel cannot hold is refused before any ioctl', () => {
+    expect(() => ifreq('')).toThrow('bad interface name');
+    expect(() => ifreq('enx0123456789abc')).toThrow('bad interface name'); // 16 bytes: no room for the NUL
+    expect(() => ifreq('eth\u00000')).toThrow('bad interface name');
   });
   test('master retries back off exponentially up to 30 s', () => {
     expect([0, 1, 2, 3, 4, 10].map(backoff)).toEqual([2, 4, 8, 16, 30, 30]);
