@@ -88,11 +88,32 @@ export interface DiskFacts {
 export interface Ctx {
   params: Params;
   facts: Facts;
+  /** Look-aheads under way, by the name of the phase that will use them. */
+  lookaheads?: Map<string, Promise<unknown>>;
+}
+
+/**
+ * Read-only work a phase can start before its turn, while earlier phases wait on the wire (DHCP, the
+ * SSH handshake): e.g. waiting for a USB disk and reading its table. It must change nothing; the phase
+ * awaits the result when its turn comes, so its messages and failures still belong to it.
+ */
+export interface Lookahead {
+  /** The phase after which it may start (its modules are loaded by then). */
+  readonly after: string;
+  run(ctx: Ctx): Promise<unknown>;
+}
+
+/** The look-ahead's result for a phase, or the same work done now when none was started. */
+export function lookaheadResult<T>(ctx: Ctx, phase: string, now: () => Promise<T>): Promise<T> {
+  const started = ctx.lookaheads?.get(phase) as Promise<T> | undefined;
+  ctx.lookaheads?.delete(phase);
+  return started ?? now();
 }
 
 export interface Phase {
   readonly name: string;
   readonly needs: Needs;
+  readonly lookahead?: Lookahead;
   /** Does the work; returns a one-line summary for the console. */
   run(ctx: Ctx): Promise<string | void>;
 }

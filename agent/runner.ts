@@ -25,8 +25,21 @@ export async function runPhases(phases: readonly Phase[], ctx: Ctx): Promise<voi
     }
     const summary = await phase.run(ctx);
     emit({ kind: 'phase-done', phase: phase.name, n, of, seconds: uptime() - t0, ...(summary ? { summary } : {}) });
+    startLookaheads(phases.slice(i + 1), phase.name, ctx);
   }
 }
+
+/** Starts the look-aheads that wait for `done`; none with break= (the admin inspects the disk as it was). */
+export function startLookaheads(later: readonly Phase[], done: string, ctx: Ctx): void {
+  if (ctx.params.break) return;
+  for (const p of later) {
+    if (p.lookahead?.after !== done) continue;
+    const work = p.lookahead.run(ctx);
+    work.catch(() => undefined); // its failure is the phase's, raised when the phase awaits it
+    (ctx.lookaheads ??= new Map()).set(p.name, work);
+  }
+}
+
 
 /** The one fatal path: say what failed and what to do, then reboot, shell, or wait and retry. */
 export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attempt: number): Promise<void> {

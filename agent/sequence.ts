@@ -18,7 +18,7 @@ export const SEQUENCE: readonly Phase[] = [
   modules,    // drivers for the NIC, the disk, the filesystems
   network,    // DHCP lease, hostname, which host is the master
   master,     // one SSH connection; wanted table, stamps, this node's flags (or offline)
-  disk,       // the disk is there and is ours (blank, marker, firmware, or wipe=<serial>)
+  disk,       // the disk is there and is ours (blank, marker, firmware, or wipe=<serial>); read ahead from `modules` on
   partitions, // table differs: refuse on doubt, else write, format what moved, fill p1, reboot
   bootfs,     // bootfs stamp moved: rsync the firmware into p1, reboot
   root,       // rootfs stamp moved: rsync a new slot (link-dest), flip `current`; else keep

@@ -4,7 +4,7 @@ import { run } from '../exec.ts';
 import { partName } from '../lib/sfdisk.ts';
 import { info } from '../log.ts';
 import { mountFs, sysBlock, umountQuiet, waitForPath } from '../fsutil.ts';
-import { PhaseFailure, type Phase } from '../phase.ts';
+import { lookaheadResult, PhaseFailure, type Ctx, type Phase } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
 
 export const MARKER = 'clusterboot.marker';
@@ -56,21 +56,38 @@ async function p1Listing(dev: string): Promise<string[] | null> {
   }
 }
 
+/** What the disk looks like, read without changing anything (the look-ahead and the phase share it). */
+interface DiskProbe {
+  sectors: number;
+  serial: string;
+  currentTable: string | null;
+  blank: boolean;
+  p1Files: string[] | null;
+}
+
+async function probeDisk(ctx: Ctx): Promise<DiskProbe> {
+  const dev = ctx.params.disk;
+  if (!(await waitForPath(dev, ctx.params.diskTimeout * 1000))) {
+    throw new PhaseFailure(`disk ${dev} did not appear within ${ctx.params.diskTimeout}s`,
+      `check the card or disk, or name the right one with disk= (seen: ${readdirSync('/sys/class/block').join(' ') || 'none'})`, 'disk');
+  }
+  const sectors = Number(sysBlock(dev, 'size') ?? '0');
+  const serial = sysBlock(dev, 'serial') ?? sysBlock(dev, 'device/serial') ?? '';
+  const dump = await run('sfdisk', ['-d', dev], { okCodes: [0, 1] });
+  const currentTable = dump.exitCode === 0 && dump.stdout.trim() ? dump.stdout : null;
+  const blank = currentTable === null && startIsZero(dev);
+  const p1Files = currentTable ? await p1Listing(dev) : null;
+  return { sectors, serial, currentTable, blank, p1Files };
+}
+
 export const disk: Phase = {
   name: 'disk',
   needs: { tools: ['sfdisk'], modules: ['virtio_blk', 'vfat', 'nls_cp437', 'nls_iso8859_1'] },
+  // a USB disk can take seconds to appear: wait for it and read it while DHCP and SSH are under way
+  lookahead: { after: 'modules', run: probeDisk },
   async run(ctx) {
     const dev = ctx.params.disk;
-    if (!(await waitForPath(dev, ctx.params.diskTimeout * 1000))) {
-      throw new PhaseFailure(`disk ${dev} did not appear within ${ctx.params.diskTimeout}s`,
-        `check the card or disk, or name the right one with disk= (seen: ${readdirSync('/sys/class/block').join(' ') || 'none'})`, 'disk');
-    }
-    const sectors = Number(sysBlock(dev, 'size') ?? '0');
-    const serial = sysBlock(dev, 'serial') ?? sysBlock(dev, 'device/serial') ?? '';
-    const dump = await run('sfdisk', ['-d', dev], { okCodes: [0, 1] });
-    const currentTable = dump.exitCode === 0 && dump.stdout.trim() ? dump.stdout : null;
-    const blank = currentTable === null && startIsZero(dev);
-    const p1Files = currentTable ? await p1Listing(dev) : null;
+    const { sectors, serial, currentTable, blank, p1Files } = await lookaheadResult(ctx, 'disk', () => probeDisk(ctx));
     const v = diskVerdict({ blank, hasTable: currentTable !== null, ourLabel: hasOurLabelId(currentTable), p1Files, serial, ...(ctx.params.wipe ? { wipe: ctx.params.wipe } : {}) });
     info('disk', `${dev}: ${(sectors * 512 / 1e9).toFixed(2)} GB, serial ${serial || '(none)'}, ${currentTable ? 'has a partition table' : 'no partition table'}; ${v.why}`,
       { device: dev, sectors, serial, blank, table: currentTable });

@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { ToolError } from '../exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../link.ts';
-import { info, warn } from '../log.ts';
+import { info, uptime, warn } from '../log.ts';
 import { PhaseFailure, type Ctx, type MasterWants, type Phase, type StampFile } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
 
@@ -50,8 +50,10 @@ export const master: Phase = {
       : new MasterLink({ host, user: p.masterUser, port: p.masterPort });
     const tries = Math.max(1, ctx.params.retries);
     for (let attempt = 0; ; attempt++) {
+      const t0 = uptime();
       try {
         await link.open();
+        info('master', `connected to ${host}:${link.target.port} in ${(uptime() - t0).toFixed(2)}s`);
         break;
       } catch (e) {
         const f = e instanceof PhaseFailure ? e : new PhaseFailure(String(e), 'check the master', 'master');

@@ -8,6 +8,10 @@ import { loaderFor, moduleBase, planModules } from '../../agent/phases/modules.t
 import { chooseInterface, chooseMaster, parseLease } from '../../agent/phases/network.ts';
 import { parseStat, pidsWithPidfd } from '../../agent/reaper.ts';
 import { IFREQ_SIZE, ifreq } from '../../agent/sys/libc.ts';
+import { parseCmdline } from '../../agent/cmdline.ts';
+import { lookaheadResult, type Ctx, type Phase } from '../../agent/phase.ts';
+import { startLookaheads } from '../../agent/runner.ts';
+import { PHASE_NAMES, SEQUENCE } from '../../agent/sequence.ts';
 
 describe('disk identity', () => {
   const base = { blank: false, hasTable: true, p1Files: null, serial: 'S1' };
@@ -115,5 +119,42 @@ describe('watchdog heartbeat for silent tools', () => {
     const beat = ioHeartbeat('mkfs /dev/vda2', () => counts.shift() ?? null, (w) => told.push(w));
     for (let i = 0; i < 4; i++) beat(42);
     expect(told).toEqual(['mkfs /dev/vda2 busy', 'mkfs /dev/vda2 busy']);
+  });
+});
+
+describe('look-aheads', () => {
+  const ctxWith = (cmdline = '') => ({ params: parseCmdline(cmdline, PHASE_NAMES).params, facts: {} }) as Ctx;
+  const phase = (name: string, after?: string, work?: () => Promise<unknown>): Phase =>
+    ({ name, needs: {}, run: async () => undefined, ...(after && work ? { lookahead: { after, run: work } } : {}) });
+
+  test('the disk is read while the network and the master are under way: its look-ahead starts once the modules are loaded', () => {
+    expect(SEQUENCE.find((p) => p.name === 'disk')?.lookahead?.after).toBe('modules');
+    // it starts before the phases that wait on the wire, so it can overlap them
+    expect(PHASE_NAMES.indexOf('modules')).toBeLessThan(PHASE_NAMES.indexOf('network'));
+  });
+  test('a look-ahead starts only after its phase, and its phase gets that result, once', async () => {
+    const ctx = ctxWith();
+    let calls = 0;
+    const later = [phase('b', 'a', async () => ++calls)];
+    startLookaheads(later, 'x', ctx);
+    expect(calls).toBe(0);
+    startLookaheads(later, 'a', ctx);
+    expect(calls).toBe(1);
+    expect(await lookaheadResult(ctx, 'b', async () => -1)).toBe(1);
+    // taken: a second ask does the work itself
+    expect(await lookaheadResult(ctx, 'b', async () => -1)).toBe(-1);
+  });
+  test('with break= nothing is read ahead: the admin finds the disk as it was', async () => {
+    const ctx = ctxWith('break=disk');
+    let calls = 0;
+    startLookaheads([phase('disk', 'modules', async () => ++calls)], 'modules', ctx);
+    expect(calls).toBe(0);
+    expect(await lookaheadResult(ctx, 'disk', async () => 'now')).toBe('now');
+  });
+  test('a failing look-ahead fails its own phase when awaited, not the boot before', async () => {
+    const ctx = ctxWith();
+    startLookaheads([phase('disk', 'modules', async () => { throw new Error('disk /dev/sda did not appear'); })], 'modules', ctx);
+    await Bun.sleep(5); // an unhandled rejection would surface here
+    await expect(lookaheadResult(ctx, 'disk', async () => 'now')).rejects.toThrow('did not appear');
   });
 });
