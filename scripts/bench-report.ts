@@ -24,7 +24,17 @@ if (boot) {
   out.push('## The boot cases against the reference init', '', `Template: ${boot.template}. Reference: bench/init.sh (busybox sh, the seed's flow, same tools, kernel and modules).`, '',
     table(['case', 'agent', 'reference', 'agent / reference'], cases.map(([k, label]) => [label, s(boot.agent[k]), s(boot.reference[k]), `${String(boot.ratios[k])}x`])), '',
     `Bytes received for the one-file change: agent ${String(boot.agent.changeBytes)}, reference ${String(boot.reference.changeBytes)}.`, '',
-    '### Where the time goes (unchanged boot, seconds per phase)', '',
+    '### Where the time goes (unchanged boot)', '',
+    'Before the first phase: U-Boot, DHCP and TFTP (wall, power-on to `Starting kernel`), then the kernel (uptime at `Run /init`: it unpacks the initramfs while it starts), then /init until its first console line (for the agent, `processMs` is the part after its exec: Bun\'s own start plus loading the agent).', '',
+    table(['start of the unchanged boot', 'agent', 'reference'], [
+      ['power-on -> Starting kernel (U-Boot, DHCP, TFTP; wall)', s(boot.agent.unchangedKernelAt), s(boot.reference.unchangedKernelAt)],
+      ['Starting kernel -> Run /init (kernel, initramfs unpack)', s(boot.agent.unchangedRunInit), s(boot.reference.unchangedRunInit)],
+      ['Run /init -> first word', s(Number(boot.agent.unchangedFirstWord) - Number(boot.agent.unchangedRunInit)), s(Number(boot.reference.unchangedFirstWord) - Number(boot.reference.unchangedRunInit))],
+      ['of which the agent process (exec -> first word)', s(Number(boot.agent.unchangedProcessMs) / 1000), '-'],
+      ['first word -> switch_root (the phases)', s(Number(boot.agent.unchanged) - Number(boot.agent.unchangedFirstWord)), s(Number(boot.reference.unchanged) - Number(boot.reference.unchangedFirstWord))],
+      ['power-on -> switch_root', s(boot.agent.unchangedPowerOnToSwitchRoot), s(boot.reference.unchangedPowerOnToSwitchRoot)],
+    ]), '',
+    'Seconds per phase:', '',
     table(['agent phase', 's'], Object.entries(boot.agent.phasesUnchanged as Row).map(([k, v]) => [k, String(v)])), '',
     table(['reference step', 's'], Object.entries(boot.reference.phasesUnchanged as Row).map(([k, v]) => [k, String(v)])), '',
     `Agent memory at handoff (median): peak ${String(boot.agent.vmHwmMb)} MB (VmHWM); the initramfs and /run hold ${String(boot.agent.shmemMb)} MB (Shmem).`, '');

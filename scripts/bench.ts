@@ -125,7 +125,8 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
   const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
   await master.layout({ dataMb: o.dataMb, ...(o.table ? { table: o.table } : {}) });
   await master.start();
-  const res: Record<string, number[]> = { blank: [], full: [], unchanged: [], change: [], fullBytes: [], changeBytes: [], changedBytes: [], vmHwmMb: [], shmemMb: [] };
+  const res: Record<string, number[]> = { blank: [], full: [], unchanged: [], change: [], fullBytes: [], changeBytes: [], changedBytes: [], vmHwmMb: [], shmemMb: [],
+    unchangedKernelAt: [], unchangedRunInit: [], unchangedFirstWord: [], unchangedProcessMs: [], unchangedPowerOnToSwitchRoot: [] };
   const ph: Record<string, Record<string, number>[]> = { full: [], unchanged: [] };
   try {
     for (let run = 0; run < o.runs; run++) {
@@ -141,6 +142,12 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
       const c = await go();
       res.unchanged?.push(switchRootAt(c));
       ph.unchanged?.push(phases(c));
+      // the start of the unchanged boot, split: U-Boot + TFTP (wall), the kernel's unpack and init, then /init's own start
+      res.unchangedKernelAt?.push(c.kernelAtS);
+      res.unchangedRunInit?.push(Number(/\[\s*([\d.]+)\] Run \/init as init process/.exec(c.raw)?.[1] ?? Number.NaN));
+      res.unchangedFirstWord?.push(firstWordAt(c));
+      res.unchangedProcessMs?.push(Number((c.events[0]?.data as { processMs?: number } | undefined)?.processMs ?? Number.NaN));
+      res.unchangedPowerOnToSwitchRoot?.push(c.kernelAtS + switchRootAt(c));
       const m = memoryMb(c);
       if (m) {
         res.vmHwmMb?.push(m.vmHwmMb);
@@ -166,7 +173,8 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
     await master.stop();
     rmSync(work, { recursive: true, force: true });
   }
-  const med = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, r2(median(v))])) as Record<'blank' | 'full' | 'unchanged' | 'change' | 'fullBytes' | 'changeBytes' | 'changedBytes' | 'vmHwmMb' | 'shmemMb', number>;
+  const med = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, r2(median(v))])) as Record<'blank' | 'full' | 'unchanged' | 'change' | 'fullBytes' | 'changeBytes' | 'changedBytes' | 'vmHwmMb' | 'shmemMb'
+    | 'unchangedKernelAt' | 'unchangedRunInit' | 'unchangedFirstWord' | 'unchangedProcessMs' | 'unchangedPowerOnToSwitchRoot', number>;
   const phaseMed = (list: Record<string, number>[] | undefined) => {
     const keys = [...new Set((list ?? []).flatMap((x) => Object.keys(x)))];
     return Object.fromEntries(keys.map((k) => [k, r2(median((list ?? []).map((x) => x[k] ?? Number.NaN)))]));

@@ -14,6 +14,8 @@ export interface BootResult {
   /** How the boot ended, read from the console. */
   ending: 'reboot' | 'template' | 'fatal' | 'other';
   seconds: number;
+  /** Wall seconds from power-on to U-Boot's `Starting kernel` (NaN when the kernel never started). */
+  kernelAtS: number;
 }
 
 export interface BootOptions extends Partial<NodeOptions> {
@@ -51,7 +53,8 @@ export function resultOf(node: QemuNode, t0: number): BootResult {
   const c = node.console;
   const ending = /TEMPLATE-DONE/.test(c) ? 'template' : /"kind":"fatal"/.test(c) ? 'fatal' : /rebooting: /.test(c) ? 'reboot' : 'other';
   const lines = c.split(/\r?\n/).filter((l) => /^(clusterboot:|TEMPLATE-|  remedy:|  next:)/.test(l));
-  return { console: lines.join('\n'), raw: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000 };
+  return { console: lines.join('\n'), raw: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000,
+    kernelAtS: node.kernelAtMs === undefined ? Number.NaN : node.kernelAtMs / 1000 };
 }
 
 /** sha256 of a disk image: "unchanged" means byte for byte. */

@@ -43,6 +43,8 @@ export class QemuNode {
   private proc: Subprocess<'pipe', 'pipe', 'pipe'>;
   private waiters: Array<() => void> = [];
   readonly startedAt = performance.now();
+  /** Wall ms from QEMU's start to U-Boot's `Starting kernel` (firmware, DHCP and TFTP), once seen. */
+  kernelAtMs: number | undefined;
   readonly exited: Promise<number>;
 
   constructor(readonly opts: NodeOptions) {
@@ -83,6 +85,7 @@ export class QemuNode {
     for await (const chunk of stream) {
       const text = dec.decode(chunk, { stream: true });
       this.console += text;
+      if (this.kernelAtMs === undefined && this.console.includes('Starting kernel')) this.kernelAtMs = performance.now() - this.startedAt;
       if (this.opts.logFile) appendFileSync(this.opts.logFile, text);
       if (this.opts.echo) process.stderr.write(text);
       this.wake();
