@@ -18,11 +18,13 @@ if (sizes) {
     table(['initramfs', 'uImage', 'cpio (RAM it holds)', 'kernel unpack', 'first word of /init'],
       sizes.rows.map((r) => [String(r.name), mb(r.uimageBytes), mb(r.cpioBytes), s(r.unpackSeconds), s(r.firstWordAt)])), '');
 }
-const boot = j.boot as { agent: Row; reference: Row; ratios: Row; template: string } | undefined;
+const boot = j.boot as { agent: Row; reference: Row; ratios: Row; pairedRatios?: Row; template: string } | undefined;
 if (boot) {
   const cases: Array<[string, string]> = [['blank', 'blank disk: partition, format, fill p1 -> reboot'], ['full', 'full sync -> switch_root'], ['unchanged', 'unchanged root -> switch_root'], ['change', 'one 1 MiB file changed -> switch_root']];
   out.push('## The boot cases against the reference init', '', `Template: ${boot.template}. Reference: bench/init.sh (busybox sh, the seed's flow, same tools, kernel and modules).`, '',
-    table(['case', 'agent', 'reference', 'agent / reference'], cases.map(([k, label]) => [label, s(boot.agent[k]), s(boot.reference[k]), `${String(boot.ratios[k])}x`])), '',
+    'Runs alternate (agent, reference, agent, ...). The last column is the median of the runs\' own ratios, each agent run against the reference run measured right after it.', '',
+    table(['case', 'agent', 'reference', 'agent / reference (medians)', 'paired ratio'],
+      cases.map(([k, label]) => [label, s(boot.agent[k]), s(boot.reference[k]), `${String(boot.ratios[k])}x`, boot.pairedRatios ? `${String(boot.pairedRatios[k])}x` : '-'])), '',
     `Bytes received for the one-file change: agent ${String(boot.agent.changeBytes)}, reference ${String(boot.reference.changeBytes)}.`, '',
     '### Where the time goes (unchanged boot)', '',
     'Before the first phase: U-Boot, DHCP and TFTP (wall, power-on to `Starting kernel`), then the kernel (uptime at `Run /init`: it unpacks the initramfs while it starts), then /init until its first console line (for the agent, `processMs` is the part after its exec: Bun\'s own start plus loading the agent).', '',

@@ -118,8 +118,22 @@ if (ONLY.has('sizes')) {
   out.sizes = { agentBinaryBytes: statSync(await agentBinary()).size, rows };
 }
 
-/** A node's life on one master: blank -> reboot, full sync, unchanged, one changed file. */
+type Samples = { res: Record<string, number[]>; ph: Record<string, Record<string, number>[]> };
+
+/** A node's life on one master: blank -> reboot, full sync, unchanged, one changed file; medians of the runs. */
 async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number }) {
+  return summarize(await lifecycleSamples(kind, o));
+}
+
+/** Appends one set of samples to another (runs of the agent and the reference are interleaved). */
+function mergeSamples(into: Samples | null, more: Samples): Samples {
+  if (!into) return more;
+  for (const [k, v] of Object.entries(more.res)) (into.res[k] ??= []).push(...v);
+  for (const [k, v] of Object.entries(more.ph)) (into.ph[k] ??= []).push(...v);
+  return into;
+}
+
+async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number }): Promise<Samples> {
   const img = await inits[kind]();
   const work = mkdtempSync(join(tmpdir(), `cb-bench-${kind}-`));
   const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
@@ -173,6 +187,10 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
     await master.stop();
     rmSync(work, { recursive: true, force: true });
   }
+  return { res, ph };
+}
+
+function summarize({ res, ph }: Samples) {
   const med = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, r2(median(v))])) as Record<'blank' | 'full' | 'unchanged' | 'change' | 'fullBytes' | 'changeBytes' | 'changedBytes' | 'vmHwmMb' | 'shmemMb'
     | 'unchangedKernelAt' | 'unchangedRunInit' | 'unchangedFirstWord' | 'unchangedProcessMs' | 'unchangedPowerOnToSwitchRoot', number>;
   const phaseMed = (list: Record<string, number>[] | undefined) => {
@@ -184,10 +202,21 @@ async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs:
 
 // 2. the boot cases, agent against reference, 20 MB template
 if (ONLY.has('boot')) {
-  const agent = await lifecycle('agent', { dataMb: 20, runs: RUNS });
-  const reference = await lifecycle('reference', { dataMb: 20, runs: RUNS });
+  // interleaved, one run of each at a time, so a host that slows down for a while hurts both alike
+  let a: Samples | null = null;
+  let r: Samples | null = null;
+  for (let run = 0; run < RUNS; run++) {
+    a = mergeSamples(a, await lifecycleSamples('agent', { dataMb: 20, runs: 1 }));
+    r = mergeSamples(r, await lifecycleSamples('reference', { dataMb: 20, runs: 1 }));
+  }
+  if (!a || !r) throw new Error('--runs must be at least 1');
+  const agent = summarize(a);
+  const reference = summarize(r);
+  const cases = ['blank', 'full', 'unchanged', 'change'];
   out.boot = { template: '20 MiB of incompressible files + busybox', agent, reference,
-    ratios: Object.fromEntries(['blank', 'full', 'unchanged', 'change'].map((k) => [k, r2(Number((agent as Record<string, unknown>)[k]) / Number((reference as Record<string, unknown>)[k]))])) };
+    ratios: Object.fromEntries(cases.map((k) => [k, r2(Number((agent as Record<string, unknown>)[k]) / Number((reference as Record<string, unknown>)[k]))])),
+    // the median of each run's own ratio (agent run i against reference run i, measured back to back)
+    pairedRatios: Object.fromEntries(cases.map((k) => [k, r2(median((a.res[k] ?? []).map((x, i) => x / Number(r.res[k]?.[i]))))])) };
   say(`boot: unchanged agent ${String(agent.unchanged)} s vs reference ${String(reference.unchanged)} s`);
 }
 
