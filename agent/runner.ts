@@ -40,7 +40,6 @@ export function startLookaheads(later: readonly Phase[], done: string, ctx: Ctx)
   }
 }
 
-
 /** The one fatal path: say what failed and what to do, then reboot, shell, or wait and retry. */
 export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attempt: number): Promise<void> {
   if (err instanceof RebootRequest) {
