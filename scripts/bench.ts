@@ -38,10 +38,11 @@ Object.assign(out, { measured: new Date().toISOString(), rig: `QEMU TCG cortex-a
 const provenance = (out.provenance ??= {}) as Record<string, { commit: string; measured: string }>;
 for (const section of ONLY) provenance[section] = { commit, measured: new Date().toISOString() };
 
-/** Kernel timestamps: initramfs unpack start/end, and when our init said its first word. */
-function kernelTimes(raw: string): { unpackStart: number; unpackEnd: number } {
+/** Kernel timestamps: initramfs unpack start/end, and when the kernel ran /init. */
+function kernelTimes(raw: string): { unpackStart: number; unpackEnd: number; runInit: number } {
   const at = (re: RegExp) => Number(re.exec(raw)?.[1] ?? Number.NaN);
-  return { unpackStart: at(/\[\s*([\d.]+)\] Trying to unpack rootfs image as initramfs/), unpackEnd: at(/\[\s*([\d.]+)\] Freeing initrd memory/) };
+  return { unpackStart: at(/\[\s*([\d.]+)\] Trying to unpack rootfs image as initramfs/), unpackEnd: at(/\[\s*([\d.]+)\] Freeing initrd memory/),
+    runInit: at(/\[\s*([\d.]+)\] Run \/init as init process/) };
 }
 
 /** When the boot handed over (agent: its switch_root event; reference: its `refinit: T switch_root` line). */
@@ -158,7 +159,7 @@ async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number
       ph.unchanged?.push(phases(c));
       // the start of the unchanged boot, split: U-Boot + TFTP (wall), the kernel's unpack and init, then /init's own start
       res.unchangedKernelAt?.push(c.kernelAtS);
-      res.unchangedRunInit?.push(Number(/\[\s*([\d.]+)\] Run \/init as init process/.exec(c.raw)?.[1] ?? Number.NaN));
+      res.unchangedRunInit?.push(kernelTimes(c.raw).runInit);
       res.unchangedFirstWord?.push(firstWordAt(c));
       res.unchangedProcessMs?.push(Number((c.events[0]?.data as { processMs?: number } | undefined)?.processMs ?? Number.NaN));
       res.unchangedPowerOnToSwitchRoot?.push(c.kernelAtS + switchRootAt(c));

@@ -84,8 +84,10 @@ export class QemuNode {
     const dec = new TextDecoder();
     for await (const chunk of stream) {
       const text = dec.decode(chunk, { stream: true });
+      const before = this.console.length;
       this.console += text;
-      if (this.kernelAtMs === undefined && this.console.includes('Starting kernel')) this.kernelAtMs = performance.now() - this.startedAt;
+      // only the new text (and the few bytes before it a line may straddle) is searched, not the whole console each time
+      if (this.kernelAtMs === undefined && this.console.includes('Starting kernel', Math.max(0, before - 16))) this.kernelAtMs = performance.now() - this.startedAt;
       if (this.opts.logFile) appendFileSync(this.opts.logFile, text);
       if (this.opts.echo) process.stderr.write(text);
       this.wake();
