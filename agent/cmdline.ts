@@ -1,5 +1,5 @@
 // Kernel command line -> typed agent parameters. Pure: the caller reads /proc/cmdline and prints warnings/unknowns.
-import { parseButtonParam } from './lib/button.ts';
+import { parseButtonParam } from './plans/button.ts';
 
 /** How the writable layer over the root is provided (seed name `aufs=`, also `overlay=`). */
 export type OverlayMode = 'disk' | 'tmpfs' | 'none';

@@ -4,7 +4,7 @@ import pkg from '../package.json' with { type: 'json' };
 import { parseCmdline } from './cmdline.ts';
 import { info, warn } from './log.ts';
 import type { Ctx } from './phase.ts';
-import { startReaper } from './reaper.ts';
+import { startReaper } from './sys/reaper.ts';
 import { fatal, runPhases } from './runner.ts';
 import { PHASE_NAMES, SEQUENCE } from './sequence.ts';
 

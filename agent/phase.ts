@@ -1,8 +1,8 @@
 // What a phase is, and the typed control flow a phase can end in (a reboot is not a failure).
 import type { Params } from './cmdline.ts';
-import type { Link } from './link.ts';
-import type { ToolName } from './tools.ts';
-import type { ApprovalState } from './lib/report.ts';
+import type { Link } from './net/link.ts';
+import type { ToolName } from './sys/tools.ts';
+import type { ApprovalState } from './contract/report.ts';
 
 export interface Needs {
   /** External tools this phase runs: `builder pack` puts them and their libraries in the initramfs. */

@@ -3,8 +3,8 @@ import { spawnSync } from 'node:child_process';
 import { emit, info, uptime } from './log.ts';
 import { PhaseFailure, RebootRequest, type Ctx, type Phase } from './phase.ts';
 import { hardReboot, syncDisks } from './sys/libc.ts';
-import { TOOLS } from './tools.ts';
-import { sendReport } from './reportsend.ts';
+import { TOOLS } from './sys/tools.ts';
+import { sendReport } from './net/report.ts';
 
 /** A shell on the console; returns when the admin leaves it. */
 export function rescueShell(why: string): void {

@@ -5,9 +5,9 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from '../builder/agentbuild.ts';
-import type { Compression } from '../builder/compress.ts';
-import { pack, type ExtraFile, type PackResult } from '../builder/pack.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
+import type { Compression } from '../builder/image/compress.ts';
+import { pack, type ExtraFile, type PackResult } from '../builder/image/pack.ts';
 import { hashTree, type Images } from '../test/rig/images.ts';
 
 /** The reference /init. */

@@ -4,17 +4,17 @@ import { appendFileSync, existsSync, readFileSync, writeFileSync, mkdirSync } fr
 import { dirname, join, resolve } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { buildAgent, REPO, type AgentArch } from './agentbuild.ts';
-import { bootScript, DEFAULT_BOOTARGS } from './bootscript.ts';
-import type { Compression } from './compress.ts';
-import { accessFiles, pack, type ExtraFile } from './pack.ts';
-import { authorizedKeysLine, generateKeys, publish } from './publish.ts';
-import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './sysroot.ts';
-import { scriptImage, type UArch } from './uimage.ts';
-import { stage } from './stage.ts';
-import { readStatus, renderStatusTable } from './status.ts';
-import { approvalList, approve } from './approve.ts';
-import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './syncslot.ts';
+import { buildAgent, REPO, type AgentArch } from './image/agentbuild.ts';
+import { bootScript, DEFAULT_BOOTARGS } from './image/bootscript.ts';
+import type { Compression } from './image/compress.ts';
+import { accessFiles, pack, type ExtraFile } from './image/pack.ts';
+import { authorizedKeysLine, generateKeys, publish } from './master/publish.ts';
+import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './image/sysroot.ts';
+import { scriptImage, type UArch } from './image/uimage.ts';
+import { stage } from './master/stage.ts';
+import { readStatus, renderStatusTable } from './master/status.ts';
+import { approvalList, approve } from './master/approve.ts';
+import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './master/syncslot.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);

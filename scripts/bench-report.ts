@@ -1,7 +1,7 @@
 // docs/bench.json -> docs/bench.md: the benchmark's tables for people (scripts/bench runs this at the end).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from '../builder/agentbuild.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
 
 type Row = Record<string, unknown>;
 const j = JSON.parse(readFileSync(join(REPO, 'docs/bench.json'), 'utf8')) as Row;

@@ -6,8 +6,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO } from '../builder/agentbuild.ts';
-import type { Compression } from '../builder/compress.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
+import type { Compression } from '../builder/image/compress.ts';
 import { packReference } from '../bench/reference.ts';
 import { boot, type BootResult } from '../test/rig/boot.ts';
 import { agentBinary, images, sysroot, tftpFolder, type Images } from '../test/rig/images.ts';

@@ -5,7 +5,7 @@
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO } from '../builder/agentbuild.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
 import { sysroot } from '../test/rig/images.ts';
 import { VirtualCluster, nodeSpecs, type NodeView } from '../test/rig/cluster.ts';
 

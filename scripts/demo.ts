@@ -2,7 +2,7 @@
 // node booting the real chain three times: blank disk -> partitioned; full root sync; the fast path.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO } from '../builder/agentbuild.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
 import { boot } from '../test/rig/boot.ts';
 import { images } from '../test/rig/images.ts';
 import { TestMaster, testAccessFiles } from '../test/rig/master.ts';

@@ -3,8 +3,8 @@
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO } from '../builder/agentbuild.ts';
-import type { Compression } from '../builder/compress.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
+import type { Compression } from '../builder/image/compress.ts';
 import { agentBinary, images, tftpFolder } from '../test/rig/images.ts';
 import { blankDisk, QemuNode } from '../test/rig/qemu.ts';
 

@@ -3,7 +3,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO } from '../builder/agentbuild.ts';
+import { REPO } from '../builder/image/agentbuild.ts';
 import { startMasterRig, stopMasterRig } from '../test/rig/master.ts';
 import { GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
 

@@ -1,11 +1,11 @@
 // Phase "bootfs": the boot (firmware) partition follows the master's bootfs stamp; new firmware means a reboot.
 import { existsSync, readFileSync } from 'node:fs';
-import type { Link } from '../link.ts';
-import { STAMP_KEY } from '../link.ts';
-import { partName } from '../lib/sfdisk.ts';
-import { decideStamp, parseStamp } from '../lib/stamp.ts';
+import type { Link } from '../net/link.ts';
+import { STAMP_KEY } from '../net/link.ts';
+import { partName } from '../plans/sfdisk.ts';
+import { decideStamp, parseStamp } from '../contract/stamp.ts';
 import { info, progress, warn } from '../log.ts';
-import { mountFs, umountQuiet, writeAtomic } from '../fsutil.ts';
+import { mountFs, umountQuiet, writeAtomic } from '../sys/fsutil.ts';
 import { PhaseFailure, RebootRequest, type Phase, type StampFile } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { RUN_DIR } from './early.ts';

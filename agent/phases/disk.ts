@@ -1,9 +1,9 @@
 // Phase "disk": find the disk, read its table, and make sure it is ours before anything writes to it.
 import { closeSync, existsSync, openSync, readdirSync, readSync } from 'node:fs';
-import { run } from '../exec.ts';
-import { partName } from '../lib/sfdisk.ts';
+import { run } from '../sys/exec.ts';
+import { partName } from '../plans/sfdisk.ts';
 import { info } from '../log.ts';
-import { mountFs, sysBlock, umountQuiet, waitForPath } from '../fsutil.ts';
+import { mountFs, sysBlock, umountQuiet, waitForPath } from '../sys/fsutil.ts';
 import { lookaheadResult, PhaseFailure, type Ctx, type Phase } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
 

@@ -2,8 +2,8 @@
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { info, warn } from '../log.ts';
 import { mount } from '../sys/libc.ts';
-import { startLeds } from '../ledsdev.ts';
-import { buttonHeld } from '../buttondev.ts';
+import { startLeds } from '../devices/leds.ts';
+import { buttonHeld } from '../devices/button.ts';
 import type { Phase } from '../phase.ts';
 
 export const RUN_DIR = '/run/clusterboot';

@@ -3,12 +3,12 @@ import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 
 import { events, info } from '../log.ts';
 import { PhaseFailure, type Phase } from '../phase.ts';
 import { moveMount, syncDisks } from '../sys/libc.ts';
-import { TOOLS } from '../tools.ts';
-import { releaseWatchdog } from '../watchdogdev.ts';
-import { finalLeds } from '../ledsdev.ts';
+import { TOOLS } from '../sys/tools.ts';
+import { releaseWatchdog } from '../devices/watchdog.ts';
+import { finalLeds } from '../devices/leds.ts';
 import { RUN_DIR } from './early.ts';
-import { sendReport } from '../reportsend.ts';
-import { stopSyslog } from '../syslogdev.ts';
+import { sendReport } from '../net/report.ts';
+import { stopSyslog } from '../devices/syslog.ts';
 
 const NEWROOT = '/newroot';
 

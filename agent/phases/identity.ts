@@ -1,9 +1,9 @@
 // Phase "identity": this node's own files (hostname, machine-id, SSH host keys, the admin's extras)
 // laid into the writable layer over the shared root.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { run } from '../exec.ts';
-import { writeAtomic } from '../fsutil.ts';
-import { machineId, planIdentity, type IdentityStep } from '../lib/identity.ts';
+import { run } from '../sys/exec.ts';
+import { writeAtomic } from '../sys/fsutil.ts';
+import { machineId, planIdentity, type IdentityStep } from '../plans/identity.ts';
 import { info, warn } from '../log.ts';
 import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';

@@ -1,7 +1,7 @@
 // Phase "master": one SSH connection, then the wanted table, the stamps and this node's flags in one go.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
-import { ToolError } from '../exec.ts';
-import { MasterLink, RsyncdLink, type Link } from '../link.ts';
+import { ToolError } from '../sys/exec.ts';
+import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
 import { PhaseFailure, type Ctx, type MasterWants, type Phase, type StampFile } from '../phase.ts';
 import { RUN_DIR } from './early.ts';

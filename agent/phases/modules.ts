@@ -1,8 +1,8 @@
 // Phase "modules": load the packed module list (dependencies first), then any modules= extras.
 import { existsSync, readFileSync } from 'node:fs';
-import { run } from '../exec.ts';
+import { run } from '../sys/exec.ts';
 import { info, warn } from '../log.ts';
-import { armWatchdog } from '../watchdogdev.ts';
+import { armWatchdog } from '../devices/watchdog.ts';
 import { loadModule, SysError } from '../sys/libc.ts';
 import type { Phase } from '../phase.ts';
 

@@ -1,10 +1,10 @@
 // Phase "network": wait for a NIC, DHCP with busybox udhcpc, hostname, and which host is the master.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { run } from '../exec.ts';
+import { run } from '../sys/exec.ts';
 import { info, warn } from '../log.ts';
 import { PhaseFailure, type Lease, type Phase } from '../phase.ts';
 import { RUN_DIR } from './early.ts';
-import { startSyslog } from '../syslogdev.ts';
+import { startSyslog } from '../devices/syslog.ts';
 import { linkUp } from '../sys/libc.ts';
 
 export const LEASE_FILE = `${RUN_DIR}/lease.env`;

@@ -1,12 +1,12 @@
 // Phase "overlay": the chosen slot read-only under a writable layer (tmpfs, or p3 when persistent).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { planOverlay, type MountStep } from '../lib/overlay.ts';
-import { partName } from '../lib/sfdisk.ts';
+import { planOverlay, type MountStep } from '../plans/overlay.ts';
+import { partName } from '../plans/sfdisk.ts';
 import { info, warn } from '../log.ts';
-import { fsckExt4, mkfs } from '../fsutil.ts';
+import { fsckExt4, mkfs } from '../sys/fsutil.ts';
 import { PhaseFailure, type Phase } from '../phase.ts';
 import { bindMount, mount, MS_RDONLY } from '../sys/libc.ts';
-import { MS_NOATIME } from '../fsutil.ts';
+import { MS_NOATIME } from '../sys/fsutil.ts';
 
 function flagsOf(flags: string[]): number {
   let f = 0;

@@ -1,14 +1,14 @@
 // Phase "partitions": the master's table against the disk's; refuse on doubt, format only what moved.
-import { run } from '../exec.ts';
-import { partName, planPartitions, renderDump, DEFAULT_ROLES, type Role } from '../lib/sfdisk.ts';
+import { run } from '../sys/exec.ts';
+import { partName, planPartitions, renderDump, DEFAULT_ROLES, type Role } from '../plans/sfdisk.ts';
 import { info, progress, warn } from '../log.ts';
-import { mkfs, mountFs, umountQuiet, waitForPath } from '../fsutil.ts';
+import { mkfs, mountFs, umountQuiet, waitForPath } from '../sys/fsutil.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
-import { HEAD_BYTES, unformatted } from '../lib/fsprobe.ts';
-import { approvalGate, tableHash } from '../lib/approval.ts';
-import type { ApprovalState } from '../lib/report.ts';
+import { HEAD_BYTES, unformatted } from '../plans/fsprobe.ts';
+import { approvalGate, tableHash } from '../plans/approval.ts';
+import type { ApprovalState } from '../contract/report.ts';
 import { PhaseFailure, RebootRequest, type Ctx, type Phase } from '../phase.ts';
-import { sendReport } from '../reportsend.ts';
+import { sendReport } from '../net/report.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { BOOT_MNT, fillBoot } from './bootfs.ts';
 import { FETCH_DIR, masterBase } from './master.ts';

@@ -1,14 +1,14 @@
 // Phase "root": fsck, then the crash-safe slots: sync a new slot only when the master's stamp moved.
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statfsSync, symlinkSync } from 'node:fs';
-import { ToolError } from '../exec.ts';
-import { partName } from '../lib/sfdisk.ts';
-import { NO_SYNC_SLOT, parseProgress2, parseRsyncStats, planRoot, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../lib/slots.ts';
-import { decideStamp, parseStamp } from '../lib/stamp.ts';
+import { ToolError } from '../sys/exec.ts';
+import { partName } from '../plans/sfdisk.ts';
+import { NO_SYNC_SLOT, parseProgress2, parseRsyncStats, planRoot, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../plans/slots.ts';
+import { decideStamp, parseStamp } from '../contract/stamp.ts';
 import { info, progress, warn } from '../log.ts';
-import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../fsutil.ts';
+import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../sys/fsutil.ts';
 import { PhaseFailure, type Ctx, type Phase } from '../phase.ts';
 import { rm } from 'node:fs/promises';
-import { watchdogProgress } from '../watchdogdev.ts';
+import { watchdogProgress } from '../devices/watchdog.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { stampKey } from './bootfs.ts';
 import { masterBase } from './master.ts';

@@ -90,7 +90,7 @@ describe('bad input from the master', () => {
   test('a stamp from the future (the master\'s clock ahead) is just a newer stamp: the node never uses its own clock', async () => {
     copyFileSync(golden(), disk());
     writeFileSync(join(master.root, 'rootfs/etc/template-version'), '7\n');
-    const { publish } = await import('../../builder/publish.ts');
+    const { publish } = await import('../../builder/master/publish.ts');
     await publish({ masterRoot: master.root, name: 'rootfs', now: new Date('2099-01-01T00:00:00Z') });
     const r = await go(disk());
     upOnMastersRoot(r);

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { sign } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { newStamp, renderStamp } from '../../agent/lib/stamp.ts';
+import { newStamp, renderStamp } from '../../agent/contract/stamp.ts';
 import { boot, diskHash, sfdiskDump, type BootResult } from '../rig/boot.ts';
 import { images, type Images } from '../rig/images.ts';
 import { randomBytes, startMasterRig, stopMasterRig, TEST_TABLE, TestMaster, testAccessFiles, testKeys, type MasterRig } from '../rig/master.ts';

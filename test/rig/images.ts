@@ -2,12 +2,12 @@
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
-import { buildAgent, REPO } from '../../builder/agentbuild.ts';
-import { bootScript } from '../../builder/bootscript.ts';
-import type { Compression } from '../../builder/compress.ts';
-import { pack, type ExtraFile, type PackResult } from '../../builder/pack.ts';
-import { DEFAULT_PACKAGES, fetchSysroot, TEST_KERNEL_PACKAGE } from '../../builder/sysroot.ts';
-import { scriptImage } from '../../builder/uimage.ts';
+import { buildAgent, REPO } from '../../builder/image/agentbuild.ts';
+import { bootScript } from '../../builder/image/bootscript.ts';
+import type { Compression } from '../../builder/image/compress.ts';
+import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
+import { DEFAULT_PACKAGES, fetchSysroot, TEST_KERNEL_PACKAGE } from '../../builder/image/sysroot.ts';
+import { scriptImage } from '../../builder/image/uimage.ts';
 
 export const CACHE = join(REPO, '.cache');
 

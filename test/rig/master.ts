@@ -7,8 +7,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Subprocess } from 'bun';
-import { accessFiles, type ExtraFile } from '../../builder/pack.ts';
-import { authorizedKeysLine, generateKeys, publish } from '../../builder/publish.ts';
+import { accessFiles, type ExtraFile } from '../../builder/image/pack.ts';
+import { authorizedKeysLine, generateKeys, publish } from '../../builder/master/publish.ts';
 import { CACHE, images, type Images } from './images.ts';
 
 export const KEYS = join(CACHE, 'test-keys');

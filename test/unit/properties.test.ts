@@ -7,9 +7,9 @@
 // tables from the generator's model), except where a parse is needed to read a mutated text.
 import { describe, expect, test } from 'bun:test';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { approvalGate, tableHash, type GateFacts } from '../../agent/lib/approval.ts';
+import { approvalGate, tableHash, type GateFacts } from '../../agent/plans/approval.ts';
 import { parseCmdline, tokenizeCmdline, type Params } from '../../agent/cmdline.ts';
-import { OVERLAY_PATHS, planOverlay, type OverlayFacts } from '../../agent/lib/overlay.ts';
+import { OVERLAY_PATHS, planOverlay, type OverlayFacts } from '../../agent/plans/overlay.ts';
 import {
   DEFAULT_ROLES,
   parseSfdiskDump,
@@ -19,9 +19,9 @@ import {
   type PartitionPlan,
   type Role,
   type TableSpec,
-} from '../../agent/lib/sfdisk.ts';
-import { isSlotId, planRoot, readSlotState, renderRecord, type RootDecision, type SlotFacts, type SlotState } from '../../agent/lib/slots.ts';
-import { decideStamp, parseStamp, renderStamp, verifyStamp, type Stamp, type StampName } from '../../agent/lib/stamp.ts';
+} from '../../agent/plans/sfdisk.ts';
+import { isSlotId, planRoot, readSlotState, renderRecord, type RootDecision, type SlotFacts, type SlotState } from '../../agent/plans/slots.ts';
+import { decideStamp, parseStamp, renderStamp, verifyStamp, type Stamp, type StampName } from '../../agent/contract/stamp.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Seeded PRNG and the property runner

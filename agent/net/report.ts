@@ -1,0 +1,59 @@
+// The boot report's trip to the master: built from the events and facts, written under /run, and sent
+// with the report key (`rrsync -wo` on the master: it can write reports and nothing else).
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
+import pkg from '../../package.json' with { type: 'json' };
+import { run } from '../sys/exec.ts';
+import { buildReport, reportName, type BootReport, type BootResult } from '../contract/report.ts';
+import { parseStamp } from '../contract/stamp.ts';
+import { REPORT_KEY, sshOptions } from './link.ts';
+import { events, info, uptime, warn } from '../log.ts';
+import type { Ctx } from '../phase.ts';
+import { TOOLS } from '../sys/tools.ts';
+
+export const REPORT_FILE_DIR = '/run/clusterboot/report';
+
+/** This boot as a report (pure apart from reading the clock and the history). */
+export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy?: string): BootReport {
+  const f = ctx.facts;
+  const master = f.wanted?.rootfs ? parseStamp(f.wanted.rootfs.text) : null;
+  return buildReport({
+    events: events(), mac: f.mac ?? null, hostname: f.hostname ?? null, hostnameFrom: f.hostnameFrom ?? null,
+    ip: f.lease?.ip || null, agentVersion: pkg.version, kernel: f.kernel ?? null, result,
+    ...(reason ? { reason } : {}), ...(remedy ? { remedy } : {}),
+    rootBefore: f.rootBefore ?? null, rootAfter: f.rootSlot ? basename(f.rootSlot) : null,
+    masterRoot: master?.ok ? master.stamp.id : null, bytesReceived: f.bytesReceived ?? 0,
+    overlay: f.overlayMode ?? null, uptime: uptime(), ...(f.approval ? { approval: f.approval } : {}),
+  });
+}
+
+let sent = false;
+
+/**
+ * Send the report; bounded (20 s) and never throws: a master that cannot take a report must not stop
+ * a boot. Without a packed report key (reports not set up) it only writes the local copy.
+ */
+export async function sendReport(ctx: Ctx | null, result: BootResult, reason?: string, remedy?: string): Promise<boolean> {
+  // one final report per boot; 'waiting' ones may come before it
+  if (!ctx || sent) return false;
+  try {
+    const report = makeReport(ctx, result, reason, remedy);
+    mkdirSync(REPORT_FILE_DIR, { recursive: true });
+    const name = reportName(report.mac);
+    const file = `${REPORT_FILE_DIR}/${name}`;
+    writeFileSync(file, `${JSON.stringify(report, null, 1)}\n`);
+    const host = ctx.facts.master;
+    if (!existsSync(REPORT_KEY) || !host || ctx.params.transport !== 'ssh') return false;
+    const target = { host, user: ctx.params.masterUser, port: ctx.params.masterPort };
+    const rsh = [TOOLS.ssh, ...sshOptions(target, { key: REPORT_KEY, shared: false })].join(' ');
+    // no -t: the file gets the master's clock as its mtime ("last boot"), never the node's 1970;
+    // into the directory, not onto the name: rrsync pins a named leaf, which a second push could not replace
+    await run('rsync', ['-e', rsh, '-I', '--chmod=F0644', '--timeout=15', file, `${host}:./`], { timeoutMs: 20_000 });
+    if (result !== 'waiting') sent = true;
+    info('report', `boot report sent to ${host} (${result}, ${report.phases.length} phases)`);
+    return true;
+  } catch (e) {
+    warn('report', `could not send the boot report: ${(e as Error).message.split('\n').slice(-2).join(' ')}`);
+    return false;
+  }
+}

@@ -1,0 +1,383 @@
+// `builder status`: the fleet as the master sees it, from its own files only: nodes.list (written by `builder
+// stage`), reports/<mac>.json (pushed by each node at the end of a boot) and stamps/rootfs.stamp.
+// "Last boot" is a report file's mtime, i.e. the master's clock when the report arrived, never a time a node sent
+// (a Pi without an RTC boots in 1970). Reports are untrusted input: a bad one gives a row saying why, never a throw.
+// Approval mode (approve.ts): a node waiting for a table change to be approved shows WAITING, the lines that change,
+// and the command that approves it.
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { REPORT_DIR, REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
+import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
+import { APPROVAL_REQUIRED, readApprovals, readTableHash } from './approve.ts';
+import { NODES_LIST, normalizeMac, parseNodeList, type NodeEntry } from './stage.ts';
+
+export type RowResult = 'ok' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
+
+/** A table change in approval mode, from the node's last report and the master's approval file. */
+export interface RowApproval {
+  /** pending: the node has not repartitioned; approved: it applied an approved table on that boot. */
+  state: 'pending' | 'approved';
+  /** sha256 of the table the node was offered (the master's partitions.sfdisk when it booted). */
+  tableSha256: string;
+  /** The master's approved/<host> holds tableSha256: the change applies at the node's next boot. */
+  approved: boolean;
+  meanwhile: string;
+  /** The table lines that differ: '- ' the disk's now, '+ ' the master's; at most 8 lines. */
+  diff: string[];
+}
+
+export interface StatusRow {
+  /** The listed hostname, else the report's; null when neither says. */
+  hostname: string | null;
+  mac: string;
+  /** The listed IP, else the one the report says the node had. */
+  ip: string | null;
+  /** In nodes.list (false: a report from a MAC that is not). */
+  listed: boolean;
+  /** Report file, relative to the master root; null: no report. */
+  report: string | null;
+  /** When the report arrived (the file's mtime, master's clock), ISO; null: no report. */
+  lastBoot: string | null;
+  lastBootMs: number | null;
+  /** Seconds between the report's arrival and `now`. */
+  ageSeconds: number | null;
+  result: RowResult;
+  /** `current`, `behind (have X, master Y)`, `ahead (have X, master Y)` or `unknown`. */
+  root: string;
+  overlay: string | null;
+  /** Sum of the phases' seconds. */
+  totalSeconds: number | null;
+  /** Compact phase timings: `master 1.2 disk 0.3 root 4.1!` (`!`: the phase failed). */
+  phases: string;
+  notes: string[];
+  /** Present when the last report carries a table change in approval mode. */
+  approval?: RowApproval;
+}
+
+export interface ReportFile {
+  /** Name inside reports/. */
+  file: string;
+  text: string;
+  mtimeMs: number;
+  /** Set when the file could not be read (too large, permissions): the row says this instead of parsing text. */
+  error?: string;
+}
+
+export interface MasterStamp {
+  /** The master's current rootfs stamp id; null when it has none or it does not parse. */
+  id: string | null;
+  /** Why id is null. */
+  problem: string | null;
+}
+
+/** The master's rootfs stamp from its file text (null: no file). */
+export function masterStamp(text: string | null): MasterStamp {
+  if (text === null) return { id: null, problem: 'no rootfs stamp: run `builder publish rootfs`' };
+  const p = parseStamp(text);
+  if (!p.ok) return { id: null, problem: `rootfs stamp is invalid (${p.error}): run \`builder publish rootfs\`` };
+  return { id: p.stamp.id, problem: null };
+}
+
+// Display text from a node: no control characters (a report must not drive the terminal), bounded length.
+function clean(s: string, max = 160): string {
+  const t = s.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+
+type Parsed = { ok: true; report: BootReport } | { ok: false; error: string };
+
+// Why: only the fields status shows are checked, each for its type, so an agent that adds fields still reads.
+export function parseReport(text: string): Parsed {
+  const fail = (error: string): Parsed => ({ ok: false, error });
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return fail(`not JSON (${clean((e as Error).message, 80)})`);
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('not a JSON object');
+  const r = v as Record<string, unknown>;
+  if (r.schema !== REPORT_SCHEMA) {
+    return fail(`schema ${clean(JSON.stringify(r.schema) ?? 'missing', 20)}, this builder reads ${REPORT_SCHEMA}: update the builder or the agent so they match`);
+  }
+  const str = (k: string) => typeof r[k] === 'string';
+  const strOrNull = (o: Record<string, unknown>, k: string) => typeof o[k] === 'string' || o[k] === null;
+  if (!str('mac') || normalizeMac(r.mac as string) === null) return fail('mac is missing or not a MAC');
+  if (!['ok', 'reboot', 'fatal', 'waiting'].includes(r.result as string)) {
+    return fail(`result ${clean(JSON.stringify(r.result) ?? 'missing', 20)} is not ok, reboot, fatal or waiting`);
+  }
+  for (const k of ['hostname', 'ip', 'overlay']) if (!strOrNull(r, k)) return fail(`${k} is missing or not a string or null`);
+  if (!['dhcp', 'cmdline', null].includes(r.hostnameFrom as string | null)) return fail('hostnameFrom is not dhcp, cmdline or null');
+  for (const k of ['reason', 'remedy']) if (r[k] !== undefined && !str(k)) return fail(`${k} is not a string`);
+  if (!Array.isArray(r.phases)) return fail('phases is not an array');
+  for (const p of r.phases as unknown[]) {
+    const q = p as Record<string, unknown> | null;
+    if (typeof q !== 'object' || q === null || typeof q.name !== 'string' || typeof q.seconds !== 'number' || !Number.isFinite(q.seconds) || q.seconds < 0) {
+      return fail('a phase is not { name, seconds >= 0 }');
+    }
+  }
+  const st = r.stamps as Record<string, unknown> | null;
+  if (typeof st !== 'object' || st === null || !strOrNull(st, 'rootBefore') || !strOrNull(st, 'rootAfter') || !strOrNull(st, 'masterRoot')) {
+    return fail('stamps is not { rootBefore, rootAfter, masterRoot } of strings or null');
+  }
+  if (!Array.isArray(r.errors) || (r.errors as unknown[]).some((e) => typeof e !== 'string')) return fail('errors is not an array of strings');
+  if (r.approval !== undefined) {
+    const a = r.approval as Record<string, unknown> | null;
+    if (typeof a !== 'object' || a === null || Array.isArray(a) || !['pending', 'approved'].includes(a.state as string) ||
+      typeof a.tableSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(a.tableSha256) || !strOrNull(a, 'current') || typeof a.wanted !== 'string' ||
+      !['booting the current root', 'waiting'].includes(a.meanwhile as string)) {
+      return fail('approval is not { state: pending|approved, tableSha256: sha256 hex, current: string|null, wanted: string, meanwhile }');
+    }
+  }
+  return { ok: true, report: v as BootReport };
+}
+
+const seqOf = (id: string) => Number(/^(\d+)-/.exec(id)?.[1] ?? NaN);
+
+function rootState(have: string | null, master: string | null): string {
+  if (have === null || master === null) return 'unknown';
+  if (have === master) return 'current';
+  const ahead = seqOf(have) > seqOf(master);
+  return `${ahead ? 'ahead' : 'behind'} (have ${clean(have, 40)}, master ${master})`;
+}
+
+const UNKNOWN_MAC = 'unknown MAC: not in nodes.list, so no fixed lease';
+
+/** At most this many diff lines per table change. */
+export const MAX_DIFF_LINES = 8;
+
+// Why: an operator approves a repartition, which wipes the disk: show what changes, not two whole tables. Lines are
+// compared as sets (sfdisk -d has one line per partition): '- ' lines only the disk has, '+ ' lines only the master's
+// table has, in their tables' order; blank lines ignored; beyond `max` lines the last one counts the rest.
+export function tableDiff(current: string | null, wanted: string, max = MAX_DIFF_LINES): string[] {
+  const lines = (t: string | null) => (t ?? '').split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const cur = lines(current);
+  const want = lines(wanted);
+  const minus = cur.filter((l) => !want.includes(l)).map((l) => `- ${clean(l, 100)}`);
+  const plus = want.filter((l) => !cur.includes(l)).map((l) => `+ ${clean(l, 100)}`);
+  const all = [...(current === null ? ['- (no partition table on the disk)'] : []), ...minus, ...plus];
+  return all.length > max ? [...all.slice(0, max - 1), `… ${all.length - max + 1} more differing lines`] : all;
+}
+
+// Why: one row per node the master knows, in list order, then the reports from MACs it does not know; everything
+// the table and --json show is decided here, from the files' contents and the clock passed in.
+export function statusRows(input: {
+  nodes: NodeEntry[];
+  reports: ReportFile[];
+  /** Text of stamps/rootfs.stamp; null: no file. */
+  masterStamp: string | null;
+  now: number;
+  /** The master's approvals: lower-cased host name -> approved table hash (approved/<host>). */
+  approvals?: ReadonlyMap<string, string>;
+}): StatusRow[] {
+  const master = masterStamp(input.masterStamp);
+  // newest report per MAC; the MAC is the report's own, else the file name's (for unreadable ones)
+  type Got = { file: ReportFile; parsed: Parsed; mac: string | null };
+  const byMac = new Map<string, Got[]>();
+  const orphans: Got[] = [];
+  for (const f of [...input.reports].sort((a, b) => b.mtimeMs - a.mtimeMs || a.file.localeCompare(b.file))) {
+    const parsed: Parsed = f.error !== undefined ? { ok: false, error: f.error } : parseReport(f.text);
+    const fromName = normalizeMac(f.file.replace(/\.json$/, '').replace(/-/g, ':'));
+    const mac = parsed.ok ? (normalizeMac(parsed.report.mac) as string) : fromName;
+    const got: Got = { file: f, parsed, mac };
+    if (mac === null) orphans.push(got);
+    else byMac.set(mac, [...(byMac.get(mac) ?? []), got]);
+  }
+
+  const row = (mac: string, listed: NodeEntry | null, got: Got[] | undefined): StatusRow => {
+    const notes: string[] = [];
+    const base = {
+      hostname: listed?.hostname ?? null, mac, ip: listed?.ip ?? null, listed: listed !== null,
+      report: null, lastBoot: null, lastBootMs: null, ageSeconds: null, root: 'unknown', overlay: null, totalSeconds: null, phases: '',
+    };
+    if (!listed) notes.push(UNKNOWN_MAC);
+    const newest = got?.[0];
+    if (!newest) return { ...base, result: 'never booted', notes: [...notes, 'no report yet: the node has not finished a boot since reports were set up'] };
+    const f = newest.file;
+    if ((got?.length ?? 0) > 1) notes.push(`${(got?.length ?? 0) - 1} older report file(s) for this MAC ignored: ${got?.slice(1).map((g) => clean(g.file.file, 60)).join(', ')}`);
+    const when = {
+      report: `${REPORT_DIR}/${clean(f.file, 80)}`, lastBoot: new Date(f.mtimeMs).toISOString(), lastBootMs: f.mtimeMs,
+      ageSeconds: Math.max(0, Math.round((input.now - f.mtimeMs) / 1000)),
+    };
+    if (f.mtimeMs < Date.parse('2000-01-01T00:00:00Z')) {
+      notes.push('report file time is before 2000: it carries the node\'s clock (pushed with rsync -t or -a?), not its arrival time');
+    }
+    if (!newest.parsed.ok) {
+      return { ...base, ...when, result: 'unreadable report', notes: [...notes, `unreadable report ${when.report}: ${newest.parsed.error}`] };
+    }
+    const r = newest.parsed.report;
+    if (f.file !== reportName(r.mac)) notes.push(`report file ${when.report} names MAC ${r.mac.toLowerCase()}`);
+    if (r.result !== 'ok' && r.reason !== undefined) notes.push(`${r.result}: ${clean(r.reason)}`);
+    else if (r.result !== 'ok') notes.push(`${r.result} without a reason`);
+    if (r.result === 'fatal' && r.remedy !== undefined) notes.push(`remedy: ${clean(r.remedy)}`);
+    if (r.hostnameFrom === null) notes.push('no fixed lease: DHCP gave no host name (and no hostname= was set)');
+    if (listed && r.hostname !== null && r.hostname.toLowerCase() !== listed.hostname.toLowerCase()) {
+      notes.push(`booted as ${clean(r.hostname, 63)}, nodes.list says ${listed.hostname}`);
+    }
+    if (listed && r.ip !== null && r.ip !== listed.ip) notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
+    if (r.errors.length) notes.push(`${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`);
+    const total = r.phases.reduce((s, p) => s + p.seconds, 0);
+    const hostname = listed?.hostname ?? (r.hostname !== null ? clean(r.hostname, 63) : null);
+    let approval: RowApproval | undefined;
+    if (r.approval) {
+      const a = r.approval;
+      const file = hostname !== null ? input.approvals?.get(hostname.toLowerCase()) : undefined;
+      approval = {
+        state: a.state, tableSha256: a.tableSha256, approved: file === a.tableSha256, meanwhile: a.meanwhile,
+        diff: a.state === 'pending' ? tableDiff(a.current, a.wanted) : [],
+      };
+      if (a.state === 'approved') notes.push('approved table change applied this boot');
+      else if (approval.approved) notes.push('table change approved, applies at the next boot');
+      else if (hostname !== null && /^[A-Za-z0-9-]+$/.test(hostname)) notes.push(`table change waiting for approval: builder approve ${hostname}`);
+      else notes.push('table change waiting for approval, but the node has no host name to approve: give it a fixed lease in the node list and run builder stage');
+    }
+    return {
+      ...base, ...when,
+      hostname,
+      ip: listed?.ip ?? (r.ip !== null ? clean(r.ip, 40) : null),
+      result: r.result === 'fatal' ? 'FATAL' : r.result === 'waiting' ? 'WAITING' : r.result,
+      root: rootState(r.stamps.rootAfter, master.id),
+      overlay: r.overlay !== null ? clean(r.overlay, 30) : null,
+      totalSeconds: Math.round(total * 10) / 10,
+      phases: r.phases.map((p) => `${clean(p.name, 20)} ${p.seconds.toFixed(1)}${p.failed ? '!' : ''}`).join(' '),
+      notes,
+      ...(approval ? { approval } : {}),
+    };
+  };
+
+  const rows: StatusRow[] = [];
+  const listedMacs = new Set<string>();
+  for (const n of input.nodes) {
+    const mac = normalizeMac(n.mac) ?? n.mac.toLowerCase();
+    listedMacs.add(mac);
+    rows.push(row(mac, n, byMac.get(mac)));
+  }
+  for (const [mac, got] of [...byMac].sort((a, b) => a[0].localeCompare(b[0]))) {
+    if (!listedMacs.has(mac)) rows.push(row(mac, null, got));
+  }
+  for (const o of orphans) {
+    const r = row('?', null, [o]);
+    r.notes = r.notes.filter((x) => x !== UNKNOWN_MAC);
+    r.notes.unshift(`report file ${REPORT_DIR}/${clean(o.file.file, 80)} is not named after a MAC (expected like ${reportName('b8:27:eb:cb:63:18')})`);
+    rows.push(r);
+  }
+  return rows;
+}
+
+/** `42s`, `5m`, `3h`, `2d`. */
+export function formatAge(seconds: number): string {
+  if (seconds < 90) return `${seconds}s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)}m`;
+  if (seconds < 36 * 3600) return `${Math.round(seconds / 3600)}h`;
+  return `${Math.round(seconds / 86400)}d`;
+}
+
+// Why: one screen an operator reads at a glance: aligned columns, the reasons under the table, a summary line.
+export function renderStatusTable(rows: StatusRow[], now: number, master: MasterStamp = { id: null, problem: null }): string {
+  const head = ['NODE', 'MAC', 'IP', 'LAST-BOOT', 'RESULT', 'ROOT', 'OVERLAY', 'TIME', 'PHASES'];
+  const cells = rows.map((r) => [
+    r.hostname ?? '?',
+    r.mac,
+    r.ip ?? '-',
+    r.lastBootMs === null ? '-' : `${new Date(r.lastBootMs).toISOString().slice(0, 16).replace('T', ' ')}Z (${formatAge(Math.max(0, Math.round((now - r.lastBootMs) / 1000)))} ago)`,
+    r.result,
+    r.root,
+    r.overlay ?? '-',
+    r.totalSeconds === null ? '-' : `${r.totalSeconds.toFixed(1)}s`,
+    r.phases || '-',
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
+  const line = (c: string[]) => c.map((s, i) => (i === c.length - 1 ? s : s.padEnd(widths[i] as number))).join('  ').trimEnd();
+  const out = [line(head), ...cells.map(line)];
+  // a pending table change's differing lines go under its notes, indented
+  const notes = rows.flatMap((r) => [
+    ...r.notes.map((n) => `  ${r.hostname ?? r.mac}: ${n}`),
+    ...(r.approval?.state === 'pending' && !r.approval.approved ? r.approval.diff.map((d) => `      ${d}`) : []),
+  ]);
+  if (notes.length) out.push('', 'notes:', ...notes);
+
+  const order: RowResult[] = ['ok', 'reboot', 'WAITING', 'FATAL', 'never booted', 'unreadable report'];
+  const counts = order.map((k) => [k, rows.filter((r) => r.result === k).length] as const).filter(([, c]) => c > 0);
+  const unknown = rows.filter((r) => !r.listed).length;
+  const behind = rows.filter((r) => r.root.startsWith('behind')).length;
+  const pending = rows.filter((r) => r.approval?.state === 'pending' && !r.approval.approved).length;
+  const approvedNext = rows.filter((r) => r.approval?.state === 'pending' && r.approval.approved).length;
+  const parts = [
+    `${rows.length} node${rows.length === 1 ? '' : 's'}: ${counts.map(([k, c]) => `${c} ${k}`).join(', ') || 'none listed and no reports'}`,
+    ...(unknown ? [`${unknown} not in nodes.list`] : []),
+    ...(behind ? [`${behind} behind the master's rootfs`] : []),
+    ...(pending ? [`${pending} table change${pending === 1 ? '' : 's'} pending approval`] : []),
+    ...(approvedNext ? [`${approvedNext} approved, applying at the next boot`] : []),
+    master.id !== null ? `master rootfs stamp ${master.id}` : `master: ${master.problem ?? 'no rootfs stamp'}`,
+  ];
+  out.push('', parts.join('; '));
+  return `${out.join('\n')}\n`;
+}
+
+export interface Status {
+  masterStamp: MasterStamp;
+  rows: StatusRow[];
+  /** Approval mode: on or off, the master's table hash (null: no partitions.sfdisk), the approvals by host. */
+  approval: { required: boolean; tableSha256: string | null; approved: Record<string, string> };
+  /** Problems with the master's own files (nodes.list lines that do not parse, unreadable folders). */
+  warnings: string[];
+}
+
+/** Reports larger than this are not read (a report is a few kB). */
+const MAX_REPORT = 1 << 20;
+
+// Why: the I/O half of `builder status`: every file is optional, so a fresh master shows what it has.
+export function readStatus(masterRoot: string, now = Date.now()): Status {
+  const warnings: string[] = [];
+  let nodes: NodeEntry[] = [];
+  const listFile = join(masterRoot, NODES_LIST);
+  try {
+    const p = parseNodeList(readFileSync(listFile, 'utf8'));
+    nodes = p.nodes;
+    warnings.push(...p.errors.map((e) => `${listFile} ${e}`));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') warnings.push(`no ${listFile}: run \`builder stage\` to list the nodes; showing reports only`);
+    else warnings.push(`cannot read ${listFile}: ${(e as Error).message}`);
+  }
+  const reports: ReportFile[] = [];
+  const dir = join(masterRoot, REPORT_DIR);
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort();
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read ${dir}: ${(e as Error).message}`);
+  }
+  for (const file of names) {
+    const st = statSync(join(dir, file), { throwIfNoEntry: false });
+    if (!st?.isFile()) continue; // gone since readdir, or not a file
+    if (st.size > MAX_REPORT) {
+      reports.push({ file, text: '', mtimeMs: st.mtimeMs, error: `${st.size} bytes, too large for a boot report` });
+      continue;
+    }
+    try {
+      reports.push({ file, text: readFileSync(join(dir, file), 'utf8'), mtimeMs: st.mtimeMs });
+    } catch (e) {
+      reports.push({ file, text: '', mtimeMs: st.mtimeMs, error: `cannot read it: ${(e as Error).message}` });
+    }
+  }
+  let stampText: string | null = null;
+  try {
+    stampText = readFileSync(join(masterRoot, stampPath('rootfs')), 'latin1');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
+  }
+  const a = readApprovals(masterRoot);
+  warnings.push(...a.warnings);
+  let tableSha256: string | null = null;
+  try {
+    tableSha256 = readTableHash(masterRoot);
+  } catch (e) {
+    warnings.push(`cannot read the partition table: ${(e as Error).message}`);
+  }
+  return {
+    masterStamp: masterStamp(stampText),
+    rows: statusRows({ nodes, reports, masterStamp: stampText, now, approvals: a.approvals }),
+    approval: { required: existsSync(join(masterRoot, APPROVAL_REQUIRED)), tableSha256, approved: Object.fromEntries(a.approvals) },
+    warnings,
+  };
+}
