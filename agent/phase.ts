@@ -1,4 +1,4 @@
-// What a phase is, and the typed control flow a phase can end in (a reboot is not a failure).
+// What a phase is: its needs, its look-ahead, and the facts and context the phases share.
 import type { Params } from './cmdline.ts';
 import type { Link } from './net/link.ts';
 import type { ToolName } from './sys/tools.ts';
@@ -116,23 +116,4 @@ export interface Phase {
   readonly lookahead?: Lookahead;
   /** Does the work; returns a one-line summary for the console. */
   run(ctx: Ctx): Promise<string | void>;
-}
-
-/** A phase that needs a fresh boot (new table, new firmware): logged, synced, then reboot(2). */
-export class RebootRequest extends Error {
-  constructor(readonly reason: string) {
-    super(reason);
-  }
-}
-
-/** A failure with what the admin should do about it. */
-export class PhaseFailure extends Error {
-  constructor(
-    message: string,
-    readonly remedy: string,
-    readonly ledCode: string = 'error',
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-  }
 }

@@ -1,7 +1,8 @@
 // Runs the sequence: logs each phase with its timing, and sends every failure down one fatal path.
 import { spawnSync } from 'node:child_process';
 import { emit, info, uptime } from './log.ts';
-import { PhaseFailure, RebootRequest, type Ctx, type Phase } from './phase.ts';
+import { type Ctx, type Phase } from './phase.ts';
+import { PhaseFailure, RebootRequest } from './errors.ts';
 import { hardReboot, syncDisks } from './sys/libc.ts';
 import { TOOLS } from './sys/tools.ts';
 import { sendReport } from './net/report.ts';

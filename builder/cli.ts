@@ -8,12 +8,14 @@ import { buildAgent, REPO, type AgentArch } from './image/agentbuild.ts';
 import { bootScript, DEFAULT_BOOTARGS } from './image/bootscript.ts';
 import type { Compression } from './image/compress.ts';
 import { accessFiles, pack, type ExtraFile } from './image/pack.ts';
-import { authorizedKeysLine, generateKeys, publish } from './master/publish.ts';
+import { publish } from './master/publish.ts';
+import { authorizedKeysLine } from './master/keylines.ts';
+import { generateKeys } from './master/keys.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './image/sysroot.ts';
 import { scriptImage, type UArch } from './image/uimage.ts';
 import { stage } from './master/stage.ts';
-import { readStatus, renderStatusTable } from './master/status.ts';
-import { approvalList, approve } from './master/approve.ts';
+import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
+import { approve } from './master/approve.ts';
 import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './master/syncslot.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);

@@ -6,7 +6,6 @@
 // the master's clock at arrival: `builder status` uses it as "last boot", never a time the node sent.
 
 export const REPORT_SCHEMA = 1;
-export const REPORT_DIR = 'reports';
 
 /** waiting: held before repartitioning until the master approves the new table (approval mode). */
 export type BootResult = 'ok' | 'reboot' | 'fatal' | 'waiting';

@@ -10,6 +10,7 @@
 // generateKeyPairSync('ed25519') KeyObjects and with PKCS#8 / SPKI PEM strings; verify() returns false for a
 // wrong-length signature and throws for an unparseable key, hence the try/catch below.
 import { createPublicKey, verify } from 'node:crypto';
+import { STAMP_DIR } from './tree.ts';
 
 export type StampName = 'rootfs' | 'bootfs';
 
@@ -25,7 +26,6 @@ export interface Stamp {
 }
 
 export const STAMP_HEADER = 'clusterboot-stamp 1';
-export const STAMP_DIR = 'stamps';
 const MAX_ID = 64;
 const MAX_TEXT = 1024;
 const FIELDS = ['name', 'seq', 'id', 'created'] as const;

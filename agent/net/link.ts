@@ -4,17 +4,11 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import type { Subprocess } from 'bun';
 import { run, ToolError, type RunOptions } from '../sys/exec.ts';
 import { info } from '../log.ts';
-import { PhaseFailure } from '../phase.ts';
+import { PhaseFailure } from '../errors.ts';
 import { TOOLS } from '../sys/tools.ts';
+import { SOCKET } from '../paths.ts';
+import { HOST_ALIAS, KNOWN_HOSTS, NODE_KEY, RSYNCD_MODULE } from '../contract/initramfs.ts';
 
-export const KEY_DIR = '/etc/clusterboot';
-export const NODE_KEY = `${KEY_DIR}/node_key`;
-export const KNOWN_HOSTS = `${KEY_DIR}/known_hosts`;
-export const STAMP_KEY = `${KEY_DIR}/stamp.pub.pem`;
-/** The second key: its only right on the master is `rrsync -wo <root>/reports` (boot reports). */
-export const REPORT_KEY = `${KEY_DIR}/report_key`;
-export const SOCKET = '/run/clusterboot/ssh.sock';
-export const HOST_ALIAS = 'clusterboot-master';
 
 export interface LinkTarget {
   host: string;
@@ -140,7 +134,6 @@ export interface Link {
   close(): Promise<void>;
 }
 
-export const RSYNCD_MODULE = 'clusterboot';
 
 /** transport=rsyncd: a read-only rsync daemon module, for labs that prefer it (no host key, no encryption). */
 export class RsyncdLink implements Link {

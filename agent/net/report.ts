@@ -6,12 +6,13 @@ import pkg from '../../package.json' with { type: 'json' };
 import { run } from '../sys/exec.ts';
 import { buildReport, reportName, type BootReport, type BootResult } from '../contract/report.ts';
 import { parseStamp } from '../contract/stamp.ts';
-import { REPORT_KEY, sshOptions } from './link.ts';
+import { sshOptions } from './link.ts';
+import { REPORT_KEY } from '../contract/initramfs.ts';
 import { events, info, uptime, warn } from '../log.ts';
 import type { Ctx } from '../phase.ts';
 import { TOOLS } from '../sys/tools.ts';
+import { REPORT_FILE_DIR } from '../paths.ts';
 
-export const REPORT_FILE_DIR = '/run/clusterboot/report';
 
 /** This boot as a report (pure apart from reading the clock and the history). */
 export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy?: string): BootReport {

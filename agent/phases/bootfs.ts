@@ -1,23 +1,19 @@
 // Phase "bootfs": the boot (firmware) partition follows the master's bootfs stamp; new firmware means a reboot.
 import { existsSync, readFileSync } from 'node:fs';
 import type { Link } from '../net/link.ts';
-import { STAMP_KEY } from '../net/link.ts';
 import { partName } from '../plans/sfdisk.ts';
 import { decideStamp, parseStamp } from '../contract/stamp.ts';
 import { info, progress, warn } from '../log.ts';
-import { mountFs, umountQuiet, writeAtomic } from '../sys/fsutil.ts';
-import { PhaseFailure, RebootRequest, type Phase, type StampFile } from '../phase.ts';
+import { mountFs, umountQuiet } from '../sys/fsutil.ts';
+import { writeAtomic } from '../contract/atomic.ts';
+import { type Phase, type StampFile } from '../phase.ts';
+import { PhaseFailure, RebootRequest } from '../errors.ts';
+import { stampKey } from '../contract/initramfs.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { RUN_DIR } from './early.ts';
-import { masterBase } from './master.ts';
-import { MARKER } from './disk.ts';
+import { masterBase } from '../contract/tree.ts';
+import { MARKER, BOOT_MNT, BOOT_STAMP } from '../paths.ts';
 
-export const BOOT_MNT = `${RUN_DIR}/boot`;
-export const BOOT_STAMP = 'clusterboot.bootfs.stamp';
 
-export function stampKey(): string | null {
-  return existsSync(STAMP_KEY) ? readFileSync(STAMP_KEY, 'utf8') : null;
-}
 
 /** rsync the master's bootfs/ into the mounted boot partition, then record its stamp and our marker. */
 export async function fillBoot(link: Link, base: string, stamp: StampFile | null): Promise<void> {
@@ -67,7 +63,7 @@ export const bootfs: Phase = {
       progress('bootfs', `updating the boot partition ${p1}: ${decision.reason}`);
       umountQuiet(BOOT_MNT);
       mountFs(p1, BOOT_MNT, 'vfat');
-      await fillBoot(ctx.facts.link, masterBase(ctx), w.bootfs);
+      await fillBoot(ctx.facts.link, masterBase(ctx.params.masterRoot), w.bootfs);
     } finally {
       umountQuiet(BOOT_MNT);
     }

@@ -5,8 +5,8 @@ import { mount } from '../sys/libc.ts';
 import { startLeds } from '../devices/leds.ts';
 import { buttonHeld } from '../devices/button.ts';
 import type { Phase } from '../phase.ts';
+import { RUN_DIR } from '../paths.ts';
 
-export const RUN_DIR = '/run/clusterboot';
 
 /** Mount points we expect, from /proc/mounts text. */
 export function mountedPoints(procMounts: string): Set<string> {

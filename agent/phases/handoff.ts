@@ -1,16 +1,16 @@
 // Phase "handoff": close everything of ours, move the kernel filesystems, and become the real init.
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { events, info } from '../log.ts';
-import { PhaseFailure, type Phase } from '../phase.ts';
+import { type Phase } from '../phase.ts';
+import { PhaseFailure } from '../errors.ts';
 import { moveMount, syncDisks } from '../sys/libc.ts';
 import { TOOLS } from '../sys/tools.ts';
 import { releaseWatchdog } from '../devices/watchdog.ts';
 import { finalLeds } from '../devices/leds.ts';
-import { RUN_DIR } from './early.ts';
+import { RUN_DIR, NEWROOT } from '../paths.ts';
 import { sendReport } from '../net/report.ts';
 import { stopSyslog } from '../devices/syslog.ts';
 
-const NEWROOT = '/newroot';
 
 /** Resolve a path inside the new root (absolute symlinks point inside it), to check init exists. */
 export function resolveInRoot(root: string, path: string, lstat: (p: string) => { link: string | null; exists: boolean }, depth = 0): string | null {

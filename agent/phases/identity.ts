@@ -2,19 +2,13 @@
 // laid into the writable layer over the shared root.
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { run } from '../sys/exec.ts';
-import { writeAtomic } from '../sys/fsutil.ts';
+import { writeAtomic } from '../contract/atomic.ts';
 import { machineId, planIdentity, type IdentityStep } from '../plans/identity.ts';
 import { info, warn } from '../log.ts';
 import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { FETCH_DIR } from './master.ts';
-import { ROOT_MNT } from './root.ts';
+import { ROOT_MNT, FETCHED_FILES, KEPT, KEPT_ID, NEWROOT } from '../paths.ts';
 
-const NEWROOT = '/newroot';
-const FETCHED = `${FETCH_DIR}/node/files`;
-/** On the root partition, outside the slots: survives every resync and template change. */
-export const KEPT = `${ROOT_MNT}/node-files`;
-export const KEPT_ID = `${ROOT_MNT}/identity/machine-id`;
 
 async function apply(s: IdentityStep): Promise<void> {
   switch (s.kind) {
@@ -22,7 +16,7 @@ async function apply(s: IdentityStep): Promise<void> {
       // into a fresh copy, then swap: a power cut leaves the old mirror or the new one, never half of one
       const tmp = `${KEPT}.new`;
       rmSync(tmp, { recursive: true, force: true });
-      await run('rsync', ['-a', `${FETCHED}/`, `${tmp}/`], { timeoutMs: 120_000 });
+      await run('rsync', ['-a', `${FETCHED_FILES}/`, `${tmp}/`], { timeoutMs: 120_000 });
       rmSync(`${KEPT}.old`, { recursive: true, force: true });
       if (existsSync(KEPT)) renameSync(KEPT, `${KEPT}.old`);
       renameSync(tmp, KEPT);
@@ -59,8 +53,8 @@ export const identity: Phase = {
   needs: { tools: ['rsync'] },
   async run(ctx) {
     const online = Boolean(ctx.facts.online);
-    const masterFiles = Boolean(ctx.facts.wanted?.nodeFiles) && existsSync(FETCHED);
-    const source = online ? (masterFiles ? FETCHED : null) : existsSync(KEPT) ? KEPT : null;
+    const masterFiles = Boolean(ctx.facts.wanted?.nodeFiles) && existsSync(FETCHED_FILES);
+    const source = online ? (masterFiles ? FETCHED_FILES : null) : existsSync(KEPT) ? KEPT : null;
     const plan = planIdentity({
       online, masterFiles, keptFiles: existsSync(KEPT), overlay: ctx.params.overlay, hostname: ctx.facts.hostname ?? null,
       filesHave: { hostname: source !== null && existsSync(`${source}/etc/hostname`), machineId: source !== null && existsSync(`${source}/etc/machine-id`) },

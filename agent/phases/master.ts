@@ -3,22 +3,11 @@ import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs
 import { ToolError } from '../sys/exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
-import { PhaseFailure, type Ctx, type MasterWants, type Phase, type StampFile } from '../phase.ts';
-import { RUN_DIR } from './early.ts';
+import { type MasterWants, type Phase, type StampFile } from '../phase.ts';
+import { fetchFilter, masterBase } from '../contract/tree.ts';
+import { PhaseFailure } from '../errors.ts';
+import { FETCH_DIR } from '../paths.ts';
 
-export const FETCH_DIR = `${RUN_DIR}/master`;
-
-/** The path prefix of the master's files under the rrsync root (masterroot=). */
-export function masterBase(ctx: Ctx): string {
-  return ctx.params.masterRoot ? `${ctx.params.masterRoot.replace(/\/+$/, '')}/` : '';
-}
-
-/** rsync filter rules: only what this node needs from the master root ('***': the directory and all below). */
-export function fetchFilter(host: string | undefined): string[] {
-  const rules = ['/partitions.sfdisk', '/stamps/', '/stamps/*.stamp', '/stamps/*.stamp.sig', '/approval.required'];
-  if (host) rules.push('/approved/', `/approved/${host}`, '/nodes/', `/nodes/${host}/***`);
-  return [...rules.map((r) => `--include=${r}`), '--exclude=*'];
-}
 
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
@@ -71,7 +60,7 @@ export const master: Phase = {
     ctx.facts.link = link;
     rmSync(FETCH_DIR, { recursive: true, force: true });
     mkdirSync(FETCH_DIR, { recursive: true });
-    const base = masterBase(ctx);
+    const base = masterBase(ctx.params.masterRoot);
     const node = ctx.facts.hostname;
     try {
       // one rsync of the master root, filtered to what this node needs (rrsync refuses a missing path, a

@@ -5,8 +5,8 @@ import { info, warn } from '../log.ts';
 import { armWatchdog } from '../devices/watchdog.ts';
 import { loadModule, SysError } from '../sys/libc.ts';
 import type { Phase } from '../phase.ts';
+import { MODULE_LIST } from '../contract/initramfs.ts';
 
-export const MODULE_LIST = '/etc/clusterboot/modules.list';
 
 /** The loader's plan: relative module paths in order, minus those already present in /sys/module. */
 export function planModules(listText: string, loaded: (name: string) => boolean): { load: string[]; skip: string[] } {

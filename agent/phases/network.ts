@@ -2,12 +2,12 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { run } from '../sys/exec.ts';
 import { info, warn } from '../log.ts';
-import { PhaseFailure, type Lease, type Phase } from '../phase.ts';
-import { RUN_DIR } from './early.ts';
+import { type Lease, type Phase } from '../phase.ts';
+import { PhaseFailure } from '../errors.ts';
 import { startSyslog } from '../devices/syslog.ts';
 import { linkUp } from '../sys/libc.ts';
+import { LEASE_FILE } from '../paths.ts';
 
-export const LEASE_FILE = `${RUN_DIR}/lease.env`;
 
 /** Pick the interface to configure: wired names first, in a stable order. */
 export function chooseInterface(names: string[]): string | null {

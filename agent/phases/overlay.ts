@@ -3,10 +3,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:f
 import { planOverlay, type MountStep } from '../plans/overlay.ts';
 import { partName } from '../plans/sfdisk.ts';
 import { info, warn } from '../log.ts';
-import { fsckExt4, mkfs } from '../sys/fsutil.ts';
-import { PhaseFailure, type Phase } from '../phase.ts';
+import { fsckExt4, mkfs, MS_NOATIME } from '../sys/fsutil.ts';
+import { type Phase } from '../phase.ts';
+import { PhaseFailure } from '../errors.ts';
 import { bindMount, mount, MS_RDONLY } from '../sys/libc.ts';
-import { MS_NOATIME } from '../sys/fsutil.ts';
 
 function flagsOf(flags: string[]): number {
   let f = 0;

@@ -5,14 +5,17 @@ import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, umountQuiet, waitForPath } from '../sys/fsutil.ts';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { HEAD_BYTES, unformatted } from '../plans/fsprobe.ts';
-import { approvalGate, tableHash } from '../plans/approval.ts';
+import { approvalGate } from '../plans/approval.ts';
+import { tableHash } from '../contract/approval.ts';
 import type { ApprovalState } from '../contract/report.ts';
-import { PhaseFailure, RebootRequest, type Ctx, type Phase } from '../phase.ts';
+import { type Ctx, type Phase } from '../phase.ts';
+import { PhaseFailure, RebootRequest } from '../errors.ts';
 import { sendReport } from '../net/report.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { BOOT_MNT, fillBoot } from './bootfs.ts';
-import { FETCH_DIR, masterBase } from './master.ts';
-import { LABEL_ID } from './disk.ts';
+import { fillBoot } from './bootfs.ts';
+import { BOOT_MNT, FETCH_DIR } from '../paths.ts';
+import { masterBase } from '../contract/tree.ts';
+import { LABEL_ID } from '../plans/disk.ts';
 
 /**
  * Approval mode: null to go ahead, or the summary when the disk stays as it is. Waits (polling the
@@ -52,7 +55,7 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     await link.rsync(['-rt', '--timeout=60', '--include=/partitions.sfdisk', '--include=/approval.required', '--include=/approved/',
-      `--include=/approved/${host}`, '--exclude=*', link.remote(masterBase(ctx) || './'), `${dir}/`], { okCodes: [0, 23] })
+      `--include=/approved/${host}`, '--exclude=*', link.remote(masterBase(ctx.params.masterRoot) || './'), `${dir}/`], { okCodes: [0, 23] })
       .catch((e: unknown) => warn('partitions', `could not ask the master: ${(e as Error).message.slice(-160)}`));
     const table = existsSync(`${dir}/partitions.sfdisk`) ? readFileSync(`${dir}/partitions.sfdisk`, 'utf8') : null;
     if (table !== null && table !== w.table) throw new RebootRequest('the master\'s table changed while waiting for approval');
@@ -119,7 +122,7 @@ async function formatAndFill(ctx: Ctx, roles: readonly Role[]): Promise<void> {
   mountFs(node, BOOT_MNT, 'vfat');
   try {
     progress('partitions', `filling ${node} from the master's bootfs/`);
-    await fillBoot(ctx.facts.link, masterBase(ctx), ctx.facts.wanted?.bootfs ?? null);
+    await fillBoot(ctx.facts.link, masterBase(ctx.params.masterRoot), ctx.facts.wanted?.bootfs ?? null);
   } finally {
     umountQuiet(BOOT_MNT);
   }

@@ -2,19 +2,20 @@
 import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statfsSync, symlinkSync } from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
 import { partName } from '../plans/sfdisk.ts';
-import { NO_SYNC_SLOT, parseProgress2, parseRsyncStats, planRoot, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type RootDecision, type SlotAction, type SlotFacts } from '../plans/slots.ts';
-import { decideStamp, parseStamp } from '../contract/stamp.ts';
+import { parseProgress2, parseRsyncStats, planRoot, rootDecision, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type SlotAction, type SlotFacts } from '../plans/slots.ts';
+import { NO_SYNC_SLOT } from '../contract/syncslot.ts';
 import { info, progress, warn } from '../log.ts';
-import { fsckExt4, fsyncDir, mkfs, mountFs, writeAtomic } from '../sys/fsutil.ts';
-import { PhaseFailure, type Ctx, type Phase } from '../phase.ts';
+import { fsckExt4, mkfs, mountFs } from '../sys/fsutil.ts';
+import { fsyncDir, writeAtomic } from '../contract/atomic.ts';
+import { type Ctx, type Phase } from '../phase.ts';
+import { PhaseFailure } from '../errors.ts';
 import { rm } from 'node:fs/promises';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { stampKey } from './bootfs.ts';
-import { masterBase } from './master.ts';
-import { RUN_DIR } from './early.ts';
+import { stampKey } from '../contract/initramfs.ts';
+import { masterBase } from '../contract/tree.ts';
+import { ROOT_MNT } from '../paths.ts';
 
-export const ROOT_MNT = `${RUN_DIR}/rootdisk`;
 
 /** What is on the root partition, read raw for the pure slot logic. */
 export function readSlotFacts(mnt: string): SlotFacts {
@@ -77,7 +78,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const dest = `${ROOT_MNT}/slots/${a.id}/`;
   mkdirSync(dest, { recursive: true });
   syncDisks(); // the slot exists on disk before any byte lands in it: a power cut leaves a visible partial slot
-  const src = link.remote(`${masterBase(ctx)}rootfs/`);
+  const src = link.remote(`${masterBase(ctx.params.masterRoot)}rootfs/`);
   const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
   const dry = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 }));
@@ -138,23 +139,10 @@ export const root: Phase = {
     for (const p of state.problems) warn('root', p);
     ctx.facts.rootBefore = state.current?.id ?? null;
     const w = ctx.facts.wanted;
-    let decision: RootDecision = { action: 'offline' };
-    if (ctx.facts.online && w) {
-      const local = state.current ? { name: 'rootfs' as const, seq: state.current.seq, id: state.current.id, created: '' } : null;
-      const sd = decideStamp({ name: 'rootfs', masterText: w.rootfs?.text ?? null, masterSig: w.rootfs?.sig ?? null, publicKeyPem: stampKey(), local, localComplete: state.current !== null });
-      const parsed = w.rootfs ? parseStamp(w.rootfs.text) : null;
-      if (sd.action === 'refuse') {
-        warn('root', `${sd.reason} (${sd.remedy})`);
-        decision = { action: 'refuse' };
-      } else if (sd.action === 'keep' && ctx.facts.recovery && parsed?.ok) {
-        decision = { action: 'sync', masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } };
-        forceFull = true;
-      } else if (sd.action === 'keep') {
-        decision = { action: 'keep', ...(parsed?.ok ? { masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } } : {}) };
-      } else if (parsed?.ok) {
-        decision = { action: 'sync', masterStamp: { id: parsed.stamp.id, seq: parsed.stamp.seq } };
-      }
-    }
+    const verdict = rootDecision({ online: Boolean(ctx.facts.online && w), master: w?.rootfs ?? null, publicKeyPem: stampKey(), current: state.current, recovery: Boolean(ctx.facts.recovery) });
+    if (verdict.warning) warn('root', verdict.warning);
+    const decision = verdict.decision;
+    if (verdict.forceFull) forceFull = true;
     const plan = planRoot({ state, decision, rollback: ctx.params.rollback, forceFull });
     info('root', plan.message, { plan: plan.actions.map((a) => a.describe()), use: plan.use, stale: plan.stale });
     if (ctx.params.dryRun) {

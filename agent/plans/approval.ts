@@ -1,11 +1,5 @@
 // Approval mode: one wrong line in partitions.sfdisk must not wipe every node at its next reboot.
 // When the master has approval.required, a node whose table would change asks first. Pure.
-import { createHash } from 'node:crypto';
-
-/** sha256 hex of the table's exact bytes, as `builder approve` writes it into approved/<host>. */
-export function tableHash(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
-}
 
 export type Gate =
   /** go ahead and repartition */

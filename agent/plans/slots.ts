@@ -34,6 +34,7 @@
 //   --no-whole-file or over the network an updated file shows up as matched data. Hard-linked --link-dest
 //   files count in "Number of files" but not in "created" or "transferred". The stats are printed even when
 //   rsync fails with code 23 (partial transfer), so a parsed stats block does not mean success.
+import { decideStamp, parseStamp } from '../contract/stamp.ts';
 
 /** A slot's record file, slots/<id>.json; only complete records make a slot bootable. */
 export interface SlotRecord {
@@ -432,8 +433,6 @@ export function parseRsyncStats(text: string): RsyncStats | null {
   return found as RsyncStats;
 }
 
-/** The master's sync-slot wrapper says this on stderr when every slot is taken (builder/syncslot.ts). */
-export const NO_SYNC_SLOT = /clusterboot: no sync slot free \((\d+) in use\)/;
 
 /**
  * Seconds to wait before asking for a sync slot again: doubling from 5 s to at most 30 s, times a
@@ -444,4 +443,29 @@ export function syncSlotDelay(attempt: number, random: number): number {
   const base = Math.min(30, 5 * 2 ** Math.max(0, Math.min(attempt, 10)));
   const r = Number.isFinite(random) ? Math.min(Math.max(random, 0), 0.999999) : 0.5;
   return Math.round(base * (0.5 + r) * 10) / 10;
+}
+
+/** What rootDecision needs: whether the master answered, its rootfs stamp file, the packed key, the current slot. */
+export interface RootStampFacts {
+  online: boolean;
+  /** The master's stamps/rootfs.stamp text and signature (null: none). */
+  master: { text: string; sig: string | null } | null;
+  publicKeyPem: string | null;
+  current: SlotRecord | null;
+  /** The recovery button was held: copy again in full even when the stamp is current. */
+  recovery: boolean;
+}
+
+/** The master's rootfs stamp against the current slot: the decision planRoot takes, a full copy or not, and a warning. */
+export function rootDecision(f: RootStampFacts): { decision: RootDecision; forceFull: boolean; warning: string | null } {
+  if (!f.online) return { decision: { action: 'offline' }, forceFull: false, warning: null };
+  const local = f.current ? { name: 'rootfs' as const, seq: f.current.seq, id: f.current.id, created: '' } : null;
+  const sd = decideStamp({ name: 'rootfs', masterText: f.master?.text ?? null, masterSig: f.master?.sig ?? null, publicKeyPem: f.publicKeyPem, local, localComplete: f.current !== null });
+  const parsed = f.master ? parseStamp(f.master.text) : null;
+  const masterStamp = parsed?.ok ? { id: parsed.stamp.id, seq: parsed.stamp.seq } : undefined;
+  if (sd.action === 'refuse') return { decision: { action: 'refuse' }, forceFull: false, warning: `${sd.reason} (${sd.remedy})` };
+  if (sd.action === 'keep' && f.recovery && masterStamp) return { decision: { action: 'sync', masterStamp }, forceFull: true, warning: null };
+  if (sd.action === 'keep') return { decision: { action: 'keep', ...(masterStamp ? { masterStamp } : {}) }, forceFull: false, warning: null };
+  if (masterStamp) return { decision: { action: 'sync', masterStamp }, forceFull: false, warning: null };
+  return { decision: { action: 'offline' }, forceFull: false, warning: null };
 }

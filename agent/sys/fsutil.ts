@@ -1,6 +1,5 @@
 // Small effects shared by the disk phases: waiting for device nodes, mounting by role, atomic writes.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { run, ToolError } from './exec.ts';
 import { info } from '../log.ts';
 import { mount, MS_RDONLY, umount } from './libc.ts';
@@ -31,28 +30,6 @@ export async function waitForPath(path: string, timeoutMs: number): Promise<bool
   return true;
 }
 
-/** Write a file so that readers see the old or the new content, never half: temp, fsync, rename, fsync dir. */
-export function writeAtomic(path: string, data: string): void {
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o644);
-  try {
-    writeSync(fd, data);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  fsyncDir(dirname(path));
-}
-
-export function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-}
 
 export function mountFs(dev: string, target: string, fstype: 'vfat' | 'ext4', readonly = false): void {
   mkdirSync(target, { recursive: true });

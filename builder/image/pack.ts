@@ -4,13 +4,13 @@ import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSy
 import { join, relative } from 'node:path';
 import { APPLETS, TOOLS } from '../../agent/sys/tools.ts';
 import { SEQUENCE } from '../../agent/sequence.ts';
-import { MODULE_LIST } from '../../agent/phases/modules.ts';
+import { MODULE_LIST } from '../../agent/contract/initramfs.ts';
 import { compress, type Compression } from './compress.ts';
 import { writeCpio, type CpioEntry } from './cpio.ts';
 import { libraryClosure, readElf, type ClosureFile } from './elf.ts';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './kmod.ts';
 import { writeUImage, type UArch } from './uimage.ts';
-import { knownHostsLine } from '../master/publish.ts';
+import { knownHostsLine } from '../sshkeys.ts';
 
 export interface ExtraFile {
   path: string;

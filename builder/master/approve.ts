@@ -4,16 +4,13 @@
 //   <master root>/approved/<hostname> sha256 hex of the partitions.sfdisk bytes + "\n": approves that table only;
 //                                     a later table change needs a new approval.
 // The agent reads both through the node key (read-only) and compares the hash with the table it fetched.
-import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { writeAtomic } from './publish.ts';
-import { NODES_LIST, parseNodeList, type NodeEntry } from './stage.ts';
-import type { Status } from './status.ts';
+import { writeAtomic } from '../../agent/contract/atomic.ts';
+import { parseNodeList, type NodeEntry } from './nodelist.ts';
+import { NODES_LIST, APPROVAL_REQUIRED, APPROVED_DIR, PARTITION_TABLE } from '../../agent/contract/tree.ts';
+import { approvalText, parseApproval, tableHash } from '../../agent/contract/approval.ts';
 
-export const APPROVAL_REQUIRED = 'approval.required';
-export const APPROVED_DIR = 'approved';
-export const PARTITION_TABLE = 'partitions.sfdisk';
 
 export const APPROVAL_REQUIRED_TEXT =
   '# clusterboot approval mode: while this file exists, a node whose disk has another partition table than\n' +
@@ -21,24 +18,7 @@ export const APPROVAL_REQUIRED_TEXT =
   '# Made by `builder stage --approval`; `builder stage --no-approval` removes it.\n';
 
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-const HASH_RE = /^[0-9a-f]{64}$/;
 
-/** sha256 hex of a table's exact bytes (a string is taken as UTF-8). */
-export function tableHash(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes).digest('hex');
-}
-
-/** The content of an approval file. */
-export function approvalText(hash: string): string {
-  if (!HASH_RE.test(hash)) throw new Error(`approvalText: '${hash}' is not a sha256 hex digest`);
-  return `${hash}\n`;
-}
-
-/** The hash an approval file holds; null when the text is not one (trailing white space is allowed). */
-export function parseApproval(text: string): string | null {
-  const t = text.trim();
-  return HASH_RE.test(t) ? t : null;
-}
 
 export type ApprovalFor = 'approved' | 'approved for another table' | 'not approved';
 
@@ -193,43 +173,4 @@ export function approve(o: { masterRoot: string; names: string[]; all?: boolean;
     approved.push(h);
   }
   return { hash, table, approved, already, warnings };
-}
-
-export interface ApprovalListRow {
-  node: string;
-  /** What its last report says: a table change pending approval, applied, or nothing. */
-  report: 'pending' | 'applied' | '-';
-  /** Its approval file against the master's current table. */
-  approval: ApprovalFor;
-}
-
-// Why: `builder approve --list`: the nodes that wait (from their reports) and where every node stands for the
-// master's current table, from the same files `builder status` reads.
-export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string } {
-  const current = s.approval.tableSha256;
-  const rows: ApprovalListRow[] = s.rows
-    .filter((r) => r.hostname !== null || r.approval !== undefined)
-    .map((r) => {
-      const name = r.hostname ?? r.mac;
-      const file = r.hostname !== null ? s.approval.approved[r.hostname.toLowerCase()] ?? null : null;
-      return {
-        node: name,
-        report: r.approval?.state === 'pending' ? 'pending' : r.approval?.state === 'approved' ? 'applied' : '-',
-        approval: current === null ? 'not approved' : approvalState(file === null ? null : `${file}\n`, current),
-      };
-    });
-  const head = ['NODE', 'REPORT', 'CURRENT TABLE'];
-  const cells = rows.map((r) => [r.node, r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-', r.approval]);
-  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
-  const line = (c: string[]) => c.map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i] as number))).join('  ').trimEnd();
-  const pending = rows.filter((r) => r.report === 'pending' && r.approval !== 'approved').map((r) => r.node);
-  const out = [
-    `approval mode ${s.approval.required ? 'on' : 'off'}; table ${current ?? 'none (no partitions.sfdisk)'}`,
-    '',
-    line(head),
-    ...cells.map(line),
-    '',
-    pending.length ? `${pending.length} waiting for approval: builder approve ${pending.join(' ')}` : 'nothing waits for approval',
-  ];
-  return { rows, text: `${out.join('\n')}\n` };
 }

@@ -9,9 +9,8 @@ import {
   chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { FILES_DIR, NODES_DIR } from '../../agent/contract/tree.ts';
 
-export const NODES_DIR = 'nodes';
-export const FILES_DIR = 'files';
 export const SSH_KEYGEN = '/usr/bin/ssh-keygen';
 /** The host key types sshd on Debian makes by default, in its order. */
 export const HOST_KEY_TYPES = ['ed25519', 'ecdsa', 'rsa'] as const;

@@ -6,10 +6,11 @@
 // and the command that approves it.
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPORT_DIR, REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
+import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
+import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
 import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
-import { APPROVAL_REQUIRED, readApprovals, readTableHash } from './approve.ts';
-import { NODES_LIST, normalizeMac, parseNodeList, type NodeEntry } from './stage.ts';
+import { readApprovals, readTableHash, approvalState, type ApprovalFor } from './approve.ts';
+import { normalizeMac, parseNodeList, type NodeEntry } from './nodelist.ts';
 
 export type RowResult = 'ok' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
 
@@ -380,4 +381,43 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
     approval: { required: existsSync(join(masterRoot, APPROVAL_REQUIRED)), tableSha256, approved: Object.fromEntries(a.approvals) },
     warnings,
   };
+}
+
+export interface ApprovalListRow {
+  node: string;
+  /** What its last report says: a table change pending approval, applied, or nothing. */
+  report: 'pending' | 'applied' | '-';
+  /** Its approval file against the master's current table. */
+  approval: ApprovalFor;
+}
+
+// Why: `builder approve --list`: the nodes that wait (from their reports) and where every node stands for the
+// master's current table, from the same files `builder status` reads.
+export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string } {
+  const current = s.approval.tableSha256;
+  const rows: ApprovalListRow[] = s.rows
+    .filter((r) => r.hostname !== null || r.approval !== undefined)
+    .map((r) => {
+      const name = r.hostname ?? r.mac;
+      const file = r.hostname !== null ? s.approval.approved[r.hostname.toLowerCase()] ?? null : null;
+      return {
+        node: name,
+        report: r.approval?.state === 'pending' ? 'pending' : r.approval?.state === 'approved' ? 'applied' : '-',
+        approval: current === null ? 'not approved' : approvalState(file === null ? null : `${file}\n`, current),
+      };
+    });
+  const head = ['NODE', 'REPORT', 'CURRENT TABLE'];
+  const cells = rows.map((r) => [r.node, r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-', r.approval]);
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
+  const line = (c: string[]) => c.map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i] as number))).join('  ').trimEnd();
+  const pending = rows.filter((r) => r.report === 'pending' && r.approval !== 'approved').map((r) => r.node);
+  const out = [
+    `approval mode ${s.approval.required ? 'on' : 'off'}; table ${current ?? 'none (no partitions.sfdisk)'}`,
+    '',
+    line(head),
+    ...cells.map(line),
+    '',
+    pending.length ? `${pending.length} waiting for approval: builder approve ${pending.join(' ')}` : 'nothing waits for approval',
+  ];
+  return { rows, text: `${out.join('\n')}\n` };
 }

@@ -6,20 +6,15 @@
 // The lock is an open file descriptor inherited by rrsync and rsync: it is released when the last of them exits,
 // however it exits (crash, kill, dropped connection), so a slot never leaks.
 import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
-import { checkCommandPaths, keyLine, writeAtomic } from './publish.ts';
+import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+import { writeAtomic } from '../../agent/contract/atomic.ts';
+import { SYNC_SLOT_BUSY, noSlotMessage } from '../../agent/contract/syncslot.ts';
 
 export const SYNC_SLOT_SCRIPT = 'sync-slot';
 export const SLOTS_DIR = 'slots';
-/** sysexits.h EX_TEMPFAIL: the exit status of a root pull turned away because every slot is taken. */
-export const SYNC_SLOT_BUSY = 75;
 export const DEFAULT_STATE_DIR = '/var/lib/clusterboot';
 export const DEFAULT_SYNC_SLOTS = 8;
 export const MAX_SYNC_SLOTS = 1000;
-
-/** The exact stderr line of a turned-away root pull (the agent matches it). */
-export function noSlotMessage(slots: number): string {
-  return `clusterboot: no sync slot free (${slots} in use); retry later`;
-}
 
 // Why: POSIX sh and util-linux flock only, so it runs under sshd's forced command on any Debian master without the
 // builder installed. Failure to lock (no slots folder, no flock) lets the pull through with a warning: the limit is
@@ -68,7 +63,7 @@ if [ "$opened" = 0 ]; then
   echo "clusterboot: sync-slot: cannot open a slot file in $dir; syncing without a slot" >&2
   exec "$@"
 fi
-echo "clusterboot: no sync slot free ($n in use); retry later" >&2
+echo "${noSlotMessage('$n')}" >&2
 exit ${SYNC_SLOT_BUSY}
 `;
 }

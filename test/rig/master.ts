@@ -8,7 +8,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Subprocess } from 'bun';
 import { accessFiles, type ExtraFile } from '../../builder/image/pack.ts';
-import { authorizedKeysLine, generateKeys, publish } from '../../builder/master/publish.ts';
+import { publish } from '../../builder/master/publish.ts';
+import { authorizedKeysLine } from '../../builder/master/keylines.ts';
+import { generateKeys } from '../../builder/master/keys.ts';
 import { CACHE, images, type Images } from './images.ts';
 
 export const KEYS = join(CACHE, 'test-keys');

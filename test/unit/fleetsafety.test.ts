@@ -1,9 +1,11 @@
 // The decisions behind #7: approval before a table change, per-node identity, waiting for a sync slot.
 import { describe, expect, test } from 'bun:test';
-import { approvalGate, tableHash, type GateFacts } from '../../agent/plans/approval.ts';
+import { approvalGate, type GateFacts } from '../../agent/plans/approval.ts';
+import { tableHash } from '../../agent/contract/approval.ts';
 import { machineId, planIdentity, type IdentityFacts } from '../../agent/plans/identity.ts';
-import { NO_SYNC_SLOT, syncSlotDelay } from '../../agent/plans/slots.ts';
-import { fetchFilter } from '../../agent/phases/master.ts';
+import { syncSlotDelay } from '../../agent/plans/slots.ts';
+import { NO_SYNC_SLOT } from '../../agent/contract/syncslot.ts';
+import { fetchFilter } from '../../agent/contract/tree.ts';
 
 const T = 'label: dos\n\n/dev/mmcblk0p1 : start=2048, size=65536, type=c\n';
 const gate = (over: Partial<GateFacts>) =>

@@ -7,7 +7,8 @@
 // tables from the generator's model), except where a parse is needed to read a mutated text.
 import { describe, expect, test } from 'bun:test';
 import { createPublicKey, generateKeyPairSync, sign, verify } from 'node:crypto';
-import { approvalGate, tableHash, type GateFacts } from '../../agent/plans/approval.ts';
+import { approvalGate, type GateFacts } from '../../agent/plans/approval.ts';
+import { tableHash } from '../../agent/contract/approval.ts';
 import { parseCmdline, tokenizeCmdline, type Params } from '../../agent/cmdline.ts';
 import { OVERLAY_PATHS, planOverlay, type OverlayFacts } from '../../agent/plans/overlay.ts';
 import {

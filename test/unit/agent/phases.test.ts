@@ -1,7 +1,7 @@
 // The small decisions inside the phases: whose disk, which NIC, which master, what to load, where init is.
 import { describe, expect, test } from 'bun:test';
 import { classifySshError } from '../../../agent/net/link.ts';
-import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../../agent/phases/disk.ts';
+import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
 import { resolveInRoot } from '../../../agent/phases/handoff.ts';
 import { backoff } from '../../../agent/phases/master.ts';
 import { loaderFor, moduleBase, planModules } from '../../../agent/phases/modules.ts';

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from '../../../../builder/image/agentbuild.ts';
 import { accessFiles, mergedUsr, pack, topLevelLinks } from '../../../../builder/image/pack.ts';
-import { generateKeys } from '../../../../builder/master/publish.ts';
+import { generateKeys } from '../../../../builder/master/keys.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'cb-pack-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));

@@ -6,12 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { reportName, type BootReport } from '../../../../agent/contract/report.ts';
 import { REPO } from '../../../../builder/image/agentbuild.ts';
-import {
-  APPROVAL_REQUIRED_TEXT, approvalList, approvalState, approvalTargets, approve, ApproveError, parseApproval, readApprovals,
-  setApprovalMode, tableHash,
-} from '../../../../builder/master/approve.ts';
-import type { NodeEntry } from '../../../../builder/master/stage.ts';
-import { readStatus } from '../../../../builder/master/status.ts';
+import { APPROVAL_REQUIRED_TEXT, approvalState, approvalTargets, approve, ApproveError, readApprovals, setApprovalMode } from '../../../../builder/master/approve.ts';
+import { approvalList, readStatus } from '../../../../builder/master/status.ts';
+import { parseApproval, tableHash } from '../../../../agent/contract/approval.ts';
+import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
 
 let tmp = '';
 let n = 0;

@@ -5,7 +5,10 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStamp, verifyStamp } from '../../../../agent/contract/stamp.ts';
-import { authorizedKeysLine, generateKeys, knownHostsLine, publish, reportKeysLine } from '../../../../builder/master/publish.ts';
+import { publish } from '../../../../builder/master/publish.ts';
+import { authorizedKeysLine, reportKeysLine } from '../../../../builder/master/keylines.ts';
+import { knownHostsLine } from '../../../../builder/sshkeys.ts';
+import { generateKeys } from '../../../../builder/master/keys.ts';
 
 let tmp = '';
 let n = 0;

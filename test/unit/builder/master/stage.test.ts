@@ -5,13 +5,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_BOOTARGS } from '../../../../builder/image/bootscript.ts';
-import { generateKeys } from '../../../../builder/master/publish.ts';
+import { generateKeys } from '../../../../builder/master/keys.ts';
 import { APPROVAL_REQUIRED_TEXT } from '../../../../builder/master/approve.ts';
 import { identityFiles } from '../../../../builder/master/identity.ts';
-import {
-  mergeAuthorizedKeys, parseNodeList, parseSubnet, renderDnsmasq, renderNodesList, replaceOwnNodeLines, stage, StageError, validateStage,
-  type NodeEntry, type StageOptions, type StagePlan,
-} from '../../../../builder/master/stage.ts';
+import { stage, StageError, type StageOptions } from '../../../../builder/master/stage.ts';
+import { mergeAuthorizedKeys, replaceOwnNodeLines } from '../../../../builder/master/authkeys.ts';
+import { renderDnsmasq, validateStage, type StagePlan } from '../../../../builder/master/dnsmasq.ts';
+import { parseNodeList, parseSubnet, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { syncSlotScript } from '../../../../builder/master/syncslot.ts';
 import { crc32, readUImageHeader, writeUImage } from '../../../../builder/image/uimage.ts';
 

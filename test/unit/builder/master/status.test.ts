@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
 import { reportName, type BootReport } from '../../../../agent/contract/report.ts';
 import { REPO } from '../../../../builder/image/agentbuild.ts';
-import type { NodeEntry } from '../../../../builder/master/stage.ts';
-import { tableHash } from '../../../../builder/master/approve.ts';
+import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
+import { tableHash } from '../../../../agent/contract/approval.ts';
 import { parseReport, readStatus, renderStatusTable, statusRows, tableDiff, type StatusRow } from '../../../../builder/master/status.ts';
 
 let tmp = '';

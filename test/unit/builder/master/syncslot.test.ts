@@ -6,9 +6,8 @@ import { once } from 'node:events';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import {
-  installSyncSlot, noSlotMessage, SYNC_SLOT_BUSY, syncSlotKeysLine, syncSlotPaths, syncSlotProblems, syncSlotScript,
-} from '../../../../builder/master/syncslot.ts';
+import { installSyncSlot, syncSlotKeysLine, syncSlotPaths, syncSlotProblems, syncSlotScript } from '../../../../builder/master/syncslot.ts';
+import { noSlotMessage, SYNC_SLOT_BUSY } from '../../../../agent/contract/syncslot.ts';
 
 let tmp = '';
 let n = 0;

@@ -1,0 +1,20 @@
+// The typed control flow a phase can end in: a reboot request (not a failure) and a failure with its remedy.
+
+/** A phase that needs a fresh boot (new table, new firmware): logged, synced, then reboot(2). */
+export class RebootRequest extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+/** A failure with what the admin should do about it. */
+export class PhaseFailure extends Error {
+  constructor(
+    message: string,
+    readonly remedy: string,
+    readonly ledCode: string = 'error',
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
