@@ -10,7 +10,7 @@ import { type Phase, type StampFile } from '../phase.ts';
 import { PhaseFailure, RebootRequest } from '../errors.ts';
 import { stampKey } from '../contract/initramfs.ts';
 import { syncDisks } from '../sys/libc.ts';
-import { masterBase } from '../contract/tree.ts';
+import { BOOTFS_DIR, masterBase } from '../contract/tree.ts';
 import { MARKER, BOOT_MNT, BOOT_STAMP } from '../paths.ts';
 
 
@@ -18,7 +18,7 @@ import { MARKER, BOOT_MNT, BOOT_STAMP } from '../paths.ts';
 /** rsync the master's bootfs/ into the mounted boot partition, then record its stamp and our marker. */
 export async function fillBoot(link: Link, base: string, stamp: StampFile | null): Promise<void> {
   await link.rsync(['-rt', '--modify-window=2', '--delete', '--exclude=/clusterboot.*', '--timeout=120',
-    link.remote(`${base}bootfs/`), `${BOOT_MNT}/`], { timeoutMs: 30 * 60_000 });
+    link.remote(`${base}${BOOTFS_DIR}/`), `${BOOT_MNT}/`], { timeoutMs: 30 * 60_000 });
   writeAtomic(`${BOOT_MNT}/${MARKER}`, 'clusterboot boot partition: its contents follow the master\'s bootfs/\n');
   if (stamp) writeAtomic(`${BOOT_MNT}/${BOOT_STAMP}`, stamp.text);
   syncDisks();

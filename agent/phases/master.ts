@@ -4,7 +4,8 @@ import { ToolError } from '../sys/exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
 import { type MasterWants, type Phase, type StampFile } from '../phase.ts';
-import { fetchFilter, masterBase } from '../contract/tree.ts';
+import { APPROVAL_REQUIRED, APPROVED_DIR, fetchFilter, FILES_DIR, masterBase, NODES_DIR, PARTITION_TABLE, RESET_FLAG } from '../contract/tree.ts';
+import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
 
@@ -18,9 +19,9 @@ function readOr(path: string): string | null {
   return existsSync(path) ? readFileSync(path, 'utf8') : null;
 }
 
-function stampFile(name: string): StampFile | null {
-  const text = readOr(`${FETCH_DIR}/stamps/${name}.stamp`);
-  return text === null ? null : { text, sig: readOr(`${FETCH_DIR}/stamps/${name}.stamp.sig`)?.trim() ?? null };
+function stampFile(name: StampName): StampFile | null {
+  const text = readOr(`${FETCH_DIR}/${stampPath(name)}`);
+  return text === null ? null : { text, sig: readOr(`${FETCH_DIR}/${sigPath(name)}`)?.trim() ?? null };
 }
 
 export const master: Phase = {
@@ -66,7 +67,7 @@ export const master: Phase = {
       // one rsync of the master root, filtered to what this node needs (rrsync refuses a missing path, a
       // filter does not): the table, the stamps, the approval switch and this node's approval and files
       await link.rsync(['-rlpt', '--timeout=60', ...fetchFilter(node), link.remote(base || './'), `${FETCH_DIR}/`], { okCodes: [0, 23] });
-      if (node && existsSync(`${FETCH_DIR}/nodes/${node}`)) renameSync(`${FETCH_DIR}/nodes/${node}`, `${FETCH_DIR}/node`);
+      if (node && existsSync(`${FETCH_DIR}/${NODES_DIR}/${node}`)) renameSync(`${FETCH_DIR}/${NODES_DIR}/${node}`, `${FETCH_DIR}/node`);
       else mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
     } catch (e) {
       if (e instanceof PhaseFailure) throw e;
@@ -74,15 +75,15 @@ export const master: Phase = {
       warn('master', `could not fetch from the master: ${e instanceof ToolError ? e.message : String(e)}; continuing offline`);
       return 'offline: fetch failed';
     }
-    const approved = node ? readOr(`${FETCH_DIR}/approved/${node}`) : null;
+    const approved = node ? readOr(`${FETCH_DIR}/${APPROVED_DIR}/${node}`) : null;
     const wanted: MasterWants = {
-      table: readOr(`${FETCH_DIR}/partitions.sfdisk`),
+      table: readOr(`${FETCH_DIR}/${PARTITION_TABLE}`),
       rootfs: stampFile('rootfs'),
       bootfs: stampFile('bootfs'),
-      reset: existsSync(`${FETCH_DIR}/node/reset`),
-      approvalRequired: existsSync(`${FETCH_DIR}/approval.required`),
+      reset: existsSync(`${FETCH_DIR}/node/${RESET_FLAG}`),
+      approvalRequired: existsSync(`${FETCH_DIR}/${APPROVAL_REQUIRED}`),
       approvedHash: approved === null ? null : approved.trim().toLowerCase(),
-      nodeFiles: existsSync(`${FETCH_DIR}/node/files`),
+      nodeFiles: existsSync(`${FETCH_DIR}/node/${FILES_DIR}`),
     };
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;

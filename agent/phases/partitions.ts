@@ -14,7 +14,7 @@ import { sendReport } from '../net/report.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { fillBoot } from './bootfs.ts';
 import { BOOT_MNT, FETCH_DIR } from '../paths.ts';
-import { masterBase } from '../contract/tree.ts';
+import { APPROVAL_REQUIRED, APPROVED_DIR, fetchFilter, masterBase, PARTITION_TABLE } from '../contract/tree.ts';
 import { LABEL_ID } from '../plans/disk.ts';
 
 /**
@@ -54,13 +54,12 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
     const dir = `${FETCH_DIR}/poll`;
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    await link.rsync(['-rt', '--timeout=60', '--include=/partitions.sfdisk', '--include=/approval.required', '--include=/approved/',
-      `--include=/approved/${host}`, '--exclude=*', link.remote(masterBase(ctx.params.masterRoot) || './'), `${dir}/`], { okCodes: [0, 23] })
+    await link.rsync(['-rt', '--timeout=60', ...fetchFilter(host, ['table', 'approval']), link.remote(masterBase(ctx.params.masterRoot) || './'), `${dir}/`], { okCodes: [0, 23] })
       .catch((e: unknown) => warn('partitions', `could not ask the master: ${(e as Error).message.slice(-160)}`));
-    const table = existsSync(`${dir}/partitions.sfdisk`) ? readFileSync(`${dir}/partitions.sfdisk`, 'utf8') : null;
+    const table = existsSync(`${dir}/${PARTITION_TABLE}`) ? readFileSync(`${dir}/${PARTITION_TABLE}`, 'utf8') : null;
     if (table !== null && table !== w.table) throw new RebootRequest('the master\'s table changed while waiting for approval');
-    w.approvalRequired = existsSync(`${dir}/approval.required`);
-    w.approvedHash = existsSync(`${dir}/approved/${host}`) ? readFileSync(`${dir}/approved/${host}`, 'utf8').trim().toLowerCase() : null;
+    w.approvalRequired = existsSync(`${dir}/${APPROVAL_REQUIRED}`);
+    w.approvedHash = existsSync(`${dir}/${APPROVED_DIR}/${host}`) ? readFileSync(`${dir}/${APPROVED_DIR}/${host}`, 'utf8').trim().toLowerCase() : null;
     gate = approvalGate(facts());
   }
   if (gate.action === 'boot-current') return 'table change waiting for approval; the disk is left as it is';

@@ -13,7 +13,7 @@ import { rm } from 'node:fs/promises';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { stampKey } from '../contract/initramfs.ts';
-import { masterBase } from '../contract/tree.ts';
+import { masterBase, ROOTFS_DIR } from '../contract/tree.ts';
 import { ROOT_MNT } from '../paths.ts';
 
 
@@ -78,7 +78,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const dest = `${ROOT_MNT}/slots/${a.id}/`;
   mkdirSync(dest, { recursive: true });
   syncDisks(); // the slot exists on disk before any byte lands in it: a power cut leaves a visible partial slot
-  const src = link.remote(`${masterBase(ctx.params.masterRoot)}rootfs/`);
+  const src = link.remote(`${masterBase(ctx.params.masterRoot)}${ROOTFS_DIR}/`);
   const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
   const dry = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 }));

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { newStamp, parseStamp, renderStamp, sigPath, stampPath } from '../../agent/contract/stamp.ts';
 import type { Stamp, StampName } from '../../agent/contract/stamp.ts';
 import { fsyncDir, writeAtomic } from '../../agent/contract/atomic.ts';
+import { STAMP_DIR } from '../../agent/contract/tree.ts';
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException).code;
@@ -60,7 +61,7 @@ export async function publish(opts: { masterRoot: string; name: StampName; signK
     if (key.asymmetricKeyType !== 'ed25519') throw new Error(`publish: stamp signing key is ${key.asymmetricKeyType}, not ed25519`);
   }
 
-  const dir = join(masterRoot, 'stamps');
+  const dir = join(masterRoot, STAMP_DIR);
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const file = join(masterRoot, stampPath(name));
   const sigFile = join(masterRoot, sigPath(name));
