@@ -8,6 +8,7 @@ import { boot, type BootResult } from './boot.ts';
 import type { Images } from './images.ts';
 import { randomBytes, templateSum, type TestMaster } from './master.ts';
 import { blankDisk } from './qemu.ts';
+import { rng } from '../fixtures/rng.ts';
 
 export type SoakPhase = 'repartition' | 'format' | 'bootcopy' | 'rsync';
 export const SOAK_PHASES: readonly SoakPhase[] = ['repartition', 'format', 'bootcopy', 'rsync'];
@@ -32,17 +33,8 @@ export interface Trial {
   detail: string;
 }
 
-/** A small deterministic generator: the printed seed replays a trial exactly. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0 || 1;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// The shared seeded generator: the printed seed replays a trial exactly.
+export { rng } from '../fixtures/rng.ts';
 
 /** sha256 of the boot partition's bytes (p1 of the test table: sectors 2048..67583). */
 export function p1Hash(disk: string): string {
@@ -80,7 +72,8 @@ export class Soak {
   }
 
   async trial(phase: SoakPhase, seed: number): Promise<Trial> {
-    const r = rng(seed);
+    // seed 0 ran as 1 before the shared generator: keeps every printed soak seed replaying the same cut
+    const r = rng(seed >>> 0 || 1);
     const delayMs = Math.floor(r() * CUT[phase].maxDelayMs);
     const disk = join(this.work, 'trial.img');
     rmSync(disk, { force: true });

@@ -2,6 +2,7 @@ import { describe, expect, test } from 'bun:test';
 import { generateKeyPairSync, sign } from 'node:crypto';
 import { decideStamp, newStamp, parseStamp, renderStamp, verifyStamp } from '../../../../agent/contract/stamp.ts';
 import type { Stamp } from '../../../../agent/contract/stamp.ts';
+import { rng } from '../../../fixtures/rng.ts';
 
 const TEXT = 'clusterboot-stamp 1\nname rootfs\nseq 17\nid 17-20261125T110000Z\ncreated 2026-11-25T11:00:00.000Z\n';
 const S17: Stamp = { name: 'rootfs', seq: 17, id: '17-20261125T110000Z', created: '2026-11-25T11:00:00.000Z' };
@@ -179,17 +180,9 @@ describe('decideStamp', () => {
 });
 
 describe('property: garbage never throws and never syncs', () => {
-  // Seeded xorshift32 so a failure is reproducible.
-  function rng(seed: number) {
-    let x = seed >>> 0 || 1;
-    return () => {
-      x ^= x << 13; x >>>= 0;
-      x ^= x >>> 17;
-      x ^= x << 5; x >>>= 0;
-      return x;
-    };
-  }
-  const next = rng(0xc1b007);
+  // Seeded (the shared mulberry32, scaled to a uint32) so a failure is reproducible.
+  const draw = rng(0xc1b007);
+  const next = (): number => Math.floor(draw() * 0x100000000);
   const bytes = (n: number) => Uint8Array.from({ length: n }, () => next() & 0xff);
   const decoders = [new TextDecoder('utf-8'), new TextDecoder('latin1')];
 

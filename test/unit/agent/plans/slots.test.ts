@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync, appendFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { generateKeyPairSync, sign } from 'node:crypto';
 import {
   isSlotId,
   parseProgress2,
@@ -10,8 +11,12 @@ import {
   planRoot,
   readSlotState,
   renderRecord,
+  rootDecision,
 } from '../../../../agent/plans/slots.ts';
 import type { RootDecision, RootPlan, SlotAction, SlotFacts, SlotRecord, SlotState } from '../../../../agent/plans/slots.ts';
+import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
+import { rng } from '../../../fixtures/rng.ts';
+import { FULL_COPY, LINK_DEST, MISSING_SOURCE } from '../../../fixtures/rsync.ts';
 
 const rec = (id: string, seq: number, extra: Partial<SlotRecord> = {}): string => renderRecord({ id, seq, complete: true, ...extra });
 const plain = (actions: SlotAction[]) => actions.map((a) => ({ ...a, describe: a.describe() }));
@@ -289,17 +294,6 @@ describe('planRoot', () => {
 
 // ---- seeded property test: random disks, verdicts and flags; every plan replayed on a model of the disk ----
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Disk {
   dirs: Set<string>;
   records: Map<string, string>;
@@ -364,7 +358,7 @@ function randomCase(rnd: () => number) {
 
 describe('planRoot properties (3000 seeded cases)', () => {
   test('invariants hold, and every crash point leaves a bootable current', () => {
-    const rnd = mulberry32(0xc1b007);
+    const rnd = rng(0xc1b007);
     const counts: Record<string, number> = {};
     for (let i = 0; i < 3000; i++) {
       const c = randomCase(rnd);
@@ -427,19 +421,7 @@ describe('planRoot properties (3000 seeded cases)', () => {
   });
 });
 
-// ---- rsync output: fixtures captured from rsync 3.5.0 (protocol 32), plus a live run of the host's rsync ----
-
-// `rsync -aHAX --stats --info=progress2 src/ dst/` of 13 files into an empty dst (output verbatim).
-const FULL_COPY =
-  '\r         32,768   1%    0.00kB/s    0:00:00  \r         40,000   1%    6.90MB/s    0:00:00 (xfr#1, to-chk=14/17)\r         40,000   1%    6.90MB/s    0:00:00 (xfr#1, to-chk=1/17) \r        440,000  14%  388.37MB/s    0:00:00 (xfr#2, to-chk=13/17)\r        880,000  28%  403.99MB/s    0:00:00 (xfr#3, to-chk=12/17)\r      1,360,000  43%  421.92MB/s    0:00:00 (xfr#4, to-chk=11/17)\r      1,440,000  46%  447.35MB/s    0:00:00 (xfr#5, to-chk=10/17)\r      1,560,000  49%  485.49MB/s    0:00:00 (xfr#6, to-chk=9/17) \r      1,720,000  55%  536.36MB/s    0:00:00 (xfr#7, to-chk=8/17)\r      1,920,000  61%  449.95MB/s    0:00:00 (xfr#8, to-chk=7/17)\r      2,160,000  69%  507.17MB/s    0:00:00 (xfr#9, to-chk=6/17)\r      2,440,000  78%  459.14MB/s    0:00:00 (xfr#10, to-chk=5/17)\r      2,760,000  88%  520.18MB/s    0:00:00 (xfr#11, to-chk=4/17)\r      3,120,000  99%  490.70MB/s    0:00:00 (xfr#12, to-chk=3/17)\r      3,120,003  99%  490.70MB/s    0:00:00 (xfr#13, to-chk=0/17)\r      3,120,003  99%  490.70MB/s    0:00:00 (xfr#13, to-chk=0/17)\r      3,120,003  99%  490.70MB/s    0:00:00 (xfr#13, to-chk=0/17)\n\nNumber of files: 17 (reg: 13, dir: 3, link: 1)\nNumber of created files: 16 (reg: 13, dir: 2, link: 1)\nNumber of deleted files: 0\nNumber of regular files transferred: 13\nTotal file size: 3,120,005 bytes\nTotal transferred file size: 3,120,003 bytes\nLiteral data: 3,120,003 bytes\nMatched data: 0 bytes\nFile list size: 0\nFile list generation time: 0.001 seconds\nFile list transfer time: 0.000 seconds\nTotal bytes sent: 3,121,628\nTotal bytes received: 274\n\nsent 3,121,628 bytes  received 274 bytes  6,243,804.00 bytes/sec\ntotal size is 3,120,005  speedup is 1.00\n';
-
-// `rsync -aH --delete --stats --info=progress2 --no-whole-file --link-dest=../1 src/ slots/2/` after changing one file.
-const LINK_DEST =
-  '\r              0   0%    0.00kB/s    0:00:00 (xfr#0, to-chk=2/17)\r            700   0%    0.00kB/s    0:00:00  \r        205,000   6%  194.84MB/s    0:00:00 (xfr#1, to-chk=8/17)\r        205,004   6%  194.84MB/s    0:00:00 (xfr#2, to-chk=1/17)\r        205,004   6%  194.84MB/s    0:00:00 (xfr#2, to-chk=0/17)\r        205,004   6%  194.84MB/s    0:00:00 (xfr#2, to-chk=0/17)\n\nNumber of files: 17 (reg: 13, dir: 3, link: 1)\nNumber of created files: 1 (reg: 1)\nNumber of deleted files: 0\nNumber of regular files transferred: 2\nTotal file size: 3,045,009 bytes\nTotal transferred file size: 205,004 bytes\nLiteral data: 5,504 bytes\nMatched data: 199,500 bytes\nFile list size: 0\nFile list generation time: 0.001 seconds\nFile list transfer time: 0.000 seconds\nTotal bytes sent: 7,069\nTotal bytes received: 1,786\n\nsent 7,069 bytes  received 1,786 bytes  17,710.00 bytes/sec\ntotal size is 3,045,009  speedup is 343.87\n';
-
-// A missing source: code 23, yet the stats block is printed (with a bare "Number of files: 0").
-const MISSING_SOURCE =
-  'rsync: [sender] change_dir "/tmp/rs/nosuch" failed: No such file or directory (2)\n\r              0 100%    0.00kB/s    0:00:00 (xfr#0, to-chk=0/0)\n\nNumber of files: 0\nNumber of created files: 0\nNumber of deleted files: 0\nNumber of regular files transferred: 0\nTotal file size: 0 bytes\nTotal transferred file size: 0 bytes\nLiteral data: 0 bytes\nMatched data: 0 bytes\nFile list size: 0\nFile list generation time: 0.001 seconds\nFile list transfer time: 0.000 seconds\nTotal bytes sent: 19\nTotal bytes received: 12\n\nsent 19 bytes  received 12 bytes  62.00 bytes/sec\ntotal size is 0  speedup is 0.00\nrsync error: some files/attrs were not transferred (see previous errors) (code 23) at main.c(1394) [sender=3.5.0]\n';
+// ---- rsync output: captures of rsync 3.5.0 (test/fixtures/rsync.ts), plus a live run of the host's rsync ----
 
 // Progress redraws as the console reader sees them: split on '\r' and '\n'.
 const redraws = (text: string): string[] => text.split(/[\r\n]/).filter((l) => l.trim() !== '');
@@ -562,5 +544,66 @@ describe('live rsync (host /usr/bin/rsync)', () => {
     expect((s2?.matchedData ?? 0) + (s2?.literalData ?? 0)).toBe(5 * 30_000 + 1000);
     expect(s2?.matchedData).toBeGreaterThan(0);
     for (const p of redraws(progressPart(second)).map(parseProgress2)) expect(p).not.toBeNull();
+  });
+});
+
+describe('rootDecision', () => {
+  const S17 = newStamp('rootfs', 17, new Date('2026-11-25T11:00:00.000Z'));
+  const S18 = newStamp('rootfs', 18, new Date('2026-11-26T00:00:00.000Z'));
+  const CURRENT: SlotRecord = { id: S17.id, seq: 17, complete: true };
+  const ED = generateKeyPairSync('ed25519');
+  const PUB = ED.publicKey.export({ type: 'spki', format: 'pem' }) as string;
+  const signed = (text: string) => ({ text, sig: sign(null, Buffer.from(text), ED.privateKey).toString('base64') });
+  const unsigned = (text: string) => ({ text, sig: null });
+  const base = { online: true, publicKeyPem: null, current: CURRENT, recovery: false };
+
+  test('no master: offline, whatever is on the disk', () => {
+    expect(rootDecision({ ...base, online: false, master: null })).toEqual({
+      decision: { action: 'offline' },
+      forceFull: false,
+      warning: null,
+    });
+  });
+
+  test('the master stamp is the current slot: keep it, naming the stamp', () => {
+    expect(rootDecision({ ...base, master: unsigned(renderStamp(S17)) })).toEqual({
+      decision: { action: 'keep', masterStamp: { id: S17.id, seq: 17 } },
+      forceFull: false,
+      warning: null,
+    });
+  });
+
+  test('a newer stamp: sync it', () => {
+    expect(rootDecision({ ...base, master: unsigned(renderStamp(S18)) })).toEqual({
+      decision: { action: 'sync', masterStamp: { id: S18.id, seq: 18 } },
+      forceFull: false,
+      warning: null,
+    });
+  });
+
+  test('recovery with a current stamp: sync it again in full', () => {
+    expect(rootDecision({ ...base, recovery: true, master: unsigned(renderStamp(S17)) })).toEqual({
+      decision: { action: 'sync', masterStamp: { id: S17.id, seq: 17 } },
+      forceFull: true,
+      warning: null,
+    });
+  });
+
+  test('a packed key: a signed newer stamp syncs, an unsigned one is refused with a warning', () => {
+    expect(rootDecision({ ...base, publicKeyPem: PUB, master: signed(renderStamp(S18)) }).decision).toEqual({
+      action: 'sync',
+      masterStamp: { id: S18.id, seq: 18 },
+    });
+    const v = rootDecision({ ...base, publicKeyPem: PUB, master: unsigned(renderStamp(S18)) });
+    expect(v.decision).toEqual({ action: 'refuse' });
+    expect(v.forceFull).toBe(false);
+    expect(v.warning).toContain('unsigned stamp');
+  });
+
+  test('a garbage stamp: refuse, saying it is invalid', () => {
+    const v = rootDecision({ ...base, master: unsigned('clusterboot-stamp 1\nname rootfs\nseq x\n') });
+    expect(v.decision).toEqual({ action: 'refuse' });
+    expect(v.forceFull).toBe(false);
+    expect(v.warning).toContain('invalid');
   });
 });
