@@ -1,32 +1,34 @@
 // Kernel command line -> typed agent parameters. Pure: the caller reads /proc/cmdline and prints warnings/unknowns.
 import { parseButtonParam } from './plans/button.ts';
+import { isStageId, STAGE_SOURCES, type StageSource } from './contract/firststage.ts';
 
 /** How the writable layer over the root is provided (seed name `aufs=`, also `overlay=`). */
 export type OverlayMode = 'disk' | 'tmpfs' | 'none';
 
+// Names, defaults, accepted values and docs of each field live in one place: TABLE below.
 /** Everything the agent takes from the kernel command line; absent optional fields mean "not given". */
 export interface Params {
   /** masterip=IP (seed name) or master=HOST; unset: the agent works it out from the DHCP lease. */
   master?: string;
-  /** masteruser=, default 'root' (restricted by rrsync -ro on the master). */
+  /** masteruser=: ssh user on the master (restricted by rrsync -ro there). */
   masterUser: string;
-  /** masterport=, default 22. */
+  /** masterport=: ssh (or rsyncd) port. */
   masterPort: number;
-  /** masterroot=, default '' (path prefix under the rrsync root, which is /data/slaves in the seed layout). */
+  /** masterroot=: path prefix under the rrsync root. */
   masterRoot: string;
-  /** transport=ssh|rsyncd, default ssh. */
+  /** transport=ssh|rsyncd. */
   transport: 'ssh' | 'rsyncd';
-  /** aufs=disk|tmpfs|none (seed name) or overlay=..., default disk (like the seed's bootargs). */
+  /** aufs= (seed name) or overlay=: where the writable layer lives. */
   overlay: OverlayMode;
-  /** disk=, default /dev/mmcblk0. */
+  /** disk=: the local disk holding the roots. */
   disk: string;
-  /** disktimeout= seconds to wait for the disk to appear, default 30. */
+  /** disktimeout=: seconds to wait for the disk to appear. */
   diskTimeout: number;
   /** wipe=<serial>: wipe the disk whose serial matches. */
   wipe?: string;
   /** modules=a,b,c: extra kernel modules loaded after the packed list. */
   modules: string[];
-  /** init= program run after switch_root, default /sbin/init. */
+  /** init=: program run after switch_root. */
   init: string;
   /** rescue (or rescue=1): drop to a shell on fatal errors instead of retrying. */
   rescue: boolean;
@@ -40,7 +42,7 @@ export interface Params {
   reset: boolean;
   /** quiet: the kernel's own flag, kept so the agent can be quiet too. */
   quiet: boolean;
-  /** retries=: bounded master retries before the fallback, default 5. */
+  /** retries=: bounded master retries before the fallback. */
   retries: number;
   /** hostname= override of the DHCP-provided name. */
   hostname?: string;
@@ -50,12 +52,20 @@ export interface Params {
   syslog?: string;
   /** button=<chip>:<line>[:high]: recovery button, held at boot to wipe the writable layer and resync the root. */
   button?: string;
-  /** watchdog= seconds, default 15, 0 disables. */
+  /** watchdog=: hardware watchdog seconds, 0 disables. */
   watchdog: number;
-  /** leds=off or gpiochipN:a,b,c, default gpiochip0:22,23,24. */
+  /** leds=off or gpiochipN:a,b,c. */
   leds: string;
   /** clusterboot.hang=<phase>: test/debug aid, hang in that phase. */
   debugHang?: string;
+  /** clusterboot.fs=<id>: the first stage U-Boot booted (set by clusterboot's boot scripts). */
+  stageId?: string;
+  /** clusterboot.from=: how U-Boot loaded it. */
+  stageFrom?: StageSource;
+  /** clusterboot.try=N: the try of a new first stage. */
+  stageTry?: number;
+  /** clusterboot.failed=<id>: the new first stage U-Boot abandoned after its tries. */
+  stageFailed?: string;
 }
 
 /** Parsed parameters plus what the caller should print: bad values (defaults kept) and tokens nobody owns. */
@@ -64,56 +74,6 @@ export interface ParseResult {
   warnings: string[];
   unknown: string[];
 }
-
-// Defaults in one place so the docs table, the parser and the warnings agree.
-const DEFAULTS: Readonly<Params> = Object.freeze({
-  masterUser: 'root',
-  masterPort: 22,
-  masterRoot: '',
-  transport: 'ssh',
-  overlay: 'disk',
-  disk: '/dev/mmcblk0',
-  diskTimeout: 30,
-  modules: [],
-  init: '/sbin/init',
-  rescue: false,
-  dryRun: false,
-  rollback: false,
-  reset: false,
-  quiet: false,
-  retries: 5,
-  watchdog: 15,
-  leds: 'gpiochip0:22,23,24',
-});
-
-/** The parameter table the README renders: one row per field of Params, in the same order. */
-export const PARAM_DOCS: readonly { name: string; values: string; default: string; meaning: string }[] = Object.freeze([
-  { name: 'masterip= / master=', values: 'IP address (masterip) or host name or IP (master)', default: '(unset: from the DHCP lease)', meaning: 'the master that serves the partition table and the root template' },
-  { name: 'masteruser=', values: 'user name', default: DEFAULTS.masterUser, meaning: 'ssh user on the master (restricted there by rrsync -ro)' },
-  { name: 'masterport=', values: '1..65535', default: String(DEFAULTS.masterPort), meaning: 'ssh (or rsyncd) port on the master' },
-  { name: 'masterroot=', values: 'relative path, no ".."', default: "'' (the rrsync root itself, /data/slaves in the seed layout)", meaning: 'path prefix under the rrsync root' },
-  { name: 'transport=', values: 'ssh | rsyncd', default: DEFAULTS.transport, meaning: 'how rsync reaches the master' },
-  { name: 'aufs= / overlay=', values: 'disk | tmpfs | none', default: DEFAULTS.overlay, meaning: 'where the writable layer over the root lives (none: no overlay)' },
-  { name: 'disk=', values: '/dev/... block device', default: DEFAULTS.disk, meaning: 'the local disk holding the roots' },
-  { name: 'disktimeout=', values: 'seconds, 0..3600', default: String(DEFAULTS.diskTimeout), meaning: 'how long to wait for the disk to appear' },
-  { name: 'wipe=', values: 'disk serial', default: '(unset)', meaning: 'wipe the disk, but only if its serial matches (guards against the wrong card)' },
-  { name: 'modules=', values: 'comma-separated module names', default: '(none)', meaning: 'extra kernel modules to load after the packed list' },
-  { name: 'init=', values: 'absolute path', default: DEFAULTS.init, meaning: 'program run as PID 1 after switch_root' },
-  { name: 'rescue', values: 'flag, or rescue=0|1', default: 'off', meaning: 'on fatal errors drop to a shell instead of rebooting to retry' },
-  { name: 'break=', values: 'phase name', default: '(unset)', meaning: 'stop with a shell before that phase' },
-  { name: 'dryrun / clusterboot.dryrun', values: 'flag, or =0|1', default: 'off', meaning: 'plan and print, change nothing on disk' },
-  { name: 'rollback', values: 'flag, or rollback=0|1', default: 'off', meaning: 'boot the previous root slot' },
-  { name: 'reset / clusterboot.reset', values: 'flag, or =0|1', default: 'off', meaning: 'wipe the writable layer' },
-  { name: 'quiet', values: 'flag', default: 'off', meaning: "the kernel's own; the agent also prints less" },
-  { name: 'retries=', values: '0..100', default: String(DEFAULTS.retries), meaning: 'attempts to reach the master before the fallback' },
-  { name: 'hostname=', values: 'host name (RFC 1123)', default: '(unset: from the DHCP lease)', meaning: 'override the node name' },
-  { name: 'ip=', values: 'dhcp, or the kernel static form client:server:gw:netmask:host:dev:autoconf', default: 'dhcp', meaning: 'network configuration' },
-  { name: 'button=', values: "off | gpiochipN:line[:high]", default: '(unset: no button)', meaning: 'recovery button: held 2 s at power-on, wipes the writable layer and forces a full root resync' },
-  { name: 'syslog=', values: 'host[:port]', default: '(unset: no remote log)', meaning: 'send the agent log to a syslog server (UDP, port 514 if not given)' },
-  { name: 'watchdog=', values: 'seconds, 0..3600 (0 disables)', default: String(DEFAULTS.watchdog), meaning: 'hardware watchdog timeout while the agent runs' },
-  { name: 'leds=', values: 'off | gpiochipN:line[,line...]', default: DEFAULTS.leds, meaning: 'status LEDs' },
-  { name: 'clusterboot.hang=', values: 'phase name', default: '(unset)', meaning: 'test/debug aid: hang in that phase (exercises the watchdog)' },
-]);
 
 // Non-dotted parameters the kernel (or the firmware/bootloader) owns: accepted silently, never "unknown".
 const KERNEL_OWNED: ReadonlySet<string> = new Set([
@@ -238,24 +198,416 @@ function isModuleName(value: string): boolean {
   return /^[A-Za-z0-9_-]{1,64}$/.test(value);
 }
 
-// Which of our parameters a key names, with the message used when its value is malformed.
-type Key =
-  | 'master' | 'masterip' | 'masteruser' | 'masterport' | 'masterroot' | 'transport' | 'aufs' | 'overlay' | 'disk'
-  | 'disktimeout' | 'wipe' | 'modules' | 'init' | 'rescue' | 'break' | 'dryrun' | 'rollback' | 'reset' | 'quiet'
-  | 'retries' | 'hostname' | 'ip' | 'syslog' | 'watchdog' | 'leds' | 'hang' | 'button';
 
-const KEYS: Readonly<Record<string, Key>> = Object.freeze<Record<string, Key>>({
-  master: 'master', masterip: 'masterip', masteruser: 'masteruser', masterport: 'masterport',
-  masterroot: 'masterroot', transport: 'transport', aufs: 'aufs', overlay: 'overlay', disk: 'disk',
-  disktimeout: 'disktimeout', wipe: 'wipe', modules: 'modules', init: 'init', rescue: 'rescue', break: 'break',
-  dryrun: 'dryrun', 'clusterboot.dryrun': 'dryrun', rollback: 'rollback', reset: 'reset',
-  'clusterboot.reset': 'reset', quiet: 'quiet', retries: 'retries', hostname: 'hostname', ip: 'ip',
-  syslog: 'syslog', watchdog: 'watchdog', leds: 'leds', 'clusterboot.hang': 'hang', button: 'button',
-});
+// A malformed value; `expected` is the text after "expected" in the warning.
+class Bad {
+  readonly expected: string;
+  constructor(expected: string) {
+    this.expected = expected;
+  }
+}
+
+// What a parser needs besides the value: the name as written (for messages) and the phases break= may name.
+interface Context {
+  readonly name: string;
+  readonly phases: readonly string[] | undefined;
+}
+
+// value is undefined for a bare name (`rescue`), '' for `name=`.
+type Parser<T> = (value: string | undefined, ctx: Context) => T | Bad;
+
+type ParamDoc = { name: string; values: string; default: string; meaning: string };
+
+// One kernel parameter as written in TABLE, typed so that parse returns exactly the type of its field.
+interface RowSpec<K extends keyof Params> {
+  readonly names: readonly string[];
+  readonly field: K;
+  readonly default: NoInfer<Params[K]>;
+  // The docs' default column, where String(default) would not read well.
+  readonly defaultText?: string;
+  readonly values: string;
+  readonly meaning: string;
+  readonly parse: Parser<NoInfer<Params[K]>>;
+}
+
+// A row with its value type hidden: the typed work happens in closures made by row().
+interface Row<K extends keyof Params = keyof Params> {
+  readonly names: readonly string[];
+  readonly field: K;
+  readonly doc: ParamDoc;
+  setDefault(params: Partial<Params>): void;
+  apply(params: Params, value: string | undefined, ctx: Context, warnings: string[]): void;
+}
+
+function row<K extends keyof Params>(spec: RowSpec<K>): Row<K> {
+  const flag = typeof spec.default === 'boolean';
+  return {
+    names: spec.names,
+    field: spec.field,
+    doc: {
+      name: spec.names.map((n) => (flag ? n : `${n}=`)).join(' / '),
+      values: spec.values,
+      default: spec.defaultText ?? docDefault(spec.default),
+      meaning: spec.meaning,
+    },
+    setDefault(params) {
+      const d = spec.default;
+      // Copy arrays so no parse result shares (and mutates) the table's default.
+      if (d !== undefined) params[spec.field] = Array.isArray(d) ? structuredClone(d) : d;
+    },
+    apply(params, value, ctx, warnings) {
+      const parsed = spec.parse(value, ctx);
+      if (!(parsed instanceof Bad)) {
+        params[spec.field] = parsed;
+        return;
+      }
+      const shown = value === undefined ? ctx.name : `${ctx.name}=${show(value)}`;
+      warnings.push(`${shown}: expected ${parsed.expected}; using ${showValue(params[spec.field])}`);
+    },
+  };
+}
+
+function docDefault(v: unknown): string {
+  if (v === undefined) return '(unset)';
+  if (typeof v === 'boolean') return v ? 'on' : 'off';
+  return String(v);
+}
+
+// Parsers shared by several rows. A bare name checks as the empty value unless the parser says otherwise.
+function text(ok: (v: string) => boolean, expected: string): Parser<string> {
+  return (value) => (ok(value ?? '') ? (value ?? '') : new Bad(expected));
+}
+
+function int(min: number, max: number, expected: string): Parser<number> {
+  return (value) => parseInt0(value ?? '', min, max) ?? new Bad(expected);
+}
+
+function oneOf<T extends string>(choices: readonly T[]): Parser<T> {
+  return (value) => choices.find((c) => c === value) ?? new Bad(choices.join('|'));
+}
+
+function flag(value: string | undefined, { name }: Context): boolean | Bad {
+  if (value === undefined || TRUE_WORDS.has(value.toLowerCase())) return true;
+  return FALSE_WORDS.has(value.toLowerCase()) ? false : new Bad(`a bare flag or ${name}=0|1`);
+}
+
+function phase(value: string | undefined, { name, phases }: Context): string | Bad {
+  if (value !== undefined && isPhaseName(value) && (phases === undefined || phases.includes(value))) return value;
+  return new Bad(`${name}=<phase>${phases && phases.length > 0 ? ` with phase one of ${phases.join('|')}` : ''}`);
+}
+
+type FieldOf<R> = R extends Row<infer K> ? K : never;
+type Missing<R extends readonly Row[]> = Exclude<keyof Params, FieldOf<R[number]>>;
+
+// Compile-time check that every Params field has a row, so the defaults built from the table are complete.
+function table<const R extends readonly Row[]>(
+  rows: R & ([Missing<R>] extends [never] ? unknown : { missingRowFor: Missing<R> }),
+): R {
+  return rows;
+}
+
+// The kernel parameters, one row per Params field, in the README's order.
+const TABLE = table([
+  row({
+    names: ['masterip', 'master'],
+    field: 'master',
+    default: undefined,
+    defaultText: '(unset: from the DHCP lease)',
+    values: 'IP address (masterip) or host name or IP (master)',
+    meaning: 'the master that serves the partition table and the root template',
+    // The seed's masterip= takes only an address; master= also takes a host name.
+    parse: (value, { name }) => {
+      const v = value ?? '';
+      if (name === 'masterip') return isIPv4(v) || isIPv6(v) ? v : new Bad('an IP address');
+      return isHost(v) ? v : new Bad('a host name or IP address');
+    },
+  }),
+  row({
+    names: ['masteruser'],
+    field: 'masterUser',
+    default: 'root',
+    values: 'user name',
+    meaning: 'ssh user on the master (restricted there by rrsync -ro)',
+    parse: text((v) => /^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(v), 'a user name'),
+  }),
+  row({
+    names: ['masterport'],
+    field: 'masterPort',
+    default: 22,
+    values: '1..65535',
+    meaning: 'ssh (or rsyncd) port on the master',
+    parse: int(1, 65535, 'a port 1..65535'),
+  }),
+  row({
+    names: ['masterroot'],
+    field: 'masterRoot',
+    default: '',
+    defaultText: "'' (the rrsync root itself, /data/slaves in the seed layout)",
+    values: 'relative path, no ".."',
+    meaning: 'path prefix under the rrsync root',
+    // `masterroot=` (empty) is valid and means the rrsync root; a bare `masterroot` is not.
+    parse: (value) =>
+      value !== undefined && (value === '' || (isPrintable(value) && !value.split('/').includes('..')))
+        ? value
+        : new Bad('a path without ".."'),
+  }),
+  row({
+    names: ['transport'],
+    field: 'transport',
+    default: 'ssh',
+    values: 'ssh | rsyncd',
+    meaning: 'how rsync reaches the master',
+    parse: oneOf(['ssh', 'rsyncd'] as const),
+  }),
+  row({
+    names: ['aufs', 'overlay'],
+    field: 'overlay',
+    default: 'disk',
+    values: 'disk | tmpfs | none',
+    meaning: 'where the writable layer over the root lives (none: no overlay)',
+    parse: oneOf(['disk', 'tmpfs', 'none'] as const),
+  }),
+  row({
+    names: ['disk'],
+    field: 'disk',
+    default: '/dev/mmcblk0',
+    values: '/dev/... block device',
+    meaning: 'the local disk holding the roots',
+    parse: text(
+      (v) => /^\/dev\/[A-Za-z0-9._:\/-]+$/.test(v) && !v.split('/').includes('..') && v.length <= 256,
+      'a /dev/... block device path',
+    ),
+  }),
+  row({
+    names: ['disktimeout'],
+    field: 'diskTimeout',
+    default: 30,
+    values: 'seconds, 0..3600',
+    meaning: 'how long to wait for the disk to appear',
+    parse: int(0, 3600, 'seconds 0..3600'),
+  }),
+  row({
+    names: ['wipe'],
+    field: 'wipe',
+    default: undefined,
+    values: 'disk serial',
+    meaning: 'wipe the disk, but only if its serial matches (guards against the wrong card)',
+    parse: text((v) => v.trim() !== '' && v.length <= 256 && !/[\x00-\x1f\x7f]/.test(v), 'wipe=<disk serial>'),
+  }),
+  row({
+    names: ['modules'],
+    field: 'modules',
+    default: [],
+    defaultText: '(none)',
+    values: 'comma-separated module names',
+    meaning: 'extra kernel modules to load after the packed list',
+    // `modules=` (empty) clears the list; a bare `modules` is a mistake.
+    parse: (value) => {
+      const names = (value ?? '').split(',').filter((m) => m !== '');
+      return value !== undefined && names.every(isModuleName) ? names : new Bad('comma-separated module names');
+    },
+  }),
+  row({
+    names: ['init'],
+    field: 'init',
+    default: '/sbin/init',
+    values: 'absolute path',
+    meaning: 'program run as PID 1 after switch_root',
+    parse: text((v) => /^\/[^\x00-\x20\x7f-\x9f]*$/.test(v) && v.length <= 256, 'an absolute path'),
+  }),
+  row({
+    names: ['rescue'],
+    field: 'rescue',
+    default: false,
+    values: 'flag, or rescue=0|1',
+    meaning: 'on fatal errors drop to a shell instead of rebooting to retry',
+    parse: flag,
+  }),
+  row({
+    names: ['break'],
+    field: 'break',
+    default: undefined,
+    values: 'phase name',
+    meaning:
+      'stop with a shell before that phase (the disk is then not read ahead: it is as the previous phase left it)',
+    parse: phase,
+  }),
+  row({
+    names: ['dryrun', 'clusterboot.dryrun'],
+    field: 'dryRun',
+    default: false,
+    values: 'flag, or =0|1',
+    meaning: 'plan and print, change nothing on disk',
+    parse: flag,
+  }),
+  row({
+    names: ['rollback'],
+    field: 'rollback',
+    default: false,
+    values: 'flag, or rollback=0|1',
+    meaning: 'boot the previous root slot',
+    parse: flag,
+  }),
+  row({
+    names: ['reset', 'clusterboot.reset'],
+    field: 'reset',
+    default: false,
+    values: 'flag, or =0|1',
+    meaning: 'wipe the writable layer',
+    parse: flag,
+  }),
+  row({
+    names: ['quiet'],
+    field: 'quiet',
+    default: false,
+    values: 'flag',
+    meaning: "the kernel's own; the agent also prints less",
+    parse: flag,
+  }),
+  row({
+    names: ['retries'],
+    field: 'retries',
+    default: 5,
+    values: '0..100',
+    meaning: 'attempts to reach the master before the fallback',
+    parse: int(0, 100, 'an integer 0..100'),
+  }),
+  row({
+    names: ['hostname'],
+    field: 'hostname',
+    default: undefined,
+    defaultText: '(unset: from the DHCP lease)',
+    values: 'host name (RFC 1123)',
+    meaning: 'override the node name',
+    parse: text(isHostname, 'a host name (letters, digits, "-", dots)'),
+  }),
+  row({
+    names: ['ip'],
+    field: 'ip',
+    default: undefined,
+    defaultText: 'dhcp',
+    values: 'dhcp, or the kernel static form client:server:gw:netmask:host:dev:autoconf',
+    meaning: 'network configuration',
+    parse: text(
+      (v) =>
+        /^(dhcp|on|any|both|bootp|rarp|off|none|dhcp6|auto6|ibft)$/.test(v) ||
+        isIPv4(v) ||
+        (v.includes(':') && isPrintable(v)),
+      'dhcp or client:server:gw:netmask:host:dev:autoconf',
+    ),
+  }),
+  row({
+    names: ['button'],
+    field: 'button',
+    default: undefined,
+    defaultText: '(unset: no button)',
+    values: 'off | gpiochipN:line[:high]',
+    meaning: 'recovery button: held 2 s at power-on, wipes the writable layer and forces a full root resync',
+    // The value is kept as written; plans/button.ts parses it again where it is used.
+    parse: (value) =>
+      'error' in parseButtonParam(value ?? '') ? new Bad('off or gpiochipN:line[:high]') : (value ?? ''),
+  }),
+  row({
+    names: ['syslog'],
+    field: 'syslog',
+    default: undefined,
+    defaultText: '(unset: no remote log)',
+    values: 'host[:port]',
+    meaning: 'send the agent log to a syslog server (UDP, port 514 if not given)',
+    parse: text(isHostPort, 'host[:port]'),
+  }),
+  row({
+    names: ['watchdog'],
+    field: 'watchdog',
+    default: 15,
+    values: 'seconds, 0..3600 (0 disables)',
+    meaning: 'hardware watchdog timeout while the agent runs',
+    parse: int(0, 3600, 'seconds 0..3600 (0 disables)'),
+  }),
+  row({
+    names: ['leds'],
+    field: 'leds',
+    default: 'gpiochip0:22,23,24',
+    values: 'off | gpiochipN:line[,line...]',
+    meaning: 'status LEDs',
+    parse: text(
+      (v) => v === 'off' || /^gpiochip[0-9]{1,3}:[0-9]{1,4}(?:,[0-9]{1,4})*$/.test(v),
+      'off or gpiochipN:line[,line...]',
+    ),
+  }),
+  row({
+    names: ['clusterboot.hang'],
+    field: 'debugHang',
+    default: undefined,
+    values: 'phase name',
+    meaning: 'test/debug aid: hang in that phase (exercises the watchdog)',
+    parse: phase,
+  }),
+  row({
+    names: ['clusterboot.fs'],
+    field: 'stageId',
+    default: undefined,
+    defaultText: '(set by the boot scripts)',
+    values: '16 hex digits',
+    meaning: 'the first stage (kernel + initramfs) U-Boot booted; the agent caches it at the commit point',
+    parse: text(isStageId, '16 hex digits'),
+  }),
+  row({
+    names: ['clusterboot.from'],
+    field: 'stageFrom',
+    default: undefined,
+    defaultText: '(set by the boot scripts)',
+    values: STAGE_SOURCES.join(' | '),
+    meaning: 'how U-Boot loaded the first stage: TFTP, the disk cache, fetched again, abandoned for the cache, offline',
+    parse: oneOf(STAGE_SOURCES),
+  }),
+  row({
+    names: ['clusterboot.try'],
+    field: 'stageTry',
+    default: undefined,
+    defaultText: '(set by the boot scripts)',
+    values: '0..255 (hex, as U-Boot counts)',
+    meaning: 'which try of a new first stage this boot is',
+    parse: (value) => (/^[0-9a-f]{1,2}$/.test(value ?? '') ? Number.parseInt(value ?? '', 16) : new Bad('a hex count')),
+  }),
+  row({
+    names: ['clusterboot.failed'],
+    field: 'stageFailed',
+    default: undefined,
+    defaultText: '(set by the boot scripts)',
+    values: '16 hex digits',
+    meaning: 'the new first stage U-Boot abandoned after its tries (the boot report names it)',
+    parse: text(isStageId, '16 hex digits'),
+  }),
+]);
+
+// A Map, not an object, so names like `constructor` or `__proto__` cannot hit a prototype entry.
+const BY_NAME: ReadonlyMap<string, Row> = new Map(TABLE.flatMap((r) => r.names.map((n): [string, Row] => [n, r])));
+
+// Fresh each parse (arrays copied); the cast is safe because table() checks that every field has a row.
+function defaultParams(): Params {
+  const params: Partial<Params> = {};
+  for (const r of TABLE) r.setDefault(params);
+  return params as Params;
+}
+
+/** The parameter table the README renders: one row per field of Params, in the same order. */
+export const PARAM_DOCS: readonly { name: string; values: string; default: string; meaning: string }[] = Object.freeze(
+  TABLE.map((r) => r.doc),
+);
+
+/** The README's `## Kernel parameters` table as markdown; a unit test keeps README.md equal to it. */
+export function renderParamTable(): string {
+  const cell = (s: string): string => s.replaceAll('|', '\\|');
+  const lines = PARAM_DOCS.map(
+    (d) => `| \`${cell(d.name)}\` | ${cell(d.values)} | ${cell(d.default)} | ${cell(d.meaning)} |`,
+  );
+  return ['| parameter | values | default | meaning |', '|---|---|---|---|', ...lines].join('\n');
+}
 
 /** Turn /proc/cmdline text into Params; never throws; bad values keep the value in effect and produce a warning. */
 export function parseCmdline(text: string, knownPhases?: readonly string[]): ParseResult {
-  const params: Params = { ...DEFAULTS, modules: [] };
+  const params = defaultParams();
   const warnings: string[] = [];
   const unknown: string[] = [];
   let tokens: string[];
@@ -271,149 +623,15 @@ export function parseCmdline(text: string, knownPhases?: readonly string[]): Par
     const eq = token.indexOf('=');
     const name = eq < 0 ? token : token.slice(0, eq);
     const value = eq < 0 ? undefined : token.slice(eq + 1);
-    const key = Object.hasOwn(KEYS, name) ? KEYS[name] : undefined;
-    if (key === undefined) {
+    const param = BY_NAME.get(name);
+    if (param === undefined) {
       if (name.startsWith('clusterboot.') || name === 'clusterboot') unknown.push(show(token));
       else if (name.includes('.') && !name.startsWith('.') && !name.endsWith('.')) continue; // module.param: the kernel's
       else if (KERNEL_OWNED.has(name)) continue;
       else unknown.push(show(token));
       continue;
     }
-    applyParam(params, key, name, value, phases, warnings);
+    param.apply(params, value, { name, phases }, warnings);
   }
   return { params, warnings, unknown };
-}
-
-// Apply one of our parameters; on a malformed value push a warning and leave params as they are.
-function applyParam(
-  params: Params,
-  key: Key,
-  name: string,
-  value: string | undefined,
-  phases: readonly string[] | undefined,
-  warnings: string[],
-): void {
-  const bad = (expected: string, current: unknown): void => {
-    const shown = value === undefined ? name : `${name}=${show(value)}`;
-    warnings.push(`${shown}: expected ${expected}; using ${showValue(current)}`);
-  };
-  const flag = (field: 'rescue' | 'dryRun' | 'rollback' | 'reset' | 'quiet'): void => {
-    if (value === undefined) params[field] = true;
-    else if (TRUE_WORDS.has(value.toLowerCase())) params[field] = true;
-    else if (FALSE_WORDS.has(value.toLowerCase())) params[field] = false;
-    else bad(`a bare flag or ${name}=0|1`, params[field]);
-  };
-  const phase = (field: 'break' | 'debugHang'): void => {
-    const ok = value !== undefined && isPhaseName(value) && (phases === undefined || phases.includes(value));
-    if (ok) params[field] = value;
-    else bad(`${name}=<phase>${phases && phases.length > 0 ? ` with phase one of ${phases.join('|')}` : ''}`, params[field]);
-  };
-  const v = value ?? '';
-  switch (key) {
-    case 'masterip':
-      if (isIPv4(v) || isIPv6(v)) params.master = v;
-      else bad('an IP address', params.master);
-      return;
-    case 'master':
-      if (isHost(v)) params.master = v;
-      else bad('a host name or IP address', params.master);
-      return;
-    case 'masteruser':
-      if (/^[A-Za-z_][A-Za-z0-9_.-]{0,31}$/.test(v)) params.masterUser = v;
-      else bad('a user name', params.masterUser);
-      return;
-    case 'masterport': {
-      const n = parseInt0(v, 1, 65535);
-      if (n !== undefined) params.masterPort = n;
-      else bad('a port 1..65535', params.masterPort);
-      return;
-    }
-    case 'masterroot':
-      if (value !== undefined && (v === '' || (isPrintable(v) && !v.split('/').includes('..')))) params.masterRoot = v;
-      else bad('a path without ".."', params.masterRoot);
-      return;
-    case 'transport':
-      if (v === 'ssh' || v === 'rsyncd') params.transport = v;
-      else bad('ssh|rsyncd', params.transport);
-      return;
-    case 'aufs':
-    case 'overlay':
-      if (v === 'disk' || v === 'tmpfs' || v === 'none') params.overlay = v;
-      else bad('disk|tmpfs|none', params.overlay);
-      return;
-    case 'disk':
-      if (/^\/dev\/[A-Za-z0-9._:\/-]+$/.test(v) && !v.split('/').includes('..') && v.length <= 256) params.disk = v;
-      else bad('a /dev/... block device path', params.disk);
-      return;
-    case 'disktimeout': {
-      const n = parseInt0(v, 0, 3600);
-      if (n !== undefined) params.diskTimeout = n;
-      else bad('seconds 0..3600', params.diskTimeout);
-      return;
-    }
-    case 'wipe':
-      if (v.trim() !== '' && v.length <= 256 && !/[\x00-\x1f\x7f]/.test(v)) params.wipe = v;
-      else bad('wipe=<disk serial>', params.wipe);
-      return;
-    case 'modules': {
-      const names = v.split(',').filter((m) => m !== '');
-      if (value !== undefined && names.every(isModuleName)) params.modules = names;
-      else bad('comma-separated module names', params.modules);
-      return;
-    }
-    case 'init':
-      if (/^\/[^\x00-\x20\x7f-\x9f]*$/.test(v) && v.length <= 256) params.init = v;
-      else bad('an absolute path', params.init);
-      return;
-    case 'rescue':
-      return flag('rescue');
-    case 'dryrun':
-      return flag('dryRun');
-    case 'rollback':
-      return flag('rollback');
-    case 'reset':
-      return flag('reset');
-    case 'quiet':
-      return flag('quiet');
-    case 'break':
-      return phase('break');
-    case 'hang':
-      return phase('debugHang');
-    case 'retries': {
-      const n = parseInt0(v, 0, 100);
-      if (n !== undefined) params.retries = n;
-      else bad('an integer 0..100', params.retries);
-      return;
-    }
-    case 'hostname':
-      if (isHostname(v)) params.hostname = v;
-      else bad('a host name (letters, digits, "-", dots)', params.hostname);
-      return;
-    case 'ip':
-      if (/^(dhcp|on|any|both|bootp|rarp|off|none|dhcp6|auto6|ibft)$/.test(v) || isIPv4(v) || (v.includes(':') && isPrintable(v)))
-        params.ip = v;
-      else bad('dhcp or client:server:gw:netmask:host:dev:autoconf', params.ip);
-      return;
-    case 'button': {
-      const b = parseButtonParam(v);
-      if ('error' in b) bad("off or gpiochipN:line[:high]", params.button);
-      else params.button = v;
-      return;
-    }
-    case 'syslog':
-      if (isHostPort(v)) params.syslog = v;
-      else bad('host[:port]', params.syslog);
-      return;
-    case 'watchdog': {
-      const n = parseInt0(v, 0, 3600);
-      if (n !== undefined) params.watchdog = n;
-      else bad('seconds 0..3600 (0 disables)', params.watchdog);
-      return;
-    }
-    case 'leds': {
-      if (v === 'off' || /^gpiochip[0-9]{1,3}:[0-9]{1,4}(?:,[0-9]{1,4})*$/.test(v)) params.leds = v;
-      else bad('off or gpiochipN:line[,line...]', params.leds);
-      return;
-    }
-  }
 }
