@@ -1,5 +1,5 @@
 // `builder bootscript`: the U-Boot script that TFTPs the kernel and the initramfs and boots them.
-import type { UArch } from './uimage.ts';
+import type { UArch } from '../../agent/contract/uimage.ts';
 
 export interface BootScriptOptions {
   arch: UArch;

@@ -9,7 +9,7 @@ import { compress, type Compression } from './compress.ts';
 import { writeCpio, type CpioEntry } from './cpio.ts';
 import { libraryClosure, readElf, type ClosureFile } from './elf.ts';
 import { moduleClosure, parseModulesBuiltin, parseModulesDep } from './kmod.ts';
-import { writeUImage, type UArch } from './uimage.ts';
+import { writeUImage, type UArch } from '../../agent/contract/uimage.ts';
 import { knownHostsLine } from '../sshkeys.ts';
 
 export interface ExtraFile {

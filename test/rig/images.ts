@@ -7,7 +7,7 @@ import { bootScript } from '../../builder/image/bootscript.ts';
 import type { Compression } from '../../builder/image/compress.ts';
 import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, TEST_KERNEL_PACKAGE } from '../../builder/image/sysroot.ts';
-import { scriptImage } from '../../builder/image/uimage.ts';
+import { scriptImage } from '../../agent/contract/uimage.ts';
 
 export const CACHE = join(REPO, '.cache');
 

@@ -3,7 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { crc32, readUImageHeader, scriptImage, writeUImage } from '../../../../builder/image/uimage.ts';
+import { crc32, readUImageHeader, scriptImage, writeUImage } from '../../../../agent/contract/uimage.ts';
 
 let dir = '';
 beforeAll(() => {

@@ -1,4 +1,7 @@
 // U-Boot legacy image ("uImage") writer/reader, byte-compatible with mkimage.
+import { crc32 } from './crc32.ts';
+
+export { crc32 };
 
 export type UArch = 'arm' | 'arm64' | 'x86_64';
 export type UType = 'ramdisk' | 'script' | 'kernel';
@@ -37,23 +40,6 @@ const IH_OS_LINUX = 5;
 const ARCH: Record<UArch, number> = { arm: 2, arm64: 22, x86_64: 24 };
 const TYPE: Record<UType, number> = { kernel: 2, ramdisk: 3, script: 6 };
 const COMP: Record<UComp, number> = { none: 0, gzip: 1, bzip2: 2, lzma: 3, lzo: 4, lz4: 5, zstd: 6 };
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-// Both uImage CRC fields are the zlib CRC32; exposed so callers/tests can verify payloads.
-export function crc32(data: Uint8Array): number {
-  let c = 0xffffffff;
-  for (let i = 0; i < data.length; i++) c = CRC_TABLE[(c ^ data[i]!) & 0xff]! ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 function u32(name: string, v: number): number {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new Error(`uImage ${name} out of range: ${v}`);
