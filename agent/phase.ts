@@ -2,6 +2,7 @@
 import type { Params } from './cmdline.ts';
 import type { Link } from './net/link.ts';
 import type { ToolName } from './sys/tools.ts';
+import type { FirstStageReport } from './plans/firststage.ts';
 import type { ApprovalState } from './contract/report.ts';
 
 export interface Needs {
@@ -54,6 +55,8 @@ export interface Facts {
   /** The recovery button was held: wipe the writable layer, resync the root in full. */
   recovery?: boolean;
   bytesReceived?: number;
+  /** The first stage this boot runs, what the master announces, and what the disk caches now. */
+  firstStage?: FirstStageReport;
 }
 
 export interface StampFile {
@@ -73,6 +76,8 @@ export interface MasterWants {
   approvedHash: string | null;
   /** nodes/<hostname>/files/ exists on the master (fetched to FETCH_DIR/node/files). */
   nodeFiles: boolean;
+  /** tftp/firststage.env: the first stage the master serves (null: none announced). */
+  firstStage: string | null;
 }
 
 export interface DiskFacts {

@@ -4,6 +4,7 @@ import type { Phase } from './phase.ts';
 import { bootfs } from './phases/bootfs.ts';
 import { disk } from './phases/disk.ts';
 import { early } from './phases/early.ts';
+import { firststage } from './phases/firststage.ts';
 import { handoff } from './phases/handoff.ts';
 import { identity } from './phases/identity.ts';
 import { master } from './phases/master.ts';
@@ -22,6 +23,7 @@ export const SEQUENCE: readonly Phase[] = [
   partitions, // table differs: refuse on doubt, else write, format what moved, fill p1, reboot
   bootfs,     // bootfs stamp moved: rsync the firmware into p1, reboot
   root,       // rootfs stamp moved: rsync a new slot (link-dest), flip `current`; else keep
+  firststage, // commit point: the kernel + initramfs this boot runs become the disk's cached first stage
   overlay,    // slot read-only under tmpfs / p3 / nothing
   identity,   // this node's own files (hostname, machine-id, host keys) into the writable layer
   handoff,    // move /dev /proc /sys /run, switch_root to /sbin/init

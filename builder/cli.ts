@@ -12,11 +12,12 @@ import { publish } from './master/publish.ts';
 import { authorizedKeysLine } from './master/keylines.ts';
 import { generateKeys } from './master/keys.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './image/sysroot.ts';
-import { scriptImage, type UArch } from './image/uimage.ts';
+import { scriptImage, type UArch } from '../agent/contract/uimage.ts';
 import { stage } from './master/stage.ts';
 import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
 import { approve } from './master/approve.ts';
 import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './master/syncslot.ts';
+import { DEFAULT_TRIES } from '../agent/contract/firststage.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
@@ -154,6 +155,7 @@ await yargs(hideBin(process.argv))
     .option('identity', { type: 'boolean', default: true, describe: 'create missing per-node identity files (hostname, machine-id, SSH host keys) in <master-root>/nodes/<host>/files; --no-identity: do not' })
     .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS, describe: 'at most N nodes sync their root at once (sync-slot in the node key\'s line); 0: no limit' })
     .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the sync-slot script and its slot files live' })
+    .option('first-stage-tries', { type: 'number', default: DEFAULT_TRIES, describe: 'a new first stage (kernel + initramfs) that fails this many boots in a row is abandoned: nodes boot their cached one until another is staged' })
     .option('approval', { type: 'boolean', describe: 'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged' }),
   async (a) => {
     const r = stage({
@@ -165,11 +167,12 @@ await yargs(hideBin(process.argv))
       ...(a.router !== undefined ? { router: a.router } : {}),
       ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
       ...(a['authorized-keys'] !== undefined ? { authorizedKeys: resolve(a['authorized-keys']) } : {}),
-      identity: a.identity, syncSlots: a['sync-slots'], stateDir: resolve(a['state-dir']),
+      identity: a.identity, syncSlots: a['sync-slots'], stateDir: resolve(a['state-dir']), tries: a['first-stage-tries'],
       ...(a.approval !== undefined ? { approval: a.approval } : {}),
     });
     for (const w of r.warnings) say(`warning: ${w}`);
     for (const f of r.written) say(`wrote ${f}`);
+    say(`first stage ${r.firstStage.id} announced (kernel ${(r.firstStage.kernelGz.size / 1e6).toFixed(1)} MB gzip'd, initramfs ${(r.firstStage.initramfs.size / 1e6).toFixed(1)} MB): nodes that cache it load it from their disk`);
     say(`boot reports land in ${r.reportsDir}`);
     say(`staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`);
     if (a.identity) {

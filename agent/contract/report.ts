@@ -4,6 +4,7 @@
 // On the master a report lands as reports/<mac>.json (MAC lower case, ':' replaced by '-'), written
 // through a second SSH key whose only right is `rrsync -wo <master root>/reports`. The file's mtime is
 // the master's clock at arrival: `builder status` uses it as "last boot", never a time the node sent.
+import type { FirstStageReport } from './firststage.ts';
 
 export const REPORT_SCHEMA = 1;
 
@@ -61,6 +62,8 @@ export interface BootReport {
   errors: string[];
   /** Present when the master's table differs and approval mode is on. */
   approval?: ApprovalState;
+  /** The first stage this boot ran, how U-Boot loaded it, what the master announces and what the disk caches. */
+  firstStage?: FirstStageReport;
   /** Kernel uptime when the report was made, in seconds. */
   uptime: number;
 }
@@ -82,13 +85,14 @@ export interface ReportEvent {
 }
 
 /** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
-export interface ReportInput extends Omit<BootReport, 'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval'> {
+export interface ReportInput extends Omit<BootReport, 'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage'> {
   events: readonly ReportEvent[];
   mac: string | null;
   rootBefore: string | null;
   rootAfter: string | null;
   masterRoot: string | null;
   approval?: ApprovalState | undefined;
+  firstStage?: FirstStageReport | undefined;
 }
 
 const MAX_ERRORS = 20;
@@ -135,6 +139,7 @@ export function buildReport(i: ReportInput): BootReport {
     errors: kept,
     uptime: round(i.uptime),
     ...(i.approval ? { approval: i.approval } : {}),
+    ...(i.firstStage ? { firstStage: i.firstStage } : {}),
   };
 }
 

@@ -1,5 +1,6 @@
 // The master tree: every name a node reads or writes under the master root (the seed's /data/slaves),
 // and the one filter a node fetches it with. The builder writes these names; the agent reads them.
+import { ANNOUNCEMENT_FILE } from './firststage.ts';
 
 /** The wanted partition table, `sfdisk -d` text (old or new dialect). */
 export const PARTITION_TABLE = 'partitions.sfdisk';
@@ -35,8 +36,8 @@ export function masterBase(masterRoot: string): string {
 }
 
 /** What a node fetches in one filtered rsync of the master root. */
-export type FetchPart = 'table' | 'stamps' | 'approval' | 'node';
-export const ALL_PARTS: readonly FetchPart[] = ['table', 'stamps', 'approval', 'node'];
+export type FetchPart = 'table' | 'stamps' | 'approval' | 'node' | 'firststage';
+export const ALL_PARTS: readonly FetchPart[] = ['table', 'stamps', 'approval', 'node', 'firststage'];
 
 /**
  * rsync filter rules for the parts a node needs ('***': the directory and all below). One filter rather
@@ -51,5 +52,7 @@ export function fetchFilter(host: string | undefined, parts: readonly FetchPart[
     if (host) rules.push(`/${APPROVED_DIR}/`, `/${APPROVED_DIR}/${host}`);
   }
   if (parts.includes('node') && host) rules.push(`/${NODES_DIR}/`, `/${NODES_DIR}/${host}/***`);
+  // the first-stage announcement (agent/contract/firststage.ts), a few hundred bytes
+  if (parts.includes('firststage')) rules.push(`/${TFTP_DIR}/`, `/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`);
   return [...rules.map((r) => `--include=${r}`), '--exclude=*'];
 }

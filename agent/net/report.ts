@@ -25,6 +25,7 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     rootBefore: f.rootBefore ?? null, rootAfter: f.rootSlot ? basename(f.rootSlot) : null,
     masterRoot: master?.ok ? master.stamp.id : null, bytesReceived: f.bytesReceived ?? 0,
     overlay: f.overlayMode ?? null, uptime: uptime(), ...(f.approval ? { approval: f.approval } : {}),
+    ...(f.firstStage ? { firstStage: f.firstStage } : {}),
   });
 }
 

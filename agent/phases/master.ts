@@ -4,7 +4,8 @@ import { ToolError } from '../sys/exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
 import { type MasterWants, type Phase, type StampFile } from '../phase.ts';
-import { APPROVAL_REQUIRED, APPROVED_DIR, fetchFilter, FILES_DIR, masterBase, NODES_DIR, PARTITION_TABLE, RESET_FLAG } from '../contract/tree.ts';
+import { APPROVAL_REQUIRED, APPROVED_DIR, fetchFilter, FILES_DIR, masterBase, NODES_DIR, PARTITION_TABLE, RESET_FLAG, TFTP_DIR } from '../contract/tree.ts';
+import { ANNOUNCEMENT_FILE } from '../contract/firststage.ts';
 import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
@@ -84,6 +85,7 @@ export const master: Phase = {
       approvalRequired: existsSync(`${FETCH_DIR}/${APPROVAL_REQUIRED}`),
       approvedHash: approved === null ? null : approved.trim().toLowerCase(),
       nodeFiles: existsSync(`${FETCH_DIR}/node/${FILES_DIR}`),
+      firstStage: readOr(`${FETCH_DIR}/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`),
     };
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;

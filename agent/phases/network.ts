@@ -72,13 +72,18 @@ export const network: Phase = {
     } catch {
       // no address file: the report then names the node by hostname only
     }
-    info('network', `DHCP on ${ifname}`);
+    // U-Boot found the master silent (it booted the cached first stage): ask DHCP briefly, then go offline
+    const silent = ctx.params.stageFrom === 'offline';
+    info('network', `DHCP on ${ifname}${silent ? ' (U-Boot had no answer from the master: asking briefly)' : ''}`);
     try {
-      await run('busybox', ['udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', '8', '-T', '3', '-A', '2',
+      await run('busybox', ['udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', silent ? '2' : '8', '-T', '3', '-A', '2',
         '-s', '/etc/udhcpc/default.script', '-O', 'tftp'], { timeoutMs: 90_000 });
     } catch (e) {
-      throw new PhaseFailure(`no DHCP lease on ${ifname}: ${(e as Error).message}`,
-        'check the master\'s dnsmasq (dhcp-range / dhcp-host for this MAC) and the link', 'network', { cause: e });
+      // no lease is the master (or the link) down: the disk's last complete root boots, nothing on it changes;
+      // a disk with no root fails in the root phase, visibly, and the node retries
+      warn('network', `no DHCP lease on ${ifname} (${(e as Error).message.split('\n').pop()?.slice(-80) ?? ''}): continuing offline; ` +
+        'check the master\'s dnsmasq (dhcp-range / dhcp-host for this MAC) and the link');
+      return `no lease: offline`;
     }
     const lease = parseLease(readFileSync(LEASE_FILE, 'utf8'));
     ctx.facts.lease = lease;

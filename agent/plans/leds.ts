@@ -74,6 +74,7 @@ export const PHASE_PATTERNS: Record<string, Pattern> = {
   partitions: pattern('partitions', 'checking / writing the partition table', { green: counted(2) }),
   bootfs: pattern('bootfs', 'checking / updating the boot firmware partition', { green: counted(3) }),
   root: pattern('root', 'comparing the root stamp, choosing the root slot', { green: BLINK_1HZ, yellow: BLINK_1HZ_INVERTED }),
+  firststage: pattern('firststage', 'keeping the first stage that booted (kernel, initramfs) on the disk', { green: STEADY, yellow: counted(3) }),
   overlay: pattern('overlay', 'mounting the root read-only under its writable layer', { green: BLINK_1HZ, yellow: BLINK_1HZ }),
   identity: pattern('identity', 'laying this node\'s own files (hostname, machine-id, host keys)', { green: STEADY, yellow: counted(2) }),
   handoff: pattern('handoff', 'switching to the root\'s init', { green: STEADY, yellow: STEADY }),

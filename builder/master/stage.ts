@@ -7,15 +7,16 @@ import { accessSync, appendFileSync, chmodSync, closeSync, constants, existsSync
 import { dirname, join, resolve } from 'node:path';
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_DIR, BOOT_SCRIPT, INITRAMFS, KERNEL, NODES_LIST, TFTP_DIR } from '../../agent/contract/tree.ts';
 import { approvalModeOn, setApprovalMode } from './approve.ts';
-import { bootScript } from '../image/bootscript.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
 import { authorizedKeysLine, reportKeysLine } from './keylines.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { installSyncSlot, syncSlotKeysLine, syncSlotProblems } from './syncslot.ts';
-import { readUImageHeader, scriptImage, type UArch } from '../image/uimage.ts';
+import { readUImageHeader, scriptImage, type UArch } from '../../agent/contract/uimage.ts';
 import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines } from './authkeys.ts';
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
 import { type NodeEntry, parseNodeList, renderNodesList } from './nodelist.ts';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { ANNOUNCEMENT_FILE, bootargsProblem, DEFAULT_TRIES, KERNEL_GZ, renderAnnouncement, renderNetScript, stageFile, stageId, type Announcement } from '../../agent/contract/firststage.ts';
 
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -42,11 +43,15 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   syncSlots?: number;
   /** Where the sync-slot script and its slots live; required when syncSlots > 0. */
   stateDir?: string;
+  /** A new first stage that fails this many boots in a row is abandoned for the cached one (default 3). */
+  tries?: number;
   /** true: create <master root>/approval.required; false: remove it; absent: leave it as it is. */
   approval?: boolean;
 }
 
 export interface StageResult {
+  /** The first stage staged now, as announced to the nodes. */
+  firstStage: Announcement;
   nodes: NodeEntry[];
   /** Files written, in order. */
   written: string[];
@@ -100,6 +105,18 @@ function writableProblem(path: string, what: string): string | null {
 
 // Why: the one command that turns a node list into a working master; all checks first (the list, the options, the
 // files, the keys, write access), so a mistake leaves the running configuration untouched.
+/** A gzip'd kernel (some boards ship one) becomes the raw Image nodes cache and load from their disk. */
+export function rawKernel(data: Uint8Array): Uint8Array {
+  return data[0] === 0x1f && data[1] === 0x8b ? new Uint8Array(gunzipSync(data)) : new Uint8Array(data);
+}
+
+/** The announcement of a first stage: its id and, per file, size, CRC-32 and sha256. */
+export function announce(kernel: Uint8Array, kernelGz: Uint8Array, initramfs: Uint8Array, bootargs: string, tries: number): Announcement {
+  const k = stageFile(kernel);
+  const r = stageFile(initramfs);
+  return { id: stageId(k.sha256, r.sha256), kernel: k, kernelGz: stageFile(kernelGz), initramfs: r, bootargs, tries };
+}
+
 export function stage(o: StageOptions): StageResult {
   const problems: string[] = [];
   const warnings: string[] = [];
@@ -144,6 +161,10 @@ export function stage(o: StageOptions): StageResult {
     }
   }
 
+  const argsProblem = bootargsProblem(o.bootargs);
+  if (argsProblem) problems.push(`--bootargs: ${argsProblem}`);
+  const tries = o.tries ?? DEFAULT_TRIES;
+  if (!Number.isInteger(tries) || tries < 1 || tries > 20) problems.push(`--first-stage-tries ${tries} must be a whole number from 1 to 20`);
   const slots = o.syncSlots ?? 0;
   if (!Number.isInteger(slots) || slots < 0 || slots > 1000) {
     problems.push(`--sync-slots ${slots} must be a whole number from 0 (no limit) to 1000: the number of nodes that may sync their root at once`);
@@ -200,7 +221,8 @@ export function stage(o: StageOptions): StageResult {
   }
 
   const targets: Array<[string, string]> = [
-    [join(tftp, KERNEL), 'TFTP file'], [join(tftp, INITRAMFS), 'TFTP file'], [join(tftp, BOOT_SCRIPT), 'TFTP file'],
+    [join(tftp, KERNEL), 'TFTP file'], [join(tftp, KERNEL_GZ), 'TFTP file'], [join(tftp, INITRAMFS), 'TFTP file'], [join(tftp, BOOT_SCRIPT), 'TFTP file'],
+    [join(tftp, ANNOUNCEMENT_FILE), 'TFTP file'],
     [join(masterRoot, NODES_LIST), 'node list'], [join(masterRoot, REPORT_DIR, 'x'), 'reports folder'],
     [o.dnsmasqConf, 'dnsmasq configuration'],
     ...(o.authorizedKeys !== undefined ? [[o.authorizedKeys, 'authorized_keys'] as [string, string]] : []),
@@ -223,10 +245,17 @@ export function stage(o: StageOptions): StageResult {
     writeAtomic(path, data);
     written.push(path);
   };
-  put(join(tftp, KERNEL), readFileSync(o.kernel));
-  put(join(tftp, INITRAMFS), readFileSync(o.initramfs));
-  const script = bootScript({ arch: o.arch, kernel: KERNEL, initramfs: INITRAMFS, bootargs: o.bootargs });
-  put(join(tftp, BOOT_SCRIPT), scriptImage(script, { arch: o.arch, name: 'clusterboot boot script', time: o.time ?? 0 }));
+  // the first stage as one unit: the raw kernel (what nodes cache), the same gzip'd (what they TFTP), the
+  // initramfs, and the announcement naming all three (its own file, and baked into the network script)
+  const kernel = rawKernel(readFileSync(o.kernel));
+  const initramfs = new Uint8Array(readFileSync(o.initramfs));
+  const kernelGz = new Uint8Array(gzipSync(kernel, { level: 9 }));
+  const announcement = announce(kernel, kernelGz, initramfs, o.bootargs, o.tries ?? DEFAULT_TRIES);
+  put(join(tftp, KERNEL), kernel);
+  put(join(tftp, KERNEL_GZ), kernelGz);
+  put(join(tftp, INITRAMFS), initramfs);
+  put(join(tftp, BOOT_SCRIPT), scriptImage(renderNetScript(announcement), { arch: o.arch, name: 'clusterboot boot script', time: o.time ?? 0 }));
+  put(join(tftp, ANNOUNCEMENT_FILE), renderAnnouncement(announcement));
   put(join(masterRoot, NODES_LIST), renderNodesList(parsed.nodes, o.nodesFile));
   const reports = join(masterRoot, REPORT_DIR);
   mkdirSync(reports, { recursive: true, mode: 0o755 });
@@ -262,7 +291,7 @@ export function stage(o: StageOptions): StageResult {
     keysReplaced = r.replaced;
   }
   return {
-    nodes: parsed.nodes, written, reportsDir: reports, keyLines, keysAdded, keysReplaced, identity: identities, syncSlot,
+    firstStage: announcement, nodes: parsed.nodes, written, reportsDir: reports, keyLines, keysAdded, keysReplaced, identity: identities, syncSlot,
     approvalMode: approvalModeOn(masterRoot), warnings,
   };
 }

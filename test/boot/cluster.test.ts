@@ -4,7 +4,7 @@
 // safety features: one sync slot shared by two syncing nodes, per-node identity that survives a
 // template change and a tmpfs overlay, and a table change held until `builder approve`.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
@@ -93,7 +93,7 @@ describe('virtual cluster', () => {
       expect(r?.stamps).toEqual({ rootBefore: null, rootAfter: stamp, masterRoot: stamp });
       expect(r?.bytesReceived).toBeGreaterThan(4 * 1024 * 1024);
       expect(r?.overlay).toBe('disk (overlay)');
-      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual(['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'overlay', 'identity', 'handoff']);
+      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual(['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'firststage', 'overlay', 'identity', 'handoff']);
     }
     // the report key can write reports and nothing else: rrsync -wo in the line `builder stage` wrote
     const keys = readFileSync(join(work, 'authorized_keys'), 'utf8');
@@ -108,9 +108,9 @@ describe('virtual cluster', () => {
   test('console messages reached the master\'s syslog, tagged with the node\'s hostname', () => {
     const log = readFileSync(vc.syslogFile, 'utf8');
     for (const n of [a, b]) {
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/11 root\\] done in `, 'm'));
+      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/12 root\\] done in `, 'm'));
       // messages from before the network was up are sent too
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/11 early\\] start`, 'm'));
+      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/12 early\\] start`, 'm'));
     }
   });
 
@@ -124,11 +124,9 @@ describe('virtual cluster', () => {
       expect(r.ending).toBe('template');
       expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
     }
-    // a warm boot is the TFTP files (plus ~3 % of TFTP framing) and a little SSH: the root data is not sent
-    // again (4 MiB per node would add over 4 %)
-    const tftp = ['vmlinuz', 'initramfs.igz.uimg', 'boot.scr.uimg'].reduce((s, f) => s + statSync(join(vc.masterRoot, 'tftp', f)).size, 0);
-    expect(sent).toBeGreaterThan(2 * tftp);
-    expect(sent).toBeLessThan(2 * tftp * 1.06);
+    // a warm boot loads the first stage from the node's disk: the master sends the boot script, DHCP and a little SSH
+    expect(sent).toBeLessThanOrEqual(2 * 64 * 1024);
+    for (const r of warm) expect(r.raw).toContain('loaded from the disk (the announced one, checks passed)');
     expect(sent).toBeLessThan(coldBytes);
     for (const n of [a, b]) {
       const r = report(n.mac);

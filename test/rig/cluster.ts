@@ -112,6 +112,14 @@ export class VirtualCluster {
     rmSync(this.authorizedKeys, { force: true });
     this.stage(o.syncSlots === undefined ? {} : { syncSlots: o.syncSlots });
     this.network(o.taps ?? this.nodes.length);
+    await this.startMaster();
+    this.syslog = Bun.spawn([...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile], { stdout: 'ignore', stderr: 'inherit' });
+  }
+
+  /** The master's dnsmasq (DHCP, DNS, TFTP) and sshd, as `builder stage` configured them. */
+  async startMaster(): Promise<void> {
+    const k = testKeys();
+    const before = this.dnsmasqLog.length;
     this.dnsmasq = Bun.spawn([...this.wrap, '/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', `--conf-file=${this.conf}`,
       `--pid-file=${join(this.dir, 'dnsmasq.pid')}`, `--dhcp-leasefile=${this.leaseFile}`, '--user=root'], { stdout: 'pipe', stderr: 'pipe' });
     const d = this.dnsmasq;
@@ -121,16 +129,25 @@ export class VirtualCluster {
       })();
     }
     await this.master.start(k.hostKey, { listen: MASTER_IP, port: 22, wrap: this.wrap, authorizedKeys: this.authorizedKeys });
-    this.syslog = Bun.spawn([...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile], { stdout: 'ignore', stderr: 'inherit' });
     const end = Date.now() + 10_000;
-    while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog)) {
+    while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog.slice(before))) {
       if (d.exitCode !== null || Date.now() > end) throw new Error(`dnsmasq did not start:\n${this.dnsmasqLog}`);
       await Bun.sleep(50);
     }
   }
 
+  /** The master down: dnsmasq and sshd stopped (no DHCP, no TFTP, no SSH on the LAN). */
+  async stopMaster(): Promise<void> {
+    if (this.dnsmasq && this.dnsmasq.exitCode === null) {
+      this.dnsmasq.kill();
+      await this.dnsmasq.exited;
+    }
+    this.dnsmasq = null;
+    await this.master.stop();
+  }
+
   /** Options of the last `builder stage` run (restage changes some and runs it again, as an admin would). */
-  stageOptions: { approval?: boolean; syncSlots?: number } = {};
+  stageOptions: { approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {};
 
   get conf(): string {
     return join(this.dir, 'dnsmasq.conf');
@@ -141,7 +158,7 @@ export class VirtualCluster {
   }
 
   /** Run `builder stage` for this cluster: dnsmasq config, TFTP folder, node list, keys, identities, slots. */
-  stage(o: { bootargs?: string; approval?: boolean; syncSlots?: number } = {}): string {
+  stage(o: { bootargs?: string; approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {}): string {
     if (!this.img) throw new Error('images first');
     const k = testKeys();
     if (o.bootargs) this.bootargs = o.bootargs;
@@ -151,7 +168,7 @@ export class VirtualCluster {
     const so = this.stageOptions;
     const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'stage', '--nodes', nodesFile, '--master-root', this.masterRoot,
       '--master-ip', MASTER_IP, '--subnet', SUBNET, '--range', DYNAMIC, '--interface', BRIDGE, '--domain', 'cluster.test',
-      '--kernel', this.img.kernel, '--initramfs', this.img.initramfs, '--bootargs', this.bootargs, '--keys', k.dir,
+      '--kernel', this.img.kernel, '--initramfs', so.initramfs ?? this.img.initramfs, ...(so.tries ? ['--first-stage-tries', String(so.tries)] : []), '--bootargs', this.bootargs, '--keys', k.dir,
       '--dnsmasq-conf', this.conf, '--authorized-keys', this.authorizedKeys, '--state-dir', this.stateDir,
       '--sync-slots', String(so.syncSlots ?? 8), ...(so.approval === undefined ? [] : [so.approval ? '--approval' : '--no-approval'])], { encoding: 'utf8' });
     if (r.status !== 0) throw new Error(`builder stage failed:\n${r.stderr}${r.stdout}`);
@@ -231,18 +248,23 @@ export class VirtualCluster {
     }
   }
 
-  /** One power-on of one node: until QEMU exits (the node rebooted or its template powered off). */
-  async bootOnce(n: NodeSpec, o: { tap: number; mac?: string; timeoutMs?: number; logTag?: string }): Promise<BootResult> {
-    if (!this.img) throw new Error('start() first');
-    const tftp = join(this.masterRoot, 'tftp');
-    const v = this.views.get(n.hostname);
-    if (v) v.boots++;
+  /** Start one node's QEMU on its tap and disk, without waiting for anything. */
+  powerOn(n: NodeSpec, o: { tap: number; mac?: string; logTag?: string }): QemuNode {
     const node = new QemuNode({
-      tftpDir: tftp, disk: this.disk(n), wrap: this.wrap, smp: 1, logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
+      tftpDir: join(this.masterRoot, 'tftp'), disk: this.disk(n), wrap: this.wrap, smp: 1, logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
       // disable-legacy: U-Boot 2023.01 reads the MAC of a modern virtio-net only (else 52:52:52:52:52:52 for all)
       netdev: ['-netdev', `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on,${NO_ROM}`],
     });
     this.running.set(n.hostname, node);
+    return node;
+  }
+
+  /** One power-on of one node: until QEMU exits (the node rebooted or its template powered off). */
+  async bootOnce(n: NodeSpec, o: { tap: number; mac?: string; timeoutMs?: number; logTag?: string }): Promise<BootResult> {
+    if (!this.img) throw new Error('start() first');
+    const v = this.views.get(n.hostname);
+    if (v) v.boots++;
+    const node = this.powerOn(n, o);
     this.watch(n.hostname, node);
     const t0 = performance.now();
     try {

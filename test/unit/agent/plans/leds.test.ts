@@ -4,7 +4,7 @@ import { ERROR_PATTERNS, FINAL_PATTERN, LED_NAMES, ledsAt, parseLedsParam, PHASE
 import type { Pattern } from '../../../../agent/plans/leds.ts';
 import { PHASE_NAMES } from '../../../../agent/sequence.ts';
 
-const PHASES = ['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'overlay', 'identity', 'handoff'];
+const PHASES = ['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'firststage', 'overlay', 'identity', 'handoff'];
 const ERRORS = ['master-unreachable', 'disk-refused', 'sync-failed', 'fsck-failed', 'hostkey', 'recovery', 'fatal'];
 const ALL: Pattern[] = [...Object.values(PHASE_PATTERNS), ...Object.values(ERROR_PATTERNS), FINAL_PATTERN];
 

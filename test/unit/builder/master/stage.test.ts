@@ -1,4 +1,5 @@
 // `builder stage`: node list parsing, the checks, the dnsmasq configuration, and the effect function on a temp dir.
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,7 @@ import { mergeAuthorizedKeys, replaceOwnNodeLines } from '../../../../builder/ma
 import { renderDnsmasq, validateStage, type StagePlan } from '../../../../builder/master/dnsmasq.ts';
 import { parseNodeList, parseSubnet, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { syncSlotScript } from '../../../../builder/master/syncslot.ts';
-import { crc32, readUImageHeader, writeUImage } from '../../../../builder/image/uimage.ts';
+import { crc32, readUImageHeader, writeUImage } from '../../../../agent/contract/uimage.ts';
 
 let tmp = '';
 let n = 0;
@@ -273,8 +274,11 @@ describe('stage (effects)', () => {
     const o = setup();
     const r = stage(o);
     const tftp = join(o.masterRoot, 'tftp');
-    expect(all(o.masterRoot)).toEqual(['nodes.list', 'reports', 'tftp', 'tftp/boot.scr.uimg', 'tftp/initramfs.igz.uimg', 'tftp/vmlinuz']);
-    expect(r.written).toEqual([join(tftp, 'vmlinuz'), join(tftp, 'initramfs.igz.uimg'), join(tftp, 'boot.scr.uimg'), join(o.masterRoot, 'nodes.list'), o.dnsmasqConf]);
+    expect(all(o.masterRoot)).toEqual(['nodes.list', 'reports', 'tftp', 'tftp/boot.scr.uimg', 'tftp/firststage.env', 'tftp/initramfs.igz.uimg', 'tftp/vmlinuz', 'tftp/vmlinuz.gz']);
+    expect(r.written).toEqual([join(tftp, 'vmlinuz'), join(tftp, 'vmlinuz.gz'), join(tftp, 'initramfs.igz.uimg'), join(tftp, 'boot.scr.uimg'), join(tftp, 'firststage.env'), join(o.masterRoot, 'nodes.list'), o.dnsmasqConf]);
+    // the gzip'd kernel is the raw one, and the announcement names all three files
+    expect(gunzipSync(readFileSync(join(tftp, 'vmlinuz.gz')))).toEqual(KERNEL);
+    expect(readFileSync(join(tftp, 'firststage.env'), 'utf8')).toContain(`cb_id=${r.firstStage.id}\n`);
     expect(readFileSync(join(tftp, 'vmlinuz'))).toEqual(KERNEL);
     expect(readFileSync(join(tftp, 'initramfs.igz.uimg'))).toEqual(readFileSync(o.initramfs));
     expect(r.reportsDir).toBe(join(o.masterRoot, 'reports'));
@@ -290,8 +294,8 @@ describe('stage (effects)', () => {
     const len = data.readUInt32BE(0);
     expect(data.readUInt32BE(4)).toBe(0);
     const script = data.subarray(8, 8 + len).toString('utf8');
-    expect(script).toContain(`setenv bootargs "${DEFAULT_BOOTARGS} hostname_test=1"`);
-    expect(script).toContain('tftp ${kernel_addr_r} vmlinuz');
+    expect(script).toContain(`setenv bootargs "${DEFAULT_BOOTARGS} hostname_test=1 clusterboot.fs=${r.firstStage.id} clusterboot.from=`);
+    expect(script).toContain('tftp ${kernel_addr_r} vmlinuz.gz');
     expect(script).toContain('tftp ${ramdisk_addr_r} initramfs.igz.uimg');
     expect(script).toContain('booti ');
 
