@@ -77,14 +77,73 @@ export interface ParseResult {
 
 // Non-dotted parameters the kernel (or the firmware/bootloader) owns: accepted silently, never "unknown".
 const KERNEL_OWNED: ReadonlySet<string> = new Set([
-  'console', 'root', 'rootwait', 'rootdelay', 'rootfstype', 'rootflags', 'rdinit', 'initrd', 'noinitrd',
-  'panic', 'loglevel', 'earlycon', 'earlyprintk', 'keep_bootcon', 'ignore_loglevel', 'debug', 'rw', 'ro',
-  'kgdboc', 'kgdbwait', 'elevator', 'coherent_pool', 'cma', 'mem', 'maxcpus', 'nosmp', 'isolcpus',
-  'cgroup_enable', 'cgroup_disable', 'cgroup_memory', 'swapaccount', 'fbcon', 'video', 'consoleblank',
-  'splash', 'nosplash', 'logo', 'nokaslr', 'kaslr', 'mitigations', 'audit', 'selinux', 'apparmor', 'security',
-  'crashkernel', 'reboot', 'oops', 'nohz', 'nohz_full', 'rcu_nocbs', 'irqaffinity', 'initcall_debug',
-  'sysrq_always_enabled', 'resume', 'noresume', 'nfsroot', 'biosdevname', 'hung_task_panic', 'softlockup_panic',
-  'usbhid', 'numa', 'hugepages', 'transparent_hugepage', 'lpj', 'clk_ignore_unused', 'pd_ignore_unused', 'fsck',
+  'console',
+  'root',
+  'rootwait',
+  'rootdelay',
+  'rootfstype',
+  'rootflags',
+  'rdinit',
+  'initrd',
+  'noinitrd',
+  'panic',
+  'loglevel',
+  'earlycon',
+  'earlyprintk',
+  'keep_bootcon',
+  'ignore_loglevel',
+  'debug',
+  'rw',
+  'ro',
+  'kgdboc',
+  'kgdbwait',
+  'elevator',
+  'coherent_pool',
+  'cma',
+  'mem',
+  'maxcpus',
+  'nosmp',
+  'isolcpus',
+  'cgroup_enable',
+  'cgroup_disable',
+  'cgroup_memory',
+  'swapaccount',
+  'fbcon',
+  'video',
+  'consoleblank',
+  'splash',
+  'nosplash',
+  'logo',
+  'nokaslr',
+  'kaslr',
+  'mitigations',
+  'audit',
+  'selinux',
+  'apparmor',
+  'security',
+  'crashkernel',
+  'reboot',
+  'oops',
+  'nohz',
+  'nohz_full',
+  'rcu_nocbs',
+  'irqaffinity',
+  'initcall_debug',
+  'sysrq_always_enabled',
+  'resume',
+  'noresume',
+  'nfsroot',
+  'biosdevname',
+  'hung_task_panic',
+  'softlockup_panic',
+  'usbhid',
+  'numa',
+  'hugepages',
+  'transparent_hugepage',
+  'lpj',
+  'clk_ignore_unused',
+  'pd_ignore_unused',
+  'fsck',
 ]);
 
 // Values accepted for boolean parameters written with '=' (a bare flag means true).
@@ -127,7 +186,8 @@ function show(value: string): string {
   let out = '';
   for (const ch of value) {
     const code = ch.codePointAt(0) ?? 0;
-    out += code < 0x20 || code === 0x7f || (code >= 0x80 && code < 0xa0) ? `\\x${code.toString(16).padStart(2, '0')}` : ch;
+    out +=
+      code < 0x20 || code === 0x7f || (code >= 0x80 && code < 0xa0) ? `\\x${code.toString(16).padStart(2, '0')}` : ch;
   }
   return out.length > 80 ? `${out.slice(0, 77)}...` : out;
 }
@@ -178,7 +238,8 @@ function isHost(value: string): boolean {
 // host[:port] or [v6]:port; port 1..65535.
 function isHostPort(value: string): boolean {
   const bracket = /^\[([^\]]+)\](?::([0-9]+))?$/.exec(value);
-  if (bracket) return isIPv6(bracket[1] ?? '') && (bracket[2] === undefined || parseInt0(bracket[2], 1, 65535) !== undefined);
+  if (bracket)
+    return isIPv6(bracket[1] ?? '') && (bracket[2] === undefined || parseInt0(bracket[2], 1, 65535) !== undefined);
   if (isIPv6(value)) return true;
   const colon = value.lastIndexOf(':');
   if (colon < 0) return isHost(value);
@@ -197,7 +258,6 @@ function isPhaseName(value: string): boolean {
 function isModuleName(value: string): boolean {
   return /^[A-Za-z0-9_-]{1,64}$/.test(value);
 }
-
 
 // A malformed value; `expected` is the text after "expected" in the warning.
 class Bad {
@@ -626,7 +686,8 @@ export function parseCmdline(text: string, knownPhases?: readonly string[]): Par
     const param = BY_NAME.get(name);
     if (param === undefined) {
       if (name.startsWith('clusterboot.') || name === 'clusterboot') unknown.push(show(token));
-      else if (name.includes('.') && !name.startsWith('.') && !name.endsWith('.')) continue; // module.param: the kernel's
+      else if (name.includes('.') && !name.startsWith('.') && !name.endsWith('.'))
+        continue; // module.param: the kernel's
       else if (KERNEL_OWNED.has(name)) continue;
       else unknown.push(show(token));
       continue;

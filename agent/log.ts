@@ -28,7 +28,8 @@ function tag(phase: string): string {
 
 const human: { [K in Event['kind']]: (e: Extract<Event, { kind: K }>) => string } = {
   'phase-start': (e) => `[${e.n}/${e.of} ${e.phase}] start`,
-  'phase-done': (e) => `[${e.n}/${e.of} ${e.phase}] done in ${e.seconds.toFixed(1)}s${e.summary ? `: ${e.summary}` : ''}`,
+  'phase-done': (e) =>
+    `[${e.n}/${e.of} ${e.phase}] done in ${e.seconds.toFixed(1)}s${e.summary ? `: ${e.summary}` : ''}`,
   'phase-failed': (e) => `${tag(e.phase)} FAILED: ${e.error}${e.remedy ? `\n  remedy: ${e.remedy}` : ''}`,
   info: (e) => `${tag(e.phase)} ${e.message}`,
   warn: (e) => `${tag(e.phase)} warning: ${e.message}`,

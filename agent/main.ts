@@ -37,7 +37,13 @@ async function main(): Promise<never> {
       info('early', `clusterboot agent ${pkg.version} starting`, { processMs: Math.round(performance.now()) });
       for (const w of parsed.warnings) warn('early', w);
       if (parsed.unknown.length) warn('early', `unknown parameters ignored: ${parsed.unknown.join(' ')}`);
-      const phases = SEQUENCE.map((p) => ({ ...p, run: (c: Ctx) => { currentPhase = p.name; return p.run(c); } }));
+      const phases = SEQUENCE.map((p) => ({
+        ...p,
+        run: (c: Ctx) => {
+          currentPhase = p.name;
+          return p.run(c);
+        },
+      }));
       await runPhases(phases, ctx);
       throw new Error('the sequence ended without a handoff');
     } catch (e) {

@@ -10,7 +10,10 @@ import { sendReport } from './net/report.ts';
 /** A shell on the console; returns when the admin leaves it. */
 export function rescueShell(why: string): void {
   info('rescue', `${why}: starting a shell on the console; exit it to continue`);
-  spawnSync(TOOLS.busybox, ['sh'], { stdio: 'inherit', env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', PS1: 'clusterboot# ' } });
+  spawnSync(TOOLS.busybox, ['sh'], {
+    stdio: 'inherit',
+    env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', HOME: '/root', PS1: 'clusterboot# ' },
+  });
 }
 
 export async function runPhases(phases: readonly Phase[], ctx: Ctx): Promise<void> {
@@ -56,7 +59,14 @@ export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attemp
   const message = err instanceof Error ? err.message : String(err);
   const waitS = Math.min(300, 15 * 2 ** Math.min(attempt, 4));
   const next = ctx?.params.rescue ? 'rescue shell (kernel parameter `rescue`)' : `reboot in ${waitS}s to try again`;
-  emit({ kind: 'fatal', phase, error: message, remedy, next, code: err instanceof PhaseFailure ? err.ledCode : 'fatal' });
+  emit({
+    kind: 'fatal',
+    phase,
+    error: message,
+    remedy,
+    next,
+    code: err instanceof PhaseFailure ? err.ledCode : 'fatal',
+  });
   await sendReport(ctx, 'fatal', message, remedy);
   if (ctx?.params.rescue) {
     rescueShell(`phase ${phase} failed`);

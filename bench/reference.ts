@@ -32,7 +32,6 @@ export interface ReferenceOptions {
 /** The same shape as the agent's images, so the rig boots either. */
 export type ReferenceImages = Images;
 
-
 /** Build (or reuse) the reference initramfs.igz.uimg; same inputs as the agent's image, minus the agent. */
 export async function packReference(opts: ReferenceOptions = {}): Promise<ReferenceImages> {
   const sr = opts.sysroot ?? (await (await import('../test/rig/images.ts')).sysroot());
@@ -61,11 +60,27 @@ export async function packReference(opts: ReferenceOptions = {}): Promise<Refere
     result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
   } else {
     result = await pack({
-      sysroot: sr.root, agent: null, init, skel: join(REPO, 'initramfs-skel'), out: dir, arch: 'arm64',
-      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion), modules, compress: compression,
-      sourceDateEpoch: 0, extra, name: 'clusterboot reference initramfs',
+      sysroot: sr.root,
+      agent: null,
+      init,
+      skel: join(REPO, 'initramfs-skel'),
+      out: dir,
+      arch: 'arm64',
+      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+      modules,
+      compress: compression,
+      sourceDateEpoch: 0,
+      extra,
+      name: 'clusterboot reference initramfs',
     });
     if (kernel !== '') copyFileSync(vmlinuz, kernel);
   }
-  return { dir, kernel, initramfs: join(dir, 'initramfs.igz.uimg'), sysroot: sr.root, kernelVersion: sr.kernelVersion, pack: result };
+  return {
+    dir,
+    kernel,
+    initramfs: join(dir, 'initramfs.igz.uimg'),
+    sysroot: sr.root,
+    kernelVersion: sr.kernelVersion,
+    pack: result,
+  };
 }

@@ -21,7 +21,11 @@ import { DEFAULT_TRIES } from '../agent/contract/firststage.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
-const list = (v: unknown): string[] => (Array.isArray(v) ? v : v === undefined ? [] : [v]).flatMap((x) => String(x).split(',')).map((s) => s.trim()).filter(Boolean);
+const list = (v: unknown): string[] =>
+  (Array.isArray(v) ? v : v === undefined ? [] : [v])
+    .flatMap((x) => String(x).split(','))
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 function parseAdd(spec: string): ExtraFile {
   const i = spec.lastIndexOf(':');
@@ -35,202 +39,418 @@ await yargs(hideBin(process.argv))
   .scriptName('builder')
   .strict()
   .demandCommand(1)
-  .command('sysroot', 'fetch Debian packages for the nodes into a private apt cache and unpack them', (y) => y
-    .option('cache', { type: 'string', default: join(REPO, '.cache/sysroot-arm64'), describe: 'cache directory (apt state, debs, root/)' })
-    .option('arch', { choices: ['arm64', 'armhf', 'amd64'] as const, default: 'arm64' as const })
-    .option('kernel', { type: 'boolean', default: false, describe: `also fetch ${TEST_KERNEL_PACKAGE} (for QEMU tests)` })
-    .option('packages', { type: 'string', array: true, describe: 'extra packages' }),
-  async (a) => {
-    const pkgs = [...DEFAULT_PACKAGES, ...list(a.packages), ...(a.kernel ? [TEST_KERNEL_PACKAGE] : [])];
-    const r = await fetchSysroot({ cache: resolve(a.cache), packages: pkgs, arch: a.arch, log: say });
-    console.log(JSON.stringify({ root: r.root, packages: r.debs.length, kernels: r.kernels }));
-  })
-  .command('agent', 'compile the agent into one executable', (y) => y
-    .option('arch', { choices: ['arm64', 'x64'] as const, default: 'arm64' as const })
-    .option('out', { type: 'string', default: join(REPO, 'build') }),
-  async (a) => {
-    const r = await buildAgent(a.arch as AgentArch, resolve(a.out));
-    say(`agent ${r.path}: ${(r.bytes / 1e6).toFixed(1)} MB`);
-    console.log(r.path);
-  })
-  .command('pack', 'write initramfs.igz and initramfs.igz.uimg', (y) => y
-    .option('sysroot', { type: 'string', demandOption: true, describe: 'arm64 root: the slaves\' template on a master, or `builder sysroot` output' })
-    .option('agent', { type: 'string', describe: 'agent executable (default: compile it now)' })
-    .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
-    .option('kernel-modules', { type: 'string', describe: 'DIR holding modules.dep (default: the sysroot\'s only /lib/modules/<version>)' })
-    .option('modules', { type: 'string', array: true, describe: 'extra modules, comma separated' })
-    .option('compress', { choices: ['gzip', 'zstd', 'xz', 'none'] as const, default: 'gzip' as const })
-    .option('skel', { type: 'string', default: join(REPO, 'initramfs-skel') })
-    .option('add', { type: 'string', array: true, describe: 'SRC:DEST[:MODE] extra file' })
-    .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
-    .option('master-host-key', { type: 'string', default: '/etc/ssh/ssh_host_ed25519_key.pub', describe: 'the master\'s host key to pin' })
-    .option('sign', { type: 'boolean', default: false, describe: 'pack the stamp key: nodes then refuse unsigned or older stamps' })
-    .option('report', { type: 'boolean', default: true, describe: 'with --keys: pack the report key (report_ed25519) so nodes send boot reports (--no-report: do not)' })
-    .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
-  async (a) => {
-    const sysroot = resolve(a.sysroot);
-    const agent = a.agent ? resolve(a.agent) : (await buildAgent(a.arch === 'arm' ? 'arm64' : 'arm64', join(REPO, 'build'))).path;
-    let km = a['kernel-modules'];
-    if (!km) {
-      const ks = kernelsIn(sysroot);
-      if (ks.length === 1) km = join(sysroot, 'lib/modules', ks[0] ?? '');
-      else if (ks.length > 1) throw new Error(`the sysroot has kernels ${ks.join(', ')}: choose with --kernel-modules`);
-    }
-    const reportKey = a.keys ? join(resolve(a.keys), 'report_ed25519') : '';
-    const report = Boolean(a.keys) && a.report && existsSync(reportKey);
-    if (a.keys && a.report && !report) say(`warning: no ${reportKey}: nodes will not send boot reports; run \`builder keys --dir ${a.keys}\` to create it`);
-    const r = await pack({
-      sysroot, agent, skel: resolve(a.skel), out: resolve(a.out), modules: list(a.modules),
-      compress: a.compress as Compression, arch: a.arch as UArch, sourceDateEpoch: epoch(),
-      ...(km ? { kernelModules: resolve(km) } : {}), extra: [
-        ...(a.keys ? accessFiles({ keysDir: resolve(a.keys), masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'), sign: a.sign, report }) : []),
-        ...(a.add ?? []).map(String).map(parseAdd),
-      ],
-    });
-    if (!a.keys) say('warning: no --keys: nodes will not be able to reach the master');
-    for (const m of r.missingLibraries) say(`warning: ${m.neededBy} needs ${m.lib}, not found in the sysroot`);
-    for (const m of r.missingModules) say(`warning: module ${m} not found in ${km}`);
-    say(`${r.uimagePath}: ${(r.compressedBytes / 1e6).toFixed(1)} MB ${a.compress} (${(r.cpioBytes / 1e6).toFixed(1)} MB cpio, ${r.files} entries, ${r.modules.length} modules)`);
-    if (r.compressedBytes > 64e6) say('warning: over 64 MB: Raspberry Pi HTTP boot truncates ramdisks this large');
-  })
-  .command('bootscript', 'write boot.scr.uimg for U-Boot', (y) => y
-    .option('out', { type: 'string', default: join(REPO, 'build/tftp/boot.scr.uimg') })
-    .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
-    .option('kernel', { type: 'string', default: 'vmlinuz' })
-    .option('initramfs', { type: 'string', default: 'initramfs.igz.uimg' })
-    .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS })
-    .option('master', { type: 'string', describe: 'adds masterip=' })
-    .option('fdt', { type: 'string' }),
-  async (a) => {
-    const bootargs = a.master ? `${a.bootargs} masterip=${a.master}` : a.bootargs;
-    const text = bootScript({ arch: a.arch as UArch, kernel: a.kernel, initramfs: a.initramfs, bootargs, ...(a.fdt ? { fdt: a.fdt } : {}) });
-    mkdirSync(dirname(resolve(a.out)), { recursive: true });
-    writeFileSync(resolve(a.out), scriptImage(text, { arch: a.arch as UArch, name: 'clusterboot boot script', time: epoch() }));
-    say(`${a.out}: ${bootargs}`);
-  })
-  .command('keys', 'create (once) the node key and the stamp signing key; print the authorized_keys line', (y) => y
-    .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
-    .option('master-root', { type: 'string', default: '/data/slaves' })
-    .option('install', { type: 'string', describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present' }),
-  async (a) => {
-    const k = generateKeys(resolve(a.dir));
-    const line = authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root']));
-    if (a.install) {
-      const file = resolve(a.install);
-      const have = existsSync(file) ? readFileSync(file, 'utf8') : '';
-      if (have.split('\n').includes(line)) say(`${file} already has the node key line`);
-      else {
-        mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-        appendFileSync(file, `${have && !have.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600 });
-        say(`added the node key line to ${file}`);
+  .command(
+    'sysroot',
+    'fetch Debian packages for the nodes into a private apt cache and unpack them',
+    (y) =>
+      y
+        .option('cache', {
+          type: 'string',
+          default: join(REPO, '.cache/sysroot-arm64'),
+          describe: 'cache directory (apt state, debs, root/)',
+        })
+        .option('arch', { choices: ['arm64', 'armhf', 'amd64'] as const, default: 'arm64' as const })
+        .option('kernel', {
+          type: 'boolean',
+          default: false,
+          describe: `also fetch ${TEST_KERNEL_PACKAGE} (for QEMU tests)`,
+        })
+        .option('packages', { type: 'string', array: true, describe: 'extra packages' }),
+    async (a) => {
+      const pkgs = [...DEFAULT_PACKAGES, ...list(a.packages), ...(a.kernel ? [TEST_KERNEL_PACKAGE] : [])];
+      const r = await fetchSysroot({ cache: resolve(a.cache), packages: pkgs, arch: a.arch, log: say });
+      console.log(JSON.stringify({ root: r.root, packages: r.debs.length, kernels: r.kernels }));
+    },
+  )
+  .command(
+    'agent',
+    'compile the agent into one executable',
+    (y) =>
+      y
+        .option('arch', { choices: ['arm64', 'x64'] as const, default: 'arm64' as const })
+        .option('out', { type: 'string', default: join(REPO, 'build') }),
+    async (a) => {
+      const r = await buildAgent(a.arch as AgentArch, resolve(a.out));
+      say(`agent ${r.path}: ${(r.bytes / 1e6).toFixed(1)} MB`);
+      console.log(r.path);
+    },
+  )
+  .command(
+    'pack',
+    'write initramfs.igz and initramfs.igz.uimg',
+    (y) =>
+      y
+        .option('sysroot', {
+          type: 'string',
+          demandOption: true,
+          describe: "arm64 root: the slaves' template on a master, or `builder sysroot` output",
+        })
+        .option('agent', { type: 'string', describe: 'agent executable (default: compile it now)' })
+        .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
+        .option('kernel-modules', {
+          type: 'string',
+          describe: "DIR holding modules.dep (default: the sysroot's only /lib/modules/<version>)",
+        })
+        .option('modules', { type: 'string', array: true, describe: 'extra modules, comma separated' })
+        .option('compress', { choices: ['gzip', 'zstd', 'xz', 'none'] as const, default: 'gzip' as const })
+        .option('skel', { type: 'string', default: join(REPO, 'initramfs-skel') })
+        .option('add', { type: 'string', array: true, describe: 'SRC:DEST[:MODE] extra file' })
+        .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
+        .option('master-host-key', {
+          type: 'string',
+          default: '/etc/ssh/ssh_host_ed25519_key.pub',
+          describe: "the master's host key to pin",
+        })
+        .option('sign', {
+          type: 'boolean',
+          default: false,
+          describe: 'pack the stamp key: nodes then refuse unsigned or older stamps',
+        })
+        .option('report', {
+          type: 'boolean',
+          default: true,
+          describe:
+            'with --keys: pack the report key (report_ed25519) so nodes send boot reports (--no-report: do not)',
+        })
+        .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
+    async (a) => {
+      const sysroot = resolve(a.sysroot);
+      const agent = a.agent
+        ? resolve(a.agent)
+        : (await buildAgent(a.arch === 'arm' ? 'arm64' : 'arm64', join(REPO, 'build'))).path;
+      let km = a['kernel-modules'];
+      if (!km) {
+        const ks = kernelsIn(sysroot);
+        if (ks.length === 1) km = join(sysroot, 'lib/modules', ks[0] ?? '');
+        else if (ks.length > 1)
+          throw new Error(`the sysroot has kernels ${ks.join(', ')}: choose with --kernel-modules`);
       }
-    } else say(`keys in ${a.dir}; add this line to root's ~/.ssh/authorized_keys on the master (or use --install):`);
-    console.log(line);
-  })
-  .command('publish <name>', 'write a new stamp for rootfs or bootfs after changing it (atomic)', (y) => y
-    .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })
-    .option('master-root', { type: 'string', default: '/data/slaves' })
-    .option('sign', { type: 'string', describe: 'Ed25519 private key (PEM) to sign the stamp with, e.g. /etc/clusterboot/stamp_ed25519.pem' }),
-  async (a) => {
-    const s = await publish({ masterRoot: resolve(a['master-root']), name: a.name as 'rootfs' | 'bootfs', ...(a.sign ? { signKeyPem: readFileSync(a.sign, 'utf8') } : {}) });
-    say(`published ${s.name} ${s.id}${a.sign ? ' (signed)' : ''}`);
-  })
-  .command('stage', 'from a node list: the dnsmasq configuration, the TFTP folder, nodes.list, reports/ and the authorized_keys lines', (y) => y
-    .option('nodes', { type: 'string', demandOption: true, describe: 'node list: lines \'MAC HOSTNAME IP\' or the seed\'s \'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]\'; # comments' })
-    .option('master-ip', { type: 'string', demandOption: true, describe: 'the master\'s address on the cluster LAN (DNS, TFTP server = DHCP option 66)' })
-    .option('subnet', { type: 'string', demandOption: true, describe: 'the cluster LAN in CIDR form, e.g. 10.77.0.0/24' })
-    .option('range', { type: 'string', describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)' })
-    .option('interface', { type: 'string', describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0' })
-    .option('domain', { type: 'string', default: 'cluster.lan', describe: 'DNS domain of the nodes' })
-    .option('router', { type: 'string', describe: 'default gateway for the nodes (dhcp-option=3); default: dnsmasq announces the master' })
-    .option('lease', { type: 'string', default: '1h', describe: 'lease time (dnsmasq syntax: 1h, 30m, infinite)' })
-    .option('master-root', { type: 'string', default: '/data/slaves' })
-    .option('kernel', { type: 'string', demandOption: true, describe: 'node kernel, copied to <master-root>/tftp/vmlinuz' })
-    .option('initramfs', { type: 'string', default: join(REPO, 'build/tftp/initramfs.igz.uimg'), describe: 'initramfs.igz.uimg from `builder pack`, copied to <master-root>/tftp/' })
-    .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS, describe: 'kernel command line in boot.scr.uimg' })
-    .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const, describe: 'boot script: booti (arm64) or bootz (arm)' })
-    .option('keys', { type: 'string', describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)' })
-    .option('dnsmasq-conf', { type: 'string', default: '/etc/dnsmasq.d/clusterboot.conf', describe: 'where the dnsmasq configuration goes' })
-    .option('authorized-keys', { type: 'string', describe: 'append the two lines to this authorized_keys file unless present (default: print them)' })
-    .option('identity', { type: 'boolean', default: true, describe: 'create missing per-node identity files (hostname, machine-id, SSH host keys) in <master-root>/nodes/<host>/files; --no-identity: do not' })
-    .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS, describe: 'at most N nodes sync their root at once (sync-slot in the node key\'s line); 0: no limit' })
-    .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR, describe: 'where the sync-slot script and its slot files live' })
-    .option('first-stage-tries', { type: 'number', default: DEFAULT_TRIES, describe: 'a new first stage (kernel + initramfs) that fails this many boots in a row is abandoned: nodes boot their cached one until another is staged' })
-    .option('approval', { type: 'boolean', describe: 'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged' }),
-  async (a) => {
-    const r = stage({
-      nodesFile: resolve(a.nodes), masterRoot: resolve(a['master-root']), kernel: resolve(a.kernel), initramfs: resolve(a.initramfs),
-      bootargs: a.bootargs, arch: a.arch as UArch, dnsmasqConf: resolve(a['dnsmasq-conf']), masterIp: a['master-ip'], subnet: a.subnet,
-      domain: a.domain, lease: a.lease, time: epoch(),
-      ...(a.range !== undefined ? { range: a.range } : {}),
-      ...(a.interface !== undefined ? { interface: a.interface } : {}),
-      ...(a.router !== undefined ? { router: a.router } : {}),
-      ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
-      ...(a['authorized-keys'] !== undefined ? { authorizedKeys: resolve(a['authorized-keys']) } : {}),
-      identity: a.identity, syncSlots: a['sync-slots'], stateDir: resolve(a['state-dir']), tries: a['first-stage-tries'],
-      ...(a.approval !== undefined ? { approval: a.approval } : {}),
-    });
-    for (const w of r.warnings) say(`warning: ${w}`);
-    for (const f of r.written) say(`wrote ${f}`);
-    say(`first stage ${r.firstStage.id} announced (kernel ${(r.firstStage.kernelGz.size / 1e6).toFixed(1)} MB gzip'd, initramfs ${(r.firstStage.initramfs.size / 1e6).toFixed(1)} MB): nodes that cache it load it from their disk`);
-    say(`boot reports land in ${r.reportsDir}`);
-    say(`staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`);
-    if (a.identity) {
-      const fresh = r.identity.filter((i) => i.created.length > 0);
-      const files = fresh.reduce((s, i) => s + i.created.length, 0);
-      say(fresh.length
-        ? `${fresh.length} node${fresh.length === 1 ? '' : 's'} got new identity files (${files} files): ${fresh.map((i) => i.hostname).join(', ')}`
-        : 'every node already had its identity files (nothing created)');
-    }
-    if (r.syncSlot) say(`sync slots: at most ${r.syncSlot.slots} root sync${r.syncSlot.slots === 1 ? "" : "s"} at once (${r.syncSlot.script}, slots in ${r.syncSlot.slotsDir})`);
-    else say('sync slots: no limit (--sync-slots 0)');
-    say(`approval mode ${r.approvalMode ? 'on: table changes wait for `builder approve`' : 'off'}`);
-    if (a['authorized-keys'] !== undefined) {
-      for (const l of r.keysReplaced) say(`replaced in ${a['authorized-keys']}: ${l.slice(0, 100)}…`);
-      say(r.keysAdded.length || r.keysReplaced.length
-        ? `added ${r.keysAdded.length} and replaced ${r.keysReplaced.length} line(s) in ${a['authorized-keys']}`
-        : `${a['authorized-keys']} already has the node and report key lines`);
-    } else if (r.keyLines.length) {
-      say('add these lines to root\'s ~/.ssh/authorized_keys on the master (or use --authorized-keys):');
-      for (const l of r.keyLines) console.log(l);
-    }
-    say('restart dnsmasq to apply the configuration (systemctl restart dnsmasq)');
-  })
-  .command('status', 'the fleet from the master\'s files: nodes.list, reports/*.json, stamps/rootfs.stamp', (y) => y
-    .option('master-root', { type: 'string', default: '/data/slaves' })
-    .option('json', { type: 'boolean', default: false, describe: 'print { masterStamp, rows, warnings } as JSON, for scripts' }),
-  async (a) => {
-    const now = Date.now();
-    const s = readStatus(resolve(a['master-root']), now);
-    if (a.json) {
-      console.log(JSON.stringify(s, null, 2));
-      return;
-    }
-    for (const w of s.warnings) say(`warning: ${w}`);
-    process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
-  })
-  .command('approve [nodes..]', 'approval mode: approve the master\'s current partitions.sfdisk for these nodes (they repartition at their next boot)', (y) => y
-    .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
-    .option('all', { type: 'boolean', default: false, describe: 'every node in nodes.list' })
-    .option('force', { type: 'boolean', default: false, describe: 'also approve names that are not in nodes.list' })
-    .option('list', { type: 'boolean', default: false, describe: 'show the nodes waiting for approval and which are approved for the current table; approve nothing' })
-    .option('master-root', { type: 'string', default: '/data/slaves' }),
-  async (a) => {
-    const root = resolve(a['master-root']);
-    const names = (a.nodes ?? []).map(String);
-    if (a.list) {
-      if (names.length || a.all) throw new Error('--list approves nothing: leave out the node names and --all');
-      const s = readStatus(root);
+      const reportKey = a.keys ? join(resolve(a.keys), 'report_ed25519') : '';
+      const report = Boolean(a.keys) && a.report && existsSync(reportKey);
+      if (a.keys && a.report && !report)
+        say(
+          `warning: no ${reportKey}: nodes will not send boot reports; run \`builder keys --dir ${a.keys}\` to create it`,
+        );
+      const r = await pack({
+        sysroot,
+        agent,
+        skel: resolve(a.skel),
+        out: resolve(a.out),
+        modules: list(a.modules),
+        compress: a.compress as Compression,
+        arch: a.arch as UArch,
+        sourceDateEpoch: epoch(),
+        ...(km ? { kernelModules: resolve(km) } : {}),
+        extra: [
+          ...(a.keys
+            ? accessFiles({
+                keysDir: resolve(a.keys),
+                masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'),
+                sign: a.sign,
+                report,
+              })
+            : []),
+          ...(a.add ?? []).map(String).map(parseAdd),
+        ],
+      });
+      if (!a.keys) say('warning: no --keys: nodes will not be able to reach the master');
+      for (const m of r.missingLibraries) say(`warning: ${m.neededBy} needs ${m.lib}, not found in the sysroot`);
+      for (const m of r.missingModules) say(`warning: module ${m} not found in ${km}`);
+      say(
+        `${r.uimagePath}: ${(r.compressedBytes / 1e6).toFixed(1)} MB ${a.compress} (${(r.cpioBytes / 1e6).toFixed(1)} MB cpio, ${r.files} entries, ${r.modules.length} modules)`,
+      );
+      if (r.compressedBytes > 64e6) say('warning: over 64 MB: Raspberry Pi HTTP boot truncates ramdisks this large');
+    },
+  )
+  .command(
+    'bootscript',
+    'write boot.scr.uimg for U-Boot',
+    (y) =>
+      y
+        .option('out', { type: 'string', default: join(REPO, 'build/tftp/boot.scr.uimg') })
+        .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
+        .option('kernel', { type: 'string', default: 'vmlinuz' })
+        .option('initramfs', { type: 'string', default: 'initramfs.igz.uimg' })
+        .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS })
+        .option('master', { type: 'string', describe: 'adds masterip=' })
+        .option('fdt', { type: 'string' }),
+    async (a) => {
+      const bootargs = a.master ? `${a.bootargs} masterip=${a.master}` : a.bootargs;
+      const text = bootScript({
+        arch: a.arch as UArch,
+        kernel: a.kernel,
+        initramfs: a.initramfs,
+        bootargs,
+        ...(a.fdt ? { fdt: a.fdt } : {}),
+      });
+      mkdirSync(dirname(resolve(a.out)), { recursive: true });
+      writeFileSync(
+        resolve(a.out),
+        scriptImage(text, { arch: a.arch as UArch, name: 'clusterboot boot script', time: epoch() }),
+      );
+      say(`${a.out}: ${bootargs}`);
+    },
+  )
+  .command(
+    'keys',
+    'create (once) the node key and the stamp signing key; print the authorized_keys line',
+    (y) =>
+      y
+        .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('install', {
+          type: 'string',
+          describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present',
+        }),
+    async (a) => {
+      const k = generateKeys(resolve(a.dir));
+      const line = authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root']));
+      if (a.install) {
+        const file = resolve(a.install);
+        const have = existsSync(file) ? readFileSync(file, 'utf8') : '';
+        if (have.split('\n').includes(line)) say(`${file} already has the node key line`);
+        else {
+          mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+          appendFileSync(file, `${have && !have.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600 });
+          say(`added the node key line to ${file}`);
+        }
+      } else say(`keys in ${a.dir}; add this line to root's ~/.ssh/authorized_keys on the master (or use --install):`);
+      console.log(line);
+    },
+  )
+  .command(
+    'publish <name>',
+    'write a new stamp for rootfs or bootfs after changing it (atomic)',
+    (y) =>
+      y
+        .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('sign', {
+          type: 'string',
+          describe: 'Ed25519 private key (PEM) to sign the stamp with, e.g. /etc/clusterboot/stamp_ed25519.pem',
+        }),
+    async (a) => {
+      const s = await publish({
+        masterRoot: resolve(a['master-root']),
+        name: a.name as 'rootfs' | 'bootfs',
+        ...(a.sign ? { signKeyPem: readFileSync(a.sign, 'utf8') } : {}),
+      });
+      say(`published ${s.name} ${s.id}${a.sign ? ' (signed)' : ''}`);
+    },
+  )
+  .command(
+    'stage',
+    'from a node list: the dnsmasq configuration, the TFTP folder, nodes.list, reports/ and the authorized_keys lines',
+    (y) =>
+      y
+        .option('nodes', {
+          type: 'string',
+          demandOption: true,
+          describe: "node list: lines 'MAC HOSTNAME IP' or the seed's 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]'; # comments",
+        })
+        .option('master-ip', {
+          type: 'string',
+          demandOption: true,
+          describe: "the master's address on the cluster LAN (DNS, TFTP server = DHCP option 66)",
+        })
+        .option('subnet', {
+          type: 'string',
+          demandOption: true,
+          describe: 'the cluster LAN in CIDR form, e.g. 10.77.0.0/24',
+        })
+        .option('range', {
+          type: 'string',
+          describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)',
+        })
+        .option('interface', {
+          type: 'string',
+          describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0',
+        })
+        .option('domain', { type: 'string', default: 'cluster.lan', describe: 'DNS domain of the nodes' })
+        .option('router', {
+          type: 'string',
+          describe: 'default gateway for the nodes (dhcp-option=3); default: dnsmasq announces the master',
+        })
+        .option('lease', { type: 'string', default: '1h', describe: 'lease time (dnsmasq syntax: 1h, 30m, infinite)' })
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('kernel', {
+          type: 'string',
+          demandOption: true,
+          describe: 'node kernel, copied to <master-root>/tftp/vmlinuz',
+        })
+        .option('initramfs', {
+          type: 'string',
+          default: join(REPO, 'build/tftp/initramfs.igz.uimg'),
+          describe: 'initramfs.igz.uimg from `builder pack`, copied to <master-root>/tftp/',
+        })
+        .option('bootargs', {
+          type: 'string',
+          default: DEFAULT_BOOTARGS,
+          describe: 'kernel command line in boot.scr.uimg',
+        })
+        .option('arch', {
+          choices: ['arm64', 'arm'] as const,
+          default: 'arm64' as const,
+          describe: 'boot script: booti (arm64) or bootz (arm)',
+        })
+        .option('keys', {
+          type: 'string',
+          describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)',
+        })
+        .option('dnsmasq-conf', {
+          type: 'string',
+          default: '/etc/dnsmasq.d/clusterboot.conf',
+          describe: 'where the dnsmasq configuration goes',
+        })
+        .option('authorized-keys', {
+          type: 'string',
+          describe: 'append the two lines to this authorized_keys file unless present (default: print them)',
+        })
+        .option('identity', {
+          type: 'boolean',
+          default: true,
+          describe:
+            'create missing per-node identity files (hostname, machine-id, SSH host keys) in <master-root>/nodes/<host>/files; --no-identity: do not',
+        })
+        .option('sync-slots', {
+          type: 'number',
+          default: DEFAULT_SYNC_SLOTS,
+          describe: "at most N nodes sync their root at once (sync-slot in the node key's line); 0: no limit",
+        })
+        .option('state-dir', {
+          type: 'string',
+          default: DEFAULT_STATE_DIR,
+          describe: 'where the sync-slot script and its slot files live',
+        })
+        .option('first-stage-tries', {
+          type: 'number',
+          default: DEFAULT_TRIES,
+          describe:
+            'a new first stage (kernel + initramfs) that fails this many boots in a row is abandoned: nodes boot their cached one until another is staged',
+        })
+        .option('approval', {
+          type: 'boolean',
+          describe:
+            'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged',
+        }),
+    async (a) => {
+      const r = stage({
+        nodesFile: resolve(a.nodes),
+        masterRoot: resolve(a['master-root']),
+        kernel: resolve(a.kernel),
+        initramfs: resolve(a.initramfs),
+        bootargs: a.bootargs,
+        arch: a.arch as UArch,
+        dnsmasqConf: resolve(a['dnsmasq-conf']),
+        masterIp: a['master-ip'],
+        subnet: a.subnet,
+        domain: a.domain,
+        lease: a.lease,
+        time: epoch(),
+        ...(a.range !== undefined ? { range: a.range } : {}),
+        ...(a.interface !== undefined ? { interface: a.interface } : {}),
+        ...(a.router !== undefined ? { router: a.router } : {}),
+        ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
+        ...(a['authorized-keys'] !== undefined ? { authorizedKeys: resolve(a['authorized-keys']) } : {}),
+        identity: a.identity,
+        syncSlots: a['sync-slots'],
+        stateDir: resolve(a['state-dir']),
+        tries: a['first-stage-tries'],
+        ...(a.approval !== undefined ? { approval: a.approval } : {}),
+      });
+      for (const w of r.warnings) say(`warning: ${w}`);
+      for (const f of r.written) say(`wrote ${f}`);
+      say(
+        `first stage ${r.firstStage.id} announced (kernel ${(r.firstStage.kernelGz.size / 1e6).toFixed(1)} MB gzip'd, initramfs ${(r.firstStage.initramfs.size / 1e6).toFixed(1)} MB): nodes that cache it load it from their disk`,
+      );
+      say(`boot reports land in ${r.reportsDir}`);
+      say(
+        `staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`,
+      );
+      if (a.identity) {
+        const fresh = r.identity.filter((i) => i.created.length > 0);
+        const files = fresh.reduce((s, i) => s + i.created.length, 0);
+        say(
+          fresh.length
+            ? `${fresh.length} node${fresh.length === 1 ? '' : 's'} got new identity files (${files} files): ${fresh.map((i) => i.hostname).join(', ')}`
+            : 'every node already had its identity files (nothing created)',
+        );
+      }
+      if (r.syncSlot)
+        say(
+          `sync slots: at most ${r.syncSlot.slots} root sync${r.syncSlot.slots === 1 ? '' : 's'} at once (${r.syncSlot.script}, slots in ${r.syncSlot.slotsDir})`,
+        );
+      else say('sync slots: no limit (--sync-slots 0)');
+      say(`approval mode ${r.approvalMode ? 'on: table changes wait for `builder approve`' : 'off'}`);
+      if (a['authorized-keys'] !== undefined) {
+        for (const l of r.keysReplaced) say(`replaced in ${a['authorized-keys']}: ${l.slice(0, 100)}…`);
+        say(
+          r.keysAdded.length || r.keysReplaced.length
+            ? `added ${r.keysAdded.length} and replaced ${r.keysReplaced.length} line(s) in ${a['authorized-keys']}`
+            : `${a['authorized-keys']} already has the node and report key lines`,
+        );
+      } else if (r.keyLines.length) {
+        say("add these lines to root's ~/.ssh/authorized_keys on the master (or use --authorized-keys):");
+        for (const l of r.keyLines) console.log(l);
+      }
+      say('restart dnsmasq to apply the configuration (systemctl restart dnsmasq)');
+    },
+  )
+  .command(
+    'status',
+    "the fleet from the master's files: nodes.list, reports/*.json, stamps/rootfs.stamp",
+    (y) =>
+      y
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('json', {
+          type: 'boolean',
+          default: false,
+          describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
+        }),
+    async (a) => {
+      const now = Date.now();
+      const s = readStatus(resolve(a['master-root']), now);
+      if (a.json) {
+        console.log(JSON.stringify(s, null, 2));
+        return;
+      }
       for (const w of s.warnings) say(`warning: ${w}`);
-      process.stdout.write(approvalList(s).text);
-      return;
-    }
-    const r = approve({ masterRoot: root, names, all: a.all, force: a.force });
-    for (const w of r.warnings) say(`warning: ${w}`);
-    if (r.approved.length) say(`approved ${r.approved.join(', ')}`);
-    if (r.already.length) say(`already approved: ${r.already.join(', ')}`);
-    say(`for ${r.table} sha256 ${r.hash}: each node repartitions at its next boot (a later table change needs a new approval)`);
-  })
+      process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
+    },
+  )
+  .command(
+    'approve [nodes..]',
+    "approval mode: approve the master's current partitions.sfdisk for these nodes (they repartition at their next boot)",
+    (y) =>
+      y
+        .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
+        .option('all', { type: 'boolean', default: false, describe: 'every node in nodes.list' })
+        .option('force', { type: 'boolean', default: false, describe: 'also approve names that are not in nodes.list' })
+        .option('list', {
+          type: 'boolean',
+          default: false,
+          describe: 'show the nodes waiting for approval and which are approved for the current table; approve nothing',
+        })
+        .option('master-root', { type: 'string', default: '/data/slaves' }),
+    async (a) => {
+      const root = resolve(a['master-root']);
+      const names = (a.nodes ?? []).map(String);
+      if (a.list) {
+        if (names.length || a.all) throw new Error('--list approves nothing: leave out the node names and --all');
+        const s = readStatus(root);
+        for (const w of s.warnings) say(`warning: ${w}`);
+        process.stdout.write(approvalList(s).text);
+        return;
+      }
+      const r = approve({ masterRoot: root, names, all: a.all, force: a.force });
+      for (const w of r.warnings) say(`warning: ${w}`);
+      if (r.approved.length) say(`approved ${r.approved.join(', ')}`);
+      if (r.already.length) say(`already approved: ${r.already.join(', ')}`);
+      say(
+        `for ${r.table} sha256 ${r.hash}: each node repartitions at its next boot (a later table change needs a new approval)`,
+      );
+    },
+  )
   .fail((msg, err) => {
     say(`error: ${err?.message ?? msg}`);
     process.exit(1);

@@ -4,7 +4,10 @@ import { HOST_ALIAS } from '../agent/contract/initramfs.ts';
 
 // One OpenSSH public key line: type, base64 blob whose embedded type matches, optional comment.
 export function parsePubKey(content: string, what: string): { type: string; blob: string; comment: string } {
-  const lines = content.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !l.startsWith('#'));
+  const lines = content
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'));
   if (lines.length !== 1) throw new Error(`${what}: expected one OpenSSH public key line, got ${lines.length}`);
   const m = /^([a-z0-9@.-]+) ([A-Za-z0-9+/]+={0,2})(?:\s+(.*))?$/.exec(lines[0] as string);
   if (!m) throw new Error(`${what}: not an OpenSSH public key line`);
@@ -23,7 +26,9 @@ export function checkCommandPaths(fn: string, paths: Array<readonly [string, str
   const safe = /^\/[A-Za-z0-9._+\/-]*$/;
   for (const [what, p] of paths) {
     if (!isAbsolute(p) || !safe.test(p) || p.split('/').includes('..')) {
-      throw new Error(`${fn}: ${what} '${p}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (no spaces or quotes)`);
+      throw new Error(
+        `${fn}: ${what} '${p}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (no spaces or quotes)`,
+      );
     }
   }
 }
@@ -40,4 +45,3 @@ export function knownHostsLine(hostKeyPub: string): string {
   const k = parsePubKey(hostKeyPub, 'knownHostsLine');
   return `${HOST_ALIAS} ${k.type} ${k.blob}`;
 }
-

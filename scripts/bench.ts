@@ -15,9 +15,13 @@ import { randomBytes, TestMaster, testAccessFiles } from '../test/rig/master.ts'
 import { blankDisk, QemuNode } from '../test/rig/qemu.ts';
 import { VirtualCluster, nodeSpecs } from '../test/rig/cluster.ts';
 
-const { values } = parseArgs({ options: {
-  runs: { type: 'string', default: '3' }, only: { type: 'string', default: 'sizes,boot,scale,multi' }, quick: { type: 'boolean', default: false },
-} });
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    only: { type: 'string', default: 'sizes,boot,scale,multi' },
+    quick: { type: 'boolean', default: false },
+  },
+});
 const RUNS = Number(values.runs);
 const ONLY = new Set(String(values.only).split(','));
 const say = (s: string) => console.error(`bench: ${s}`);
@@ -28,21 +32,34 @@ const median = (xs: number[]) => {
   return v.length % 2 ? (v[m] ?? Number.NaN) : ((v[m - 1] ?? 0) + (v[m] ?? 0)) / 2;
 };
 const r2 = (n: number) => Math.round(n * 100) / 100;
-const git = (args: string[]) => Bun.spawnSync(['git', '-C', REPO, ...args]).stdout.toString().trim();
-const commit = git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain', '--', 'agent', 'builder', 'bench', 'test/rig']) ? '+dirty' : '');
+const git = (args: string[]) =>
+  Bun.spawnSync(['git', '-C', REPO, ...args])
+    .stdout.toString()
+    .trim();
+const commit =
+  git(['rev-parse', '--short', 'HEAD']) +
+  (git(['status', '--porcelain', '--', 'agent', 'builder', 'bench', 'test/rig']) ? '+dirty' : '');
 const t0 = performance.now();
 const JSON_OUT = join(REPO, 'docs/bench.json');
 // With --only, the other sections of the last report are kept; each section says when and on which commit it was measured.
-const out: Record<string, unknown> = ONLY.size < 4 && existsSync(JSON_OUT) ? JSON.parse(readFileSync(JSON_OUT, 'utf8')) as Record<string, unknown> : {};
-Object.assign(out, { measured: new Date().toISOString(), rig: `QEMU TCG cortex-a72 (-smp 2, 1 GiB), ${cpus().length} host cores (${cpus()[0]?.model ?? '?'})`, runs: RUNS });
+const out: Record<string, unknown> =
+  ONLY.size < 4 && existsSync(JSON_OUT) ? (JSON.parse(readFileSync(JSON_OUT, 'utf8')) as Record<string, unknown>) : {};
+Object.assign(out, {
+  measured: new Date().toISOString(),
+  rig: `QEMU TCG cortex-a72 (-smp 2, 1 GiB), ${cpus().length} host cores (${cpus()[0]?.model ?? '?'})`,
+  runs: RUNS,
+});
 const provenance = (out.provenance ??= {}) as Record<string, { commit: string; measured: string }>;
 for (const section of ONLY) provenance[section] = { commit, measured: new Date().toISOString() };
 
 /** Kernel timestamps: initramfs unpack start/end, and when the kernel ran /init. */
 function kernelTimes(raw: string): { unpackStart: number; unpackEnd: number; runInit: number } {
   const at = (re: RegExp) => Number(re.exec(raw)?.[1] ?? Number.NaN);
-  return { unpackStart: at(/\[\s*([\d.]+)\] Trying to unpack rootfs image as initramfs/), unpackEnd: at(/\[\s*([\d.]+)\] Freeing initrd memory/),
-    runInit: at(/\[\s*([\d.]+)\] Run \/init as init process/) };
+  return {
+    unpackStart: at(/\[\s*([\d.]+)\] Trying to unpack rootfs image as initramfs/),
+    unpackEnd: at(/\[\s*([\d.]+)\] Freeing initrd memory/),
+    runInit: at(/\[\s*([\d.]+)\] Run \/init as init process/),
+  };
 }
 
 /** When the boot handed over (agent: its switch_root event; reference: its `refinit: T switch_root` line). */
@@ -77,7 +94,10 @@ function phases(r: BootResult): Record<string, number> {
   return p;
 }
 const memoryMb = (r: BootResult) => {
-  const m = /memory: agent peak ([\d.]+) MB \(VmHWM\).*hold ([\d.]+) MB \(Shmem\); ([\d.]+) MB available of ([\d.]+) MB/.exec(r.console);
+  const m =
+    /memory: agent peak ([\d.]+) MB \(VmHWM\).*hold ([\d.]+) MB \(Shmem\); ([\d.]+) MB available of ([\d.]+) MB/.exec(
+      r.console,
+    );
   return m ? { vmHwmMb: Number(m[1]), shmemMb: Number(m[2]), availableMb: Number(m[3]), totalMb: Number(m[4]) } : null;
 };
 
@@ -91,7 +111,9 @@ const inits: Record<'agent' | 'reference', () => Promise<Images>> = {
 if (ONLY.has('sizes')) {
   const rows: Record<string, unknown>[] = [];
   const variants: Array<[string, () => Promise<Images>]> = [
-    ...(['gzip', 'zstd', 'xz'] as Compression[]).map((c) => [`agent ${c}`, () => images({ extra, compress: c })] as [string, () => Promise<Images>]),
+    ...(['gzip', 'zstd', 'xz'] as Compression[]).map(
+      (c) => [`agent ${c}`, () => images({ extra, compress: c })] as [string, () => Promise<Images>],
+    ),
     ['reference gzip', inits.reference],
   ];
   for (const [name, make] of variants) {
@@ -100,21 +122,38 @@ if (ONLY.has('sizes')) {
     const first: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       const work = mkdtempSync(join(tmpdir(), 'cb-bench-'));
-      const tftp = tftpFolder(join(work, 'tftp'), img, 'console=ttyAMA0 panic=10 disk=/dev/vda masterip=10.0.2.99 retries=1');
+      const tftp = tftpFolder(
+        join(work, 'tftp'),
+        img,
+        'console=ttyAMA0 panic=10 disk=/dev/vda masterip=10.0.2.99 retries=1',
+      );
       blankDisk(join(work, 'disk.img'), 64);
       const node = new QemuNode({ tftpDir: tftp, disk: join(work, 'disk.img') });
       try {
         await node.waitFor(/@@clusterboot \{"kind":"phase-start"|^refinit: /m, 300_000);
         const k = kernelTimes(node.console);
         unpack.push(k.unpackEnd - k.unpackStart);
-        first.push(Number(/@@clusterboot \{"kind":"[^"]+".*"t":([\d.]+)\}/.exec(node.console)?.[1] ?? /^refinit:\s+([\d.]+)s/m.exec(node.console)?.[1]));
+        first.push(
+          Number(
+            /@@clusterboot \{"kind":"[^"]+".*"t":([\d.]+)\}/.exec(node.console)?.[1] ??
+              /^refinit:\s+([\d.]+)s/m.exec(node.console)?.[1],
+          ),
+        );
       } finally {
         await node.kill();
         rmSync(work, { recursive: true, force: true });
       }
     }
-    rows.push({ name, uimageBytes: statSync(img.initramfs).size, cpioBytes: img.pack.cpioBytes, unpackSeconds: r2(median(unpack)), firstWordAt: r2(median(first)) });
-    say(`${name}: ${(statSync(img.initramfs).size / 1e6).toFixed(1)} MB, unpack ${median(unpack).toFixed(2)} s, first word at ${median(first).toFixed(2)} s`);
+    rows.push({
+      name,
+      uimageBytes: statSync(img.initramfs).size,
+      cpioBytes: img.pack.cpioBytes,
+      unpackSeconds: r2(median(unpack)),
+      firstWordAt: r2(median(first)),
+    });
+    say(
+      `${name}: ${(statSync(img.initramfs).size / 1e6).toFixed(1)} MB, unpack ${median(unpack).toFixed(2)} s, first word at ${median(first).toFixed(2)} s`,
+    );
   }
   out.sizes = { agentBinaryBytes: statSync(await agentBinary()).size, rows };
 }
@@ -122,7 +161,10 @@ if (ONLY.has('sizes')) {
 type Samples = { res: Record<string, number[]>; ph: Record<string, Record<string, number>[]> };
 
 /** A node's life on one master: blank -> reboot, full sync, unchanged, one changed file; medians of the runs. */
-async function lifecycle(kind: 'agent' | 'reference', o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number }) {
+async function lifecycle(
+  kind: 'agent' | 'reference',
+  o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number },
+) {
   return summarize(await lifecycleSamples(kind, o));
 }
 
@@ -134,14 +176,31 @@ function mergeSamples(into: Samples | null, more: Samples): Samples {
   return into;
 }
 
-async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number }): Promise<Samples> {
+async function lifecycleSamples(
+  kind: 'agent' | 'reference',
+  o: { dataMb: number; runs: number; table?: string; diskMb?: number; changeFiles?: number },
+): Promise<Samples> {
   const img = await inits[kind]();
   const work = mkdtempSync(join(tmpdir(), `cb-bench-${kind}-`));
   const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));
   await master.layout({ dataMb: o.dataMb, ...(o.table ? { table: o.table } : {}) });
   await master.start();
-  const res: Record<string, number[]> = { blank: [], full: [], unchanged: [], change: [], fullBytes: [], changeBytes: [], changedBytes: [], vmHwmMb: [], shmemMb: [],
-    unchangedKernelAt: [], unchangedRunInit: [], unchangedFirstWord: [], unchangedProcessMs: [], unchangedPowerOnToSwitchRoot: [] };
+  const res: Record<string, number[]> = {
+    blank: [],
+    full: [],
+    unchanged: [],
+    change: [],
+    fullBytes: [],
+    changeBytes: [],
+    changedBytes: [],
+    vmHwmMb: [],
+    shmemMb: [],
+    unchangedKernelAt: [],
+    unchangedRunInit: [],
+    unchangedFirstWord: [],
+    unchangedProcessMs: [],
+    unchangedPowerOnToSwitchRoot: [],
+  };
   const ph: Record<string, Record<string, number>[]> = { full: [], unchanged: [] };
   try {
     for (let run = 0; run < o.runs; run++) {
@@ -161,7 +220,9 @@ async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number
       res.unchangedKernelAt?.push(c.kernelAtS);
       res.unchangedRunInit?.push(kernelTimes(c.raw).runInit);
       res.unchangedFirstWord?.push(firstWordAt(c));
-      res.unchangedProcessMs?.push(Number((c.events[0]?.data as { processMs?: number } | undefined)?.processMs ?? Number.NaN));
+      res.unchangedProcessMs?.push(
+        Number((c.events[0]?.data as { processMs?: number } | undefined)?.processMs ?? Number.NaN),
+      );
       res.unchangedPowerOnToSwitchRoot?.push(c.kernelAtS + switchRootAt(c));
       const m = memoryMb(c);
       if (m) {
@@ -170,19 +231,28 @@ async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number
       }
       // change 1 % of the template (at least one 1 MiB file) and publish
       const n = Math.max(1, o.changeFiles ?? Math.round(o.dataMb / 100));
-      for (let i = 0; i < n; i++) writeFileSync(join(master.root, `rootfs/usr/share/data/blob${i}`), randomBytes(1 << 20, 1000 + run * 100 + i));
+      for (let i = 0; i < n; i++)
+        writeFileSync(join(master.root, `rootfs/usr/share/data/blob${i}`), randomBytes(1 << 20, 1000 + run * 100 + i));
       await master.publish('rootfs');
       const d = await go();
       res.change?.push(switchRootAt(d));
       res.changeBytes?.push(bytesReceived(d));
       res.changedBytes?.push(n << 20);
       for (const [name, r] of Object.entries({ blank: a, full: b, unchanged: c, change: d })) {
-        if (name === 'blank' ? r.ending !== 'reboot' && !/refinit:.*reboot/.test(r.raw) : !Number.isFinite(switchRootAt(r))) {
+        if (
+          name === 'blank'
+            ? r.ending !== 'reboot' && !/refinit:.*reboot/.test(r.raw)
+            : !Number.isFinite(switchRootAt(r))
+        ) {
           // A report of NaNs would be worse than none: stop here, before docs/ is written.
-          throw new Error(`${kind} ${name} (run ${run + 1}) did not end as expected (ending ${r.ending}); console tail:\n${r.raw.split('\n').slice(-15).join('\n')}`);
+          throw new Error(
+            `${kind} ${name} (run ${run + 1}) did not end as expected (ending ${r.ending}); console tail:\n${r.raw.split('\n').slice(-15).join('\n')}`,
+          );
         }
       }
-      say(`${kind} ${o.dataMb} MB run ${run + 1}: blank->reboot ${a && rebootAt(a).toFixed(2)} s, full ${switchRootAt(b).toFixed(2)} s, unchanged ${switchRootAt(c).toFixed(2)} s, change ${switchRootAt(d).toFixed(2)} s (${bytesReceived(d)} B)`);
+      say(
+        `${kind} ${o.dataMb} MB run ${run + 1}: blank->reboot ${a && rebootAt(a).toFixed(2)} s, full ${switchRootAt(b).toFixed(2)} s, unchanged ${switchRootAt(c).toFixed(2)} s, change ${switchRootAt(d).toFixed(2)} s (${bytesReceived(d)} B)`,
+      );
     }
   } finally {
     await master.stop();
@@ -192,8 +262,23 @@ async function lifecycleSamples(kind: 'agent' | 'reference', o: { dataMb: number
 }
 
 function summarize({ res, ph }: Samples) {
-  const med = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, r2(median(v))])) as Record<'blank' | 'full' | 'unchanged' | 'change' | 'fullBytes' | 'changeBytes' | 'changedBytes' | 'vmHwmMb' | 'shmemMb'
-    | 'unchangedKernelAt' | 'unchangedRunInit' | 'unchangedFirstWord' | 'unchangedProcessMs' | 'unchangedPowerOnToSwitchRoot', number>;
+  const med = Object.fromEntries(Object.entries(res).map(([k, v]) => [k, r2(median(v))])) as Record<
+    | 'blank'
+    | 'full'
+    | 'unchanged'
+    | 'change'
+    | 'fullBytes'
+    | 'changeBytes'
+    | 'changedBytes'
+    | 'vmHwmMb'
+    | 'shmemMb'
+    | 'unchangedKernelAt'
+    | 'unchangedRunInit'
+    | 'unchangedFirstWord'
+    | 'unchangedProcessMs'
+    | 'unchangedPowerOnToSwitchRoot',
+    number
+  >;
   const phaseMed = (list: Record<string, number>[] | undefined) => {
     const keys = [...new Set((list ?? []).flatMap((x) => Object.keys(x)))];
     return Object.fromEntries(keys.map((k) => [k, r2(median((list ?? []).map((x) => x[k] ?? Number.NaN)))]));
@@ -214,10 +299,21 @@ if (ONLY.has('boot')) {
   const agent = summarize(a);
   const reference = summarize(r);
   const cases = ['blank', 'full', 'unchanged', 'change'];
-  out.boot = { template: '20 MiB of incompressible files + busybox', agent, reference,
-    ratios: Object.fromEntries(cases.map((k) => [k, r2(Number((agent as Record<string, unknown>)[k]) / Number((reference as Record<string, unknown>)[k]))])),
+  out.boot = {
+    template: '20 MiB of incompressible files + busybox',
+    agent,
+    reference,
+    ratios: Object.fromEntries(
+      cases.map((k) => [
+        k,
+        r2(Number((agent as Record<string, unknown>)[k]) / Number((reference as Record<string, unknown>)[k])),
+      ]),
+    ),
     // the median of each run's own ratio (agent run i against reference run i, measured back to back)
-    pairedRatios: Object.fromEntries(cases.map((k) => [k, r2(median((a.res[k] ?? []).map((x, i) => x / Number(r.res[k]?.[i]))))])) };
+    pairedRatios: Object.fromEntries(
+      cases.map((k) => [k, r2(median((a.res[k] ?? []).map((x, i) => x / Number(r.res[k]?.[i]))))]),
+    ),
+  };
   say(`boot: unchanged agent ${String(agent.unchanged)} s vs reference ${String(reference.unchanged)} s`);
 }
 
@@ -235,11 +331,21 @@ if (ONLY.has('scale')) {
   const rows: Record<string, unknown>[] = [];
   for (const mb of sizes) {
     const r = await lifecycle('agent', { dataMb: mb, runs: 1, table: BIG_TABLE, diskMb: 2048 });
-    rows.push({ templateMb: mb, fullSyncToSwitchRoot: r.full, rootPhaseFull: (r.phasesFull as Record<string, number>).root, fullBytes: r.fullBytes,
-      unchangedToSwitchRoot: r.unchanged, rootPhaseUnchanged: (r.phasesUnchanged as Record<string, number>).root,
-      changedBytes: r.changedBytes, changeBytesReceived: r.changeBytes, changeLimit: Math.round(1.1 * Number(r.changedBytes) + 65536),
-      changeWithinLimit: Number(r.changeBytes) <= 1.1 * Number(r.changedBytes) + 65536});
-    say(`scale ${mb} MB: full ${String(r.full)} s, unchanged ${String(r.unchanged)} s, 1 % change ${String(r.changeBytes)} B of ${String(r.changedBytes)}`);
+    rows.push({
+      templateMb: mb,
+      fullSyncToSwitchRoot: r.full,
+      rootPhaseFull: (r.phasesFull as Record<string, number>).root,
+      fullBytes: r.fullBytes,
+      unchangedToSwitchRoot: r.unchanged,
+      rootPhaseUnchanged: (r.phasesUnchanged as Record<string, number>).root,
+      changedBytes: r.changedBytes,
+      changeBytesReceived: r.changeBytes,
+      changeLimit: Math.round(1.1 * Number(r.changedBytes) + 65536),
+      changeWithinLimit: Number(r.changeBytes) <= 1.1 * Number(r.changedBytes) + 65536,
+    });
+    say(
+      `scale ${mb} MB: full ${String(r.full)} s, unchanged ${String(r.unchanged)} s, 1 % change ${String(r.changeBytes)} B of ${String(r.changedBytes)}`,
+    );
   }
   out.scale = rows;
 }
@@ -263,9 +369,19 @@ if (ONLY.has('multi')) {
       await Promise.all(vc.nodes.map((s, i) => vc.bootOnce(s, { tap: i })));
       const warm = { wall: (performance.now() - t1) / 1000, bytes: vc.masterBytesSent() - b1 };
       const ok = results.every((r) => r.at(-1)?.ending === 'template');
-      rows.push({ nodes: n, ok, coldWallS: r2(cold.wall), coldMasterBytes: cold.bytes, warmWallS: r2(warm.wall), warmMasterBytes: warm.bytes,
-        coldBytesPerNode: Math.round(cold.bytes / n), warmBytesPerNode: Math.round(warm.bytes / n) });
-      say(`multi ${n}: cold ${cold.wall.toFixed(1)} s ${(cold.bytes / 1e6).toFixed(1)} MB, warm ${warm.wall.toFixed(1)} s ${(warm.bytes / 1e6).toFixed(1)} MB`);
+      rows.push({
+        nodes: n,
+        ok,
+        coldWallS: r2(cold.wall),
+        coldMasterBytes: cold.bytes,
+        warmWallS: r2(warm.wall),
+        warmMasterBytes: warm.bytes,
+        coldBytesPerNode: Math.round(cold.bytes / n),
+        warmBytesPerNode: Math.round(warm.bytes / n),
+      });
+      say(
+        `multi ${n}: cold ${cold.wall.toFixed(1)} s ${(cold.bytes / 1e6).toFixed(1)} MB, warm ${warm.wall.toFixed(1)} s ${(warm.bytes / 1e6).toFixed(1)} MB`,
+      );
     } finally {
       await vc.stop();
       rmSync(dir, { recursive: true, force: true });
@@ -277,11 +393,23 @@ if (ONLY.has('multi')) {
   if (last) {
     const model: Record<string, unknown>[] = [];
     for (const nodes of [15, 100]) {
-      for (const [link, bps] of [['100 Mbit/s', 100e6 / 8], ['1 Gbit/s', 1e9 / 8]] as const) {
-        model.push({ nodes, link, coldSeconds: Math.round((nodes * last.coldBytesPerNode) / (bps * 0.9)), warmSeconds: Math.round((nodes * last.warmBytesPerNode) / (bps * 0.9)) });
+      for (const [link, bps] of [
+        ['100 Mbit/s', 100e6 / 8],
+        ['1 Gbit/s', 1e9 / 8],
+      ] as const) {
+        model.push({
+          nodes,
+          link,
+          coldSeconds: Math.round((nodes * last.coldBytesPerNode) / (bps * 0.9)),
+          warmSeconds: Math.round((nodes * last.warmBytesPerNode) / (bps * 0.9)),
+        });
       }
     }
-    out.model = { assumptions: 'the master link is the bottleneck at 90 % of its rate; bytes per node as measured with 4 nodes (TFTP of kernel + initramfs, 2 boots when cold, the 20 MiB template once); a node\'s own CPU and SD card work overlaps with the other nodes\' transfers; TFTP with a window of 1 (dnsmasq) may not fill a 1 Gbit/s link from one master', rows: model };
+    out.model = {
+      assumptions:
+        "the master link is the bottleneck at 90 % of its rate; bytes per node as measured with 4 nodes (TFTP of kernel + initramfs, 2 boots when cold, the 20 MiB template once); a node's own CPU and SD card work overlaps with the other nodes' transfers; TFTP with a window of 1 (dnsmasq) may not fill a 1 Gbit/s link from one master",
+      rows: model,
+    };
   }
 }
 

@@ -10,7 +10,11 @@ import { sysroot } from '../test/rig/images.ts';
 import { VirtualCluster, nodeSpecs, type NodeView } from '../test/rig/cluster.ts';
 
 const { values } = parseArgs({
-  options: { nodes: { type: 'string', default: '3' }, fresh: { type: 'boolean', default: false }, 'data-mb': { type: 'string', default: '20' } },
+  options: {
+    nodes: { type: 'string', default: '3' },
+    fresh: { type: 'boolean', default: false },
+    'data-mb': { type: 'string', default: '20' },
+  },
 });
 const count = Number(values.nodes);
 if (!Number.isInteger(count) || count < 1 || count > 32) throw new Error('--nodes: 1..32');
@@ -34,11 +38,24 @@ const tty = process.stdout.isTTY;
 let drawn = 0;
 let last = '';
 function table(views: NodeView[]): string {
-  const rows = views.map((v) => [v.hostname, String(v.boots), v.state, `${v.step} ${v.phase}`.trim(), v.detail.slice(0, 70)]);
+  const rows = views.map((v) => [
+    v.hostname,
+    String(v.boots),
+    v.state,
+    `${v.step} ${v.phase}`.trim(),
+    v.detail.slice(0, 70),
+  ]);
   const head = ['NODE', 'BOOT', 'STATE', 'PHASE', 'DETAIL'];
   // fixed widths (wide enough for node names and phases) so lines printed one by one stay aligned
   const w = head.map((h, i) => Math.max(h.length, [8, 4, 9, 13, 0][i] ?? 0, ...rows.map((r) => (r[i] ?? '').length)));
-  return [head, ...rows].map((r) => r.map((c, i) => c.padEnd(w[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return [head, ...rows]
+    .map((r) =>
+      r
+        .map((c, i) => c.padEnd(w[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }
 function draw(): void {
   const text = table([...vc.views.values()]);
@@ -63,12 +80,18 @@ try {
   const wall = (performance.now() - t0) / 1000;
   const sent = vc.masterBytesSent() - bytes0;
   const up = results.filter((r) => r.at(-1)?.ending === 'template').length;
-  say(`${up}/${count} nodes ran their template's init; ${cold ? 'cold' : 'warm'} boot of the cluster took ${wall.toFixed(1)} s wall ` +
-    `(QEMU emulating arm64 on this host), master sent ${(sent / 1e6).toFixed(2)} MB on the LAN`);
-  console.log(`measure: cluster ${cold ? 'cold' : 'warm'} nodes=${count} wall_s=${wall.toFixed(1)} master_bytes_sent=${sent}`);
+  say(
+    `${up}/${count} nodes ran their template's init; ${cold ? 'cold' : 'warm'} boot of the cluster took ${wall.toFixed(1)} s wall ` +
+      `(QEMU emulating arm64 on this host), master sent ${(sent / 1e6).toFixed(2)} MB on the LAN`,
+  );
+  console.log(
+    `measure: cluster ${cold ? 'cold' : 'warm'} nodes=${count} wall_s=${wall.toFixed(1)} master_bytes_sent=${sent}`,
+  );
   say('builder status:');
   console.log(vc.status());
-  say(`consoles: ${work}/node*.console.log; syslog: ${vc.syslogFile}; run again for the fast path, --fresh to start over`);
+  say(
+    `consoles: ${work}/node*.console.log; syslog: ${vc.syslogFile}; run again for the fast path, --fresh to start over`,
+  );
   if (up !== count) process.exitCode = 1;
 } finally {
   clearInterval(timer);

@@ -20,12 +20,21 @@ await master.layout();
 await master.start();
 say(`master on 127.0.0.1:${master.port} (the node sees 10.0.2.2), tree ${master.root}`);
 blankDisk(join(work, 'disk.img'), 1024);
-const stages = ['blank disk: partition, format, fill the boot partition, reboot', 'full root sync, overlay, switch_root', 'unchanged root: the fast path'];
+const stages = [
+  'blank disk: partition, format, fill the boot partition, reboot',
+  'full root sync, overlay, switch_root',
+  'unchanged root: the fast path',
+];
 try {
   for (const [i, what] of stages.entries()) {
     say(`boot ${i + 1}: ${what}`);
-    const r = await boot(img, work, { disk: join(work, 'disk.img'), bootargs: master.bootargs('hostname=node1'), echo: process.argv.includes('--verbose') });
-    for (const l of r.console.split('\n')) if (/phase-done|\] done in|TEMPLATE-INIT|TEMPLATE-ROOT|rebooting|FATAL/.test(l)) console.error(`  ${l}`);
+    const r = await boot(img, work, {
+      disk: join(work, 'disk.img'),
+      bootargs: master.bootargs('hostname=node1'),
+      echo: process.argv.includes('--verbose'),
+    });
+    for (const l of r.console.split('\n'))
+      if (/phase-done|\] done in|TEMPLATE-INIT|TEMPLATE-ROOT|rebooting|FATAL/.test(l)) console.error(`  ${l}`);
     say(`boot ${i + 1} ended: ${r.ending} after ${r.seconds.toFixed(1)} s (wall, QEMU emulating arm64)`);
   }
   say(`console log: ${join(work, 'console.log')}`);

@@ -22,8 +22,15 @@ for (const c of ['gzip', 'zstd', 'xz'] as Compression[]) {
     await node.waitFor(/"kind":"phase-start","phase":"early"/, 300_000);
     const unpack = /\[\s*([\d.]+)\] Freeing initrd memory/.exec(node.console)?.[1];
     const first = node.events()[0]?.t;
-    rows.push({ compression: c, agentBytes: statSync(agent).size, cpioBytes: img.pack.cpioBytes, uimageBytes: statSync(img.initramfs).size,
-      packSeconds: Number(packS.toFixed(1)), initrdFreedAt: Number(unpack), agentFirstLineAt: first });
+    rows.push({
+      compression: c,
+      agentBytes: statSync(agent).size,
+      cpioBytes: img.pack.cpioBytes,
+      uimageBytes: statSync(img.initramfs).size,
+      packSeconds: Number(packS.toFixed(1)),
+      initrdFreedAt: Number(unpack),
+      agentFirstLineAt: first,
+    });
   } finally {
     await node.kill();
     rmSync(work, { recursive: true, force: true });
@@ -31,4 +38,8 @@ for (const c of ['gzip', 'zstd', 'xz'] as Compression[]) {
 }
 console.table(rows);
 mkdirSync(join(REPO, 'docs'), { recursive: true });
-writeFileSync(join(REPO, 'docs/pack-sizes.json'), JSON.stringify({ measured: new Date().toISOString(), rig: 'QEMU TCG cortex-a72, 2 host cores', rows }, null, 2) + '\n');
+writeFileSync(
+  join(REPO, 'docs/pack-sizes.json'),
+  JSON.stringify({ measured: new Date().toISOString(), rig: 'QEMU TCG cortex-a72, 2 host cores', rows }, null, 2) +
+    '\n',
+);

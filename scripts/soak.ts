@@ -7,16 +7,29 @@ import { REPO } from '../builder/image/agentbuild.ts';
 import { startMasterRig, stopMasterRig } from '../test/rig/master.ts';
 import { GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
 
-const { values } = parseArgs({ options: { trials: { type: 'string', default: '20' }, seed: { type: 'string', default: String(Date.now() % 1_000_000) }, out: { type: 'string', default: join(REPO, 'docs/soak.json') } } });
+const { values } = parseArgs({
+  options: {
+    trials: { type: 'string', default: '20' },
+    seed: { type: 'string', default: String(Date.now() % 1_000_000) },
+    out: { type: 'string', default: join(REPO, 'docs/soak.json') },
+  },
+});
 const trials = Number(values.trials);
 const seed = Number(values.seed);
-console.error(`soak: ${trials} trials per phase, seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed})`);
+console.error(
+  `soak: ${trials} trials per phase, seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed})`,
+);
 const rig = await startMasterRig('soak', { dataMb: 20 });
 const { img, work, master } = rig;
 const results: Trial[] = [];
 const t0 = performance.now();
-const git = (args: string[]) => Bun.spawnSync(['git', '-C', REPO, ...args]).stdout.toString().trim();
-const commit = git(['rev-parse', '--short', 'HEAD']) + (git(['status', '--porcelain', '--', 'agent', 'builder', 'test/rig']) ? '+dirty' : '');
+const git = (args: string[]) =>
+  Bun.spawnSync(['git', '-C', REPO, ...args])
+    .stdout.toString()
+    .trim();
+const commit =
+  git(['rev-parse', '--short', 'HEAD']) +
+  (git(['status', '--porcelain', '--', 'agent', 'builder', 'test/rig']) ? '+dirty' : '');
 
 /** Written after every trial, so a run that is stopped early still leaves what it measured. */
 function writeReport(done: boolean) {
@@ -26,7 +39,17 @@ function writeReport(done: boolean) {
     c[t.outcome] = (c[t.outcome] ?? 0) + 1;
   }
   const bad = results.filter((t) => !GOOD.includes(t.outcome));
-  const report = { measured: new Date().toISOString(), commit, complete: done, seed, trialsPerPhase: trials, minutes: Math.round((performance.now() - t0) / 600) / 100, counts, violations: bad, trials: results };
+  const report = {
+    measured: new Date().toISOString(),
+    commit,
+    complete: done,
+    seed,
+    trialsPerPhase: trials,
+    minutes: Math.round((performance.now() - t0) / 600) / 100,
+    counts,
+    violations: bad,
+    trials: results,
+  };
   mkdirSync(join(REPO, 'docs'), { recursive: true });
   writeFileSync(values.out, `${JSON.stringify(report, null, 2)}\n`);
   return { counts, bad };
@@ -39,7 +62,9 @@ try {
       const s = seed + i * 10 + k;
       const t = await soak.trial(phase, s);
       results.push(t);
-      console.error(`soak: ${phase} seed ${s} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`);
+      console.error(
+        `soak: ${phase} seed ${s} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`,
+      );
       writeReport(false);
     }
   }

@@ -6,7 +6,9 @@ const HASH_RE = /^[0-9a-f]{64}$/;
 
 /** sha256 hex of a table's exact bytes (a string is taken as UTF-8). */
 export function tableHash(bytes: Uint8Array | string): string {
-  return createHash('sha256').update(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes).digest('hex');
+  return createHash('sha256')
+    .update(typeof bytes === 'string' ? Buffer.from(bytes, 'utf8') : bytes)
+    .digest('hex');
 }
 
 /** The content of an approval file. */

@@ -87,7 +87,8 @@ const hex = (n: number) => n.toString(16);
 /** Bootargs that survive U-Boot's env import and hush quoting: printable, no quotes, backslashes or `$`. */
 export function bootargsProblem(args: string): string | null {
   if (!/^[\x20-\x7e]*$/.test(args)) return 'bootargs hold a control or non-ASCII character';
-  if (/["'\\$;]/.test(args)) return "bootargs may not hold quotes, backslashes, '$' or ';' (U-Boot's shell would read them)";
+  if (/["'\\$;]/.test(args))
+    return "bootargs may not hold quotes, backslashes, '$' or ';' (U-Boot's shell would read them)";
   // the longest script line adds ~150 characters to them, and U-Boot's command buffer is 512
   if (args.length > 360) return 'bootargs are longer than 360 characters';
   return null;
@@ -99,7 +100,11 @@ const FILE_KEYS = ['kernel', 'kernelgz', 'initramfs'] as const;
 
 export function renderAnnouncement(a: Announcement): string {
   const lines = [`cb_id=${a.id}`];
-  const files: Record<(typeof FILE_KEYS)[number], StageFile> = { kernel: a.kernel, kernelgz: a.kernelGz, initramfs: a.initramfs };
+  const files: Record<(typeof FILE_KEYS)[number], StageFile> = {
+    kernel: a.kernel,
+    kernelgz: a.kernelGz,
+    initramfs: a.initramfs,
+  };
   for (const k of FILE_KEYS) {
     const f = files[k];
     lines.push(`cb_${k}_size=${f.size}`, `cb_${k}_crc=${hex(f.crc)}`, `cb_${k}_sha256=${f.sha256}`);
@@ -128,8 +133,11 @@ function file(m: Map<string, string>, k: string): StageFile | string {
 }
 
 /** The announcement from its file text; never throws. */
-export function parseAnnouncement(text: string): { ok: true; announcement: Announcement } | { ok: false; error: string } {
-  if (typeof text !== 'string' || text.length > 4096) return { ok: false, error: 'not a first-stage announcement (too long)' };
+export function parseAnnouncement(
+  text: string,
+): { ok: true; announcement: Announcement } | { ok: false; error: string } {
+  if (typeof text !== 'string' || text.length > 4096)
+    return { ok: false, error: 'not a first-stage announcement (too long)' };
   const m = kv(text);
   const id = m.get('cb_id') ?? '';
   if (!isStageId(id)) return { ok: false, error: `first-stage id '${id.slice(0, 20)}' is not 16 hex digits` };
@@ -142,7 +150,17 @@ export function parseAnnouncement(text: string): { ok: true; announcement: Annou
   const bootargs = m.get('cb_args') ?? '';
   const bad = bootargsProblem(bootargs);
   if (bad) return { ok: false, error: bad };
-  return { ok: true, announcement: { id, kernel: kernel as StageFile, kernelGz: kernelGz as StageFile, initramfs: initramfs as StageFile, bootargs, tries } };
+  return {
+    ok: true,
+    announcement: {
+      id,
+      kernel: kernel as StageFile,
+      kernelGz: kernelGz as StageFile,
+      initramfs: initramfs as StageFile,
+      bootargs,
+      tries,
+    },
+  };
 }
 
 // ---- the cache record on p2 (U-Boot imports it; the agent writes it atomically)
@@ -162,11 +180,18 @@ export interface CacheRecord {
 }
 
 export function cachedFrom(a: Announcement): CachedStage {
-  return { id: a.id, kernel: { size: a.kernel.size, crc: a.kernel.crc }, initramfs: { size: a.initramfs.size, crc: a.initramfs.crc }, bootargs: a.bootargs };
+  return {
+    id: a.id,
+    kernel: { size: a.kernel.size, crc: a.kernel.crc },
+    initramfs: { size: a.initramfs.size, crc: a.initramfs.crc },
+    bootargs: a.bootargs,
+  };
 }
 
 export function renderRecord(r: CacheRecord): string {
-  const lines = ['# clusterboot first-stage cache: written by the agent at the commit point; read by U-Boot (env import)'];
+  const lines = [
+    '# clusterboot first-stage cache: written by the agent at the commit point; read by U-Boot (env import)',
+  ];
   for (const slot of ['cur', 'prev'] as const) {
     const s = r[slot];
     // an empty value makes env import delete the variable, so a stale one from the network script cannot linger
@@ -198,7 +223,8 @@ export function parseRecord(text: string | null): CacheRecord {
     const kcrc = unswap(m.get(`cb_${slot}_kcrc`));
     const rcrc = unswap(m.get(`cb_${slot}_rcrc`));
     const args = m.get(`cb_${slot}_args`) ?? '';
-    if (!isStageId(id) || !(ksize > 0) || !(rsize > 0) || kcrc === null || rcrc === null || bootargsProblem(args)) continue;
+    if (!isStageId(id) || !(ksize > 0) || !(rsize > 0) || kcrc === null || rcrc === null || bootargsProblem(args))
+      continue;
     out[slot] = { id, kernel: { size: ksize, crc: kcrc }, initramfs: { size: rsize, crc: rcrc }, bootargs: args };
   }
   return out;
@@ -242,10 +268,7 @@ function loadCached(slot: 'cur' | 'prev'): string[] {
 
 /** Boot what loadCached left in memory, raw kernel Image. */
 function bootLoaded(args: string): string[] {
-  return [
-    `setenv bootargs "${args}"`,
-    'booti ${kernel_addr_r} ${ramdisk_addr_r} ${fdtcontroladdr}',
-  ];
+  return [`setenv bootargs "${args}"`, 'booti ${kernel_addr_r} ${ramdisk_addr_r} ${fdtcontroladdr}'];
 }
 
 /** The memory and network settings both scripts need: a scratch word, the initrd left in place, short timeouts. */
@@ -303,7 +326,9 @@ export function renderNetScript(a: Announcement): string {
     ...loadCached('cur').map((l) => `    ${l}`),
     '    if test "${cb_ok}" = 1; then',
     '      echo "clusterboot: booting the cached first stage ${cb_cur_id} instead"',
-    ...bootLoaded(`\${cb_cur_args} ${stageArgs('${cb_cur_id}', 'rollback', ` clusterboot.failed=${want}`)}`).map((l) => `      ${l}`),
+    ...bootLoaded(`\${cb_cur_args} ${stageArgs('${cb_cur_id}', 'rollback', ` clusterboot.failed=${want}`)}`).map(
+      (l) => `      ${l}`,
+    ),
     '    fi',
     '  else',
     `    if test "\${cb_try_id}" = "${want}"; then setexpr cb_try_n \${cb_try_n} + 1; else setenv cb_try_n 1; fi`,

@@ -85,7 +85,10 @@ export interface ReportEvent {
 }
 
 /** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
-export interface ReportInput extends Omit<BootReport, 'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage'> {
+export interface ReportInput extends Omit<
+  BootReport,
+  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage'
+> {
   events: readonly ReportEvent[];
   mac: string | null;
   rootBefore: string | null;
@@ -110,7 +113,11 @@ export function buildReport(i: ReportInput): BootReport {
   for (const e of i.events) {
     if (e.kind === 'phase-start') started.set(e.phase, e.t);
     else if (e.kind === 'phase-done') {
-      phases.push({ name: e.phase, seconds: round(e.seconds ?? 0), ...(e.summary ? { summary: clip(e.summary) } : {}) });
+      phases.push({
+        name: e.phase,
+        seconds: round(e.seconds ?? 0),
+        ...(e.summary ? { summary: clip(e.summary) } : {}),
+      });
       started.delete(e.phase);
     } else if (e.kind === 'phase-failed' || e.kind === 'fatal') {
       errors.push(clip(`${e.phase}: ${e.error ?? 'failed'}`));
@@ -119,8 +126,12 @@ export function buildReport(i: ReportInput): BootReport {
     }
   }
   // a phase that started and never finished is where the boot stopped (a reboot request or a failure)
-  for (const [name, t] of started) phases.push({ name, seconds: round(Math.max(0, i.uptime - t)), failed: i.result === 'fatal' });
-  const kept = errors.length > MAX_ERRORS ? [...errors.slice(0, MAX_ERRORS - 1), `… and ${errors.length - MAX_ERRORS + 1} more`] : errors;
+  for (const [name, t] of started)
+    phases.push({ name, seconds: round(Math.max(0, i.uptime - t)), failed: i.result === 'fatal' });
+  const kept =
+    errors.length > MAX_ERRORS
+      ? [...errors.slice(0, MAX_ERRORS - 1), `… and ${errors.length - MAX_ERRORS + 1} more`]
+      : errors;
   return {
     schema: REPORT_SCHEMA,
     mac: (i.mac ?? 'unknown').toLowerCase(),

@@ -64,7 +64,11 @@ export function parseStamp(text: string): { ok: true; stamp: Stamp } | { ok: fal
   const header = lines[0] ?? '';
   if (header !== STAMP_HEADER) {
     const m = /^clusterboot-stamp (.*)$/.exec(header);
-    return fail(m ? `unsupported stamp version '${m[1]}' (this agent reads version 1)` : `not a clusterboot stamp (first line '${header.slice(0, 40)}')`);
+    return fail(
+      m
+        ? `unsupported stamp version '${m[1]}' (this agent reads version 1)`
+        : `not a clusterboot stamp (first line '${header.slice(0, 40)}')`,
+    );
   }
   const got = new Map<Field, string>();
   const order: Field[] = [];
@@ -80,7 +84,8 @@ export function parseStamp(text: string): { ok: true; stamp: Stamp } | { ok: fal
     order.push(field);
   }
   for (const f of FIELDS) if (!got.has(f)) return fail(`missing field '${f}'`);
-  if (order.join(' ') !== FIELDS.join(' ')) return fail(`fields out of order: ${order.join(', ')} (expected ${FIELDS.join(', ')})`);
+  if (order.join(' ') !== FIELDS.join(' '))
+    return fail(`fields out of order: ${order.join(', ')} (expected ${FIELDS.join(', ')})`);
   const name = got.get('name') as string;
   const seqText = got.get('seq') as string;
   const id = got.get('id') as string;
@@ -92,7 +97,8 @@ export function parseStamp(text: string): { ok: true; stamp: Stamp } | { ok: fal
   if (!/^[0-9A-Za-z._-]+$/.test(id) || !id.startsWith(`${seq}-`) || id.length === `${seq}-`.length) {
     return fail(`id '${id}' is not '${seq}-' followed by [0-9A-Za-z._-]`);
   }
-  if (!ISO.test(created) || Number.isNaN(Date.parse(created))) return fail(`created '${created}' is not an ISO UTC time`);
+  if (!ISO.test(created) || Number.isNaN(Date.parse(created)))
+    return fail(`created '${created}' is not an ISO UTC time`);
   return { ok: true, stamp: { name, seq, id, created } };
 }
 
@@ -105,7 +111,11 @@ export function renderStamp(s: Stamp): string {
 }
 
 // Why: with a key packed in the initramfs, only stamps signed by the master's stamp key may trigger a sync.
-export function verifyStamp(text: string, sigBase64: string | null, publicKeyPem: string | null): { ok: true } | { ok: false; error: string } {
+export function verifyStamp(
+  text: string,
+  sigBase64: string | null,
+  publicKeyPem: string | null,
+): { ok: true } | { ok: false; error: string } {
   if (publicKeyPem === null) return { ok: true };
   const sig = (sigBase64 ?? '').trim();
   if (sig === '') return { ok: false, error: 'unsigned stamp' };
@@ -115,7 +125,8 @@ export function verifyStamp(text: string, sigBase64: string | null, publicKeyPem
   } catch (e) {
     return { ok: false, error: `packed stamp key is unreadable: ${(e as Error).message}` };
   }
-  if (key.asymmetricKeyType !== 'ed25519') return { ok: false, error: `packed stamp key is ${key.asymmetricKeyType ?? 'unknown'}, not ed25519` };
+  if (key.asymmetricKeyType !== 'ed25519')
+    return { ok: false, error: `packed stamp key is ${key.asymmetricKeyType ?? 'unknown'}, not ed25519` };
   if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sig)) return { ok: false, error: `${BAD_SIG} (signature is not base64)` };
   const raw = Buffer.from(sig, 'base64');
   if (raw.length !== 64) return { ok: false, error: `${BAD_SIG} (signature is ${raw.length} bytes, Ed25519 needs 64)` };
@@ -148,25 +159,41 @@ export function decideStamp(facts: {
   const want = facts.name ?? local?.name;
   const label = want ?? '<name>';
   const publish = `run \`builder publish ${label}\` on the master`;
-  if (masterText === null) return { action: 'refuse', reason: `master has no ${want ?? ''}${want ? ' ' : ''}stamp`, remedy: publish };
+  if (masterText === null)
+    return { action: 'refuse', reason: `master has no ${want ?? ''}${want ? ' ' : ''}stamp`, remedy: publish };
   const parsed = parseStamp(masterText);
-  if (!parsed.ok) return { action: 'refuse', reason: `master's ${label} stamp is invalid: ${parsed.error}`, remedy: `${publish} to rewrite it` };
+  if (!parsed.ok)
+    return {
+      action: 'refuse',
+      reason: `master's ${label} stamp is invalid: ${parsed.error}`,
+      remedy: `${publish} to rewrite it`,
+    };
   const master = parsed.stamp;
   if (want !== undefined && master.name !== want) {
-    return { action: 'refuse', reason: `master's ${want} stamp names '${master.name}'`, remedy: `${publish} to rewrite it` };
+    return {
+      action: 'refuse',
+      reason: `master's ${want} stamp names '${master.name}'`,
+      remedy: `${publish} to rewrite it`,
+    };
   }
   const v = verifyStamp(masterText, masterSig, publicKeyPem);
   if (!v.ok) {
-    const remedy = v.error === 'unsigned stamp'
-      ? `publish with the stamp key on the master (\`builder publish ${master.name}\` with stamp_ed25519.pem), or pack the initramfs without a stamp key`
-      : v.error.startsWith('packed stamp key')
-        ? 're-pack the initramfs with the master\'s stamp_ed25519.pub.pem'
-        : `the master signs with another key than the one packed here: re-pack the initramfs with the master's stamp_ed25519.pub.pem, or re-publish ${master.name} with the matching key`;
+    const remedy =
+      v.error === 'unsigned stamp'
+        ? `publish with the stamp key on the master (\`builder publish ${master.name}\` with stamp_ed25519.pem), or pack the initramfs without a stamp key`
+        : v.error.startsWith('packed stamp key')
+          ? "re-pack the initramfs with the master's stamp_ed25519.pub.pem"
+          : `the master signs with another key than the one packed here: re-pack the initramfs with the master's stamp_ed25519.pub.pem, or re-publish ${master.name} with the matching key`;
     return { action: 'refuse', reason: `master's ${master.name} stamp ${master.id}: ${v.error}`, remedy };
   }
   if (local === null) return { action: 'sync', reason: `no local ${master.name} copy; master has ${master.id}` };
-  if (!localComplete) return { action: 'sync', reason: `local ${master.name} copy ${local.id} is incomplete (interrupted sync); master has ${master.id}` };
-  if (master.id === local.id && master.seq === local.seq) return { action: 'keep', reason: `local ${master.name} copy is current (${local.id})` };
+  if (!localComplete)
+    return {
+      action: 'sync',
+      reason: `local ${master.name} copy ${local.id} is incomplete (interrupted sync); master has ${master.id}`,
+    };
+  if (master.id === local.id && master.seq === local.seq)
+    return { action: 'keep', reason: `local ${master.name} copy is current (${local.id})` };
   if (publicKeyPem !== null && master.seq < local.seq) {
     return {
       action: 'refuse',

@@ -49,7 +49,11 @@ export async function buttonHeld(param: string | undefined): Promise<boolean> {
       await Bun.sleep(SAMPLE_MS);
     }
     const held = recoveryRequested(samples);
-    if (samples.length > 1) info('early', `recovery button ${held ? 'held' : 'released too early'} (${samples.filter(Boolean).length * SAMPLE_MS} ms pressed)`);
+    if (samples.length > 1)
+      info(
+        'early',
+        `recovery button ${held ? 'held' : 'released too early'} (${samples.filter(Boolean).length * SAMPLE_MS} ms pressed)`,
+      );
     return held;
   } catch (e) {
     warn('early', `button=${param}: ${(e as Error).message}; no recovery button`);

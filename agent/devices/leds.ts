@@ -1,7 +1,16 @@
 // Status LEDs on GPIO lines through the GPIO v2 character device (bun:ffi ioctl): onoff cannot run in a
 // compiled Bun binary and drives the deprecated sysfs numbering. A missing chip leaves the LEDs dark.
 import { existsSync, openSync } from 'node:fs';
-import { ERROR_PATTERNS, FINAL_PATTERN, ledsAt, parseLedsParam, PHASE_PATTERNS, syncPattern, type ErrorName, type Pattern } from '../plans/leds.ts';
+import {
+  ERROR_PATTERNS,
+  FINAL_PATTERN,
+  ledsAt,
+  parseLedsParam,
+  PHASE_PATTERNS,
+  syncPattern,
+  type ErrorName,
+  type Pattern,
+} from '../plans/leds.ts';
 import { info, onEvent, warn, type Event } from '../log.ts';
 import { ioctl } from '../sys/libc.ts';
 
@@ -26,9 +35,16 @@ export function lineRequest(lines: number[], consumer: string): Uint8Array {
 /** Which pattern an event calls for (null: keep the current one). */
 export function patternFor(e: Event): Pattern | null {
   if (e.kind === 'phase-start') return PHASE_PATTERNS[e.phase] ?? null;
-  if (e.kind === 'progress' && typeof e.percent === 'number' && (e.phase === 'root' || e.phase === 'bootfs')) return syncPattern(e.percent);
+  if (e.kind === 'progress' && typeof e.percent === 'number' && (e.phase === 'root' || e.phase === 'bootfs'))
+    return syncPattern(e.percent);
   if (e.kind === 'fatal') {
-    const byCode: Record<string, ErrorName> = { master: 'master-unreachable', hostkey: 'hostkey', 'disk-refused': 'disk-refused', sync: 'sync-failed', fsck: 'fsck-failed' };
+    const byCode: Record<string, ErrorName> = {
+      master: 'master-unreachable',
+      hostkey: 'hostkey',
+      'disk-refused': 'disk-refused',
+      sync: 'sync-failed',
+      fsck: 'fsck-failed',
+    };
     return ERROR_PATTERNS[byCode[e.code ?? ''] ?? 'fatal'];
   }
   if (e.kind === 'info' && e.phase === 'handoff' && e.message.startsWith('switch_root')) return FINAL_PATTERN;
@@ -75,7 +91,7 @@ export function startLeds(param: string): void {
   }
   onEvent((e) => {
     const next = patternFor(e);
-    if (!next || next.name === current?.name && next.name !== 'syncing') return;
+    if (!next || (next.name === current?.name && next.name !== 'syncing')) return;
     current = next;
     since = Date.now();
     tick();

@@ -24,7 +24,12 @@ export function startSyslog(ctx: Ctx): void {
       socket = await Bun.udpSocket({});
       const send = (e: Event & { t?: number }) => {
         if (!socket) return;
-        const line = formatSyslog({ severity: severityOf(e.kind), hostname: ctx.facts.hostname ?? null, uptime: e.t ?? 0, text: humanLine(e) });
+        const line = formatSyslog({
+          severity: severityOf(e.kind),
+          hostname: ctx.facts.hostname ?? null,
+          uptime: e.t ?? 0,
+          text: humanLine(e),
+        });
         socket.send(line, t.port, address);
       };
       for (const e of events()) send(e);

@@ -49,20 +49,29 @@ export function armWatchdog(wantedS: number): void {
       if (e.phase !== 'watchdog') policy?.progress(Date.now(), `${e.phase} ${e.kind}`); // our own warning is not progress
     });
     feed();
-    timer = setInterval(() => {
-      if (!policy || fd === null) return;
-      const now = Date.now();
-      if (policy.shouldFeed(now)) {
-        warned = false;
-        feed();
-      } else if (!warned) {
-        warned = true;
-        const last = policy.lastProgress;
-        warn('watchdog', `no progress for ${Math.round(policy.stalledFor(now) / 1000)} s since "${last?.what ?? '?'}": not feeding, the node resets within ${seconds} s`);
-      }
-    }, Math.max(1000, (seconds * 1000) / 3));
-    info('modules', `watchdog ${identity || WATCHDOG_DEV} armed: ${seconds} s timeout, fed while the boot makes progress (stall limit ${policy.stallS} s)`,
-      { watchdog: { identity, seconds, stallS: policy.stallS } });
+    timer = setInterval(
+      () => {
+        if (!policy || fd === null) return;
+        const now = Date.now();
+        if (policy.shouldFeed(now)) {
+          warned = false;
+          feed();
+        } else if (!warned) {
+          warned = true;
+          const last = policy.lastProgress;
+          warn(
+            'watchdog',
+            `no progress for ${Math.round(policy.stalledFor(now) / 1000)} s since "${last?.what ?? '?'}": not feeding, the node resets within ${seconds} s`,
+          );
+        }
+      },
+      Math.max(1000, (seconds * 1000) / 3),
+    );
+    info(
+      'modules',
+      `watchdog ${identity || WATCHDOG_DEV} armed: ${seconds} s timeout, fed while the boot makes progress (stall limit ${policy.stallS} s)`,
+      { watchdog: { identity, seconds, stallS: policy.stallS } },
+    );
   } catch (e) {
     warn('modules', `watchdog not armed: ${(e as Error).message}`);
     if (fd !== null) closeSync(fd);

@@ -9,7 +9,6 @@ import { TOOLS } from '../sys/tools.ts';
 import { SOCKET } from '../paths.ts';
 import { HOST_ALIAS, KNOWN_HOSTS, NODE_KEY, RSYNCD_MODULE } from '../contract/initramfs.ts';
 
-
 export interface LinkTarget {
   host: string;
   user: string;
@@ -19,29 +18,67 @@ export interface LinkTarget {
 /** ssh options: pinned host key under an alias (whatever address DHCP gives the master), chacha20 first for the Pi 4. */
 export function sshOptions(t: LinkTarget, o: { key?: string; shared?: boolean } = {}): string[] {
   return [
-    '-F', '/dev/null', '-i', o.key ?? NODE_KEY, '-p', String(t.port), '-l', t.user,
-    '-o', 'IdentitiesOnly=yes', '-o', `UserKnownHostsFile=${KNOWN_HOSTS}`, '-o', 'GlobalKnownHostsFile=/dev/null',
-    '-o', `HostKeyAlias=${HOST_ALIAS}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'BatchMode=yes',
-    '-o', 'ConnectTimeout=10', '-o', 'ServerAliveInterval=10', '-o', 'ServerAliveCountMax=3',
-    '-o', 'Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
+    '-F',
+    '/dev/null',
+    '-i',
+    o.key ?? NODE_KEY,
+    '-p',
+    String(t.port),
+    '-l',
+    t.user,
+    '-o',
+    'IdentitiesOnly=yes',
+    '-o',
+    `UserKnownHostsFile=${KNOWN_HOSTS}`,
+    '-o',
+    'GlobalKnownHostsFile=/dev/null',
+    '-o',
+    `HostKeyAlias=${HOST_ALIAS}`,
+    '-o',
+    'StrictHostKeyChecking=yes',
+    '-o',
+    'BatchMode=yes',
+    '-o',
+    'ConnectTimeout=10',
+    '-o',
+    'ServerAliveInterval=10',
+    '-o',
+    'ServerAliveCountMax=3',
+    '-o',
+    'Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
     // the report key must never ride on the node key's shared connection: its own, unshared one
     ...(o.shared === false ? ['-o', 'ControlPath=none', '-o', 'ControlMaster=no'] : ['-o', `ControlPath=${SOCKET}`]),
-    '-o', 'LogLevel=ERROR',
+    '-o',
+    'LogLevel=ERROR',
   ];
 }
 
 /** What an ssh failure means for the admin. */
-export function classifySshError(stderr: string): { kind: 'hostkey' | 'auth' | 'down'; message: string; remedy: string } {
+export function classifySshError(stderr: string): {
+  kind: 'hostkey' | 'auth' | 'down';
+  message: string;
+  remedy: string;
+} {
   if (/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed|No .* host key is known/i.test(stderr)) {
-    return { kind: 'hostkey', message: 'the master\'s host key does not match the key packed in the initramfs',
-      remedy: 'if the master was reinstalled, run `builder pack` again so the new host key is pinned; otherwise someone else answers as the master' };
+    return {
+      kind: 'hostkey',
+      message: "the master's host key does not match the key packed in the initramfs",
+      remedy:
+        'if the master was reinstalled, run `builder pack` again so the new host key is pinned; otherwise someone else answers as the master',
+    };
   }
   if (/Permission denied|Too many authentication failures/i.test(stderr)) {
-    return { kind: 'auth', message: 'the master refused the node key',
-      remedy: 'add the line printed by `builder keys --authorized-keys` to root\'s authorized_keys on the master' };
+    return {
+      kind: 'auth',
+      message: 'the master refused the node key',
+      remedy: "add the line printed by `builder keys --authorized-keys` to root's authorized_keys on the master",
+    };
   }
-  return { kind: 'down', message: `master unreachable: ${stderr.trim().split('\n').pop() ?? 'no answer'}`,
-    remedy: 'check that the master is up, sshd listens, and the network between them' };
+  return {
+    kind: 'down',
+    message: `master unreachable: ${stderr.trim().split('\n').pop() ?? 'no answer'}`,
+    remedy: 'check that the master is up, sshd listens, and the network between them',
+  };
 }
 
 export class MasterLink implements Link {
@@ -53,15 +90,26 @@ export class MasterLink implements Link {
 
   /** Open the ControlMaster and wait until it answers `ssh -O check`, or say why not. */
   async open(timeoutMs = 20_000): Promise<void> {
-    if (!existsSync(NODE_KEY)) throw new PhaseFailure(`no node key at ${NODE_KEY}`, 'pack the initramfs with `builder pack --keys DIR`', 'master');
+    if (!existsSync(NODE_KEY))
+      throw new PhaseFailure(
+        `no node key at ${NODE_KEY}`,
+        'pack the initramfs with `builder pack --keys DIR`',
+        'master',
+      );
     mkdirSync('/run/clusterboot', { recursive: true });
     // a socket left by an earlier attempt's master would pass for this one's
     rmSync(SOCKET, { force: true });
     this.stderr = '';
     this.handshakes++;
-    const proc = Bun.spawn([TOOLS.ssh, ...sshOptions(this.target), '-M', '-N', '-o', 'ControlPersist=no', this.target.host], {
-      stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', env: { HOME: '/root', PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
-    });
+    const proc = Bun.spawn(
+      [TOOLS.ssh, ...sshOptions(this.target), '-M', '-N', '-o', 'ControlPersist=no', this.target.host],
+      {
+        stdin: 'ignore',
+        stdout: 'ignore',
+        stderr: 'pipe',
+        env: { HOME: '/root', PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
+      },
+    );
     this.proc = proc;
     void (async () => {
       for await (const c of proc.stderr as ReadableStream<Uint8Array>) this.stderr += new TextDecoder().decode(c);
@@ -80,8 +128,11 @@ export class MasterLink implements Link {
       if (Date.now() > end) {
         proc.kill();
         this.proc = null;
-        throw new PhaseFailure(`master ${this.target.host}:${this.target.port} did not answer within ${timeoutMs / 1000}s`,
-          'check that the master is up and sshd listens', 'master');
+        throw new PhaseFailure(
+          `master ${this.target.host}:${this.target.port} did not answer within ${timeoutMs / 1000}s`,
+          'check that the master is up and sshd listens',
+          'master',
+        );
       }
       await Bun.sleep(25);
     }
@@ -118,7 +169,8 @@ export class MasterLink implements Link {
     if (!this.proc) return;
     // SIGTERM makes the master close the connection and remove its socket, as `ssh -O exit` would, without a spawn
     this.proc.kill('SIGTERM');
-    if ((await Promise.race([this.proc.exited, Bun.sleep(3000).then(() => 'late' as const)])) === 'late') this.proc.kill('SIGKILL');
+    if ((await Promise.race([this.proc.exited, Bun.sleep(3000).then(() => 'late' as const)])) === 'late')
+      this.proc.kill('SIGKILL');
     this.proc = null;
     info('master', 'connection to the master closed');
   }
@@ -133,7 +185,6 @@ export interface Link {
   remote(path: string): string;
   close(): Promise<void>;
 }
-
 
 /** transport=rsyncd: a read-only rsync daemon module, for labs that prefer it (no host key, no encryption). */
 export class RsyncdLink implements Link {
@@ -150,8 +201,12 @@ export class RsyncdLink implements Link {
     try {
       await run('rsync', ['--contimeout=10', '--list-only', this.remote('')], { timeoutMs });
     } catch (e) {
-      throw new PhaseFailure(`rsync daemon ${this.target.host}:${this.target.port} module ${RSYNCD_MODULE} did not answer: ${(e as Error).message}`,
-        `check rsyncd on the master: a read-only module [${RSYNCD_MODULE}] whose path is the master root`, 'master', { cause: e });
+      throw new PhaseFailure(
+        `rsync daemon ${this.target.host}:${this.target.port} module ${RSYNCD_MODULE} did not answer: ${(e as Error).message}`,
+        `check rsyncd on the master: a read-only module [${RSYNCD_MODULE}] whose path is the master root`,
+        'master',
+        { cause: e },
+      );
     }
   }
 

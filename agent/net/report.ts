@@ -13,18 +13,28 @@ import type { Ctx } from '../phase.ts';
 import { TOOLS } from '../sys/tools.ts';
 import { REPORT_FILE_DIR } from '../paths.ts';
 
-
 /** This boot as a report (pure apart from reading the clock and the history). */
 export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy?: string): BootReport {
   const f = ctx.facts;
   const master = f.wanted?.rootfs ? parseStamp(f.wanted.rootfs.text) : null;
   return buildReport({
-    events: events(), mac: f.mac ?? null, hostname: f.hostname ?? null, hostnameFrom: f.hostnameFrom ?? null,
-    ip: f.lease?.ip || null, agentVersion: pkg.version, kernel: f.kernel ?? null, result,
-    ...(reason ? { reason } : {}), ...(remedy ? { remedy } : {}),
-    rootBefore: f.rootBefore ?? null, rootAfter: f.rootSlot ? basename(f.rootSlot) : null,
-    masterRoot: master?.ok ? master.stamp.id : null, bytesReceived: f.bytesReceived ?? 0,
-    overlay: f.overlayMode ?? null, uptime: uptime(), ...(f.approval ? { approval: f.approval } : {}),
+    events: events(),
+    mac: f.mac ?? null,
+    hostname: f.hostname ?? null,
+    hostnameFrom: f.hostnameFrom ?? null,
+    ip: f.lease?.ip || null,
+    agentVersion: pkg.version,
+    kernel: f.kernel ?? null,
+    result,
+    ...(reason ? { reason } : {}),
+    ...(remedy ? { remedy } : {}),
+    rootBefore: f.rootBefore ?? null,
+    rootAfter: f.rootSlot ? basename(f.rootSlot) : null,
+    masterRoot: master?.ok ? master.stamp.id : null,
+    bytesReceived: f.bytesReceived ?? 0,
+    overlay: f.overlayMode ?? null,
+    uptime: uptime(),
+    ...(f.approval ? { approval: f.approval } : {}),
     ...(f.firstStage ? { firstStage: f.firstStage } : {}),
   });
 }
@@ -35,7 +45,12 @@ let sent = false;
  * Send the report; bounded (20 s) and never throws: a master that cannot take a report must not stop
  * a boot. Without a packed report key (reports not set up) it only writes the local copy.
  */
-export async function sendReport(ctx: Ctx | null, result: BootResult, reason?: string, remedy?: string): Promise<boolean> {
+export async function sendReport(
+  ctx: Ctx | null,
+  result: BootResult,
+  reason?: string,
+  remedy?: string,
+): Promise<boolean> {
   // one final report per boot; 'waiting' ones may come before it
   if (!ctx || sent) return false;
   try {

@@ -13,17 +13,24 @@ import { syncDisks } from '../sys/libc.ts';
 import { BOOTFS_DIR, masterBase } from '../contract/tree.ts';
 import { MARKER, BOOT_MNT, BOOT_STAMP } from '../paths.ts';
 
-
-
 /** rsync the master's bootfs/ into the mounted boot partition, then record its stamp and our marker. */
 export async function fillBoot(link: Link, base: string, stamp: StampFile | null): Promise<void> {
-  await link.rsync(['-rt', '--modify-window=2', '--delete', '--exclude=/clusterboot.*', '--timeout=120',
-    link.remote(`${base}${BOOTFS_DIR}/`), `${BOOT_MNT}/`], { timeoutMs: 30 * 60_000 });
-  writeAtomic(`${BOOT_MNT}/${MARKER}`, 'clusterboot boot partition: its contents follow the master\'s bootfs/\n');
+  await link.rsync(
+    [
+      '-rt',
+      '--modify-window=2',
+      '--delete',
+      '--exclude=/clusterboot.*',
+      '--timeout=120',
+      link.remote(`${base}${BOOTFS_DIR}/`),
+      `${BOOT_MNT}/`,
+    ],
+    { timeoutMs: 30 * 60_000 },
+  );
+  writeAtomic(`${BOOT_MNT}/${MARKER}`, "clusterboot boot partition: its contents follow the master's bootfs/\n");
   if (stamp) writeAtomic(`${BOOT_MNT}/${BOOT_STAMP}`, stamp.text);
   syncDisks();
 }
-
 
 export const bootfs: Phase = {
   name: 'bootfs',
@@ -41,20 +48,30 @@ export const bootfs: Phase = {
       // read-only for the check: a warm boot must not write a byte to p1 (vfat would store access dates)
       mountFs(p1, BOOT_MNT, 'vfat', true);
     } catch (e) {
-      throw new PhaseFailure(`cannot mount the boot partition ${p1}: ${(e as Error).message}`,
-        'the table has no vfat p1: check partitions.sfdisk (p1 type b or c)', 'disk', { cause: e });
+      throw new PhaseFailure(
+        `cannot mount the boot partition ${p1}: ${(e as Error).message}`,
+        'the table has no vfat p1: check partitions.sfdisk (p1 type b or c)',
+        'disk',
+        { cause: e },
+      );
     }
     try {
-      const localText = existsSync(`${BOOT_MNT}/${BOOT_STAMP}`) ? readFileSync(`${BOOT_MNT}/${BOOT_STAMP}`, 'utf8') : null;
+      const localText = existsSync(`${BOOT_MNT}/${BOOT_STAMP}`)
+        ? readFileSync(`${BOOT_MNT}/${BOOT_STAMP}`, 'utf8')
+        : null;
       const local = localText ? parseStamp(localText) : null;
       const decision = decideStamp({
-        name: 'bootfs', masterText: w.bootfs.text, masterSig: w.bootfs.sig, publicKeyPem: stampKey(),
-        local: local?.ok ? local.stamp : null, localComplete: Boolean(local?.ok),
+        name: 'bootfs',
+        masterText: w.bootfs.text,
+        masterSig: w.bootfs.sig,
+        publicKeyPem: stampKey(),
+        local: local?.ok ? local.stamp : null,
+        localComplete: Boolean(local?.ok),
       });
       if (decision.action === 'keep') return 'up to date';
       if (decision.action === 'refuse') {
         warn('bootfs', `${decision.reason}; keeping the boot partition as it is (${decision.remedy})`);
-        return 'refused the master\'s bootfs stamp';
+        return "refused the master's bootfs stamp";
       }
       if (ctx.params.dryRun) {
         info('bootfs', `dry run: would rsync bootfs/ into ${p1} and reboot (${decision.reason})`);

@@ -47,8 +47,11 @@ interface DiskProbe {
 async function probeDisk(ctx: Ctx): Promise<DiskProbe> {
   const dev = ctx.params.disk;
   if (!(await waitForPath(dev, ctx.params.diskTimeout * 1000))) {
-    throw new PhaseFailure(`disk ${dev} did not appear within ${ctx.params.diskTimeout}s`,
-      `check the card or disk, or name the right one with disk= (seen: ${readdirSync('/sys/class/block').join(' ') || 'none'})`, 'disk');
+    throw new PhaseFailure(
+      `disk ${dev} did not appear within ${ctx.params.diskTimeout}s`,
+      `check the card or disk, or name the right one with disk= (seen: ${readdirSync('/sys/class/block').join(' ') || 'none'})`,
+      'disk',
+    );
   }
   const sectors = Number(sysBlock(dev, 'size') ?? '0');
   const serial = sysBlock(dev, 'serial') ?? sysBlock(dev, 'device/serial') ?? '';
@@ -67,14 +70,29 @@ export const disk: Phase = {
   async run(ctx) {
     const dev = ctx.params.disk;
     const { sectors, serial, currentTable, blank, p1Files } = await lookaheadResult(ctx, 'disk', () => probeDisk(ctx));
-    const v = diskVerdict({ blank, hasTable: currentTable !== null, ourLabel: hasOurLabelId(currentTable), p1Files, serial, ...(ctx.params.wipe ? { wipe: ctx.params.wipe } : {}) });
-    info('disk', `${dev}: ${(sectors * 512 / 1e9).toFixed(2)} GB, serial ${serial || '(none)'}, ${currentTable ? 'has a partition table' : 'no partition table'}; ${v.why}`,
-      { device: dev, sectors, serial, blank, table: currentTable });
+    const v = diskVerdict({
+      blank,
+      hasTable: currentTable !== null,
+      ourLabel: hasOurLabelId(currentTable),
+      p1Files,
+      serial,
+      ...(ctx.params.wipe ? { wipe: ctx.params.wipe } : {}),
+    });
+    info(
+      'disk',
+      `${dev}: ${((sectors * 512) / 1e9).toFixed(2)} GB, serial ${serial || '(none)'}, ${currentTable ? 'has a partition table' : 'no partition table'}; ${v.why}`,
+      { device: dev, sectors, serial, blank, table: currentTable },
+    );
     if (!v.ours) {
-      throw new PhaseFailure(`disk ${dev} (serial ${serial || 'none'}) is not a clusterboot disk: ${v.why}; left untouched`,
-        serial ? `to let clusterboot take (and erase) it, boot once with wipe=${serial}` : 'to take it, erase its first MiB by hand', 'disk-refused');
+      throw new PhaseFailure(
+        `disk ${dev} (serial ${serial || 'none'}) is not a clusterboot disk: ${v.why}; left untouched`,
+        serial
+          ? `to let clusterboot take (and erase) it, boot once with wipe=${serial}`
+          : 'to take it, erase its first MiB by hand',
+        'disk-refused',
+      );
     }
     ctx.facts.disk = { device: dev, sectors, serial, blank, currentTable: v.wipe ? null : currentTable };
-    return `${dev} ${(sectors * 512 / 1e9).toFixed(1)} GB (${v.why})`;
+    return `${dev} ${((sectors * 512) / 1e9).toFixed(1)} GB (${v.why})`;
   },
 };

@@ -7,10 +7,14 @@ import { buttonHeld } from '../devices/button.ts';
 import type { Phase } from '../phase.ts';
 import { RUN_DIR } from '../paths.ts';
 
-
 /** Mount points we expect, from /proc/mounts text. */
 export function mountedPoints(procMounts: string): Set<string> {
-  return new Set(procMounts.split('\n').map((l) => l.split(' ')[1]).filter((x): x is string => Boolean(x)));
+  return new Set(
+    procMounts
+      .split('\n')
+      .map((l) => l.split(' ')[1])
+      .filter((x): x is string => Boolean(x)),
+  );
 }
 
 export const early: Phase = {
@@ -33,15 +37,22 @@ export const early: Phase = {
     startLeds(ctx.params.leds);
     if (await buttonHeld(ctx.params.button)) {
       ctx.facts.recovery = true;
-      info('recovery', 'recovery requested by the button: the writable layer will be wiped and the root copied again in full');
+      info(
+        'recovery',
+        'recovery requested by the button: the writable layer will be wiped and the root copied again in full',
+      );
     }
     const kernel = readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim();
     ctx.facts.kernel = kernel;
     info('early', `agent is PID ${process.pid}, kernel ${kernel}, ${process.arch}`, { pid: process.pid, kernel });
     info('early', `command line: ${readFileSync('/proc/cmdline', 'utf8').trim()}`);
     const p = ctx.params;
-    info('early', `parameters: master=${p.master ?? '(from DHCP)'} disk=${p.disk} overlay=${p.overlay} init=${p.init}` +
-      `${p.rescue ? ' rescue' : ''}${p.dryRun ? ' dryrun' : ''}${p.break ? ` break=${p.break}` : ''}`, { params: p });
+    info(
+      'early',
+      `parameters: master=${p.master ?? '(from DHCP)'} disk=${p.disk} overlay=${p.overlay} init=${p.init}` +
+        `${p.rescue ? ' rescue' : ''}${p.dryRun ? ' dryrun' : ''}${p.break ? ` break=${p.break}` : ''}`,
+      { params: p },
+    );
     if (!existsSync('/dev/console')) warn('early', '/dev/console missing: messages may be lost');
     return `PID ${process.pid}, kernel ${kernel}`;
   },

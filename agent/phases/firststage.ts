@@ -3,8 +3,16 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statfsSync } from 'node:fs';
 import { fsyncDir, writeAtomic } from '../contract/atomic.ts';
 import {
-  CACHE_DIR, CACHE_RECORD, LOCAL_SCRIPT, parseAnnouncement, parseRecord,
-  renderLocalScript, renderRecord, TRIES_FILE, type Announcement, type StageFile,
+  CACHE_DIR,
+  CACHE_RECORD,
+  LOCAL_SCRIPT,
+  parseAnnouncement,
+  parseRecord,
+  renderLocalScript,
+  renderRecord,
+  TRIES_FILE,
+  type Announcement,
+  type StageFile,
 } from '../contract/firststage.ts';
 import { INITRAMFS, KERNEL, masterBase, TFTP_DIR } from '../contract/tree.ts';
 import { scriptImage } from '../contract/uimage.ts';
@@ -42,8 +50,13 @@ function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
 function readBootPartition(dev: string): { triesPresent: boolean; localScriptCurrent: boolean } {
   mountFs(dev, BOOT_MNT, 'vfat', true);
   try {
-    const local = existsSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`) ? new Uint8Array(readFileSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`)) : null;
-    return { triesPresent: existsSync(`${BOOT_MNT}/${TRIES_FILE}`), localScriptCurrent: sameBytes(local, localScriptImage()) };
+    const local = existsSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`)
+      ? new Uint8Array(readFileSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`))
+      : null;
+    return {
+      triesPresent: existsSync(`${BOOT_MNT}/${TRIES_FILE}`),
+      localScriptCurrent: sameBytes(local, localScriptImage()),
+    };
   } finally {
     umountQuiet(BOOT_MNT);
   }
@@ -74,10 +87,24 @@ async function fetchIntoCache(ctx: Ctx, a: Announcement, basis: string | null): 
   const tmp = `${CACHE}/.${a.id}.tmp`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true });
-  progress('firststage', `caching first stage ${a.id} (${((a.kernel.size + a.initramfs.size) / 1e6).toFixed(1)} MB) from ${link.target.host}`);
+  progress(
+    'firststage',
+    `caching first stage ${a.id} (${((a.kernel.size + a.initramfs.size) / 1e6).toFixed(1)} MB) from ${link.target.host}`,
+  );
   const copyDest = basis && existsSync(`${CACHE}/${basis}`) ? [`--copy-dest=${CACHE}/${basis}/`] : [];
-  await link.rsync(['-rt', '--timeout=120', ...copyDest, `--include=/${KERNEL}`, `--include=/${INITRAMFS}`, '--exclude=*',
-    link.remote(`${masterBase(ctx.params.masterRoot)}${TFTP_DIR}/`), `${tmp}/`], { timeoutMs: 30 * 60_000, onLine: () => watchdogProgress('first-stage rsync') });
+  await link.rsync(
+    [
+      '-rt',
+      '--timeout=120',
+      ...copyDest,
+      `--include=/${KERNEL}`,
+      `--include=/${INITRAMFS}`,
+      '--exclude=*',
+      link.remote(`${masterBase(ctx.params.masterRoot)}${TFTP_DIR}/`),
+      `${tmp}/`,
+    ],
+    { timeoutMs: 30 * 60_000, onLine: () => watchdogProgress('first-stage rsync') },
+  );
   // the cache keeps the master's file names (contract/firststage.ts says so for U-Boot)
   check(`${tmp}/${KERNEL}`, a.kernel, 'kernel');
   check(`${tmp}/${INITRAMFS}`, a.initramfs, 'initramfs');
@@ -94,7 +121,8 @@ async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1:
     // the record names the new copy only once it is complete and checked: a cut before leaves the old record
     writeAtomic(`${ROOT_MNT}/${CACHE_RECORD}`, renderRecord(plan.record));
     for (const name of readdirSync(CACHE)) {
-      if (name !== 'record.env' && !plan.keep.includes(name)) rmSync(`${CACHE}/${name}`, { recursive: true, force: true });
+      if (name !== 'record.env' && !plan.keep.includes(name))
+        rmSync(`${CACHE}/${name}`, { recursive: true, force: true });
     }
     syncDisks();
   }
@@ -114,8 +142,10 @@ async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1:
 function bootedStage(ctx: Ctx): BootedStage {
   const p = ctx.params;
   return {
-    ...(p.stageId ? { id: p.stageId } : {}), ...(p.stageFrom ? { from: p.stageFrom } : {}),
-    ...(p.stageTry !== undefined ? { try: p.stageTry } : {}), ...(p.stageFailed ? { failed: p.stageFailed } : {}),
+    ...(p.stageId ? { id: p.stageId } : {}),
+    ...(p.stageFrom ? { from: p.stageFrom } : {}),
+    ...(p.stageTry !== undefined ? { try: p.stageTry } : {}),
+    ...(p.stageFailed ? { failed: p.stageFailed } : {}),
   };
 }
 
@@ -132,17 +162,24 @@ export const firststage: Phase = {
     try {
       boot = readBootPartition(p1);
     } catch (e) {
-      warn('firststage', `cannot read the boot partition ${p1}: ${(e as Error).message}; the first stage is not cached`);
+      warn(
+        'firststage',
+        `cannot read the boot partition ${p1}: ${(e as Error).message}; the first stage is not cached`,
+      );
       return 'skipped: p1 unreadable';
     }
     const fs = statfsSync(ROOT_MNT);
     const record = parseRecord(readOr(`${ROOT_MNT}/${CACHE_RECORD}`));
     const plan = planFirstStage({
-      online: Boolean(ctx.facts.online), announcement: parsed?.ok ? parsed.announcement : null,
+      online: Boolean(ctx.facts.online),
+      announcement: parsed?.ok ? parsed.announcement : null,
       ...(parsed && !parsed.ok ? { announcementError: parsed.error } : {}),
-      booted: bootedStage(ctx), record,
-      triesPresent: boot.triesPresent, localScriptCurrent: boot.localScriptCurrent,
-      freeBytes: fs.bavail * fs.bsize, reserveBytes: RESERVE_BYTES,
+      booted: bootedStage(ctx),
+      record,
+      triesPresent: boot.triesPresent,
+      localScriptCurrent: boot.localScriptCurrent,
+      freeBytes: fs.bavail * fs.bsize,
+      reserveBytes: RESERVE_BYTES,
     });
     for (const w of plan.warnings) warn('firststage', w);
     ctx.facts.firstStage = plan.report;
@@ -160,7 +197,8 @@ export const firststage: Phase = {
       ctx.facts.firstStage = { ...plan.report, cached: record.cur?.id ?? null };
       return 'not cached (see the warning)';
     }
-    return plan.actions.length ? `${plan.actions.join(', ')}: ${plan.report.cached ?? 'none'}` : `cached ${plan.report.cached ?? 'none'}`;
+    return plan.actions.length
+      ? `${plan.actions.join(', ')}: ${plan.report.cached ?? 'none'}`
+      : `cached ${plan.report.cached ?? 'none'}`;
   },
 };
-

@@ -11,9 +11,13 @@ import { RUN_DIR, NEWROOT } from '../paths.ts';
 import { sendReport } from '../net/report.ts';
 import { stopSyslog } from '../devices/syslog.ts';
 
-
 /** Resolve a path inside the new root (absolute symlinks point inside it), to check init exists. */
-export function resolveInRoot(root: string, path: string, lstat: (p: string) => { link: string | null; exists: boolean }, depth = 0): string | null {
+export function resolveInRoot(
+  root: string,
+  path: string,
+  lstat: (p: string) => { link: string | null; exists: boolean },
+  depth = 0,
+): string | null {
   if (depth > 20) return null;
   const parts = path.split('/').filter(Boolean);
   let cur = '';
@@ -60,10 +64,13 @@ function readText(path: string): string {
 
 /** The agent's peak memory and what the initramfs holds, against the machine's RAM (a Zero 2 W has 512 MB). */
 export function memoryLine(status: string, meminfo: string): string {
-  const kb = (text: string, key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
+  const kb = (text: string, key: string) =>
+    Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? Number.NaN);
   const mb = (n: number) => (Number.isFinite(n) ? `${(n / 1024).toFixed(1)} MB` : '?');
-  return `memory: agent peak ${mb(kb(status, 'VmHWM'))} (VmHWM), now ${mb(kb(status, 'VmRSS'))}; ` +
-    `initramfs and /run hold ${mb(kb(meminfo, 'Shmem'))} (Shmem); ${mb(kb(meminfo, 'MemAvailable'))} available of ${mb(kb(meminfo, 'MemTotal'))}`;
+  return (
+    `memory: agent peak ${mb(kb(status, 'VmHWM'))} (VmHWM), now ${mb(kb(status, 'VmRSS'))}; ` +
+    `initramfs and /run hold ${mb(kb(meminfo, 'Shmem'))} (Shmem); ${mb(kb(meminfo, 'MemAvailable'))} available of ${mb(kb(meminfo, 'MemTotal'))}`
+  );
 }
 
 export const handoff: Phase = {
@@ -72,10 +79,26 @@ export const handoff: Phase = {
   async run(ctx) {
     const init = ctx.params.init;
     if (!resolveInRoot(NEWROOT, init, realLstat)) {
-      throw new PhaseFailure(`the root has no ${init}`, `the template must contain ${init} (check rootfs/ on the master, then \`builder publish rootfs\`), or set init=`, 'overlay');
+      throw new PhaseFailure(
+        `the root has no ${init}`,
+        `the template must contain ${init} (check rootfs/ on the master, then \`builder publish rootfs\`), or set init=`,
+        'overlay',
+      );
     }
     await ctx.facts.link?.close();
-    writeFileSync(`${RUN_DIR}/boot-report.json`, JSON.stringify({ hostname: ctx.facts.hostname, slot: ctx.facts.rootSlot, stale: ctx.facts.rootStale ?? false, events: events() }, null, 1));
+    writeFileSync(
+      `${RUN_DIR}/boot-report.json`,
+      JSON.stringify(
+        {
+          hostname: ctx.facts.hostname,
+          slot: ctx.facts.rootSlot,
+          stale: ctx.facts.rootStale ?? false,
+          events: events(),
+        },
+        null,
+        1,
+      ),
+    );
     info('handoff', memoryLine(readText('/proc/self/status'), readText('/proc/meminfo')));
     await sendReport(ctx, 'ok');
     stopSyslog();
@@ -93,7 +116,10 @@ export const handoff: Phase = {
     for (const m of ['/run', '/sys', '/dev']) moveMount(m, `${NEWROOT}${m}`);
     moveMount('/proc', `${NEWROOT}/proc`);
     // No return: busybox switch_root empties the initramfs, chroots and execs init as PID 1.
-    process.execve?.(TOOLS.busybox, ['switch_root', NEWROOT, init], { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', TERM: 'linux' });
+    process.execve?.(TOOLS.busybox, ['switch_root', NEWROOT, init], {
+      PATH: '/usr/sbin:/usr/bin:/sbin:/bin',
+      TERM: 'linux',
+    });
     throw new PhaseFailure('switch_root returned', 'boot with `rescue` and inspect /newroot', 'overlay');
   },
 };

@@ -9,7 +9,6 @@ import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { ROOT_MNT, FETCHED_FILES, KEPT, KEPT_ID, NEWROOT } from '../paths.ts';
 
-
 async function apply(s: IdentityStep): Promise<void> {
   switch (s.kind) {
     case 'mirror': {
@@ -39,7 +38,10 @@ async function apply(s: IdentityStep): Promise<void> {
     case 'make-machine-id':
       mkdirSync(`${ROOT_MNT}/identity`, { recursive: true });
       writeAtomic(KEPT_ID, `${machineId(crypto.getRandomValues(new Uint8Array(16)))}\n`);
-      info('identity', `made this node's machine-id (kept on the root partition): ${readFileSync(KEPT_ID, 'utf8').trim()}`);
+      info(
+        'identity',
+        `made this node's machine-id (kept on the root partition): ${readFileSync(KEPT_ID, 'utf8').trim()}`,
+      );
       return;
     case 'lay-machine-id':
       mkdirSync(`${NEWROOT}/etc`, { recursive: true });
@@ -56,8 +58,15 @@ export const identity: Phase = {
     const masterFiles = Boolean(ctx.facts.wanted?.nodeFiles) && existsSync(FETCHED_FILES);
     const source = online ? (masterFiles ? FETCHED_FILES : null) : existsSync(KEPT) ? KEPT : null;
     const plan = planIdentity({
-      online, masterFiles, keptFiles: existsSync(KEPT), overlay: ctx.params.overlay, hostname: ctx.facts.hostname ?? null,
-      filesHave: { hostname: source !== null && existsSync(`${source}/etc/hostname`), machineId: source !== null && existsSync(`${source}/etc/machine-id`) },
+      online,
+      masterFiles,
+      keptFiles: existsSync(KEPT),
+      overlay: ctx.params.overlay,
+      hostname: ctx.facts.hostname ?? null,
+      filesHave: {
+        hostname: source !== null && existsSync(`${source}/etc/hostname`),
+        machineId: source !== null && existsSync(`${source}/etc/machine-id`),
+      },
       keptMachineId: existsSync(KEPT_ID),
     });
     if (plan.skipped) warn('identity', plan.skipped);
@@ -67,8 +76,13 @@ export const identity: Phase = {
     }
     for (const s of plan.steps) await apply(s);
     const laid = plan.steps.map((s) => s.kind).filter((k) => k.startsWith('lay') || k === 'hostname');
-    const id = existsSync(`${NEWROOT}/etc/machine-id`) ? readFileSync(`${NEWROOT}/etc/machine-id`, 'utf8').trim() : '(none)';
-    info('identity', `machine-id ${id}; ${masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`);
+    const id = existsSync(`${NEWROOT}/etc/machine-id`)
+      ? readFileSync(`${NEWROOT}/etc/machine-id`, 'utf8').trim()
+      : '(none)';
+    info(
+      'identity',
+      `machine-id ${id}; ${masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`,
+    );
     return laid.length ? laid.join(', ') : 'nothing to lay';
   },
 };

@@ -4,12 +4,21 @@ import { ToolError } from '../sys/exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
 import { type MasterWants, type Phase, type StampFile } from '../phase.ts';
-import { APPROVAL_REQUIRED, APPROVED_DIR, fetchFilter, FILES_DIR, masterBase, NODES_DIR, PARTITION_TABLE, RESET_FLAG, TFTP_DIR } from '../contract/tree.ts';
+import {
+  APPROVAL_REQUIRED,
+  APPROVED_DIR,
+  fetchFilter,
+  FILES_DIR,
+  masterBase,
+  NODES_DIR,
+  PARTITION_TABLE,
+  RESET_FLAG,
+  TFTP_DIR,
+} from '../contract/tree.ts';
 import { ANNOUNCEMENT_FILE } from '../contract/firststage.ts';
 import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
-
 
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
@@ -36,9 +45,10 @@ export const master: Phase = {
       return 'offline: no master';
     }
     const p = ctx.params;
-    const link: Link = p.transport === 'rsyncd'
-      ? new RsyncdLink({ host, user: p.masterUser, port: p.masterPort === 22 ? 873 : p.masterPort })
-      : new MasterLink({ host, user: p.masterUser, port: p.masterPort });
+    const link: Link =
+      p.transport === 'rsyncd'
+        ? new RsyncdLink({ host, user: p.masterUser, port: p.masterPort === 22 ? 873 : p.masterPort })
+        : new MasterLink({ host, user: p.masterUser, port: p.masterPort });
     const tries = Math.max(1, ctx.params.retries);
     for (let attempt = 0; ; attempt++) {
       const t0 = uptime();
@@ -67,13 +77,19 @@ export const master: Phase = {
     try {
       // one rsync of the master root, filtered to what this node needs (rrsync refuses a missing path, a
       // filter does not): the table, the stamps, the approval switch and this node's approval and files
-      await link.rsync(['-rlpt', '--timeout=60', ...fetchFilter(node), link.remote(base || './'), `${FETCH_DIR}/`], { okCodes: [0, 23] });
-      if (node && existsSync(`${FETCH_DIR}/${NODES_DIR}/${node}`)) renameSync(`${FETCH_DIR}/${NODES_DIR}/${node}`, `${FETCH_DIR}/node`);
+      await link.rsync(['-rlpt', '--timeout=60', ...fetchFilter(node), link.remote(base || './'), `${FETCH_DIR}/`], {
+        okCodes: [0, 23],
+      });
+      if (node && existsSync(`${FETCH_DIR}/${NODES_DIR}/${node}`))
+        renameSync(`${FETCH_DIR}/${NODES_DIR}/${node}`, `${FETCH_DIR}/node`);
       else mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
     } catch (e) {
       if (e instanceof PhaseFailure) throw e;
       ctx.facts.online = false;
-      warn('master', `could not fetch from the master: ${e instanceof ToolError ? e.message : String(e)}; continuing offline`);
+      warn(
+        'master',
+        `could not fetch from the master: ${e instanceof ToolError ? e.message : String(e)}; continuing offline`,
+      );
       return 'offline: fetch failed';
     }
     const approved = node ? readOr(`${FETCH_DIR}/${APPROVED_DIR}/${node}`) : null;
@@ -89,10 +105,14 @@ export const master: Phase = {
     };
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;
-    const id = (s: StampFile | null) => (s ? /^id (\S+)/m.exec(s.text)?.[1] ?? '?' : 'none');
-    info('master', `master ${host}: table ${wanted.table ? 'present' : 'MISSING'}, rootfs stamp ${id(wanted.rootfs)}, ` +
-      `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}` +
-      `${wanted.nodeFiles ? ', per-node files' : ''}${wanted.approvalRequired ? `, approval mode (${wanted.approvedHash ? 'an approval' : 'no approval'} for this node)` : ''}`, { handshakes: link.handshakes });
+    const id = (s: StampFile | null) => (s ? (/^id (\S+)/m.exec(s.text)?.[1] ?? '?') : 'none');
+    info(
+      'master',
+      `master ${host}: table ${wanted.table ? 'present' : 'MISSING'}, rootfs stamp ${id(wanted.rootfs)}, ` +
+        `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}` +
+        `${wanted.nodeFiles ? ', per-node files' : ''}${wanted.approvalRequired ? `, approval mode (${wanted.approvedHash ? 'an approval' : 'no approval'} for this node)` : ''}`,
+      { handshakes: link.handshakes },
+    );
     if (!wanted.table) warn('master', 'the master has no partitions.sfdisk: the disk will not be partitioned');
     return `online, ${link.handshakes} SSH handshake(s)`;
   },

@@ -7,7 +7,6 @@ import { loadModule, SysError } from '../sys/libc.ts';
 import type { Phase } from '../phase.ts';
 import { MODULE_LIST } from '../contract/initramfs.ts';
 
-
 /** The loader's plan: relative module paths in order, minus those already present in /sys/module. */
 export function planModules(listText: string, loaded: (name: string) => boolean): { load: string[]; skip: string[] } {
   const load: string[] = [];
@@ -35,7 +34,10 @@ export function loaderFor(path: string): 'syscall' | 'insmod' {
 }
 
 /** Loads one module and says how; the syscall path falls back to insmod only when ffi itself is unusable. */
-async function loadOne(path: string, name: string): Promise<{ result: 'loaded' | 'present'; via: 'syscall' | 'insmod' }> {
+async function loadOne(
+  path: string,
+  name: string,
+): Promise<{ result: 'loaded' | 'present'; via: 'syscall' | 'insmod' }> {
   if (loaderFor(path) === 'syscall') {
     try {
       return { result: loadModule(readFileSync(path), name), via: 'syscall' };
@@ -79,7 +81,11 @@ export const modules: Phase = {
     }
     ctx.facts.modulesLoaded = loaded;
     armWatchdog(ctx.params.watchdog);
-    info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, { loaded, viaInsmod, builtinOrPresent: plan.skip.map(moduleBase) });
+    info('modules', `loaded ${loaded.length}: ${loaded.join(' ') || '(none)'}`, {
+      loaded,
+      viaInsmod,
+      builtinOrPresent: plan.skip.map(moduleBase),
+    });
     return `${loaded.length} loaded`;
   },
 };

@@ -8,7 +8,6 @@ import { startSyslog } from '../devices/syslog.ts';
 import { linkUp } from '../sys/libc.ts';
 import { LEASE_FILE } from '../paths.ts';
 
-
 /** Pick the interface to configure: wired names first, in a stable order. */
 export function chooseInterface(names: string[]): string | null {
   const candidates = names.filter((n) => n !== 'lo' && !/^(sit|tun|tap|wl|bond|dummy|ip6)/.test(n)).sort();
@@ -24,8 +23,16 @@ export function parseLease(text: string): Lease {
   }
   const g = (k: string) => kv.get(k) ?? '';
   return {
-    interface: g('interface'), ip: g('ip'), mask: g('mask'), router: g('router'), dns: g('dns'),
-    serverid: g('serverid'), siaddr: g('siaddr'), hostname: g('hostname'), domain: g('domain'), tftp: g('tftp'),
+    interface: g('interface'),
+    ip: g('ip'),
+    mask: g('mask'),
+    router: g('router'),
+    dns: g('dns'),
+    serverid: g('serverid'),
+    siaddr: g('siaddr'),
+    hostname: g('hostname'),
+    domain: g('domain'),
+    tftp: g('tftp'),
   };
 }
 
@@ -57,15 +64,26 @@ export const network: Phase = {
     } catch (e) {
       warn('network', `loopback: ${(e as Error).message}`);
     }
-    const ifname = await waitFor(() => chooseInterface(existsSync('/sys/class/net') ? readdirSync('/sys/class/net') : []), 15_000);
+    const ifname = await waitFor(
+      () => chooseInterface(existsSync('/sys/class/net') ? readdirSync('/sys/class/net') : []),
+      15_000,
+    );
     if (!ifname) {
-      throw new PhaseFailure('no network interface appeared within 15 s',
-        'check the cable and that the NIC driver is packed (builder pack --modules ...)', 'network');
+      throw new PhaseFailure(
+        'no network interface appeared within 15 s',
+        'check the cable and that the NIC driver is packed (builder pack --modules ...)',
+        'network',
+      );
     }
     try {
       linkUp(ifname);
     } catch (e) {
-      throw new PhaseFailure(`cannot bring ${ifname} up: ${(e as Error).message}`, 'check the NIC driver (dmesg in the rescue shell)', 'network', { cause: e });
+      throw new PhaseFailure(
+        `cannot bring ${ifname} up: ${(e as Error).message}`,
+        'check the NIC driver (dmesg in the rescue shell)',
+        'network',
+        { cause: e },
+      );
     }
     try {
       ctx.facts.mac = readFileSync(`/sys/class/net/${ifname}/address`, 'utf8').trim().toLowerCase();
@@ -76,13 +94,36 @@ export const network: Phase = {
     const silent = ctx.params.stageFrom === 'offline';
     info('network', `DHCP on ${ifname}${silent ? ' (U-Boot had no answer from the master: asking briefly)' : ''}`);
     try {
-      await run('busybox', ['udhcpc', '-i', ifname, '-f', '-q', '-n', '-t', silent ? '2' : '8', '-T', '3', '-A', '2',
-        '-s', '/etc/udhcpc/default.script', '-O', 'tftp'], { timeoutMs: 90_000 });
+      await run(
+        'busybox',
+        [
+          'udhcpc',
+          '-i',
+          ifname,
+          '-f',
+          '-q',
+          '-n',
+          '-t',
+          silent ? '2' : '8',
+          '-T',
+          '3',
+          '-A',
+          '2',
+          '-s',
+          '/etc/udhcpc/default.script',
+          '-O',
+          'tftp',
+        ],
+        { timeoutMs: 90_000 },
+      );
     } catch (e) {
       // no lease is the master (or the link) down: the disk's last complete root boots, nothing on it changes;
       // a disk with no root fails in the root phase, visibly, and the node retries
-      warn('network', `no DHCP lease on ${ifname} (${(e as Error).message.split('\n').pop()?.slice(-80) ?? ''}): continuing offline; ` +
-        'check the master\'s dnsmasq (dhcp-range / dhcp-host for this MAC) and the link');
+      warn(
+        'network',
+        `no DHCP lease on ${ifname} (${(e as Error).message.split('\n').pop()?.slice(-80) ?? ''}): continuing offline; ` +
+          "check the master's dnsmasq (dhcp-range / dhcp-host for this MAC) and the link",
+      );
       return `no lease: offline`;
     }
     const lease = parseLease(readFileSync(LEASE_FILE, 'utf8'));
@@ -93,15 +134,22 @@ export const network: Phase = {
       ctx.facts.hostname = hostname;
       ctx.facts.hostnameFrom = ctx.params.hostname ? 'cmdline' : 'dhcp';
     } else {
-      warn('network', `DHCP gave no hostname: ${ctx.facts.mac ?? 'this MAC'} has no fixed lease on the master ` +
-        '(add it to the node list and run `builder stage`), or set hostname=');
+      warn(
+        'network',
+        `DHCP gave no hostname: ${ctx.facts.mac ?? 'this MAC'} has no fixed lease on the master ` +
+          '(add it to the node list and run `builder stage`), or set hostname=',
+      );
     }
     const master = chooseMaster(ctx.params.master, lease);
     if (master) ctx.facts.master = master.host;
     else warn('network', 'no master known: give masterip= on the kernel command line or DHCP option 66');
     startSyslog(ctx);
-    info('network', `lease ${lease.ip}/${lease.mask} on ${ifname} from ${lease.serverid}, router ${lease.router || '-'}, ` +
-      `hostname ${hostname ?? '(none)'}, master ${master ? `${master.host} (${master.from})` : '(none)'}`, { lease, master });
+    info(
+      'network',
+      `lease ${lease.ip}/${lease.mask} on ${ifname} from ${lease.serverid}, router ${lease.router || '-'}, ` +
+        `hostname ${hostname ?? '(none)'}, master ${master ? `${master.host} (${master.from})` : '(none)'}`,
+      { lease, master },
+    );
     return `${lease.ip} on ${ifname}`;
   },
 };

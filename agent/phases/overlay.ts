@@ -45,18 +45,26 @@ export const overlay: Phase = {
   async run(ctx) {
     const slot = ctx.facts.rootSlot;
     const d = ctx.facts.disk;
-    if (!slot || !d) throw new PhaseFailure('no root slot chosen', 'internal: the root phase must run first', 'overlay');
+    if (!slot || !d)
+      throw new PhaseFailure('no root slot chosen', 'internal: the root phase must run first', 'overlay');
     const p3 = partName(d.device, 3);
     const writable = existsSync(p3) ? p3 : null;
     const reset = ctx.params.reset || Boolean(ctx.facts.wanted?.reset) || Boolean(ctx.facts.recovery);
-    if (reset) info('overlay', `resetting the writable layer (${ctx.params.reset ? 'kernel parameter reset' : ctx.facts.recovery ? 'recovery button' : 'flag nodes/<host>/reset on the master'})`);
+    if (reset)
+      info(
+        'overlay',
+        `resetting the writable layer (${ctx.params.reset ? 'kernel parameter reset' : ctx.facts.recovery ? 'recovery button' : 'flag nodes/<host>/reset on the master'})`,
+      );
     if (ctx.params.overlay === 'disk' && writable && (await fsckExt4(writable, 'overlay')) === 'broken') {
       warn('overlay', `the writable layer ${writable} is damaged beyond e2fsck: formatting it (its changes are lost)`);
       await mkfs(writable, 'ext4', 'cb-rw');
     }
     const plan = planOverlay({
-      mode: ctx.params.overlay, kernelFilesystems: readFileSync('/proc/filesystems', 'utf8'),
-      writablePartition: writable, reset, slotPath: slot,
+      mode: ctx.params.overlay,
+      kernelFilesystems: readFileSync('/proc/filesystems', 'utf8'),
+      writablePartition: writable,
+      reset,
+      slotPath: slot,
     });
     if (!plan.ok) throw new PhaseFailure(plan.error, plan.remedy, 'overlay');
     for (const s of plan.steps) {
@@ -67,7 +75,12 @@ export const overlay: Phase = {
       info('overlay', s.describe());
       apply(s);
     }
-    info('overlay', plan.message, { driver: plan.driver, mode: ctx.params.overlay, lower: plan.lower, upper: plan.upper });
+    info('overlay', plan.message, {
+      driver: plan.driver,
+      mode: ctx.params.overlay,
+      lower: plan.lower,
+      upper: plan.upper,
+    });
     ctx.facts.overlayMode = `${ctx.params.overlay} (${plan.driver})`;
     return ctx.facts.overlayMode;
   },

@@ -27,12 +27,21 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
   if (!w?.table || !d) return null;
   const wantedHash = tableHash(w.table);
   const facts = () => ({
-    required: w.approvalRequired, approvedHash: w.approvedHash, wantedHash, hasTable: current !== null,
-    hasRoot: existsSync(partName(d.device, 2)), hostname: ctx.facts.hostname ?? null,
+    required: w.approvalRequired,
+    approvedHash: w.approvedHash,
+    wantedHash,
+    hasTable: current !== null,
+    hasRoot: existsSync(partName(d.device, 2)),
+    hostname: ctx.facts.hostname ?? null,
   });
   let gate = approvalGate(facts());
-  const state = (s: 'pending' | 'approved', meanwhile: ApprovalState['meanwhile']): ApprovalState =>
-    ({ state: s, tableSha256: wantedHash, current, wanted: newDump, meanwhile });
+  const state = (s: 'pending' | 'approved', meanwhile: ApprovalState['meanwhile']): ApprovalState => ({
+    state: s,
+    tableSha256: wantedHash,
+    current,
+    wanted: newDump,
+    meanwhile,
+  });
   if (gate.action === 'proceed') {
     if (gate.approved) ctx.facts.approval = state('approved', 'waiting');
     if (w.approvalRequired) info('partitions', gate.reason);
@@ -54,12 +63,25 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
     const dir = `${FETCH_DIR}/poll`;
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
-    await link.rsync(['-rt', '--timeout=60', ...fetchFilter(host, ['table', 'approval']), link.remote(masterBase(ctx.params.masterRoot) || './'), `${dir}/`], { okCodes: [0, 23] })
+    await link
+      .rsync(
+        [
+          '-rt',
+          '--timeout=60',
+          ...fetchFilter(host, ['table', 'approval']),
+          link.remote(masterBase(ctx.params.masterRoot) || './'),
+          `${dir}/`,
+        ],
+        { okCodes: [0, 23] },
+      )
       .catch((e: unknown) => warn('partitions', `could not ask the master: ${(e as Error).message.slice(-160)}`));
     const table = existsSync(`${dir}/${PARTITION_TABLE}`) ? readFileSync(`${dir}/${PARTITION_TABLE}`, 'utf8') : null;
-    if (table !== null && table !== w.table) throw new RebootRequest('the master\'s table changed while waiting for approval');
+    if (table !== null && table !== w.table)
+      throw new RebootRequest("the master's table changed while waiting for approval");
     w.approvalRequired = existsSync(`${dir}/${APPROVAL_REQUIRED}`);
-    w.approvedHash = existsSync(`${dir}/${APPROVED_DIR}/${host}`) ? readFileSync(`${dir}/${APPROVED_DIR}/${host}`, 'utf8').trim().toLowerCase() : null;
+    w.approvedHash = existsSync(`${dir}/${APPROVED_DIR}/${host}`)
+      ? readFileSync(`${dir}/${APPROVED_DIR}/${host}`, 'utf8').trim().toLowerCase()
+      : null;
     gate = approvalGate(facts());
   }
   if (gate.action === 'boot-current') return 'table change waiting for approval; the disk is left as it is';
@@ -94,11 +116,18 @@ async function finishInterruptedFormats(ctx: Ctx, summary: string): Promise<stri
   const todo = unformatted(DEFAULT_ROLES, (i) => readHead(partName(d.device, i)));
   if (!todo.length) return summary;
   const names = todo.map((r) => `p${r.index} (${r.role})`).join(', ');
-  warn('partitions', `${names} hold${todo.length > 1 ? '' : 's'} no filesystem: an earlier repartition was interrupted; formatting ${todo.length > 1 ? 'them' : 'it'} now`);
+  warn(
+    'partitions',
+    `${names} hold${todo.length > 1 ? '' : 's'} no filesystem: an earlier repartition was interrupted; formatting ${todo.length > 1 ? 'them' : 'it'} now`,
+  );
   if (ctx.params.dryRun) return `dry run: would format ${names}`;
   const boot = todo.find((r) => r.role === 'boot');
   if (boot && !ctx.facts.link) {
-    throw new PhaseFailure(`the boot partition p${boot.index} holds no filesystem and the master is not reachable to fill it`, 'bring the master back: the node formats and fills p1 then', 'disk');
+    throw new PhaseFailure(
+      `the boot partition p${boot.index} holds no filesystem and the master is not reachable to fill it`,
+      'bring the master back: the node formats and fills p1 then',
+      'disk',
+    );
   }
   await formatAndFill(ctx, todo);
   syncDisks();
@@ -139,11 +168,19 @@ export const partitions: Phase = {
       info('partitions', 'no table from the master: the disk is left as it is');
       return 'kept (master offline or no table)';
     }
-    const plan = planPartitions({ wantedText: ctx.facts.wanted.table, currentText: d.currentTable, diskSectors: d.sectors, roles: DEFAULT_ROLES });
+    const plan = planPartitions({
+      wantedText: ctx.facts.wanted.table,
+      currentText: d.currentTable,
+      diskSectors: d.sectors,
+      roles: DEFAULT_ROLES,
+    });
     if (plan.action === 'keep') return finishInterruptedFormats(ctx, `table unchanged (${plan.reason})`);
     if (plan.action === 'refuse') {
       if (d.currentTable) {
-        warn('partitions', `refused the master's table: ${plan.reason}; remedy: ${plan.remedy}. Booting with the current table.`);
+        warn(
+          'partitions',
+          `refused the master's table: ${plan.reason}; remedy: ${plan.remedy}. Booting with the current table.`,
+        );
         return 'refused the new table; current one kept';
       }
       throw new PhaseFailure(`refused the master's table: ${plan.reason}`, plan.remedy, 'disk-refused');
@@ -151,8 +188,12 @@ export const partitions: Phase = {
     const newDump = renderDump({ ...plan.table, labelId: LABEL_ID[plan.table.label] }, d.device);
     const gated = await approval(ctx, d.currentTable, newDump);
     if (gated) return gated;
-    info('partitions', `table change: ${plan.reason}; formatting ${plan.format.map((r) => `p${r.index} (${r.role})`).join(', ') || 'nothing'}` +
-      `; keeping ${plan.keep.map((i) => `p${i}`).join(', ') || 'nothing'}`, { old: d.currentTable, new: newDump });
+    info(
+      'partitions',
+      `table change: ${plan.reason}; formatting ${plan.format.map((r) => `p${r.index} (${r.role})`).join(', ') || 'nothing'}` +
+        `; keeping ${plan.keep.map((i) => `p${i}`).join(', ') || 'nothing'}`,
+      { old: d.currentTable, new: newDump },
+    );
     info('partitions', `previous table, saved for the record:\n${d.currentTable ?? '(none)'}`);
     if (ctx.params.dryRun) {
       info('partitions', `dry run: would write\n${newDump}`);
@@ -163,7 +204,11 @@ export const partitions: Phase = {
     for (const p of plan.table.partitions) {
       const node = partName(d.device, p.index);
       if (!(await waitForPath(node, 10_000))) {
-        throw new PhaseFailure(`partition node ${node} did not appear after writing the table`, 'reboot the node; the table is written', 'disk');
+        throw new PhaseFailure(
+          `partition node ${node} did not appear after writing the table`,
+          'reboot the node; the table is written',
+          'disk',
+        );
       }
     }
     await formatAndFill(ctx, plan.format);

@@ -1,8 +1,30 @@
 // Phase "root": fsck, then the crash-safe slots: sync a new slot only when the master's stamp moved.
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statfsSync, symlinkSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  symlinkSync,
+} from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
 import { partName } from '../plans/sfdisk.ts';
-import { parseProgress2, parseRsyncStats, planRoot, rootDecision, syncSlotDelay, readSlotState, renderRecord, SYNC_RSYNC_OPTIONS, type SlotAction, type SlotFacts } from '../plans/slots.ts';
+import {
+  parseProgress2,
+  parseRsyncStats,
+  planRoot,
+  rootDecision,
+  syncSlotDelay,
+  readSlotState,
+  renderRecord,
+  SYNC_RSYNC_OPTIONS,
+  type SlotAction,
+  type SlotFacts,
+} from '../plans/slots.ts';
 import { NO_SYNC_SLOT } from '../contract/syncslot.ts';
 import { info, progress, warn } from '../log.ts';
 import { fsckExt4, mkfs, mountFs } from '../sys/fsutil.ts';
@@ -15,7 +37,6 @@ import { syncDisks } from '../sys/libc.ts';
 import { stampKey } from '../contract/initramfs.ts';
 import { masterBase, ROOTFS_DIR } from '../contract/tree.ts';
 import { ROOT_MNT } from '../paths.ts';
-
 
 /** What is on the root partition, read raw for the pure slot logic. */
 export function readSlotFacts(mnt: string): SlotFacts {
@@ -62,7 +83,10 @@ async function withSyncSlot<T>(f: () => Promise<T>): Promise<T> {
       const m = e instanceof ToolError ? NO_SYNC_SLOT.exec(e.stderrTail) : null;
       if (!m || Date.now() - start > SLOT_PATIENCE_MS) throw e;
       const wait = syncSlotDelay(attempt, Math.random());
-      progress('root', `waiting for a sync slot: the master's ${m[1]} are in use; asking again in ${wait.toFixed(1)} s`);
+      progress(
+        'root',
+        `waiting for a sync slot: the master's ${m[1]} are in use; asking again in ${wait.toFixed(1)} s`,
+      );
       const end = Date.now() + wait * 1000;
       while (Date.now() < end) {
         watchdogProgress('waiting for a sync slot');
@@ -81,38 +105,54 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const src = link.remote(`${masterBase(ctx.params.masterRoot)}${ROOTFS_DIR}/`);
   const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
-  const dry = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], { timeoutMs: 30 * 60_000 }));
+  const dry = await withSyncSlot(() =>
+    link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], {
+      timeoutMs: 30 * 60_000,
+    }),
+  );
   const need = parseRsyncStats(dry.stdout)?.literalData ?? 0;
   const plannedBytes = /Total transferred file size: ([\d,.]+)/.exec(dry.stdout)?.[1]?.replace(/[,.]/g, '') ?? '0';
   const fs = statfsSync(ROOT_MNT);
   const free = fs.bavail * fs.bsize;
   const want = Math.max(need, Number(plannedBytes));
   if (want > free * 0.97) {
-    throw new PhaseFailure(`root partition too small: the new root needs ${(want / 1e6).toFixed(0)} MB, ${(free / 1e6).toFixed(0)} MB free`,
-      'enlarge p2 in partitions.sfdisk or slim the template', 'sync');
+    throw new PhaseFailure(
+      `root partition too small: the new root needs ${(want / 1e6).toFixed(0)} MB, ${(free / 1e6).toFixed(0)} MB free`,
+      'enlarge p2 in partitions.sfdisk or slim the template',
+      'sync',
+    );
   }
-  progress('root', `syncing ${(want / 1e6).toFixed(1)} MB from ${link.target.host} into slot ${a.id}${a.linkDest ? ` (unchanged files linked from ${a.linkDest})` : ' (full copy)'}`);
+  progress(
+    'root',
+    `syncing ${(want / 1e6).toFixed(1)} MB from ${link.target.host} into slot ${a.id}${a.linkDest ? ` (unchanged files linked from ${a.linkDest})` : ' (full copy)'}`,
+  );
   let lastShown = -100;
   let lastAt = 0;
-  const r = await withSyncSlot(() => link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
-    timeoutMs: 6 * 3_600_000,
-    onLine: (line) => {
-      watchdogProgress('rsync output');
-      const p = parseProgress2(line);
-      if (!p) return;
-      const now = Date.now();
-      if (p.percent >= lastShown + 10 || now - lastAt > 15_000) {
-        lastShown = p.percent;
-        lastAt = now;
-        progress('root', `syncing: ${(p.bytes / 1e6).toFixed(1)} MB at ${p.rate}`, p.percent);
-      }
-    },
-  }));
+  const r = await withSyncSlot(() =>
+    link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
+      timeoutMs: 6 * 3_600_000,
+      onLine: (line) => {
+        watchdogProgress('rsync output');
+        const p = parseProgress2(line);
+        if (!p) return;
+        const now = Date.now();
+        if (p.percent >= lastShown + 10 || now - lastAt > 15_000) {
+          lastShown = p.percent;
+          lastAt = now;
+          progress('root', `syncing: ${(p.bytes / 1e6).toFixed(1)} MB at ${p.rate}`, p.percent);
+        }
+      },
+    }),
+  );
   const stats = parseRsyncStats(r.stdout);
   const files = stats?.files ?? 0;
   const bytes = stats?.bytesReceived ?? 0;
   ctx.facts.bytesReceived = (ctx.facts.bytesReceived ?? 0) + bytes;
-  info('root', `slot ${a.id} synced: ${files} files, ${stats?.regularTransferred ?? '?'} transferred, ${bytes} bytes received`, { rsync: stats });
+  info(
+    'root',
+    `slot ${a.id} synced: ${files} files, ${stats?.regularTransferred ?? '?'} transferred, ${bytes} bytes received`,
+    { rsync: stats },
+  );
   syncDisks();
   return { files, bytes };
 }
@@ -125,12 +165,26 @@ export const root: Phase = {
     if (!d) throw new PhaseFailure('no disk facts', 'internal: the disk phase must run first', 'disk');
     const p2 = partName(d.device, 2);
     if (!existsSync(p2)) {
-      throw new PhaseFailure(`no root partition ${p2}`, ctx.facts.online ? 'check partitions.sfdisk (p2 is the root)' : 'the master must be reachable to partition this disk', 'disk');
+      throw new PhaseFailure(
+        `no root partition ${p2}`,
+        ctx.facts.online
+          ? 'check partitions.sfdisk (p2 is the root)'
+          : 'the master must be reachable to partition this disk',
+        'disk',
+      );
     }
     let forceFull = false;
     if ((await fsckExt4(p2, 'root')) === 'broken') {
-      if (!ctx.facts.online) throw new PhaseFailure(`the root filesystem on ${p2} is damaged beyond e2fsck`, 'bring the master back: the node then formats p2 and copies the root again', 'fsck');
-      warn('root', `the root filesystem on ${p2} is damaged beyond e2fsck: formatting it and copying the whole root again`);
+      if (!ctx.facts.online)
+        throw new PhaseFailure(
+          `the root filesystem on ${p2} is damaged beyond e2fsck`,
+          'bring the master back: the node then formats p2 and copies the root again',
+          'fsck',
+        );
+      warn(
+        'root',
+        `the root filesystem on ${p2} is damaged beyond e2fsck: formatting it and copying the whole root again`,
+      );
       await mkfs(p2, 'ext4', 'cb-root');
       forceFull = true;
     }
@@ -139,7 +193,13 @@ export const root: Phase = {
     for (const p of state.problems) warn('root', p);
     ctx.facts.rootBefore = state.current?.id ?? null;
     const w = ctx.facts.wanted;
-    const verdict = rootDecision({ online: Boolean(ctx.facts.online && w), master: w?.rootfs ?? null, publicKeyPem: stampKey(), current: state.current, recovery: Boolean(ctx.facts.recovery) });
+    const verdict = rootDecision({
+      online: Boolean(ctx.facts.online && w),
+      master: w?.rootfs ?? null,
+      publicKeyPem: stampKey(),
+      current: state.current,
+      recovery: Boolean(ctx.facts.recovery),
+    });
     if (verdict.warning) warn('root', verdict.warning);
     const decision = verdict.decision;
     if (verdict.forceFull) forceFull = true;
@@ -177,23 +237,42 @@ export const root: Phase = {
         }
       }
       if (rsyncFailed) {
-        const msg = rsyncFailed instanceof ToolError || rsyncFailed instanceof Error ? rsyncFailed.message : String(rsyncFailed);
+        const msg =
+          rsyncFailed instanceof ToolError || rsyncFailed instanceof Error ? rsyncFailed.message : String(rsyncFailed);
         if (state.current) {
-          warn('root', `root sync failed: ${msg}; booting the last complete root ${state.current.id} (it may be stale); the partial slot is deleted at the next boot`);
+          warn(
+            'root',
+            `root sync failed: ${msg}; booting the last complete root ${state.current.id} (it may be stale); the partial slot is deleted at the next boot`,
+          );
           ctx.facts.rootSlot = `${ROOT_MNT}/slots/${state.current.id}`;
           ctx.facts.rootStale = true;
           return `sync failed; booting ${state.current.id}`;
         }
-        throw new PhaseFailure(`root sync failed: ${msg}`, rsyncFailed instanceof PhaseFailure ? rsyncFailed.remedy : 'check the master (rsync, rrsync, disk space) and the network; the node retries', 'sync', { cause: rsyncFailed });
+        throw new PhaseFailure(
+          `root sync failed: ${msg}`,
+          rsyncFailed instanceof PhaseFailure
+            ? rsyncFailed.remedy
+            : 'check the master (rsync, rrsync, disk space) and the network; the node retries',
+          'sync',
+          { cause: rsyncFailed },
+        );
       }
       syncDisks();
     }
     if (!plan.use) {
-      throw new PhaseFailure('no complete root on the disk and none can be fetched now', 'bring the master back (or publish a root); the node keeps retrying', 'master');
+      throw new PhaseFailure(
+        'no complete root on the disk and none can be fetched now',
+        'bring the master back (or publish a root); the node keeps retrying',
+        'master',
+      );
     }
     ctx.facts.rootSlot = `${ROOT_MNT}/${plan.use}`;
     ctx.facts.rootStale = plan.stale;
-    if (plan.stale) warn('root', `booting ${plan.use}: it may be stale (${ctx.facts.online ? 'the master\'s stamp was not used' : 'the master is unreachable'})`);
+    if (plan.stale)
+      warn(
+        'root',
+        `booting ${plan.use}: it may be stale (${ctx.facts.online ? "the master's stamp was not used" : 'the master is unreachable'})`,
+      );
     return `${plan.use}${plan.stale ? ' (may be stale)' : ''}`;
   },
 };

@@ -25,14 +25,25 @@ export interface GateFacts {
 
 export function approvalGate(f: GateFacts): Gate {
   if (!f.required) return { action: 'proceed', approved: false, reason: 'approval mode is off' };
-  if (!f.hasTable) return { action: 'proceed', approved: false, reason: 'the disk has no table: nothing on it to lose' };
+  if (!f.hasTable)
+    return { action: 'proceed', approved: false, reason: 'the disk has no table: nothing on it to lose' };
   if (f.approvedHash !== null && f.approvedHash === f.wantedHash) {
-    return { action: 'proceed', approved: true, reason: `the master approved this table (sha256 ${f.wantedHash.slice(0, 12)}…)` };
+    return {
+      action: 'proceed',
+      approved: true,
+      reason: `the master approved this table (sha256 ${f.wantedHash.slice(0, 12)}…)`,
+    };
   }
   const who = f.hostname ?? '<this node>';
   const stale = f.approvedHash !== null ? ' (the approval on the master is for another table)' : '';
   if (f.hasRoot) {
-    return { action: 'boot-current', reason: `table change waiting for approval${stale}: run \`builder approve ${who}\` on the master; booting the current root meanwhile` };
+    return {
+      action: 'boot-current',
+      reason: `table change waiting for approval${stale}: run \`builder approve ${who}\` on the master; booting the current root meanwhile`,
+    };
   }
-  return { action: 'wait', reason: `table change waiting for approval${stale}: run \`builder approve ${who}\` on the master; the disk has no root to boot meanwhile` };
+  return {
+    action: 'wait',
+    reason: `table change waiting for approval${stale}: run \`builder approve ${who}\` on the master; the disk has no root to boot meanwhile`,
+  };
 }

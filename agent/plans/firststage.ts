@@ -32,7 +32,6 @@ export interface FirstStageFacts {
 
 export type FirstStageAction = 'cache' | 'write-local-script' | 'clear-tries';
 
-
 export interface FirstStagePlan {
   actions: FirstStageAction[];
   /** The record to write after 'cache' (cur: the booted one; prev: the old cur). */
@@ -49,24 +48,44 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
   const b = f.booted;
   const warnings: string[] = [];
   const report: FirstStageReport = {
-    booted: b.id ?? null, from: b.from ?? null, announced: a?.id ?? null, cached: f.record.cur?.id ?? null,
+    booted: b.id ?? null,
+    from: b.from ?? null,
+    announced: a?.id ?? null,
+    cached: f.record.cur?.id ?? null,
     ...(b.failed ? { failed: b.failed } : {}),
   };
   const keepAll = [f.record.cur?.id, f.record.prev?.id].filter((x): x is string => Boolean(x));
-  const none = (message: string): FirstStagePlan => ({ actions: [], record: f.record, keep: keepAll, warnings, message, report });
+  const none = (message: string): FirstStagePlan => ({
+    actions: [],
+    record: f.record,
+    keep: keepAll,
+    warnings,
+    message,
+    report,
+  });
   if (b.from === 'rollback' && b.failed) {
-    warnings.push(`first stage ${b.failed} failed ${a?.tries ?? 'its'} times in a row and was abandoned: this boot runs the cached ${b.id ?? '?'}; ` +
-      'fix the image on the master and run `builder stage` (a newer first stage is tried again)');
+    warnings.push(
+      `first stage ${b.failed} failed ${a?.tries ?? 'its'} times in a row and was abandoned: this boot runs the cached ${b.id ?? '?'}; ` +
+        'fix the image on the master and run `builder stage` (a newer first stage is tried again)',
+    );
   }
-  if (!f.online) return none(`master offline: the cache stays as it is (${f.record.cur ? `cur ${f.record.cur.id}` : 'empty'})`);
+  if (!f.online)
+    return none(`master offline: the cache stays as it is (${f.record.cur ? `cur ${f.record.cur.id}` : 'empty'})`);
   if (!a) {
-    if (f.announcementError) warnings.push(`the master's first-stage announcement is unusable: ${f.announcementError}; run \`builder stage\` on the master`);
+    if (f.announcementError)
+      warnings.push(
+        `the master's first-stage announcement is unusable: ${f.announcementError}; run \`builder stage\` on the master`,
+      );
     return none('the master announces no first stage (staged by an older `builder stage`?): nothing is cached');
   }
-  if (!b.id) return none('this boot was not loaded by clusterboot\'s boot scripts (no clusterboot.fs=): nothing is cached');
+  if (!b.id)
+    return none("this boot was not loaded by clusterboot's boot scripts (no clusterboot.fs=): nothing is cached");
   if (b.id !== a.id) {
-    return none(b.from === 'rollback' ? `running the cached ${b.id}; the master's ${a.id} stays abandoned until another is announced`
-      : `this boot runs first stage ${b.id}, the master now announces ${a.id}: the next boot takes it`);
+    return none(
+      b.from === 'rollback'
+        ? `running the cached ${b.id}; the master's ${a.id} stays abandoned until another is announced`
+        : `this boot runs first stage ${b.id}, the master now announces ${a.id}: the next boot takes it`,
+    );
   }
   const actions: FirstStageAction[] = [];
   const fresh = f.record.cur?.id !== a.id || b.from === 'refetch';
@@ -76,15 +95,35 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
   if (fresh) {
     const need = a.kernel.size + a.initramfs.size;
     if (need > f.freeBytes - f.reserveBytes) {
-      warnings.push(`the first-stage cache does not fit: it needs ${(need / 1e6).toFixed(0)} MB on the root partition, ` +
-        `${(Math.max(0, f.freeBytes - f.reserveBytes) / 1e6).toFixed(0)} MB are free beyond the root's reserve; the node keeps loading it by TFTP (enlarge p2)`);
-      return { actions: f.triesPresent ? ['clear-tries'] : [], record, keep, warnings, message: 'cache does not fit', report };
+      warnings.push(
+        `the first-stage cache does not fit: it needs ${(need / 1e6).toFixed(0)} MB on the root partition, ` +
+          `${(Math.max(0, f.freeBytes - f.reserveBytes) / 1e6).toFixed(0)} MB are free beyond the root's reserve; the node keeps loading it by TFTP (enlarge p2)`,
+      );
+      return {
+        actions: f.triesPresent ? ['clear-tries'] : [],
+        record,
+        keep,
+        warnings,
+        message: 'cache does not fit',
+        report,
+      };
     }
     actions.push('cache');
     const prev = f.record.cur && f.record.cur.id !== a.id ? f.record.cur : f.record.prev;
-    record = { cur: { id: a.id, kernel: { size: a.kernel.size, crc: a.kernel.crc }, initramfs: { size: a.initramfs.size, crc: a.initramfs.crc }, bootargs: a.bootargs }, prev };
+    record = {
+      cur: {
+        id: a.id,
+        kernel: { size: a.kernel.size, crc: a.kernel.crc },
+        initramfs: { size: a.initramfs.size, crc: a.initramfs.crc },
+        bootargs: a.bootargs,
+      },
+      prev,
+    };
     keep = [a.id, ...(prev ? [prev.id] : [])];
-    message = b.from === 'refetch' ? `first stage ${a.id} cached again (the disk's copy was damaged)` : `first stage ${a.id} booted well: cached${prev ? `, ${prev.id} kept as the previous one` : ''}`;
+    message =
+      b.from === 'refetch'
+        ? `first stage ${a.id} cached again (the disk's copy was damaged)`
+        : `first stage ${a.id} booted well: cached${prev ? `, ${prev.id} kept as the previous one` : ''}`;
     report.cached = a.id;
   }
   if (f.triesPresent) actions.push('clear-tries');

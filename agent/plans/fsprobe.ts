@@ -21,7 +21,8 @@ export function hasFat(head: Uint8Array): boolean {
 /** How many bytes of a partition's start the checks need (btrfs keeps its magic at 64 KiB + 64). */
 export const HEAD_BYTES = 68 * 1024;
 
-const text = (h: Uint8Array, o: number, s: string) => h.length >= o + s.length && String.fromCharCode(...h.subarray(o, o + s.length)) === s;
+const text = (h: Uint8Array, o: number, s: string) =>
+  h.length >= o + s.length && String.fromCharCode(...h.subarray(o, o + s.length)) === s;
 
 /** Someone else's data: a filesystem, swap or container we do not make. Never formatted. */
 export function foreign(h: Uint8Array): string | null {

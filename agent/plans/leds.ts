@@ -73,30 +73,48 @@ export const PHASE_PATTERNS: Record<string, Pattern> = {
   disk: pattern('disk', 'checking the local disk is ours', { green: BLINK_1HZ }),
   partitions: pattern('partitions', 'checking / writing the partition table', { green: counted(2) }),
   bootfs: pattern('bootfs', 'checking / updating the boot firmware partition', { green: counted(3) }),
-  root: pattern('root', 'comparing the root stamp, choosing the root slot', { green: BLINK_1HZ, yellow: BLINK_1HZ_INVERTED }),
-  firststage: pattern('firststage', 'keeping the first stage that booted (kernel, initramfs) on the disk', { green: STEADY, yellow: counted(3) }),
-  overlay: pattern('overlay', 'mounting the root read-only under its writable layer', { green: BLINK_1HZ, yellow: BLINK_1HZ }),
-  identity: pattern('identity', 'laying this node\'s own files (hostname, machine-id, host keys)', { green: STEADY, yellow: counted(2) }),
-  handoff: pattern('handoff', 'switching to the root\'s init', { green: STEADY, yellow: STEADY }),
+  root: pattern('root', 'comparing the root stamp, choosing the root slot', {
+    green: BLINK_1HZ,
+    yellow: BLINK_1HZ_INVERTED,
+  }),
+  firststage: pattern('firststage', 'keeping the first stage that booted (kernel, initramfs) on the disk', {
+    green: STEADY,
+    yellow: counted(3),
+  }),
+  overlay: pattern('overlay', 'mounting the root read-only under its writable layer', {
+    green: BLINK_1HZ,
+    yellow: BLINK_1HZ,
+  }),
+  identity: pattern('identity', "laying this node's own files (hostname, machine-id, host keys)", {
+    green: STEADY,
+    yellow: counted(2),
+  }),
+  handoff: pattern('handoff', "switching to the root's init", { green: STEADY, yellow: STEADY }),
   syncing: syncPattern(0),
 };
 
 // Why: the failures the admin must tell apart at the rack.
-export type ErrorName = 'master-unreachable' | 'disk-refused' | 'sync-failed' | 'fsck-failed' | 'hostkey' | 'recovery' | 'fatal';
+export type ErrorName =
+  'master-unreachable' | 'disk-refused' | 'sync-failed' | 'fsck-failed' | 'hostkey' | 'recovery' | 'fatal';
 
 // Why: failures must be told apart without a console: red, and the number of blinks names the error.
 export const ERROR_PATTERNS: Record<ErrorName, Pattern> = {
   'master-unreachable': pattern('master-unreachable', 'error 1: master unreachable', { red: counted(1) }),
-  'disk-refused': pattern('disk-refused', 'error 2: disk refused (not ours, or the table is in doubt)', { red: counted(2) }),
+  'disk-refused': pattern('disk-refused', 'error 2: disk refused (not ours, or the table is in doubt)', {
+    red: counted(2),
+  }),
   'sync-failed': pattern('sync-failed', 'error 3: sync from the master failed', { red: counted(3) }),
   'fsck-failed': pattern('fsck-failed', 'error 4: filesystem check failed', { red: counted(4) }),
   hostkey: pattern('hostkey', 'error 5: master host key does not match', { red: counted(5) }),
-  recovery: pattern('recovery', 'button held: writable layer wiped, full root resync', { red: BLINK_1HZ, yellow: BLINK_1HZ_INVERTED }),
+  recovery: pattern('recovery', 'button held: writable layer wiped, full root resync', {
+    red: BLINK_1HZ,
+    yellow: BLINK_1HZ_INVERTED,
+  }),
   fatal: pattern('fatal', 'fatal error: read the console', { red: STEADY }),
 };
 
 // Why: after switch_root the agent is gone, so the last state written must mean "booted" on its own.
-export const FINAL_PATTERN: Pattern = pattern('booted', 'booted: the root\'s init is running', { green: STEADY });
+export const FINAL_PATTERN: Pattern = pattern('booted', "booted: the root's init is running", { green: STEADY });
 
 // A frame's usable length: Infinity stays (steady), anything negative or NaN counts as 0.
 function frameMs(d: number | undefined): number {

@@ -35,7 +35,15 @@ export type MountStep =
 
 /** The root assembly plan, or why it cannot be built and what to do about it. */
 export type OverlayPlan =
-  | { ok: true; driver: 'overlay' | 'aufs' | 'none'; steps: MountStep[]; newRoot: '/newroot'; lower: string; upper: string | null; message: string }
+  | {
+      ok: true;
+      driver: 'overlay' | 'aufs' | 'none';
+      steps: MountStep[];
+      newRoot: '/newroot';
+      lower: string;
+      upper: string | null;
+      message: string;
+    }
   | { ok: false; error: string; remedy: string };
 
 /** Fixed mount points of the layout above, shared with the code that reports or cleans them up. */
@@ -76,7 +84,8 @@ function bind(source: string, target: string, readonly: boolean): MountStep {
     target,
     readonly,
     // A bind mount only becomes read-only through a remount of the bind.
-    describe: () => `mount --bind ${q(source)} ${q(target)}` + (readonly ? ` && mount -o remount,bind,ro ${q(target)}` : ''),
+    describe: () =>
+      `mount --bind ${q(source)} ${q(target)}` + (readonly ? ` && mount -o remount,bind,ro ${q(target)}` : ''),
   };
 }
 
@@ -103,7 +112,11 @@ function kernelFilesystems(text: string): Set<string> {
 /** Plan the mounts that build /newroot from a slot and the writable layer chosen by aufs=. */
 export function planOverlay(f: OverlayFacts): OverlayPlan {
   if (!f.slotPath.startsWith('/')) {
-    return { ok: false, error: `slot path ${JSON.stringify(f.slotPath)} is not absolute`, remedy: 'this is an agent bug: pass /run/clusterboot/rootdisk/slots/<id>' };
+    return {
+      ok: false,
+      error: `slot path ${JSON.stringify(f.slotPath)} is not absolute`,
+      remedy: 'this is an agent bug: pass /run/clusterboot/rootdisk/slots/<id>',
+    };
   }
   if (f.mode === 'none') {
     return {
@@ -115,7 +128,8 @@ export function planOverlay(f: OverlayFacts): OverlayPlan {
       upper: null,
       message:
         `aufs=none: ${f.slotPath} is bound read-write at /newroot without a union; changes go straight into the slot ` +
-        `and are lost at the next sync` + (f.reset ? ' (reset ignored: there is no writable layer to wipe)' : ''),
+        `and are lost at the next sync` +
+        (f.reset ? ' (reset ignored: there is no writable layer to wipe)' : ''),
     };
   }
 
@@ -156,7 +170,8 @@ export function planOverlay(f: OverlayFacts): OverlayPlan {
   steps.push(mkdir(UPPER));
   if (driver === 'overlay') steps.push(mkdir(WORK));
   steps.push(mkdir(NEWROOT));
-  if (driver === 'overlay') steps.push(mount('overlay', NEWROOT, 'overlay', [], `lowerdir=${LOWER},upperdir=${UPPER},workdir=${WORK}`));
+  if (driver === 'overlay')
+    steps.push(mount('overlay', NEWROOT, 'overlay', [], `lowerdir=${LOWER},upperdir=${UPPER},workdir=${WORK}`));
   else steps.push(mount('none', NEWROOT, 'aufs', [], `br=${UPPER}=rw:${LOWER}=ro`));
 
   return {

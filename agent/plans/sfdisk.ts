@@ -49,9 +49,7 @@ export interface TableSpec {
 export type ParseOutcome = { ok: true; table: TableSpec } | { ok: false; error: string };
 
 /** What differs between the wanted and the current table, by partition index. */
-export type TableDiff =
-  | { same: true }
-  | { same: false; changed: number[]; removed: number[]; bootableOnly: number[] };
+export type TableDiff = { same: true } | { same: false; changed: number[]; removed: number[]; bootableOnly: number[] };
 
 /** What a partition is used for, so the plan knows what to format after repartitioning. */
 export interface Role {
@@ -80,20 +78,49 @@ const DOS_MAX_SECTORS = 0xffffffff; // 32-bit LBA fields in the MBR
 const LINUX_GUID = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
 const GUID_RE = /^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$/;
 const GPT_BOOTABLE_ATTR = 'LegacyBIOSBootable';
-const HEADERS = new Set(['label', 'label-id', 'device', 'unit', 'first-lba', 'last-lba', 'table-length', 'grain', 'sector-size']);
+const HEADERS = new Set([
+  'label',
+  'label-id',
+  'device',
+  'unit',
+  'first-lba',
+  'last-lba',
+  'table-length',
+  'grain',
+  'sector-size',
+]);
 const REMEDY_DUMP = 'write the table as `sfdisk -d` prints it';
 
 // sfdisk's shortcuts and aliases (sfdisk(8) "Supported shortcuts and aliases"), tried before hex as sfdisk does.
 const DOS_SHORTCUTS: Readonly<Record<string, string>> = {
-  L: '83', linux: '83', S: '82', swap: '82', E: '5', Ex: '5', extended: '5', X: '85', U: 'ef', uefi: 'ef',
-  R: 'fd', raid: 'fd', V: '8e', lvm: '8e',
+  L: '83',
+  linux: '83',
+  S: '82',
+  swap: '82',
+  E: '5',
+  Ex: '5',
+  extended: '5',
+  X: '85',
+  U: 'ef',
+  uefi: 'ef',
+  R: 'fd',
+  raid: 'fd',
+  V: '8e',
+  lvm: '8e',
 };
 const GPT_SHORTCUTS: Readonly<Record<string, string>> = {
-  L: LINUX_GUID, linux: LINUX_GUID, S: '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F', swap: '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F',
-  H: '933AC7E1-2EB4-4F13-B844-0E14E2AEF915', home: '933AC7E1-2EB4-4F13-B844-0E14E2AEF915',
-  U: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B', uefi: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
-  R: 'A19D880F-05FC-4D3B-A006-743F0F84911E', raid: 'A19D880F-05FC-4D3B-A006-743F0F84911E',
-  V: 'E6D6D379-F507-44C2-A23C-238F2A3DF928', lvm: 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
+  L: LINUX_GUID,
+  linux: LINUX_GUID,
+  S: '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F',
+  swap: '0657FD6D-A4AB-43C4-84E5-0933C84B4F4F',
+  H: '933AC7E1-2EB4-4F13-B844-0E14E2AEF915',
+  home: '933AC7E1-2EB4-4F13-B844-0E14E2AEF915',
+  U: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  uefi: 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+  R: 'A19D880F-05FC-4D3B-A006-743F0F84911E',
+  raid: 'A19D880F-05FC-4D3B-A006-743F0F84911E',
+  V: 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
+  lvm: 'E6D6D379-F507-44C2-A23C-238F2A3DF928',
 };
 
 // A partition line before the label is known (types are normalised once the label is settled).
@@ -139,22 +166,30 @@ export function parseSfdiskDump(text: string): ParseOutcome {
         const key = left.toLowerCase();
         if (HEADERS.has(key) && !right.includes('=')) {
           if (raws.length > 0 || position > 0)
-            return { ok: false, error: `${at}: header "${left}" after partition lines; move all headers above the partitions` };
+            return {
+              ok: false,
+              error: `${at}: header "${left}" after partition lines; move all headers above the partitions`,
+            };
           switch (key) {
             case 'label':
               if (right === 'dos' || right === 'gpt') label = right;
-              else return { ok: false, error: `${at}: label "${right}" is not supported; use label: dos or label: gpt` };
+              else
+                return { ok: false, error: `${at}: label "${right}" is not supported; use label: dos or label: gpt` };
               break;
             case 'label-id':
               labelIdRaw = { line: lineNo, value: right };
               break;
             case 'unit':
-              if (right !== 'sectors') return { ok: false, error: `${at}: unit "${right}" is not supported; use unit: sectors` };
+              if (right !== 'sectors')
+                return { ok: false, error: `${at}: unit "${right}" is not supported; use unit: sectors` };
               break;
             case 'sector-size': {
               const n = parseNumber(right);
               if (!n.ok || !isSectorSize(n.value))
-                return { ok: false, error: `${at}: sector-size "${right}" is not a power of two from 512 to 65536; use the value \`sfdisk -d\` prints` };
+                return {
+                  ok: false,
+                  error: `${at}: sector-size "${right}" is not a power of two from 512 to 65536; use the value \`sfdisk -d\` prints`,
+                };
               sectorSize = n.value;
               break;
             }
@@ -182,7 +217,11 @@ export function parseSfdiskDump(text: string): ParseOutcome {
     let index = position;
     if (device !== undefined) {
       const m = /([0-9]+)$/.exec(device);
-      if (!m) return { ok: false, error: `${at}: cannot tell the partition number from "${device}"; name it like /dev/mmcblk0p1 or drop the name` };
+      if (!m)
+        return {
+          ok: false,
+          error: `${at}: cannot tell the partition number from "${device}"; name it like /dev/mmcblk0p1 or drop the name`,
+        };
       index = Number(m[1]);
       if (!Number.isSafeInteger(index) || index < 1)
         return { ok: false, error: `${at}: partition number ${m[1]} in "${device}" must be 1 or more` };
@@ -195,7 +234,8 @@ export function parseSfdiskDump(text: string): ParseOutcome {
   }
 
   if (label === undefined) {
-    const looksGpt = raws.some((r) => r.type !== undefined && GUID_RE.test(r.type)) || firstLba !== undefined || lastLba !== undefined;
+    const looksGpt =
+      raws.some((r) => r.type !== undefined && GUID_RE.test(r.type)) || firstLba !== undefined || lastLba !== undefined;
     label = looksGpt ? 'gpt' : 'dos';
   }
 
@@ -204,7 +244,13 @@ export function parseSfdiskDump(text: string): ParseOutcome {
     const t = normaliseType(r.type, label);
     if (!t.ok) return { ok: false, error: `line ${r.line}: ${t.error}` };
     if (label === 'dos' && t.value === '0') continue; // dos type 0 marks an unused slot
-    const spec: PartitionSpec = { index: r.index, start: r.start, size: r.size, type: t.value, bootable: label === 'gpt' ? r.bootable || r.attrsBootable : r.bootable };
+    const spec: PartitionSpec = {
+      index: r.index,
+      start: r.start,
+      size: r.size,
+      type: t.value,
+      bootable: label === 'gpt' ? r.bootable || r.attrsBootable : r.bootable,
+    };
     if (r.name !== undefined) spec.name = r.name;
     if (r.uuid !== undefined) spec.uuid = GUID_RE.test(r.uuid) ? r.uuid.toUpperCase() : r.uuid;
     partitions.push(spec);
@@ -216,7 +262,10 @@ export function parseSfdiskDump(text: string): ParseOutcome {
     const id = normaliseLabelId(labelIdRaw.value, label);
     if (id === undefined) {
       const want = label === 'dos' ? 'a hex number like 0x1234abcd' : 'a GUID';
-      return { ok: false, error: `line ${labelIdRaw.line}: label-id "${labelIdRaw.value}" is not ${want}; fix it or drop the line` };
+      return {
+        ok: false,
+        error: `line ${labelIdRaw.line}: label-id "${labelIdRaw.value}" is not ${want}; fix it or drop the line`,
+      };
     }
     table.labelId = id;
   }
@@ -227,7 +276,9 @@ export function parseSfdiskDump(text: string): ParseOutcome {
 
 // Fields of one partition line, named (`start=1, size=2, type=83, bootable`) or positional (`1 2 83 *`).
 function parsePartitionFields(body: string, at: string): Step<Omit<RawPartition, 'line' | 'index'>> {
-  const fields = splitOutsideQuotes(body, /[,;]/).map((f) => f.trim()).filter((f) => f !== '');
+  const fields = splitOutsideQuotes(body, /[,;]/)
+    .map((f) => f.trim())
+    .filter((f) => f !== '');
   const named = fields.some((f) => f.includes('='));
   let start: string | undefined;
   let size: string | undefined;
@@ -242,36 +293,62 @@ function parsePartitionFields(body: string, at: string): Step<Omit<RawPartition,
       const eq = f.indexOf('=');
       if (eq < 0) {
         if (f.toLowerCase() === 'bootable') bootable = true;
-        else return { ok: false, error: `${at}: unknown field "${f}"; expected start=, size=, type=, bootable, attrs=, uuid=, name=` };
+        else
+          return {
+            ok: false,
+            error: `${at}: unknown field "${f}"; expected start=, size=, type=, bootable, attrs=, uuid=, name=`,
+          };
         continue;
       }
       const key = f.slice(0, eq).trim().toLowerCase();
       const value = unquote(f.slice(eq + 1).trim());
       switch (key) {
-        case 'start': start = value; break;
-        case 'size': size = value; break;
+        case 'start':
+          start = value;
+          break;
+        case 'size':
+          size = value;
+          break;
         case 'type':
-        case 'id': type = value; break;
-        case 'attrs': attrsBootable = value.split(/[\s,]+/).includes(GPT_BOOTABLE_ATTR); break;
-        case 'uuid': uuid = value; break;
-        case 'name': name = value; break;
-        case 'bootable': bootable = true; break;
+        case 'id':
+          type = value;
+          break;
+        case 'attrs':
+          attrsBootable = value.split(/[\s,]+/).includes(GPT_BOOTABLE_ATTR);
+          break;
+        case 'uuid':
+          uuid = value;
+          break;
+        case 'name':
+          name = value;
+          break;
+        case 'bootable':
+          bootable = true;
+          break;
         default:
-          return { ok: false, error: `${at}: unknown field "${key}="; expected start=, size=, type=, bootable, attrs=, uuid=, name=` };
+          return {
+            ok: false,
+            error: `${at}: unknown field "${key}="; expected start=, size=, type=, bootable, attrs=, uuid=, name=`,
+          };
       }
     }
   } else {
     const words = fields.flatMap((f) => f.split(/\s+/)).filter((w) => w !== '');
-    if (words.length > 4) return { ok: false, error: `${at}: too many fields in "${body}"; expected start size type [*] or named fields` };
+    if (words.length > 4)
+      return { ok: false, error: `${at}: too many fields in "${body}"; expected start size type [*] or named fields` };
     [start, size, type] = words;
     const flag = words[3];
     if (flag === '*') bootable = true;
-    else if (flag !== undefined && flag !== '-') return { ok: false, error: `${at}: bootable field "${flag}" must be * or -` };
+    else if (flag !== undefined && flag !== '-')
+      return { ok: false, error: `${at}: bootable field "${flag}" must be * or -` };
     if (type === '-') type = undefined;
   }
 
   if (start === undefined || start === '' || start === '-')
-    return { ok: false, error: `${at}: no start=; every partition needs an explicit start sector (sfdisk would pick an aligned one) - ${REMEDY_DUMP}` };
+    return {
+      ok: false,
+      error: `${at}: no start=; every partition needs an explicit start sector (sfdisk would pick an aligned one) - ${REMEDY_DUMP}`,
+    };
   if (size === undefined || size === '' || size === '-')
     return { ok: false, error: `${at}: no size=; every partition needs an explicit size in sectors - ${REMEDY_DUMP}` };
   const s = parseNumber(start);
@@ -279,7 +356,10 @@ function parsePartitionFields(body: string, at: string): Step<Omit<RawPartition,
   const z = parseNumber(size);
   if (!z.ok) return { ok: false, error: `${at}: size=${size}: ${z.error}` };
   if (s.value === 0 && z.value !== 0)
-    return { ok: false, error: `${at}: start=0 would overwrite the partition table; start at sector 1 or later (2048 is usual)` };
+    return {
+      ok: false,
+      error: `${at}: start=0 would overwrite the partition table; start at sector 1 or later (2048 is usual)`,
+    };
   const out: Omit<RawPartition, 'line' | 'index'> = { start: s.value, size: z.value, bootable, attrsBootable };
   if (type !== undefined && type !== '') out.type = type;
   if (name !== undefined) out.name = name;
@@ -296,12 +376,18 @@ function parseNumber(text: string): Step<number> {
   }
   if (/^[0-9]+$/.test(t)) {
     if (t.length > 1 && t.startsWith('0'))
-      return { ok: false, error: 'a leading zero makes sfdisk read it as octal; write the decimal number without leading zeros' };
+      return {
+        ok: false,
+        error: 'a leading zero makes sfdisk read it as octal; write the decimal number without leading zeros',
+      };
     const n = Number(t);
     return Number.isSafeInteger(n) ? { ok: true, value: n } : { ok: false, error: 'number too large' };
   }
   if (/^[+-]/.test(t) || /^[0-9]+(\.[0-9]+)?\s*[KMGTPEZY]/i.test(t))
-    return { ok: false, error: `relative sizes, "+" and suffixes like M or GiB make sfdisk align the value; use plain sector counts - ${REMEDY_DUMP}` };
+    return {
+      ok: false,
+      error: `relative sizes, "+" and suffixes like M or GiB make sfdisk align the value; use plain sector counts - ${REMEDY_DUMP}`,
+    };
   return { ok: false, error: `not a number of sectors - ${REMEDY_DUMP}` };
 }
 
@@ -313,12 +399,19 @@ function isSectorSize(n: number): boolean {
 function normaliseType(raw: string | undefined, label: 'dos' | 'gpt'): Step<string> {
   if (raw === undefined || raw === '') return { ok: true, value: label === 'dos' ? '83' : LINUX_GUID };
   const shortcuts = label === 'dos' ? DOS_SHORTCUTS : GPT_SHORTCUTS;
-  const byShortcut = Object.hasOwn(shortcuts, raw) ? shortcuts[raw] : Object.hasOwn(shortcuts, raw.toLowerCase()) && raw.length > 1 ? shortcuts[raw.toLowerCase()] : undefined;
+  const byShortcut = Object.hasOwn(shortcuts, raw)
+    ? shortcuts[raw]
+    : Object.hasOwn(shortcuts, raw.toLowerCase()) && raw.length > 1
+      ? shortcuts[raw.toLowerCase()]
+      : undefined;
   if (byShortcut !== undefined) return { ok: true, value: byShortcut };
   if (label === 'dos') {
     const hex = /^(?:0x)?([0-9a-f]{1,2})$/i.exec(raw);
     if (hex) return { ok: true, value: normaliseHexType(hex[1] ?? '0') };
-    return { ok: false, error: `type "${raw}" is not an MBR type; use hex like 83 or c (type names are not supported)` };
+    return {
+      ok: false,
+      error: `type "${raw}" is not an MBR type; use hex like 83 or c (type names are not supported)`,
+    };
   }
   if (GUID_RE.test(raw)) return { ok: true, value: raw.toUpperCase() };
   return { ok: false, error: `type "${raw}" is not a GPT type; use a GUID like ${LINUX_GUID}` };
@@ -418,7 +511,9 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
     seen.add(p.index);
   }
   if (t.label === 'dos' && t.partitions.length > 4)
-    problems.push(`dos table has ${t.partitions.length} partitions; at most 4 primary partitions fit (use label: gpt for more)`);
+    problems.push(
+      `dos table has ${t.partitions.length} partitions; at most 4 primary partitions fit (use label: gpt for more)`,
+    );
 
   const gptFirst = t.label === 'gpt' ? (t.firstLba ?? gptDefaultFirstLba(ss, diskSectors)) : 1;
   const gptLast = gptLastUsable(ss, diskSectors);
@@ -429,8 +524,11 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
     const n = `partition ${p.index}`;
     if (!Number.isSafeInteger(p.index) || p.index < 1) problems.push(`${n}: index must be a whole number from 1`);
     else if (t.label === 'dos' && p.index > 4)
-      problems.push(`${n}: dos partitions above 4 are logical partitions inside an extended one, which is not supported; use 1..4 or label: gpt`);
-    else if (t.label === 'gpt' && p.index > GPT_MAX_ENTRIES) problems.push(`${n}: gpt holds at most ${GPT_MAX_ENTRIES} partitions`);
+      problems.push(
+        `${n}: dos partitions above 4 are logical partitions inside an extended one, which is not supported; use 1..4 or label: gpt`,
+      );
+    else if (t.label === 'gpt' && p.index > GPT_MAX_ENTRIES)
+      problems.push(`${n}: gpt holds at most ${GPT_MAX_ENTRIES} partitions`);
     if (!Number.isSafeInteger(p.size) || p.size <= 0) {
       problems.push(`${n}: size ${p.size} must be a positive whole number of sectors`);
       continue;
@@ -445,18 +543,25 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
         problems.push(`${n}: type "${p.type}" is not a normalised MBR type (lowercase hex, no leading zeros)`);
       else if (p.type === '0') problems.push(`${n}: type 0 marks an unused slot; use 83 for linux`);
       else if (['5', 'f', '85'].includes(p.type))
-        problems.push(`${n}: type ${p.type} is an extended partition (in a script \`E\` means extended, not 0x0e), which holds no filesystem; use c for the boot partition, 83 for linux`);
+        problems.push(
+          `${n}: type ${p.type} is an extended partition (in a script \`E\` means extended, not 0x0e), which holds no filesystem; use c for the boot partition, 83 for linux`,
+        );
       if (p.start + p.size > DOS_MAX_SECTORS)
         problems.push(`${n}: ends beyond sector ${DOS_MAX_SECTORS}, the limit of a dos table; use label: gpt`);
     } else {
       if (p.start < gptFirst) {
-        const hint = t.firstLba === undefined && p.start >= gptMinFirstLba(ss)
-          ? `; sfdisk starts usable space at ${gptFirst} on a new GPT unless the table says first-lba: ${gptMinFirstLba(ss)}`
-          : '';
+        const hint =
+          t.firstLba === undefined && p.start >= gptMinFirstLba(ss)
+            ? `; sfdisk starts usable space at ${gptFirst} on a new GPT unless the table says first-lba: ${gptMinFirstLba(ss)}`
+            : '';
         problems.push(`${n}: starts at sector ${p.start}, before the first usable sector ${gptFirst}${hint}`);
       }
-      if (!GUID_RE.test(p.type) || p.type !== p.type.toUpperCase()) problems.push(`${n}: type "${p.type}" is not an uppercase GPT GUID`);
-      else if (/^[0-]+$/.test(p.type)) problems.push(`${n}: the all-zero GUID marks an unused entry; use 0FC63DAF-8483-4772-8E79-3D69D8477DE4 for linux`);
+      if (!GUID_RE.test(p.type) || p.type !== p.type.toUpperCase())
+        problems.push(`${n}: type "${p.type}" is not an uppercase GPT GUID`);
+      else if (/^[0-]+$/.test(p.type))
+        problems.push(
+          `${n}: the all-zero GUID marks an unused entry; use 0FC63DAF-8483-4772-8E79-3D69D8477DE4 for linux`,
+        );
     }
   }
 
@@ -464,7 +569,10 @@ export function validateTable(t: TableSpec, diskSectors: number): string[] {
   const limit = t.label === 'gpt' ? gptLast + 1 : diskSectors;
   if (Number.isFinite(end) && end > limit) {
     const tail = t.label === 'gpt' ? ` (the last ${diskSectors - limit} sectors hold the backup GPT)` : '';
-    const last = [...t.partitions].filter((p) => p.start + p.size > limit).map((p) => p.index).sort((a, b) => a - b);
+    const last = [...t.partitions]
+      .filter((p) => p.start + p.size > limit)
+      .map((p) => p.index)
+      .sort((a, b) => a - b);
     problems.push(
       `table ends at ${gb(end, ss)}, disk is ${gb(diskSectors, ss)}: partition${last.length > 1 ? 's' : ''} ${last.join(', ')} ` +
         `end${last.length > 1 ? '' : 's'} at sector ${end - 1}, last usable sector is ${limit - 1}${tail}`,
@@ -500,7 +608,8 @@ export function compareTables(wanted: TableSpec, current: TableSpec | null): Tab
     const a = w.get(i);
     const b = c.get(i);
     if (a === undefined) continue;
-    if (labelChanged || b === undefined || a.start !== b.start || a.size !== b.size || a.type !== b.type) changed.push(i);
+    if (labelChanged || b === undefined || a.start !== b.start || a.size !== b.size || a.type !== b.type)
+      changed.push(i);
     else if (a.bootable !== b.bootable) bootableOnly.push(i);
   }
   const removed = [...c.keys()].filter((i) => !w.has(i)).sort((a, b) => a - b);
@@ -562,13 +671,18 @@ export function planPartitions(facts: {
     };
   const wanted = parseSfdiskDump(facts.wantedText);
   if (!wanted.ok)
-    return { action: 'refuse', reason: `the master's table is malformed: ${wanted.error}`, remedy: 'fix the table file on the master; the disk was left untouched' };
+    return {
+      action: 'refuse',
+      reason: `the master's table is malformed: ${wanted.error}`,
+      remedy: 'fix the table file on the master; the disk was left untouched',
+    };
   const problems = validateTable(wanted.table, facts.diskSectors);
   if (problems.length > 0)
     return {
       action: 'refuse',
       reason: `the master's table does not fit this disk: ${problems.join('; ')}`,
-      remedy: 'fix the table file on the master (or, if the card is too small for it, use a bigger card); the disk was left untouched',
+      remedy:
+        'fix the table file on the master (or, if the card is too small for it, use a bigger card); the disk was left untouched',
     };
 
   let current: TableSpec | null = null;
@@ -599,12 +713,18 @@ export function planPartitions(facts: {
   if (diff.same) return { action: 'keep', reason: 'the disk already has the wanted table' };
   const changed = new Set(diff.changed);
   const format = roles.filter((r) => changed.has(r.index) && wanted.table.partitions.some((p) => p.index === r.index));
-  const keep = wanted.table.partitions.map((p) => p.index).filter((i) => !changed.has(i)).sort((a, b) => a - b);
+  const keep = wanted.table.partitions
+    .map((p) => p.index)
+    .filter((i) => !changed.has(i))
+    .sort((a, b) => a - b);
   const parts: string[] = [];
   if (current === null) parts.push('the disk has no partition table');
-  else if (current.label !== wanted.table.label) parts.push(`label changes from ${current.label} to ${wanted.table.label}`);
-  if (current !== null && diff.changed.length > 0) parts.push(`changed: ${diff.changed.map((i) => `p${i}`).join(', ')}`);
+  else if (current.label !== wanted.table.label)
+    parts.push(`label changes from ${current.label} to ${wanted.table.label}`);
+  if (current !== null && diff.changed.length > 0)
+    parts.push(`changed: ${diff.changed.map((i) => `p${i}`).join(', ')}`);
   if (diff.removed.length > 0) parts.push(`removed: ${diff.removed.map((i) => `p${i}`).join(', ')}`);
-  if (diff.bootableOnly.length > 0) parts.push(`bootable flag only: ${diff.bootableOnly.map((i) => `p${i}`).join(', ')}`);
+  if (diff.bootableOnly.length > 0)
+    parts.push(`bootable flag only: ${diff.bootableOnly.map((i) => `p${i}`).join(', ')}`);
   return { action: 'repartition', table: alignTable(wanted.table), format, keep, reason: parts.join('; ') };
 }

@@ -105,7 +105,13 @@ export interface RootInput {
 }
 
 /** The rsync options the sync action stands for, shared with whoever runs it so logs match what ran. */
-export const SYNC_RSYNC_OPTIONS: readonly string[] = ['-aHAX', '--numeric-ids', '--delete', '--stats', '--info=progress2'];
+export const SYNC_RSYNC_OPTIONS: readonly string[] = [
+  '-aHAX',
+  '--numeric-ids',
+  '--delete',
+  '--stats',
+  '--info=progress2',
+];
 
 const MAX_ID = 64;
 const ID_RE = /^[0-9A-Za-z._-]+$/;
@@ -135,7 +141,8 @@ function isCount(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 }
 
-type RecordCheck = { ok: true; record: SlotRecord } | { ok: false; why: string | null /* null: an ordinary incomplete slot */ };
+type RecordCheck =
+  { ok: true; record: SlotRecord } | { ok: false; why: string | null /* null: an ordinary incomplete slot */ };
 
 function checkRecord(dirId: string, text: string): RecordCheck {
   let v: unknown;
@@ -305,18 +312,34 @@ export function planRoot(input: RootInput): RootPlan {
   const fallback = (why: string, remedy: string): RootPlan => {
     if (current) return done(current, true, `${why}: booting ${describeSlot(current)}, which may be stale`);
     if (previous) {
-      return done(previous, true, `${why} and there is no current slot: booting the previous one, ${describeSlot(previous)}, which may be stale`);
+      return done(
+        previous,
+        true,
+        `${why} and there is no current slot: booting the previous one, ${describeSlot(previous)}, which may be stale`,
+      );
     }
-    return done(null, true, `${why} and the local disk holds no complete root slot: this node cannot boot until the master answers. ${remedy}`);
+    return done(
+      null,
+      true,
+      `${why} and the local disk holds no complete root slot: this node cannot boot until the master answers. ${remedy}`,
+    );
   };
 
   if (rollback) {
     if (previous) {
-      return done(previous, true, `rollback requested: booting the previous slot ${describeSlot(previous)}; current stays ${current ? `slots/${current.id}` : '(none)'}, no sync`);
+      return done(
+        previous,
+        true,
+        `rollback requested: booting the previous slot ${describeSlot(previous)}; current stays ${current ? `slots/${current.id}` : '(none)'}, no sync`,
+      );
     }
     problems.unshift('rollback requested but there is no complete previous slot: falling back to current');
     if (current) {
-      return done(current, decision.action !== 'keep', `booting current ${describeSlot(current)} without syncing (rollback asked for the previous slot, which is missing)`);
+      return done(
+        current,
+        decision.action !== 'keep',
+        `booting current ${describeSlot(current)} without syncing (rollback asked for the previous slot, which is missing)`,
+      );
     }
     // Nothing to roll back to and nothing current: follow the master's verdict below, which may sync.
   }
@@ -332,7 +355,11 @@ export function planRoot(input: RootInput): RootPlan {
 
   if (wantSync) {
     if (!stamp || !stampOk) {
-      problems.unshift(stamp ? `master stamp ${JSON.stringify(stamp.id)} / seq ${stamp.seq} is not a valid slot id and seq` : 'no master stamp to sync to');
+      problems.unshift(
+        stamp
+          ? `master stamp ${JSON.stringify(stamp.id)} / seq ${stamp.seq} is not a valid slot id and seq`
+          : 'no master stamp to sync to',
+      );
       return fallback(
         'cannot sync: no valid master stamp',
         'Remedy: check that the master publishes a valid signed stamp (its id must match [0-9A-Za-z._-]{1,64}).',
@@ -346,19 +373,31 @@ export function planRoot(input: RootInput): RootPlan {
     actions.push(flip('current', slotPath(id)));
     const keepPrev = current ? current.id : previous?.id;
     for (const r of state.complete) if (r.id !== id && r.id !== keepPrev) actions.push(deleteOld(r.id));
-    const how = linkDest ? `against ${linkDest} (--link-dest)` : forceFull ? 'as a full copy (forced)' : 'as a full copy';
+    const how = linkDest
+      ? `against ${linkDest} (--link-dest)`
+      : forceFull
+        ? 'as a full copy (forced)'
+        : 'as a full copy';
     const renamed = id !== stamp.id ? ` (as ${id}: ${stamp.id} is already a complete local slot)` : '';
     return {
       use: slotPath(id),
       actions,
       stale: false,
-      message: withProblems(`syncing master stamp ${stamp.id} (seq ${stamp.seq}) into slots/${id}${renamed} ${how}, then booting it`, problems),
+      message: withProblems(
+        `syncing master stamp ${stamp.id} (seq ${stamp.seq}) into slots/${id}${renamed} ${how}, then booting it`,
+        problems,
+      ),
     };
   }
 
   if (decision.action === 'refuse') {
-    const what = stamp ? `the master's stamp ${stamp.id} (seq ${stamp.seq}) was refused` : "the master's stamp was refused";
-    return fallback(what, 'Remedy: publish a valid signed stamp on the master (check its signature, key and seq), or boot with a known-good local slot.');
+    const what = stamp
+      ? `the master's stamp ${stamp.id} (seq ${stamp.seq}) was refused`
+      : "the master's stamp was refused";
+    return fallback(
+      what,
+      'Remedy: publish a valid signed stamp on the master (check its signature, key and seq), or boot with a known-good local slot.',
+    );
   }
   // offline
   return fallback(
@@ -377,7 +416,8 @@ function parseCount(s: string, allowSuffix: boolean): number | null {
   return Math.round(Number(m[1].replace(',', '.')) * 1000 ** ('KMGTP'.indexOf(m[2]) + 1));
 }
 
-const PROGRESS2_RE = /^\s*(\S+)\s+(\d{1,3})%\s+(\S+\/s)\s+([\d?]+:[\d?]{2}:[\d?]{2})(?:\s+\(xfr#\d+,\s*(?:to|ir)-chk=\d+\/\d+\))?\s*$/;
+const PROGRESS2_RE =
+  /^\s*(\S+)\s+(\d{1,3})%\s+(\S+\/s)\s+([\d?]+:[\d?]{2}:[\d?]{2})(?:\s+\(xfr#\d+,\s*(?:to|ir)-chk=\d+\/\d+\))?\s*$/;
 
 /** One rsync --info=progress2 status line -> bytes, percent, rate, for the console; null for anything else. */
 export function parseProgress2(line: string): { bytes: number; percent: number; rate: string } | null {
@@ -433,7 +473,6 @@ export function parseRsyncStats(text: string): RsyncStats | null {
   return found as RsyncStats;
 }
 
-
 /**
  * Seconds to wait before asking for a sync slot again: doubling from 5 s to at most 30 s, times a
  * jitter in [0.5, 1.5) so that nodes rebooted together do not come back together. (Asking is cheap:
@@ -457,15 +496,29 @@ export interface RootStampFacts {
 }
 
 /** The master's rootfs stamp against the current slot: the decision planRoot takes, a full copy or not, and a warning. */
-export function rootDecision(f: RootStampFacts): { decision: RootDecision; forceFull: boolean; warning: string | null } {
+export function rootDecision(f: RootStampFacts): {
+  decision: RootDecision;
+  forceFull: boolean;
+  warning: string | null;
+} {
   if (!f.online) return { decision: { action: 'offline' }, forceFull: false, warning: null };
   const local = f.current ? { name: 'rootfs' as const, seq: f.current.seq, id: f.current.id, created: '' } : null;
-  const sd = decideStamp({ name: 'rootfs', masterText: f.master?.text ?? null, masterSig: f.master?.sig ?? null, publicKeyPem: f.publicKeyPem, local, localComplete: f.current !== null });
+  const sd = decideStamp({
+    name: 'rootfs',
+    masterText: f.master?.text ?? null,
+    masterSig: f.master?.sig ?? null,
+    publicKeyPem: f.publicKeyPem,
+    local,
+    localComplete: f.current !== null,
+  });
   const parsed = f.master ? parseStamp(f.master.text) : null;
   const masterStamp = parsed?.ok ? { id: parsed.stamp.id, seq: parsed.stamp.seq } : undefined;
-  if (sd.action === 'refuse') return { decision: { action: 'refuse' }, forceFull: false, warning: `${sd.reason} (${sd.remedy})` };
-  if (sd.action === 'keep' && f.recovery && masterStamp) return { decision: { action: 'sync', masterStamp }, forceFull: true, warning: null };
-  if (sd.action === 'keep') return { decision: { action: 'keep', ...(masterStamp ? { masterStamp } : {}) }, forceFull: false, warning: null };
+  if (sd.action === 'refuse')
+    return { decision: { action: 'refuse' }, forceFull: false, warning: `${sd.reason} (${sd.remedy})` };
+  if (sd.action === 'keep' && f.recovery && masterStamp)
+    return { decision: { action: 'sync', masterStamp }, forceFull: true, warning: null };
+  if (sd.action === 'keep')
+    return { decision: { action: 'keep', ...(masterStamp ? { masterStamp } : {}) }, forceFull: false, warning: null };
   if (masterStamp) return { decision: { action: 'sync', masterStamp }, forceFull: false, warning: null };
   return { decision: { action: 'offline' }, forceFull: false, warning: null };
 }

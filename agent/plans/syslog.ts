@@ -36,5 +36,10 @@ export function formatSyslog(o: { severity: Severity; hostname: string | null; u
   const text = o.text.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
   const line = `<${pri}>1 - ${host} clusterboot - - - ${o.uptime.toFixed(2)}s ${text}`;
   const bytes = Buffer.from(line);
-  return bytes.length <= MAX_BYTES ? line : `${bytes.subarray(0, MAX_BYTES - 3).toString('utf8').replace(/\uFFFD$/, '')}...`;
+  return bytes.length <= MAX_BYTES
+    ? line
+    : `${bytes
+        .subarray(0, MAX_BYTES - 3)
+        .toString('utf8')
+        .replace(/\uFFFD$/, '')}...`;
 }

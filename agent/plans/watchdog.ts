@@ -8,7 +8,12 @@
 // Why: the ioctl request numbers from include/uapi/linux/watchdog.h (asm-generic _IOC layout: arm64 and x86-64).
 // GETSUPPORT = _IOR('W', 0, struct watchdog_info /* 40 bytes */), SETTIMEOUT = _IOWR('W', 6, int),
 // GETTIMEOUT = _IOR('W', 7, int), KEEPALIVE = _IOR('W', 5, int); the unit test recomputes them from _IOC.
-export const WDIOC = { GETSUPPORT: 0x80285700, SETTIMEOUT: 0xc0045706, GETTIMEOUT: 0x80045707, KEEPALIVE: 0x80045705 } as const;
+export const WDIOC = {
+  GETSUPPORT: 0x80285700,
+  SETTIMEOUT: 0xc0045706,
+  GETTIMEOUT: 0x80045707,
+  KEEPALIVE: 0x80045705,
+} as const;
 
 // Why: WDIOF_* bits from struct watchdog_info.options that decide how the agent may use the device.
 export const WDIOF = { SETTIMEOUT: 0x0080, MAGICCLOSE: 0x0100, KEEPALIVEPING: 0x8000 } as const;
@@ -27,10 +32,13 @@ export function clampTimeout(wanted: number, driverMax: number | null): { second
   const whole = wanted === Infinity ? Infinity : Math.round(wanted);
   if (whole < 1) return { seconds: 1, note: `watchdog timeout ${wanted} s raised to 1 s` };
   if (whole > max) {
-    const why = known ? `the driver allows at most ${max} s` : `the driver did not report its maximum, capped at ${max} s`;
+    const why = known
+      ? `the driver allows at most ${max} s`
+      : `the driver did not report its maximum, capped at ${max} s`;
     return { seconds: max, note: `watchdog timeout ${wanted} s lowered to ${max} s: ${why}` };
   }
-  if (!known) return { seconds: whole, note: `the driver did not report its maximum; using ${whole} s (at most ${max} s)` };
+  if (!known)
+    return { seconds: whole, note: `the driver did not report its maximum; using ${whole} s (at most ${max} s)` };
   if (whole !== wanted) return { seconds: whole, note: `watchdog timeout ${wanted} s rounded to ${whole} s` };
   return { seconds: whole };
 }
@@ -44,7 +52,8 @@ export class FeedPolicy {
   #what = 'start';
 
   constructor(opts: { timeoutS: number; stallS?: number }) {
-    if (!(Number.isFinite(opts.timeoutS) && opts.timeoutS > 0)) throw new RangeError(`timeoutS must be > 0, got ${opts.timeoutS}`);
+    if (!(Number.isFinite(opts.timeoutS) && opts.timeoutS > 0))
+      throw new RangeError(`timeoutS must be > 0, got ${opts.timeoutS}`);
     const stallS = opts.stallS ?? opts.timeoutS * 4;
     if (!(Number.isFinite(stallS) && stallS > 0)) throw new RangeError(`stallS must be > 0, got ${stallS}`);
     this.timeoutS = opts.timeoutS;
@@ -80,7 +89,10 @@ export type Handoff = 'keep-armed' | 'magic-close';
 // Why: at switch_root the agent stops feeding; unless the root takes over (systemd RuntimeWatchdogSec=, or
 // clusterboot.watchdog=keep) it must write 'V' and close, else a healthy node would reset timeoutS later.
 // Note: with CONFIG_WATCHDOG_NOWAYOUT or a driver without WDIOF_MAGICCLOSE, closing does not stop it (the caller checks).
-export function handoffAction(param: string | undefined, rootConfiguresWatchdog: boolean): { action: Handoff; why: string } {
+export function handoffAction(
+  param: string | undefined,
+  rootConfiguresWatchdog: boolean,
+): { action: Handoff; why: string } {
   const p = param?.trim().toLowerCase();
   if (p === 'keep') {
     return {
@@ -93,7 +105,13 @@ export function handoffAction(param: string | undefined, rootConfiguresWatchdog:
   if (p === 'close') return { action: 'magic-close', why: 'watchdog disarmed with the magic close (close requested)' };
   const ignored = p === undefined || p === '' ? '' : ` (unknown value '${param}' ignored; use keep or close)`;
   if (rootConfiguresWatchdog) {
-    return { action: 'keep-armed', why: `watchdog kept armed: the root configures its own watchdog and takes over${ignored}` };
+    return {
+      action: 'keep-armed',
+      why: `watchdog kept armed: the root configures its own watchdog and takes over${ignored}`,
+    };
   }
-  return { action: 'magic-close', why: `watchdog disarmed with the magic close: nothing in the root feeds it${ignored}` };
+  return {
+    action: 'magic-close',
+    why: `watchdog disarmed with the magic close: nothing in the root feeds it${ignored}`,
+  };
 }

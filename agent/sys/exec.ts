@@ -70,9 +70,8 @@ export async function run(tool: ToolName | `/${string}`, args: string[], opts: R
       for (const p of parts) if (p.trim()) opts.onLine?.(p);
     });
   }
-  const beat = opts.heartbeat && child.pid !== undefined
-    ? setInterval(() => opts.heartbeat?.(child.pid as number), 2000)
-    : null;
+  const beat =
+    opts.heartbeat && child.pid !== undefined ? setInterval(() => opts.heartbeat?.(child.pid as number), 2000) : null;
   const r = await child.finally(() => {
     if (beat) clearInterval(beat);
   });

@@ -30,7 +30,6 @@ export async function waitForPath(path: string, timeoutMs: number): Promise<bool
   return true;
 }
 
-
 export function mountFs(dev: string, target: string, fstype: 'vfat' | 'ext4', readonly = false): void {
   mkdirSync(target, { recursive: true });
   mount(dev, target, fstype, (readonly ? MS_RDONLY : 0) | (fstype === 'ext4' ? MS_NOATIME : 0), '');
@@ -47,7 +46,11 @@ export function umountQuiet(target: string): void {
 /** e2fsck -p: 'ok' (clean or fixed) or 'broken' (it cannot repair: the caller formats and resyncs). */
 export async function fsckExt4(dev: string, phase: string): Promise<'ok' | 'broken'> {
   try {
-    const r = await run('e2fsck', ['-p', dev], { okCodes: [0, 1, 2, 3], timeoutMs: 30 * 60_000, heartbeat: ioHeartbeat(`e2fsck ${dev}`) });
+    const r = await run('e2fsck', ['-p', dev], {
+      okCodes: [0, 1, 2, 3],
+      timeoutMs: 30 * 60_000,
+      heartbeat: ioHeartbeat(`e2fsck ${dev}`),
+    });
     if (r.exitCode !== 0) info(phase, `e2fsck repaired ${dev} (exit ${r.exitCode})`);
     return 'ok';
   } catch (e) {
@@ -72,7 +75,11 @@ function pidIo(pid: number): number | null {
 }
 
 /** A silent mkfs or e2fsck is progress for the watchdog while its disk I/O grows; a stuck one is not. */
-export function ioHeartbeat(what: string, read: (pid: number) => number | null = pidIo, tell = watchdogProgress): (pid: number) => void {
+export function ioHeartbeat(
+  what: string,
+  read: (pid: number) => number | null = pidIo,
+  tell = watchdogProgress,
+): (pid: number) => void {
   let last = -1;
   return (pid) => {
     const now = read(pid);
@@ -85,6 +92,11 @@ export function ioHeartbeat(what: string, read: (pid: number) => number | null =
 
 export async function mkfs(dev: string, fs: 'vfat' | 'ext4', label: string): Promise<void> {
   const heartbeat = ioHeartbeat(`mkfs ${dev}`);
-  if (fs === 'vfat') await run('mkfsVfat', ['-n', label.toUpperCase().slice(0, 11), dev], { timeoutMs: 10 * 60_000, heartbeat });
-  else await run('mke2fs', ['-t', 'ext4', '-F', '-q', '-L', label, '-E', 'lazy_itable_init=1,lazy_journal_init=1', dev], { timeoutMs: 60 * 60_000, heartbeat });
+  if (fs === 'vfat')
+    await run('mkfsVfat', ['-n', label.toUpperCase().slice(0, 11), dev], { timeoutMs: 10 * 60_000, heartbeat });
+  else
+    await run('mke2fs', ['-t', 'ext4', '-F', '-q', '-L', label, '-E', 'lazy_itable_init=1,lazy_journal_init=1', dev], {
+      timeoutMs: 60 * 60_000,
+      heartbeat,
+    });
 }

@@ -44,7 +44,11 @@ function cstr(s: string): Buffer {
 
 /** An errno failure carries the call in shell-like form so the console says what failed. */
 export class SysError extends Error {
-  constructor(readonly call: string, readonly errno: number, text: string) {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+    text: string,
+  ) {
     super(`${call}: ${text} (errno ${errno})`);
   }
 }
@@ -59,8 +63,10 @@ function check(call: string, rc: number): void {
 
 export function mount(source: string, target: string, fstype: string, flags = 0, data = ''): void {
   const d = cstr(data);
-  check(`mount -t ${fstype} ${source} ${target}${data ? ` -o ${data}` : ''}`,
-    libc().mount(cstr(source), cstr(target), cstr(fstype), flags, data ? d : null));
+  check(
+    `mount -t ${fstype} ${source} ${target}${data ? ` -o ${data}` : ''}`,
+    libc().mount(cstr(source), cstr(target), cstr(fstype), flags, data ? d : null),
+  );
 }
 
 export function moveMount(source: string, target: string): void {
@@ -69,8 +75,11 @@ export function moveMount(source: string, target: string): void {
 
 export function bindMount(source: string, target: string, readonly = false): void {
   check(`mount --bind ${source} ${target}`, libc().mount(cstr(source), cstr(target), null, MS_BIND, null));
-  if (readonly) check(`mount -o remount,bind,ro ${target}`,
-    libc().mount(cstr(source), cstr(target), null, MS_BIND | MS_REMOUNT | MS_RDONLY, null));
+  if (readonly)
+    check(
+      `mount -o remount,bind,ro ${target}`,
+      libc().mount(cstr(source), cstr(target), null, MS_BIND | MS_REMOUNT | MS_RDONLY, null),
+    );
 }
 
 export function umount(target: string, flags = 0): void {
@@ -129,7 +138,8 @@ const IFNAMSIZ = 16;
 /** An ifreq naming one interface (the flags are filled in by SIOCGIFFLAGS). */
 export function ifreq(name: string): Buffer {
   const bytes = Buffer.from(name, 'utf8');
-  if (bytes.length === 0 || bytes.length >= IFNAMSIZ || bytes.includes(0)) throw new Error(`bad interface name ${JSON.stringify(name)}`);
+  if (bytes.length === 0 || bytes.length >= IFNAMSIZ || bytes.includes(0))
+    throw new Error(`bad interface name ${JSON.stringify(name)}`);
   const req = Buffer.alloc(IFREQ_SIZE);
   bytes.copy(req, 0);
   return req;

@@ -14,7 +14,9 @@ export function runtimePath(arch: AgentArch, repo = REPO): string {
 }
 
 function pinnedVersion(repo: string): string {
-  const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> };
+  const pkg = JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as {
+    devDependencies: Record<string, string>;
+  };
   return pkg.devDependencies.bun ?? '';
 }
 
@@ -22,23 +24,43 @@ function pinnedVersion(repo: string): string {
 export function checkRuntime(arch: AgentArch, repo = REPO): string {
   const path = runtimePath(arch, repo);
   if (!existsSync(path)) {
-    throw new Error(`no Bun runtime for ${arch} at ${path}: run scripts/setup (npm ci, then npm install --no-save --cpu=arm64 --os=linux --libc=glibc)`);
+    throw new Error(
+      `no Bun runtime for ${arch} at ${path}: run scripts/setup (npm ci, then npm install --no-save --cpu=arm64 --os=linux --libc=glibc)`,
+    );
   }
   const want = pinnedVersion(repo);
   const pkgJson = join(dirname(dirname(path)), 'package.json');
   const have = existsSync(pkgJson) ? (JSON.parse(readFileSync(pkgJson, 'utf8')) as { version: string }).version : want;
-  if (have !== want) throw new Error(`Bun runtime for ${arch} is ${have}, package.json pins ${want}: run scripts/setup`);
+  if (have !== want)
+    throw new Error(`Bun runtime for ${arch} is ${have}, package.json pins ${want}: run scripts/setup`);
   return path;
 }
 
-export async function buildAgent(arch: AgentArch, outDir: string, repo = REPO): Promise<{ path: string; bytes: number }> {
+export async function buildAgent(
+  arch: AgentArch,
+  outDir: string,
+  repo = REPO,
+): Promise<{ path: string; bytes: number }> {
   const runtime = checkRuntime(arch, repo);
   mkdirSync(outDir, { recursive: true });
   const out = join(outDir, `clusterboot-agent-${arch}`);
-  await execa(process.execPath, [
-    'build', '--compile', `--target=bun-linux-${arch}`, `--compile-executable-path=${runtime}`,
-    '--no-compile-autoload-dotenv', '--no-compile-autoload-bunfig', '--format=esm', '--bytecode', '--minify',
-    join(repo, 'agent/main.ts'), '--outfile', out,
-  ], { cwd: repo, env: { BUN_INSTALL_CACHE_DIR: join(repo, '.cache/bun') } });
+  await execa(
+    process.execPath,
+    [
+      'build',
+      '--compile',
+      `--target=bun-linux-${arch}`,
+      `--compile-executable-path=${runtime}`,
+      '--no-compile-autoload-dotenv',
+      '--no-compile-autoload-bunfig',
+      '--format=esm',
+      '--bytecode',
+      '--minify',
+      join(repo, 'agent/main.ts'),
+      '--outfile',
+      out,
+    ],
+    { cwd: repo, env: { BUN_INSTALL_CACHE_DIR: join(repo, '.cache/bun') } },
+  );
   return { path: out, bytes: statSync(out).size };
 }

@@ -8,7 +8,11 @@ async function pipeThrough(tool: string, args: string[], data: Uint8Array): Prom
   if (exe === null) throw new Error(`compress: ${tool} not found on PATH (install it on the build host)`);
   // Bun writes the buffer to stdin itself while we drain stdout, so large inputs cannot deadlock.
   const proc = Bun.spawn([exe, ...args], { stdin: data, stdout: 'pipe', stderr: 'pipe' });
-  const [out, err, code] = await Promise.all([new Response(proc.stdout).arrayBuffer(), new Response(proc.stderr).text(), proc.exited]);
+  const [out, err, code] = await Promise.all([
+    new Response(proc.stdout).arrayBuffer(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
   if (code !== 0) throw new Error(`compress: ${tool} ${args.join(' ')} exited with ${code}: ${err.trim()}`);
   return new Uint8Array(out);
 }
@@ -27,6 +31,10 @@ export async function compress(data: Uint8Array, how: Compression, opts: { level
     }
     case 'xz':
       // The kernel's XZ decoder only supports CRC32/none integrity checks, not xz's default CRC64.
-      return pipeThrough('xz', ['--check=crc32', opts.level === undefined ? '-9e' : `-${opts.level}`, '-T1', '-c'], data);
+      return pipeThrough(
+        'xz',
+        ['--check=crc32', opts.level === undefined ? '-9e' : `-${opts.level}`, '-T1', '-c'],
+        data,
+      );
   }
 }

@@ -46,12 +46,22 @@ function toRecord(e: CpioEntry, path: string): CpioRecord {
       if (e.target === '') throw new Error(`cpio: empty symlink target for ${path}`);
       return { ...base, mode: S_IFLNK | 0o777, nlink: 1, data: enc.encode(e.target) };
     case 'chardev':
-      return { ...base, mode: S_IFCHR | ((e.mode ?? 0o600) & 0o7777), nlink: 1, data: new Uint8Array(0), rmajor: e.major, rminor: e.minor };
+      return {
+        ...base,
+        mode: S_IFCHR | ((e.mode ?? 0o600) & 0o7777),
+        nlink: 1,
+        data: new Uint8Array(0),
+        rmajor: e.major,
+        rminor: e.minor,
+      };
   }
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
+  return (
+    a.length === b.length &&
+    Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length))
+  );
 }
 
 function sameRecord(a: CpioRecord, b: CpioRecord): boolean {
@@ -76,7 +86,8 @@ function collect(entries: CpioEntry[]): CpioRecord[] {
       const parent = parts.slice(0, i).join('/');
       const p = byPath.get(parent);
       if (!p) byPath.set(parent, toRecord({ kind: 'dir', path: parent }, parent));
-      else if ((p.mode & 0o170000) !== S_IFDIR) throw new Error(`cpio: parent of ${path} is not a directory: ${parent}`);
+      else if ((p.mode & 0o170000) !== S_IFDIR)
+        throw new Error(`cpio: parent of ${path} is not a directory: ${parent}`);
     }
   }
   return [...byPath.values()].sort((a, b) => Buffer.compare(a.name, b.name));
@@ -90,7 +101,21 @@ function hex8(v: number, what: string): string {
 // Writes header + name (+NUL, padded) at off; returns the offset where the data starts.
 function writeHeader(out: Uint8Array, off: number, ino: number, r: CpioRecord, mtime: number): number {
   const fields = [ino, r.mode, 0, 0, r.nlink, mtime, r.data.length, 0, 0, r.rmajor, r.rminor, r.name.length + 1, 0];
-  const what = ['ino', 'mode', 'uid', 'gid', 'nlink', 'mtime', `size of ${r.path}`, 'devmajor', 'devminor', 'rdevmajor', 'rdevminor', 'namesize', 'check'];
+  const what = [
+    'ino',
+    'mode',
+    'uid',
+    'gid',
+    'nlink',
+    'mtime',
+    `size of ${r.path}`,
+    'devmajor',
+    'devminor',
+    'rdevmajor',
+    'rdevminor',
+    'namesize',
+    'check',
+  ];
   const header = '070701' + fields.map((v, i) => hex8(v, what[i]!)).join('');
   enc.encodeInto(header, out.subarray(off, off + HEADER_LEN));
   out.set(r.name, off + HEADER_LEN);
@@ -101,7 +126,15 @@ function writeHeader(out: Uint8Array, off: number, ino: number, r: CpioRecord, m
 export function writeCpio(entries: CpioEntry[], opts: CpioOptions = {}): Uint8Array {
   const mtime = opts.mtime ?? 0;
   const records = collect(entries);
-  const trailer: CpioRecord = { path: TRAILER, name: enc.encode(TRAILER), mode: 0, nlink: 1, data: new Uint8Array(0), rmajor: 0, rminor: 0 };
+  const trailer: CpioRecord = {
+    path: TRAILER,
+    name: enc.encode(TRAILER),
+    mode: 0,
+    nlink: 1,
+    data: new Uint8Array(0),
+    rmajor: 0,
+    rminor: 0,
+  };
   let total = 0;
   for (const r of [...records, trailer]) total = pad4(pad4(total + HEADER_LEN + r.name.length + 1) + r.data.length);
   total = Math.ceil(total / 512) * 512;

@@ -34,7 +34,8 @@ export function readElf(buf: Uint8Array): ElfInfo | null {
   const le = buf[5] === 1;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const check = (off: number, len: number) => {
-    if (off < 0 || off + len > buf.length) throw new Error(`ELF: truncated (need ${len} bytes at ${off}, have ${buf.length})`);
+    if (off < 0 || off + len > buf.length)
+      throw new Error(`ELF: truncated (need ${len} bytes at ${off}, have ${buf.length})`);
   };
   const u16 = (off: number) => (check(off, 2), dv.getUint16(off, le));
   const u32 = (off: number) => (check(off, 4), dv.getUint32(off, le));
@@ -80,7 +81,10 @@ export function readElf(buf: Uint8Array): ElfInfo | null {
   const seg = phdrs.find((p) => p.type === PT_LOAD && p.vaddr <= strtabAddr && strtabAddr < p.vaddr + p.filesz);
   if (!seg) throw new Error(`ELF: DT_STRTAB 0x${strtabAddr.toString(16)} is not in any PT_LOAD segment`);
   const strtab = seg.offset + (strtabAddr - seg.vaddr);
-  const paths = (v: number) => cstr(strtab + v).split(':').filter((s) => s !== '');
+  const paths = (v: number) =>
+    cstr(strtab + v)
+      .split(':')
+      .filter((s) => s !== '');
   for (const [tag, val] of tags) {
     if (tag === DT_NEEDED) info.needed.push(cstr(strtab + val));
     else if (tag === DT_RPATH) info.rpath.push(...paths(val));
@@ -178,7 +182,13 @@ export function libraryClosure(
     const own = by.info.runpath.length > 0 ? by.info.runpath : by.info.rpath; // RUNPATH disables RPATH
     const dirs = name.includes('/')
       ? ['']
-      : [...own.map((d) => d.replace(/\$(ORIGIN\b|\{ORIGIN\})/g, origin)), ...(opts.libDirs ?? []), ...(DEFAULT_DIRS[by.info.machine] ?? []), '/lib', '/usr/lib'];
+      : [
+          ...own.map((d) => d.replace(/\$(ORIGIN\b|\{ORIGIN\})/g, origin)),
+          ...(opts.libDirs ?? []),
+          ...(DEFAULT_DIRS[by.info.machine] ?? []),
+          '/lib',
+          '/usr/lib',
+        ];
     for (const dir of dirs) {
       const candidate = posix.join(dir, name);
       if (!candidate.startsWith('/')) continue;
@@ -191,7 +201,8 @@ export function libraryClosure(
 
   for (const prog of programs) {
     const r = resolveInSysroot(root, prog);
-    if (!r || !lstatSync(hostPath(root, r.real)).isFile()) throw new Error(`program ${prog} not found in sysroot ${sysroot}`);
+    if (!r || !lstatSync(hostPath(root, r.real)).isFile())
+      throw new Error(`program ${prog} not found in sysroot ${sysroot}`);
     add(r, elfAt(r.real));
   }
   while (queue.length > 0) {
@@ -203,5 +214,8 @@ export function libraryClosure(
       else report(lib, item.path);
     }
   }
-  return { files: [...files.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path))), missing };
+  return {
+    files: [...files.values()].sort((a, b) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path))),
+    missing,
+  };
 }

@@ -1,6 +1,15 @@
 // `builder pack`: the agent, busybox, the tools with their libraries, the modules, the skeleton and
 // the master-side files, as one reproducible newc cpio, compressed, wrapped for U-Boot.
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { APPLETS, TOOLS } from '../../agent/sys/tools.ts';
 import { SEQUENCE } from '../../agent/sequence.ts';
@@ -47,7 +56,19 @@ export interface PackResult {
 }
 
 /** Modules every boot needs whatever the phases say (the virt machine's disk and PCI transport). */
-export const BASE_MODULES = ['virtio_pci', 'virtio_blk', 'virtio_net', 'ext4', 'vfat', 'nls_cp437', 'nls_iso8859_1', 'nls_ascii', 'overlay', 'crc32c_generic', 'libcrc32c'];
+export const BASE_MODULES = [
+  'virtio_pci',
+  'virtio_blk',
+  'virtio_net',
+  'ext4',
+  'vfat',
+  'nls_cp437',
+  'nls_iso8859_1',
+  'nls_ascii',
+  'overlay',
+  'crc32c_generic',
+  'libcrc32c',
+];
 
 /** Modules the phases declare, plus the base list and the command line's. */
 export function wantedModules(extra: string[]): string[] {
@@ -94,18 +115,29 @@ function closureEntries(sysroot: string, files: ClosureFile[]): CpioEntry[] {
     const rel = f.path.replace(/^\//, '');
     return f.kind === 'symlink'
       ? { kind: 'symlink', path: rel, target: f.target ?? '' }
-      : { kind: 'file', path: rel, data: sysrootFile(sysroot, f.path), mode: statSync(join(sysroot, f.path)).mode & 0o777 };
+      : {
+          kind: 'file',
+          path: rel,
+          data: sysrootFile(sysroot, f.path),
+          mode: statSync(join(sysroot, f.path)).mode & 0o777,
+        };
   });
 }
 
 export async function pack(o: PackOptions): Promise<PackResult> {
   const entries: CpioEntry[] = [];
-  entries.push(...skelEntries(o.skel).map((e): CpioEntry => (o.init && e.path === 'init' ? { kind: 'file', path: 'init', data: o.init, mode: 0o755 } : e)));
-  if (o.init && !entries.some((e) => e.path === 'init')) entries.push({ kind: 'file', path: 'init', data: o.init, mode: 0o755 });
+  entries.push(
+    ...skelEntries(o.skel).map((e): CpioEntry =>
+      o.init && e.path === 'init' ? { kind: 'file', path: 'init', data: o.init, mode: 0o755 } : e,
+    ),
+  );
+  if (o.init && !entries.some((e) => e.path === 'init'))
+    entries.push({ kind: 'file', path: 'init', data: o.init, mode: 0o755 });
   entries.push({ kind: 'dir', path: 'tmp', mode: 0o1777 });
   entries.push({ kind: 'chardev', path: 'dev/console', major: 5, minor: 1, mode: 0o600 });
   entries.push({ kind: 'chardev', path: 'dev/null', major: 1, minor: 3, mode: 0o666 });
-  if (o.agent !== null) entries.push({ kind: 'file', path: 'sbin/clusterboot-agent', data: readFileSync(o.agent), mode: 0o755 });
+  if (o.agent !== null)
+    entries.push({ kind: 'file', path: 'sbin/clusterboot-agent', data: readFileSync(o.agent), mode: 0o755 });
 
   // busybox and the applet links the agent and the rescue shell use
   entries.push({ kind: 'file', path: 'bin/busybox', data: sysrootFile(o.sysroot, TOOLS.busybox), mode: 0o755 });
@@ -115,7 +147,9 @@ export async function pack(o: PackOptions): Promise<PackResult> {
   const programs = wantedTools().filter((p) => p !== TOOLS.busybox);
   const missingPrograms = programs.filter((p) => !existsSync(join(o.sysroot, p)));
   if (missingPrograms.length) {
-    throw new Error(`the sysroot ${o.sysroot} lacks ${missingPrograms.join(', ')}: install rsync, openssh-client, fdisk, e2fsprogs and dosfstools in it (builder sysroot does)`);
+    throw new Error(
+      `the sysroot ${o.sysroot} lacks ${missingPrograms.join(', ')}: install rsync, openssh-client, fdisk, e2fsprogs and dosfstools in it (builder sysroot does)`,
+    );
   }
   const closure = libraryClosure(o.sysroot, programs);
   entries.push(...closureEntries(o.sysroot, closure.files));
@@ -131,19 +165,32 @@ export async function pack(o: PackOptions): Promise<PackResult> {
     const kver = o.kernelModules.replace(/\/+$/, '').split('/').pop() ?? '';
     const dep = parseModulesDep(readFileSync(join(o.kernelModules, 'modules.dep'), 'utf8'));
     const builtinPath = join(o.kernelModules, 'modules.builtin');
-    const builtin = existsSync(builtinPath) ? parseModulesBuiltin(readFileSync(builtinPath, 'utf8')) : new Set<string>();
+    const builtin = existsSync(builtinPath)
+      ? parseModulesBuiltin(readFileSync(builtinPath, 'utf8'))
+      : new Set<string>();
     const mc = moduleClosure(dep, wantedModules(o.modules), builtin);
     modulesOrder = mc.order;
     missingModules = mc.missing;
     for (const rel of mc.order) {
-      entries.push({ kind: 'file', path: `lib/modules/${kver}/${rel}`, data: readFileSync(join(o.kernelModules, rel)), mode: 0o644 });
+      entries.push({
+        kind: 'file',
+        path: `lib/modules/${kver}/${rel}`,
+        data: readFileSync(join(o.kernelModules, rel)),
+        mode: 0o644,
+      });
     }
     const depLines = mc.order.map((m) => `${m}: ${(dep.get(m) ?? []).join(' ')}`.trimEnd());
-    entries.push({ kind: 'file', path: `lib/modules/${kver}/modules.dep`, data: Buffer.from(depLines.join('\n') + '\n') });
-    if (existsSync(builtinPath)) entries.push({ kind: 'file', path: `lib/modules/${kver}/modules.builtin`, data: readFileSync(builtinPath) });
+    entries.push({
+      kind: 'file',
+      path: `lib/modules/${kver}/modules.dep`,
+      data: Buffer.from(depLines.join('\n') + '\n'),
+    });
+    if (existsSync(builtinPath))
+      entries.push({ kind: 'file', path: `lib/modules/${kver}/modules.builtin`, data: readFileSync(builtinPath) });
     entries.push({ kind: 'file', path: MODULE_LIST.replace(/^\//, ''), data: Buffer.from(mc.order.join('\n') + '\n') });
   }
-  for (const x of o.extra ?? []) entries.push({ kind: 'file', path: x.path.replace(/^\//, ''), data: x.data, mode: x.mode ?? 0o644 });
+  for (const x of o.extra ?? [])
+    entries.push({ kind: 'file', path: x.path.replace(/^\//, ''), data: x.data, mode: x.mode ?? 0o644 });
 
   const cpio = writeCpio(mergedUsr(o.sysroot, entries), { mtime: o.sourceDateEpoch });
   const packed = await compress(cpio, o.compress);
@@ -151,13 +198,25 @@ export async function pack(o: PackOptions): Promise<PackResult> {
   const igzPath = join(o.out, 'initramfs.igz');
   const uimagePath = join(o.out, 'initramfs.igz.uimg');
   writeFileSync(igzPath, packed);
-  writeFileSync(uimagePath, writeUImage(packed, {
-    arch: o.arch, type: 'ramdisk', comp: o.compress === 'none' ? 'none' : o.compress === 'xz' ? 'lzma' : o.compress,
-    name: o.name ?? 'clusterboot initramfs', time: o.sourceDateEpoch,
-  }));
+  writeFileSync(
+    uimagePath,
+    writeUImage(packed, {
+      arch: o.arch,
+      type: 'ramdisk',
+      comp: o.compress === 'none' ? 'none' : o.compress === 'xz' ? 'lzma' : o.compress,
+      name: o.name ?? 'clusterboot initramfs',
+      time: o.sourceDateEpoch,
+    }),
+  );
   const result: PackResult = {
-    cpioBytes: cpio.length, compressedBytes: packed.length, uimagePath, igzPath, files: entries.length,
-    modules: modulesOrder, missingLibraries, missingModules,
+    cpioBytes: cpio.length,
+    compressedBytes: packed.length,
+    uimagePath,
+    igzPath,
+    files: entries.length,
+    modules: modulesOrder,
+    missingLibraries,
+    missingModules,
   };
   writeFileSync(join(o.out, 'initramfs.manifest.json'), JSON.stringify(result, null, 2) + '\n');
   return result;
@@ -199,9 +258,10 @@ export function mergedUsr(sysroot: string, entries: CpioEntry[]): CpioEntry[] {
 function libraryClosureForAgent(sysroot: string, agent: string) {
   const elf = readElf(readFileSync(agent));
   if (!elf) throw new Error(`${agent} is not an ELF executable`);
-  const dirs = elf.machine === 183
-    ? ['/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib', '/usr/lib']
-    : ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib', '/usr/lib'];
+  const dirs =
+    elf.machine === 183
+      ? ['/lib/aarch64-linux-gnu', '/usr/lib/aarch64-linux-gnu', '/lib', '/usr/lib']
+      : ['/lib/x86_64-linux-gnu', '/usr/lib/x86_64-linux-gnu', '/lib64', '/lib', '/usr/lib'];
   const found: string[] = elf.interp ? [elf.interp] : [];
   const missing: { lib: string; neededBy: string }[] = [];
   for (const lib of elf.needed) {
@@ -215,12 +275,27 @@ function libraryClosureForAgent(sysroot: string, agent: string) {
 
 /** The files that let a node read the master: its key, the master's pinned host key, the stamp-verify key, and
  * (report: true) the key it pushes its boot report with (write-only into <master root>/reports on the master). */
-export function accessFiles(o: { keysDir: string; masterHostKeyPub: string; sign: boolean; report?: boolean }): ExtraFile[] {
+export function accessFiles(o: {
+  keysDir: string;
+  masterHostKeyPub: string;
+  sign: boolean;
+  report?: boolean;
+}): ExtraFile[] {
   const files: ExtraFile[] = [
     { path: 'etc/clusterboot/node_key', data: readFileSync(join(o.keysDir, 'node_ed25519')), mode: 0o600 },
     { path: 'etc/clusterboot/known_hosts', data: Buffer.from(`${knownHostsLine(o.masterHostKeyPub)}\n`), mode: 0o644 },
   ];
-  if (o.sign) files.push({ path: 'etc/clusterboot/stamp.pub.pem', data: readFileSync(join(o.keysDir, 'stamp_ed25519.pub.pem')), mode: 0o644 });
-  if (o.report) files.push({ path: 'etc/clusterboot/report_key', data: readFileSync(join(o.keysDir, 'report_ed25519')), mode: 0o600 });
+  if (o.sign)
+    files.push({
+      path: 'etc/clusterboot/stamp.pub.pem',
+      data: readFileSync(join(o.keysDir, 'stamp_ed25519.pub.pem')),
+      mode: 0o644,
+    });
+  if (o.report)
+    files.push({
+      path: 'etc/clusterboot/report_key',
+      data: readFileSync(join(o.keysDir, 'report_ed25519')),
+      mode: 0o600,
+    });
   return files;
 }

@@ -5,7 +5,13 @@ import { join } from 'node:path';
 import { execa } from 'execa';
 
 export const DEFAULT_PACKAGES = [
-  'busybox-static', 'rsync', 'openssh-client', 'fdisk', 'e2fsprogs', 'dosfstools', 'libc6',
+  'busybox-static',
+  'rsync',
+  'openssh-client',
+  'fdisk',
+  'e2fsprogs',
+  'dosfstools',
+  'libc6',
 ] as const;
 export const TEST_KERNEL_PACKAGE = 'linux-image-arm64';
 
@@ -43,13 +49,21 @@ function readIf(path: string): string {
 export function aptOptions(cache: string, arch: string): string[] {
   const o = (k: string, v: string) => ['-o', `${k}=${v}`];
   return [
-    ...o('APT::Architecture', arch), ...o('APT::Architectures::', arch),
-    ...o('Dir::State', join(cache, 'apt/state')), ...o('Dir::State::Lists', join(cache, 'apt/lists')),
-    ...o('Dir::State::status', join(cache, 'apt/status')), ...o('Dir::Cache', join(cache, 'apt/cache')),
-    ...o('Dir::Etc::SourceList', join(cache, 'apt/sources.list')), ...o('Dir::Etc::SourceParts', join(cache, 'apt/empty')),
-    ...o('Dir::Etc::Preferences', join(cache, 'apt/empty/none')), ...o('Dir::Etc::PreferencesParts', join(cache, 'apt/empty')),
-    ...o('Dir::Log', join(cache, 'apt/log')), ...o('Debug::NoLocking', '1'), ...o('APT::Sandbox::User', 'root'),
-    ...o('APT::Install-Recommends', '0'), ...o('APT::Get::AllowUnauthenticated', '0'),
+    ...o('APT::Architecture', arch),
+    ...o('APT::Architectures::', arch),
+    ...o('Dir::State', join(cache, 'apt/state')),
+    ...o('Dir::State::Lists', join(cache, 'apt/lists')),
+    ...o('Dir::State::status', join(cache, 'apt/status')),
+    ...o('Dir::Cache', join(cache, 'apt/cache')),
+    ...o('Dir::Etc::SourceList', join(cache, 'apt/sources.list')),
+    ...o('Dir::Etc::SourceParts', join(cache, 'apt/empty')),
+    ...o('Dir::Etc::Preferences', join(cache, 'apt/empty/none')),
+    ...o('Dir::Etc::PreferencesParts', join(cache, 'apt/empty')),
+    ...o('Dir::Log', join(cache, 'apt/log')),
+    ...o('Debug::NoLocking', '1'),
+    ...o('APT::Sandbox::User', 'root'),
+    ...o('APT::Install-Recommends', '0'),
+    ...o('APT::Get::AllowUnauthenticated', '0'),
   ];
 }
 
@@ -60,7 +74,10 @@ export async function fetchSysroot(opts: SysrootOptions): Promise<{ root: string
   const root = join(cache, 'root');
   const stampPath = join(root, '.clusterboot-sysroot.json');
   const want = [...new Set(opts.packages)].sort();
-  const host = hostSource(readIf('/etc/apt/sources.list.d/debian.sources') || readIf('/etc/apt/sources.list'), readIf('/etc/os-release'));
+  const host = hostSource(
+    readIf('/etc/apt/sources.list.d/debian.sources') || readIf('/etc/apt/sources.list'),
+    readIf('/etc/os-release'),
+  );
   const mirror = opts.mirror ?? host.mirror;
   const suite = opts.suite ?? host.suite;
   const stampWanted = JSON.stringify({ arch: opts.arch, mirror, suite, packages: want });
@@ -69,17 +86,26 @@ export async function fetchSysroot(opts: SysrootOptions): Promise<{ root: string
     log(`sysroot: up to date in ${root} (${s.debs.length} packages)`);
     return { root, debs: s.debs, kernels: kernelsIn(root) };
   }
-  for (const d of ['apt/state', 'apt/lists/partial', 'apt/cache/archives/partial', 'apt/empty', 'apt/log']) mkdirSync(join(cache, d), { recursive: true });
+  for (const d of ['apt/state', 'apt/lists/partial', 'apt/cache/archives/partial', 'apt/empty', 'apt/log'])
+    mkdirSync(join(cache, d), { recursive: true });
   writeFileSync(join(cache, 'apt/status'), '');
   const keyring = opts.keyring ?? '/usr/share/keyrings/debian-archive-keyring.gpg';
-  writeFileSync(join(cache, 'apt/sources.list'), `deb [arch=${opts.arch} signed-by=${keyring}] ${mirror} ${suite} main\n`);
+  writeFileSync(
+    join(cache, 'apt/sources.list'),
+    `deb [arch=${opts.arch} signed-by=${keyring}] ${mirror} ${suite} main\n`,
+  );
   const aptOpts = aptOptions(cache, opts.arch);
   log(`sysroot: apt-get update (${opts.arch}, ${mirror} ${suite})`);
   await execa('apt-get', [...aptOpts, '-q', 'update'], { stdio: 'pipe' });
   log(`sysroot: downloading ${want.join(' ')} and their dependencies`);
-  await execa('apt-get', [...aptOpts, '-q', '-y', '--download-only', 'install', ...want], { stdio: 'pipe', env: { DEBIAN_FRONTEND: 'noninteractive' } });
+  await execa('apt-get', [...aptOpts, '-q', '-y', '--download-only', 'install', ...want], {
+    stdio: 'pipe',
+    env: { DEBIAN_FRONTEND: 'noninteractive' },
+  });
   const archives = join(cache, 'apt/cache/archives');
-  const debs = readdirSync(archives).filter((f) => f.endsWith('.deb')).sort();
+  const debs = readdirSync(archives)
+    .filter((f) => f.endsWith('.deb'))
+    .sort();
   await execa('rm', ['-rf', root]);
   mkdirSync(root, { recursive: true });
   log(`sysroot: unpacking ${debs.length} packages into ${root}`);

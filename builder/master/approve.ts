@@ -11,14 +11,12 @@ import { parseNodeList, type NodeEntry } from './nodelist.ts';
 import { NODES_LIST, APPROVAL_REQUIRED, APPROVED_DIR, PARTITION_TABLE } from '../../agent/contract/tree.ts';
 import { approvalText, parseApproval, tableHash } from '../../agent/contract/approval.ts';
 
-
 export const APPROVAL_REQUIRED_TEXT =
   '# clusterboot approval mode: while this file exists, a node whose disk has another partition table than\n' +
   '# partitions.sfdisk waits (its disk untouched) until `builder approve <node>` approves this table for it.\n' +
   '# Made by `builder stage --approval`; `builder stage --no-approval` removes it.\n';
 
 const LABEL_RE = /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-
 
 export type ApprovalFor = 'approved' | 'approved for another table' | 'not approved';
 
@@ -57,7 +55,9 @@ export function readApprovals(masterRoot: string): { approvals: Map<string, stri
   const dir = join(masterRoot, APPROVED_DIR);
   let names: string[] = [];
   try {
-    names = readdirSync(dir).filter((n) => !n.startsWith('.')).sort();
+    names = readdirSync(dir)
+      .filter((n) => !n.startsWith('.'))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read ${dir}: ${(e as Error).message}`);
   }
@@ -70,7 +70,10 @@ export function readApprovals(masterRoot: string): { approvals: Map<string, stri
       continue;
     }
     const h = parseApproval(readFileSync(file, 'latin1'));
-    if (h === null) warnings.push(`${file} is not an approval (not a sha256 hex line): remove it, or run \`builder approve ${name}\``);
+    if (h === null)
+      warnings.push(
+        `${file} is not an approval (not a sha256 hex line): remove it, or run \`builder approve ${name}\``,
+      );
     else approvals.set(name.toLowerCase(), h);
   }
   return { approvals, warnings };
@@ -88,7 +91,11 @@ export function readTableHash(masterRoot: string): string | null {
 
 // Why: the operator types names; each must be a node the master knows (a typo would approve nobody and leave the
 // node waiting, silently), spelled as in nodes.list (the agent looks up approved/<its DHCP host name>).
-export function approvalTargets(nodes: NodeEntry[], names: string[], o: { all?: boolean; force?: boolean } = {}): { hosts: string[]; errors: string[] } {
+export function approvalTargets(
+  nodes: NodeEntry[],
+  names: string[],
+  o: { all?: boolean; force?: boolean } = {},
+): { hosts: string[]; errors: string[] } {
   const errors: string[] = [];
   const hosts: string[] = [];
   const add = (h: string) => {
@@ -101,11 +108,18 @@ export function approvalTargets(nodes: NodeEntry[], names: string[], o: { all?: 
   for (const name of names) {
     const listed = nodes.find((n) => n.hostname.toLowerCase() === name.toLowerCase());
     if (listed) add(listed.hostname);
-    else if (!LABEL_RE.test(name)) errors.push(`'${name.replace(/[\x00-\x1f\x7f]/g, '?')}' is not a host name (an RFC 1123 label)`);
+    else if (!LABEL_RE.test(name))
+      errors.push(`'${name.replace(/[\x00-\x1f\x7f]/g, '?')}' is not a host name (an RFC 1123 label)`);
     else if (o.force) add(name);
-    else errors.push(`${name} is not in ${NODES_LIST}: check the spelling (\`builder approve --list\` shows the nodes), or use --force to approve a name the master does not list`);
+    else
+      errors.push(
+        `${name} is not in ${NODES_LIST}: check the spelling (\`builder approve --list\` shows the nodes), or use --force to approve a name the master does not list`,
+      );
   }
-  if (!o.all && names.length === 0) errors.push('name the nodes to approve (builder approve rpinode01 rpinode02), or --all, or --list to see what waits');
+  if (!o.all && names.length === 0)
+    errors.push(
+      'name the nodes to approve (builder approve rpinode01 rpinode02), or --all, or --list to see what waits',
+    );
   return { hosts, errors };
 }
 
@@ -122,7 +136,11 @@ export interface ApproveResult {
 /** What `builder approve` refused; nothing was written. */
 export class ApproveError extends Error {
   constructor(readonly problems: string[]) {
-    super(problems.length === 1 ? (problems[0] as string) : `${problems.length} problems, nothing approved:\n  - ${problems.join('\n  - ')}`);
+    super(
+      problems.length === 1
+        ? (problems[0] as string)
+        : `${problems.length} problems, nothing approved:\n  - ${problems.join('\n  - ')}`,
+    );
   }
 }
 
@@ -141,7 +159,10 @@ function readNodes(masterRoot: string): NodeEntry[] {
 export function approve(o: { masterRoot: string; names: string[]; all?: boolean; force?: boolean }): ApproveResult {
   const table = join(o.masterRoot, PARTITION_TABLE);
   const hash = readTableHash(o.masterRoot);
-  const t = approvalTargets(readNodes(o.masterRoot), o.names, { ...(o.all !== undefined ? { all: o.all } : {}), ...(o.force !== undefined ? { force: o.force } : {}) });
+  const t = approvalTargets(readNodes(o.masterRoot), o.names, {
+    ...(o.all !== undefined ? { all: o.all } : {}),
+    ...(o.force !== undefined ? { force: o.force } : {}),
+  });
   const problems = [...t.errors];
   if (hash === null) problems.unshift(`no ${table}: there is no table to approve`);
   const dir = join(o.masterRoot, APPROVED_DIR);
@@ -151,7 +172,9 @@ export function approve(o: { masterRoot: string; names: string[]; all?: boolean;
 
   const warnings: string[] = [];
   if (!approvalModeOn(o.masterRoot)) {
-    warnings.push(`approval mode is off (no ${join(o.masterRoot, APPROVAL_REQUIRED)}): nodes repartition without waiting; \`builder stage --approval\` turns it on`);
+    warnings.push(
+      `approval mode is off (no ${join(o.masterRoot, APPROVAL_REQUIRED)}): nodes repartition without waiting; \`builder stage --approval\` turns it on`,
+    );
   }
   if (!dst) {
     mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -164,7 +187,9 @@ export function approve(o: { masterRoot: string; names: string[]; all?: boolean;
     let old: string | null = null;
     try {
       old = readFileSync(file, 'latin1');
-    } catch { /* none yet */ }
+    } catch {
+      /* none yet */
+    }
     if (old !== null && approvalState(old, hash) === 'approved') {
       already.push(h);
       continue;

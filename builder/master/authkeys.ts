@@ -5,13 +5,18 @@
 
 /** One OpenSSH key line's key blob (the field after the type), or null. */
 export function keyBlob(line: string): string | null {
-  const m = /(?:^|\s)(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+)\s+([A-Za-z0-9+/]+={0,2})(?:\s|$)/.exec(line);
+  const m = /(?:^|\s)(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+)\s+([A-Za-z0-9+/]+={0,2})(?:\s|$)/.exec(
+    line,
+  );
   return m ? (m[1] as string) : null;
 }
 
 // Why: installing twice must not duplicate lines, and an older line for the same key with other options (another
 // master root) must be pointed out: sshd uses the first line that matches the key, so the new one would never apply.
-export function mergeAuthorizedKeys(existing: string, lines: string[]): { append: string; added: string[]; conflicts: string[] } {
+export function mergeAuthorizedKeys(
+  existing: string,
+  lines: string[],
+): { append: string; added: string[]; conflicts: string[] } {
   const have = existing.split('\n').map((l) => l.trim());
   const added = lines.filter((l) => !have.includes(l));
   const conflicts: string[] = [];
@@ -31,23 +36,32 @@ function isOwnNodeLine(line: string, masterRoot: string): boolean {
   const words = (m[1] as string).split(' ');
   const tail = words.slice(-3);
   if (tail[1] !== '-ro' || tail[2] !== masterRoot || !(tail[0] as string).endsWith('/rrsync')) return false;
-  return words.length === 3 || (words.length === 6 && (words[0] as string).endsWith('/sync-slot') && /^\d+$/.test(words[1] as string));
+  return (
+    words.length === 3 ||
+    (words.length === 6 && (words[0] as string).endsWith('/sync-slot') && /^\d+$/.test(words[1] as string))
+  );
 }
 
 // Why: changing --sync-slots (or turning it on, on a master staged before it existed) changes the node key's line;
 // appended, it would come after the old one, and sshd uses the first line of a key. So an older line for the same
 // key, same master root, that stage itself wrote is replaced in place; any other line is left to the operator.
-export function replaceOwnNodeLines(existing: string, lines: string[], masterRoot: string): { text: string; replaced: string[] } {
+export function replaceOwnNodeLines(
+  existing: string,
+  lines: string[],
+  masterRoot: string,
+): { text: string; replaced: string[] } {
   const replaced: string[] = [];
-  const text = existing.split('\n').map((old) => {
-    const t = old.trim();
-    if (t === '' || t.startsWith('#') || !isOwnNodeLine(t, masterRoot)) return old;
-    const blob = keyBlob(t);
-    const now = lines.find((l) => blob !== null && keyBlob(l) === blob && isOwnNodeLine(l, masterRoot));
-    if (now === undefined || now === t) return old;
-    replaced.push(t);
-    return now;
-  }).join('\n');
+  const text = existing
+    .split('\n')
+    .map((old) => {
+      const t = old.trim();
+      if (t === '' || t.startsWith('#') || !isOwnNodeLine(t, masterRoot)) return old;
+      const blob = keyBlob(t);
+      const now = lines.find((l) => blob !== null && keyBlob(l) === blob && isOwnNodeLine(l, masterRoot));
+      if (now === undefined || now === t) return old;
+      replaced.push(t);
+      return now;
+    })
+    .join('\n');
   return { text, replaced };
 }
-

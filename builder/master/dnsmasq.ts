@@ -1,6 +1,19 @@
 // The dnsmasq configuration `builder stage` writes (fixed leases, DNS names, TFTP, option 66), and every check
 // of the plan behind it. Pure.
-import { FORMS, LABEL_RE, MAC_RE, type NodeEntry, formatIPv4, hostnameProblem, hostsOf, inSubnet, leaseSeconds, oneLine, parseIPv4, parseSubnet } from './nodelist.ts';
+import {
+  FORMS,
+  LABEL_RE,
+  MAC_RE,
+  type NodeEntry,
+  formatIPv4,
+  hostnameProblem,
+  hostsOf,
+  inSubnet,
+  leaseSeconds,
+  oneLine,
+  parseIPv4,
+  parseSubnet,
+} from './nodelist.ts';
 import { BOOT_SCRIPT } from '../../agent/contract/tree.ts';
 /** Everything the dnsmasq configuration is made of; the CLI fills it from its options. */
 export interface StagePlan {
@@ -41,40 +54,53 @@ export function validateStage(plan: StagePlan): string[] {
       errs.push(`${what} '${s}' is not an IPv4 address: write it like 10.77.0.1`);
       return null;
     }
-    if (subnet && !inSubnet(n, subnet)) errs.push(`${what} ${s} is outside the subnet ${cidr} (hosts ${hostsOf(subnet)}): ${fix}`);
-    else if (subnet && n === subnet.network) errs.push(`${what} ${s} is the network address of ${cidr}, not a host: ${fix}`);
-    else if (subnet && n === subnet.broadcast) errs.push(`${what} ${s} is the broadcast address of ${cidr}, not a host: ${fix}`);
+    if (subnet && !inSubnet(n, subnet))
+      errs.push(`${what} ${s} is outside the subnet ${cidr} (hosts ${hostsOf(subnet)}): ${fix}`);
+    else if (subnet && n === subnet.network)
+      errs.push(`${what} ${s} is the network address of ${cidr}, not a host: ${fix}`);
+    else if (subnet && n === subnet.broadcast)
+      errs.push(`${what} ${s} is the broadcast address of ${cidr}, not a host: ${fix}`);
     return n;
   };
 
   const master = hostAddress('--master-ip', plan.masterIp, 'the nodes could not reach it; fix --master-ip or --subnet');
-  if (plan.router !== undefined) hostAddress('--router', plan.router, 'the nodes could not use it; fix --router or leave it out');
+  if (plan.router !== undefined)
+    hostAddress('--router', plan.router, 'the nodes could not use it; fix --router or leave it out');
 
   let range: [number, number] | null = null;
   if (plan.range !== undefined) {
     const parts = plan.range.split(',').map((p) => p.trim());
     if (parts.length !== 2) {
-      errs.push(`--range '${plan.range}' is not START,END: write it like 10.77.0.200,10.77.0.250, or leave it out so unknown MACs get no lease`);
+      errs.push(
+        `--range '${plan.range}' is not START,END: write it like 10.77.0.200,10.77.0.250, or leave it out so unknown MACs get no lease`,
+      );
     } else {
       const fix = 'keep the dynamic range inside the subnet, or leave --range out';
       const a = hostAddress('--range start', parts[0] as string, fix);
       const b = hostAddress('--range end', parts[1] as string, fix);
       if (a !== null && b !== null) {
-        if (a > b) errs.push(`--range ${plan.range} is reversed (start after end): write it as ${parts[1]},${parts[0]}`);
+        if (a > b)
+          errs.push(`--range ${plan.range} is reversed (start after end): write it as ${parts[1]},${parts[0]}`);
         else range = [a, b];
       }
       if (range && master !== null && master >= range[0] && master <= range[1]) {
-        errs.push(`--master-ip ${plan.masterIp} is inside the dynamic range ${plan.range}: dnsmasq could lease the master's address to a node; shrink --range`);
+        errs.push(
+          `--master-ip ${plan.masterIp} is inside the dynamic range ${plan.range}: dnsmasq could lease the master's address to a node; shrink --range`,
+        );
       }
     }
   }
 
   if (plan.interface !== undefined && !/^[A-Za-z0-9_.:@-]{1,15}$/.test(plan.interface)) {
-    errs.push(`--interface '${oneLine(plan.interface)}' is not a network interface name (1 to 15 of [A-Za-z0-9_.:@-]): give the master's NIC on the cluster LAN, like eth0`);
+    errs.push(
+      `--interface '${oneLine(plan.interface)}' is not a network interface name (1 to 15 of [A-Za-z0-9_.:@-]): give the master's NIC on the cluster LAN, like eth0`,
+    );
   }
   const labels = plan.domain.split('.');
   if (plan.domain.length > 253 || labels.some((l) => !LABEL_RE.test(l))) {
-    errs.push(`--domain '${oneLine(plan.domain)}' is not a DNS domain (dot-separated RFC 1123 labels, no trailing dot): write it like cluster.lan`);
+    errs.push(
+      `--domain '${oneLine(plan.domain)}' is not a DNS domain (dot-separated RFC 1123 labels, no trailing dot): write it like cluster.lan`,
+    );
   }
   const leaseProblem = (what: string, s: string): string | null => {
     const secs = leaseSeconds(s);
@@ -85,7 +111,9 @@ export function validateStage(plan: StagePlan): string[] {
   const lp = leaseProblem('--lease', plan.lease);
   if (lp) errs.push(lp);
   if (!/^\/[A-Za-z0-9._+\/-]*$/.test(plan.tftpRoot) || plan.tftpRoot.split('/').includes('..')) {
-    errs.push(`TFTP root '${oneLine(plan.tftpRoot)}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (dnsmasq reads a comma as a second field): choose another --master-root`);
+    errs.push(
+      `TFTP root '${oneLine(plan.tftpRoot)}' must be an absolute path of [A-Za-z0-9._+/-] without '..' (dnsmasq reads a comma as a second field): choose another --master-root`,
+    );
   }
 
   if (plan.nodes.length === 0) {
@@ -98,20 +126,30 @@ export function validateStage(plan: StagePlan): string[] {
     const at = where(n);
     const mac = n.mac.toLowerCase();
     if (!MAC_RE.test(mac)) {
-      errs.push(`${at}: MAC '${oneLine(n.mac)}' is malformed: write six hex pairs separated by ':', like b8:27:eb:cb:63:18`);
+      errs.push(
+        `${at}: MAC '${oneLine(n.mac)}' is malformed: write six hex pairs separated by ':', like b8:27:eb:cb:63:18`,
+      );
     } else {
       if (Number.parseInt(mac.slice(0, 2), 16) & 1) {
-        errs.push(`${at}: MAC ${mac} is a multicast address (first octet odd), which no network card has: copy the node's MAC from \`ip link\` or its DHCP request in the master's log`);
+        errs.push(
+          `${at}: MAC ${mac} is a multicast address (first octet odd), which no network card has: copy the node's MAC from \`ip link\` or its DHCP request in the master's log`,
+        );
       }
       const seen = macs.get(mac);
-      if (seen) errs.push(`${at}: MAC ${mac} is already on line ${seen.line} (${seen.hostname}): one line per node; remove one of them`);
+      if (seen)
+        errs.push(
+          `${at}: MAC ${mac} is already on line ${seen.line} (${seen.hostname}): one line per node; remove one of them`,
+        );
       else macs.set(mac, n);
     }
     const hp = hostnameProblem(n.hostname);
     if (hp) errs.push(`${at}: hostname '${oneLine(n.hostname)}' ${hp}`);
     else {
       const seen = names.get(n.hostname.toLowerCase());
-      if (seen) errs.push(`${at}: hostname ${n.hostname} is already used on line ${seen.line} (${seen.mac}): give each node its own name`);
+      if (seen)
+        errs.push(
+          `${at}: hostname ${n.hostname} is already used on line ${seen.line} (${seen.mac}): give each node its own name`,
+        );
       else names.set(n.hostname.toLowerCase(), n);
     }
     if (n.lease !== undefined) {
@@ -124,23 +162,30 @@ export function validateStage(plan: StagePlan): string[] {
       continue;
     }
     const seen = ips.get(ip);
-    if (seen) errs.push(`${at}: IP ${n.ip} is already given to ${seen.hostname} on line ${seen.line}: give each node its own address`);
+    if (seen)
+      errs.push(
+        `${at}: IP ${n.ip} is already given to ${seen.hostname} on line ${seen.line}: give each node its own address`,
+      );
     else ips.set(ip, n);
     if (subnet && !inSubnet(ip, subnet)) {
-      errs.push(`${at}: IP ${n.ip} is outside the subnet ${cidr} (hosts ${hostsOf(subnet)}): dnsmasq would never lease it; pick an address inside it or change --subnet`);
+      errs.push(
+        `${at}: IP ${n.ip} is outside the subnet ${cidr} (hosts ${hostsOf(subnet)}): dnsmasq would never lease it; pick an address inside it or change --subnet`,
+      );
     } else if (subnet && ip === subnet.network) {
       errs.push(`${at}: IP ${n.ip} is the network address of ${cidr}, not a host: pick another address`);
     } else if (subnet && ip === subnet.broadcast) {
       errs.push(`${at}: IP ${n.ip} is the broadcast address of ${cidr}, not a host: pick another address`);
     }
-    if (master !== null && ip === master) errs.push(`${at}: IP ${n.ip} is the master's own address (--master-ip): pick another address for ${n.hostname}`);
+    if (master !== null && ip === master)
+      errs.push(`${at}: IP ${n.ip} is the master's own address (--master-ip): pick another address for ${n.hostname}`);
     if (range && ip >= range[0] && ip <= range[1]) {
-      errs.push(`${at}: IP ${n.ip} is inside the dynamic range ${plan.range}: dnsmasq could lease it to an unknown MAC as well; pick an address outside the range or shrink --range`);
+      errs.push(
+        `${at}: IP ${n.ip} is inside the dynamic range ${plan.range}: dnsmasq could lease it to an unknown MAC as well; pick an address outside the range or shrink --range`,
+      );
     }
   }
   return errs;
 }
-
 
 // ---------------------------------------------------------------------------------------------------------------
 // dnsmasq
@@ -175,13 +220,13 @@ export function renderDnsmasq(plan: StagePlan): string {
     `dhcp-option=66,${plan.masterIp}`,
     'enable-tftp',
     `tftp-root=${plan.tftpRoot}`,
-    '# U-Boot\'s distro boot runs boot.scr.uimg from the TFTP server',
+    "# U-Boot's distro boot runs boot.scr.uimg from the TFTP server",
     `dhcp-boot=${BOOT_SCRIPT}`,
     'log-dhcp',
     `# ${plan.nodes.length} node${plan.nodes.length === 1 ? '' : 's'}`,
   );
-  for (const n of plan.nodes) out.push(`dhcp-host=${n.mac.toLowerCase()},${n.hostname},${n.ip},${n.lease ?? plan.lease}`);
+  for (const n of plan.nodes)
+    out.push(`dhcp-host=${n.mac.toLowerCase()},${n.hostname},${n.ip},${n.lease ?? plan.lease}`);
   for (const n of plan.nodes) out.push(`host-record=${n.hostname}.${plan.domain},${n.hostname},${n.ip}`);
   return `${out.join('\n')}\n`;
 }
-

@@ -6,7 +6,18 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
-  chmodSync, closeSync, fsyncSync, linkSync, mkdirSync, mkdtempSync, openSync, renameSync, rmSync, statSync, unlinkSync, writeSync,
+  chmodSync,
+  closeSync,
+  fsyncSync,
+  linkSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { FILES_DIR, NODES_DIR } from '../../agent/contract/tree.ts';
@@ -24,7 +35,11 @@ export function nodeFilesDir(masterRoot: string, hostname: string): string {
 
 /** The files ensureIdentity makes, relative to the node's root (and to nodeFilesDir). */
 export function identityFiles(): string[] {
-  return ['etc/hostname', 'etc/machine-id', ...HOST_KEY_TYPES.flatMap((t) => [`etc/ssh/ssh_host_${t}_key`, `etc/ssh/ssh_host_${t}_key.pub`])];
+  return [
+    'etc/hostname',
+    'etc/machine-id',
+    ...HOST_KEY_TYPES.flatMap((t) => [`etc/ssh/ssh_host_${t}_key`, `etc/ssh/ssh_host_${t}_key.pub`]),
+  ];
 }
 
 /**
@@ -75,7 +90,7 @@ function writeNew(path: string, data: string, mode: number): boolean {
     const fd = openSync(tmp, 'w', mode);
     try {
       const bytes = Buffer.from(data, 'utf8');
-      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off, bytes.length - off);
+      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
@@ -112,7 +127,8 @@ function ensureDir(path: string): void {
 function keygen(args: string[]): string {
   const r = spawnSync(SSH_KEYGEN, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   if (r.error) throw new Error(`ensureIdentity: cannot run ${SSH_KEYGEN}: ${r.error.message}`);
-  if (r.status !== 0) throw new Error(`ensureIdentity: ssh-keygen ${args.join(' ')} exited with ${r.status}: ${r.stderr.trim()}`);
+  if (r.status !== 0)
+    throw new Error(`ensureIdentity: ssh-keygen ${args.join(' ')} exited with ${r.status}: ${r.stderr.trim()}`);
   return r.stdout;
 }
 
@@ -135,14 +151,19 @@ export function ensureIdentity(masterRoot: string, hostname: string): { created:
   const created: string[] = [];
   const exists = (rel: string) => {
     const st = statSync(join(files, rel), { throwIfNoEntry: false });
-    if (st && !st.isFile()) throw new Error(`ensureIdentity: ${join(files, rel)} exists and is not a regular file: move it away`);
+    if (st && !st.isFile())
+      throw new Error(`ensureIdentity: ${join(files, rel)} exists and is not a regular file: move it away`);
     return st !== undefined;
   };
 
-  if (!exists('etc/hostname') && writeNew(join(files, 'etc/hostname'), `${hostname}\n`, 0o644)) created.push('etc/hostname');
-  if (!exists('etc/machine-id') && writeNew(join(files, 'etc/machine-id'), newMachineId(), 0o444)) created.push('etc/machine-id');
+  if (!exists('etc/hostname') && writeNew(join(files, 'etc/hostname'), `${hostname}\n`, 0o644))
+    created.push('etc/hostname');
+  if (!exists('etc/machine-id') && writeNew(join(files, 'etc/machine-id'), newMachineId(), 0o444))
+    created.push('etc/machine-id');
 
-  const missing = HOST_KEY_TYPES.filter((t) => !exists(`etc/ssh/ssh_host_${t}_key`) || !exists(`etc/ssh/ssh_host_${t}_key.pub`));
+  const missing = HOST_KEY_TYPES.filter(
+    (t) => !exists(`etc/ssh/ssh_host_${t}_key`) || !exists(`etc/ssh/ssh_host_${t}_key.pub`),
+  );
   if (missing.length) {
     const tmp = mkdtempSync(join(nodeDir, '.keygen-'));
     try {

@@ -2,7 +2,10 @@
 
 // Why: the master's authorized_keys entry that lets the node key do nothing but read-only rsync of the master root.
 export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
-  checkCommandPaths('authorizedKeysLine', [['masterRoot', masterRoot], ['rrsync', rrsync]]);
+  checkCommandPaths('authorizedKeysLine', [
+    ['masterRoot', masterRoot],
+    ['rrsync', rrsync],
+  ]);
   return keyLine(`restrict,command="${rrsync} -ro ${masterRoot}"`, nodeKeyPub, 'authorizedKeysLine');
 }
 
@@ -13,7 +16,10 @@ import { REPORT_DIR } from '../../agent/contract/tree.ts';
 // -no-lock: nodes report at the same moment after a mass reboot (rrsync's single-run lock would turn them away);
 // -no-del: a node may replace its report but never delete anything.
 export function reportKeysLine(reportKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
-  checkCommandPaths('reportKeysLine', [['masterRoot', masterRoot], ['rrsync', rrsync]]);
+  checkCommandPaths('reportKeysLine', [
+    ['masterRoot', masterRoot],
+    ['rrsync', rrsync],
+  ]);
   const reports = `${masterRoot.replace(/\/+$/, '')}/${REPORT_DIR}`;
   return keyLine(`restrict,command="${rrsync} -wo -no-lock -no-del ${reports}"`, reportKeyPub, 'reportKeysLine');
 }

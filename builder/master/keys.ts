@@ -37,7 +37,8 @@ export function generateKeys(dir: string): Keys {
   const keygen = (args: string[]) => {
     const r = spawnSync(SSH_KEYGEN, args, { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
     if (r.error) throw new Error(`generateKeys: cannot run ${SSH_KEYGEN}: ${r.error.message}`);
-    if (r.status !== 0) throw new Error(`generateKeys: ssh-keygen ${args.join(' ')} exited with ${r.status}: ${r.stderr.trim()}`);
+    if (r.status !== 0)
+      throw new Error(`generateKeys: ssh-keygen ${args.join(' ')} exited with ${r.status}: ${r.stderr.trim()}`);
     return r.stdout;
   };
   const sshKey = (key: string, comment: string) => {
@@ -45,7 +46,8 @@ export function generateKeys(dir: string): Keys {
     if (existsSync(key)) {
       if (!existsSync(pub)) writeFileSync(pub, keygen(['-y', '-f', key]), { mode: 0o644, flag: 'wx' });
     } else {
-      if (existsSync(pub)) throw new Error(`generateKeys: ${pub} exists without its private key ${key}; remove it or restore the key`);
+      if (existsSync(pub))
+        throw new Error(`generateKeys: ${pub} exists without its private key ${key}; remove it or restore the key`);
       keygen(['-q', '-t', 'ed25519', '-N', '', '-C', comment, '-f', key]);
     }
   };
@@ -54,16 +56,29 @@ export function generateKeys(dir: string): Keys {
 
   if (existsSync(signKey)) {
     const priv = createPrivateKey(readFileSync(signKey, 'utf8'));
-    if (priv.asymmetricKeyType !== 'ed25519') throw new Error(`generateKeys: ${signKey} is ${priv.asymmetricKeyType}, not ed25519`);
+    if (priv.asymmetricKeyType !== 'ed25519')
+      throw new Error(`generateKeys: ${signKey} is ${priv.asymmetricKeyType}, not ed25519`);
     if (!existsSync(signKeyPub)) {
-      writeFileSync(signKeyPub, createPublicKey(priv).export({ type: 'spki', format: 'pem' }) as string, { mode: 0o644, flag: 'wx' });
+      writeFileSync(signKeyPub, createPublicKey(priv).export({ type: 'spki', format: 'pem' }) as string, {
+        mode: 0o644,
+        flag: 'wx',
+      });
     }
   } else {
-    if (existsSync(signKeyPub)) throw new Error(`generateKeys: ${signKeyPub} exists without its private key ${signKey}; remove it or restore the key`);
+    if (existsSync(signKeyPub))
+      throw new Error(
+        `generateKeys: ${signKeyPub} exists without its private key ${signKey}; remove it or restore the key`,
+      );
     const k = generateKeyPairSync('ed25519');
     // private half first: if interrupted before the public half, the next call re-derives it
-    writeFileSync(signKey, k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600, flag: 'wx' });
-    writeFileSync(signKeyPub, k.publicKey.export({ type: 'spki', format: 'pem' }) as string, { mode: 0o644, flag: 'wx' });
+    writeFileSync(signKey, k.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, {
+      mode: 0o600,
+      flag: 'wx',
+    });
+    writeFileSync(signKeyPub, k.publicKey.export({ type: 'spki', format: 'pem' }) as string, {
+      mode: 0o644,
+      flag: 'wx',
+    });
   }
   return { nodeKey, nodeKeyPub, signKey, signKeyPub, reportKey, reportKeyPub };
 }

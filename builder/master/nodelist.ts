@@ -10,7 +10,6 @@ export interface NodeEntry {
   line: number;
 }
 
-
 // ---------------------------------------------------------------------------------------------------------------
 // addresses
 
@@ -53,17 +52,23 @@ export function parseSubnet(s: string): { ok: true; subnet: Subnet } | { ok: fal
   const ip = m ? parseIPv4(m[1] as string) : null;
   const prefix = m ? Number(m[2]) : NaN;
   if (!m || ip === null || !(prefix >= 1 && prefix <= 30)) {
-    return { ok: false, error: `--subnet '${s}' is not an IPv4 network in CIDR form with a prefix of 1 to 30: write it like 10.77.0.0/24` };
+    return {
+      ok: false,
+      error: `--subnet '${s}' is not an IPv4 network in CIDR form with a prefix of 1 to 30: write it like 10.77.0.0/24`,
+    };
   }
   const mask = (0xffffffff << (32 - prefix)) >>> 0;
   const network = (ip & mask) >>> 0;
   if (network !== ip) {
-    return { ok: false, error: `--subnet '${s}' has host bits set: the network is ${formatIPv4(network)}/${prefix}; write that` };
+    return {
+      ok: false,
+      error: `--subnet '${s}' has host bits set: the network is ${formatIPv4(network)}/${prefix}; write that`,
+    };
   }
   return { ok: true, subnet: { network, prefix, mask, broadcast: (network | ~mask) >>> 0 } };
 }
 
-export const inSubnet = (n: number, s: Subnet) => ((n & s.mask) >>> 0) === s.network;
+export const inSubnet = (n: number, s: Subnet) => (n & s.mask) >>> 0 === s.network;
 export const hostsOf = (s: Subnet) => `${formatIPv4(s.network + 1)}-${formatIPv4(s.broadcast - 1)}`;
 
 // An RFC 1123 label; all-digit names and lease-time look-alikes are refused because dnsmasq's dhcp-host reads a
@@ -75,7 +80,8 @@ export function hostnameProblem(h: string): string | null {
   if (!LABEL_RE.test(h)) {
     return `is not a valid host name (an RFC 1123 label: 1 to 63 letters, digits and '-', not starting or ending with '-', no dots)`;
   }
-  if (LEASE_RE.test(h) || h.toLowerCase() === 'ignore') return `looks like a dnsmasq lease time or keyword, not a name: use a name with a letter in it, like rpinode01`;
+  if (LEASE_RE.test(h) || h.toLowerCase() === 'ignore')
+    return `looks like a dnsmasq lease time or keyword, not a name: use a name with a letter in it, like rpinode01`;
   return null;
 }
 
@@ -99,7 +105,10 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
   text.split('\n').forEach((raw, i) => {
     const line = i + 1;
     // a comment starts at a '#' at the beginning or after white space (none of MAC, name, IP, lease contains one)
-    const body = raw.replace(/\r$/, '').replace(/(^|\s)#.*$/, '').trim();
+    const body = raw
+      .replace(/\r$/, '')
+      .replace(/(^|\s)#.*$/, '')
+      .trim();
     if (body === '') return;
     const err = (msg: string) => errors.push(`line ${line}: ${msg}`);
     const dh = /^dhcp-host\s*=(.*)$/.exec(body);
@@ -111,13 +120,19 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       let ip: string | undefined;
       let lease: string | undefined;
       const unsupported = (f: string) => /^(id|set|tag|net):|^\[/.test(f) || f.toLowerCase() === 'ignore';
-      if (unsupported(mac)) return void err(`dhcp-host= must start with the node's MAC, not '${mac}' (client ids and tags are not supported here)`);
+      if (unsupported(mac))
+        return void err(
+          `dhcp-host= must start with the node's MAC, not '${mac}' (client ids and tags are not supported here)`,
+        );
       for (const f of fields.slice(1)) {
         if (f === '') continue; // the seed's empty client-id field
         const twice = (what: string) => err(`dhcp-host= has two ${what}s ('${f}'): one node per line, ${FORMS}`);
-        if (normalizeMac(f)) return void err(`dhcp-host= with several MACs ('${f}') is not supported: write one line per MAC`);
+        if (normalizeMac(f))
+          return void err(`dhcp-host= with several MACs ('${f}') is not supported: write one line per MAC`);
         if (unsupported(f)) {
-          return void err(`dhcp-host= field '${f}' (client id, tag, IPv6 or ignore) is not supported here: only MAC, HOSTNAME, IP and LEASE`);
+          return void err(
+            `dhcp-host= field '${f}' (client id, tag, IPv6 or ignore) is not supported here: only MAC, HOSTNAME, IP and LEASE`,
+          );
         }
         if (/^[0-9.]+$/.test(f) && f.includes('.')) {
           if (ip !== undefined) return void twice('IP');
@@ -136,11 +151,16 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       return;
     }
     if (/^[A-Za-z][A-Za-z0-9-]*\s*=/.test(body)) {
-      return void err(`'${body.slice(0, 40)}' is a dnsmasq option, not a node: keep only dhcp-host= lines here; ` +
-        'the rest comes from builder stage\'s options (--range, --domain, --router, --interface, --lease)');
+      return void err(
+        `'${body.slice(0, 40)}' is a dnsmasq option, not a node: keep only dhcp-host= lines here; ` +
+          "the rest comes from builder stage's options (--range, --domain, --router, --interface, --lease)",
+      );
     }
     const fields = body.split(/[\s,]+/).filter(Boolean);
-    if (fields.length !== 3) return void err(`expected ${FORMS}, got ${fields.length} field${fields.length === 1 ? '' : 's'}: '${body.slice(0, 60)}'`);
+    if (fields.length !== 3)
+      return void err(
+        `expected ${FORMS}, got ${fields.length} field${fields.length === 1 ? '' : 's'}: '${body.slice(0, 60)}'`,
+      );
     const [mac, hostname, ip] = fields as [string, string, string];
     nodes.push({ mac: normalizeMac(mac) ?? mac, hostname, ip, line });
   });

@@ -11,7 +11,6 @@ function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException).code;
 }
 
-
 // lstat of rel inside root as the node will see it after switch_root: symlinks in the directory part are
 // resolved inside root (absolute targets re-rooted), the last component is not followed.
 function lstatInRoot(root: string, rel: string): ReturnType<typeof lstatSync> | null {
@@ -20,9 +19,12 @@ function lstatInRoot(root: string, rel: string): ReturnType<typeof lstatSync> | 
   if (leaf === undefined) return null;
   let cur: string[] = [];
   let todo = parts;
-  for (let hops = 0; todo.length > 0; ) {
+  for (let hops = 0; todo.length > 0;) {
     const part = todo.shift() as string;
-    if (part === '..') { cur.pop(); continue; }
+    if (part === '..') {
+      cur.pop();
+      continue;
+    }
     const st = lstatSync(join(root, ...cur, part), { throwIfNoEntry: false });
     if (!st) return null;
     if (st.isSymbolicLink()) {
@@ -41,24 +43,34 @@ function lstatInRoot(root: string, rel: string): ReturnType<typeof lstatSync> | 
 
 // Why: the one command that tells every node "this template changed"; seq+1, atomic, optionally signed.
 // Not guarded against two publishes of the same template at once (run it from one shell).
-export async function publish(opts: { masterRoot: string; name: StampName; signKeyPem?: string; now?: Date }): Promise<Stamp> {
+export async function publish(opts: {
+  masterRoot: string;
+  name: StampName;
+  signKeyPem?: string;
+  now?: Date;
+}): Promise<Stamp> {
   const { masterRoot, name } = opts;
-  if (name !== 'rootfs' && name !== 'bootfs') throw new Error(`publish: unknown template '${String(name)}' (rootfs or bootfs)`);
+  if (name !== 'rootfs' && name !== 'bootfs')
+    throw new Error(`publish: unknown template '${String(name)}' (rootfs or bootfs)`);
   const tree = join(masterRoot, name);
   const st = statSync(tree, { throwIfNoEntry: false });
   if (!st || !st.isDirectory()) throw new Error(`publish: ${tree} is not a directory: nothing to publish`);
   if (name === 'rootfs') {
     const init = lstatInRoot(tree, 'sbin/init');
     if (!init || !(init.isFile() || init.isSymbolicLink())) {
-      throw new Error(`publish: rootfs template has no /sbin/init: a node would not boot it (${join(tree, 'sbin/init')})`);
+      throw new Error(
+        `publish: rootfs template has no /sbin/init: a node would not boot it (${join(tree, 'sbin/init')})`,
+      );
     }
   }
 
   let key: ReturnType<typeof createPrivateKey> | null = null;
   if (opts.signKeyPem !== undefined) {
-    if (!opts.signKeyPem.includes('-----BEGIN')) throw new Error('publish: signKeyPem must be the PEM text of the key, not a path');
+    if (!opts.signKeyPem.includes('-----BEGIN'))
+      throw new Error('publish: signKeyPem must be the PEM text of the key, not a path');
     key = createPrivateKey(opts.signKeyPem);
-    if (key.asymmetricKeyType !== 'ed25519') throw new Error(`publish: stamp signing key is ${key.asymmetricKeyType}, not ed25519`);
+    if (key.asymmetricKeyType !== 'ed25519')
+      throw new Error(`publish: stamp signing key is ${key.asymmetricKeyType}, not ed25519`);
   }
 
   const dir = join(masterRoot, STAMP_DIR);
@@ -75,8 +87,10 @@ export async function publish(opts: { masterRoot: string; name: StampName; signK
   if (old !== null) {
     const p = parseStamp(old);
     if (!p.ok) {
-      throw new Error(`publish: ${file} is corrupt (${p.error}); fix it by hand. Removing it restarts seq at 1, ` +
-        'which nodes with a stamp key refuse as a downgrade');
+      throw new Error(
+        `publish: ${file} is corrupt (${p.error}); fix it by hand. Removing it restarts seq at 1, ` +
+          'which nodes with a stamp key refuse as a downgrade',
+      );
     }
     if (p.stamp.name !== name) throw new Error(`publish: ${file} names '${p.stamp.name}', expected '${name}'`);
     prev = p.stamp.seq;
@@ -86,7 +100,8 @@ export async function publish(opts: { masterRoot: string; name: StampName; signK
   const text = renderStamp(stamp);
   if (key) {
     const sig = sign(null, Buffer.from(text, 'utf8'), key);
-    if (!verify(null, Buffer.from(text, 'utf8'), createPublicKey(key), sig)) throw new Error('publish: self-check of the signature failed');
+    if (!verify(null, Buffer.from(text, 'utf8'), createPublicKey(key), sig))
+      throw new Error('publish: self-check of the signature failed');
     // Order: signature FIRST, then the stamp. A node syncing in between sees the new .sig with the old stamp,
     // refuses once ("does not verify") and retries; the reverse order would let a new stamp sit next to the old
     // signature. Both windows are a rename apart; neither makes a node sync a tree that was not signed.
@@ -104,4 +119,3 @@ export async function publish(opts: { masterRoot: string; name: StampName; signK
   }
   return stamp;
 }
-

@@ -3,9 +3,30 @@
 // nodes.list that `builder status` reads, the reports/ folder, and the master's authorized_keys lines; per node
 // an identity (identity.ts); the sync-slot limiter in front of root pulls (syncslot.ts); approval mode (approve.ts).
 // Pure parts (parse, validate, render) first; `stage()` does the I/O, and writes nothing unless every check passed.
-import { accessSync, appendFileSync, chmodSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import {
+  accessSync,
+  appendFileSync,
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+} from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import { REPORT_DIR, APPROVAL_REQUIRED, NODES_DIR, BOOT_SCRIPT, INITRAMFS, KERNEL, NODES_LIST, TFTP_DIR } from '../../agent/contract/tree.ts';
+import {
+  REPORT_DIR,
+  APPROVAL_REQUIRED,
+  NODES_DIR,
+  BOOT_SCRIPT,
+  INITRAMFS,
+  KERNEL,
+  NODES_LIST,
+  TFTP_DIR,
+} from '../../agent/contract/tree.ts';
 import { approvalModeOn, setApprovalMode } from './approve.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
 import { authorizedKeysLine, reportKeysLine } from './keylines.ts';
@@ -16,8 +37,17 @@ import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines } from './authkeys.ts
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
 import { type NodeEntry, parseNodeList, renderNodesList } from './nodelist.ts';
 import { gunzipSync, gzipSync } from 'node:zlib';
-import { ANNOUNCEMENT_FILE, bootargsProblem, DEFAULT_TRIES, KERNEL_GZ, renderAnnouncement, renderNetScript, stageFile, stageId, type Announcement } from '../../agent/contract/firststage.ts';
-
+import {
+  ANNOUNCEMENT_FILE,
+  bootargsProblem,
+  DEFAULT_TRIES,
+  KERNEL_GZ,
+  renderAnnouncement,
+  renderNetScript,
+  stageFile,
+  stageId,
+  type Announcement,
+} from '../../agent/contract/firststage.ts';
 
 // ---------------------------------------------------------------------------------------------------------------
 // effects
@@ -74,7 +104,9 @@ export interface StageResult {
 /** Every problem found before writing; nothing was written. */
 export class StageError extends Error {
   constructor(readonly problems: string[]) {
-    super(`${problems.length} problem${problems.length === 1 ? '' : 's'}, nothing written:\n  - ${problems.join('\n  - ')}`);
+    super(
+      `${problems.length} problem${problems.length === 1 ? '' : 's'}, nothing written:\n  - ${problems.join('\n  - ')}`,
+    );
   }
 }
 
@@ -111,7 +143,13 @@ export function rawKernel(data: Uint8Array): Uint8Array {
 }
 
 /** The announcement of a first stage: its id and, per file, size, CRC-32 and sha256. */
-export function announce(kernel: Uint8Array, kernelGz: Uint8Array, initramfs: Uint8Array, bootargs: string, tries: number): Announcement {
+export function announce(
+  kernel: Uint8Array,
+  kernelGz: Uint8Array,
+  initramfs: Uint8Array,
+  bootargs: string,
+  tries: number,
+): Announcement {
   const k = stageFile(kernel);
   const r = stageFile(initramfs);
   return { id: stageId(k.sha256, r.sha256), kernel: k, kernelGz: stageFile(kernelGz), initramfs: r, bootargs, tries };
@@ -134,7 +172,13 @@ export function stage(o: StageOptions): StageResult {
   const parsed = parseNodeList(text);
   problems.push(...parsed.errors.map((e) => `${o.nodesFile} ${e}`));
   const plan: StagePlan = {
-    nodes: parsed.nodes, nodesFile: o.nodesFile, masterIp: o.masterIp, subnet: o.subnet, domain: o.domain, lease: o.lease, tftpRoot: tftp,
+    nodes: parsed.nodes,
+    nodesFile: o.nodesFile,
+    masterIp: o.masterIp,
+    subnet: o.subnet,
+    domain: o.domain,
+    lease: o.lease,
+    tftpRoot: tftp,
     ...(o.range !== undefined ? { range: o.range } : {}),
     ...(o.interface !== undefined ? { interface: o.interface } : {}),
     ...(o.router !== undefined ? { router: o.router } : {}),
@@ -143,49 +187,74 @@ export function stage(o: StageOptions): StageResult {
   problems.push(...validateStage(plan).filter((e) => !(unreadable && e.startsWith('no nodes'))));
 
   const kst = statSync(o.kernel, { throwIfNoEntry: false });
-  if (!kst) problems.push(`kernel ${o.kernel} does not exist: give --kernel the node kernel, e.g. /data/slaves/rootfs/boot/vmlinuz-<version>`);
+  if (!kst)
+    problems.push(
+      `kernel ${o.kernel} does not exist: give --kernel the node kernel, e.g. /data/slaves/rootfs/boot/vmlinuz-<version>`,
+    );
   else if (!kst.isFile()) problems.push(`kernel ${o.kernel} is not a regular file`);
   else if (kst.size === 0) problems.push(`kernel ${o.kernel} is empty`);
 
   const ist = statSync(o.initramfs, { throwIfNoEntry: false });
-  if (!ist) problems.push(`initramfs ${o.initramfs} does not exist: run \`builder pack\` first and give its initramfs.igz.uimg`);
+  if (!ist)
+    problems.push(
+      `initramfs ${o.initramfs} does not exist: run \`builder pack\` first and give its initramfs.igz.uimg`,
+    );
   else if (!ist.isFile()) problems.push(`initramfs ${o.initramfs} is not a regular file`);
   else {
     try {
       const h = readUImageHeader(readHead(o.initramfs, 64));
-      if (h.type !== 3) problems.push(`initramfs ${o.initramfs} is a U-Boot image of type ${h.type}, not a ramdisk: give the initramfs.igz.uimg from \`builder pack\``);
-      else if (h.size + 64 !== ist.size) problems.push(`initramfs ${o.initramfs} is ${ist.size} bytes but its header says ${h.size + 64}: truncated or damaged copy; run \`builder pack\` again`);
-      else if (h.size > 64e6) warnings.push(`initramfs is over 64 MB: Raspberry Pi HTTP boot truncates ramdisks this large`);
+      if (h.type !== 3)
+        problems.push(
+          `initramfs ${o.initramfs} is a U-Boot image of type ${h.type}, not a ramdisk: give the initramfs.igz.uimg from \`builder pack\``,
+        );
+      else if (h.size + 64 !== ist.size)
+        problems.push(
+          `initramfs ${o.initramfs} is ${ist.size} bytes but its header says ${h.size + 64}: truncated or damaged copy; run \`builder pack\` again`,
+        );
+      else if (h.size > 64e6)
+        warnings.push(`initramfs is over 64 MB: Raspberry Pi HTTP boot truncates ramdisks this large`);
     } catch (e) {
-      problems.push(`initramfs ${o.initramfs} is not a U-Boot image (${(e as Error).message}): give the initramfs.igz.uimg that \`builder pack\` writes, not initramfs.igz`);
+      problems.push(
+        `initramfs ${o.initramfs} is not a U-Boot image (${(e as Error).message}): give the initramfs.igz.uimg that \`builder pack\` writes, not initramfs.igz`,
+      );
     }
   }
 
   const argsProblem = bootargsProblem(o.bootargs);
   if (argsProblem) problems.push(`--bootargs: ${argsProblem}`);
   const tries = o.tries ?? DEFAULT_TRIES;
-  if (!Number.isInteger(tries) || tries < 1 || tries > 20) problems.push(`--first-stage-tries ${tries} must be a whole number from 1 to 20`);
+  if (!Number.isInteger(tries) || tries < 1 || tries > 20)
+    problems.push(`--first-stage-tries ${tries} must be a whole number from 1 to 20`);
   const slots = o.syncSlots ?? 0;
   if (!Number.isInteger(slots) || slots < 0 || slots > 1000) {
-    problems.push(`--sync-slots ${slots} must be a whole number from 0 (no limit) to 1000: the number of nodes that may sync their root at once`);
+    problems.push(
+      `--sync-slots ${slots} must be a whole number from 0 (no limit) to 1000: the number of nodes that may sync their root at once`,
+    );
   } else if (slots > 0 && o.stateDir === undefined) {
-    problems.push('--sync-slots needs --state-dir: where the sync-slot script and its slot files live (e.g. /var/lib/clusterboot)');
+    problems.push(
+      '--sync-slots needs --state-dir: where the sync-slot script and its slot files live (e.g. /var/lib/clusterboot)',
+    );
   }
   if (slots > 0 && o.stateDir !== undefined) problems.push(...syncSlotProblems(resolve(o.stateDir)));
 
   const identity = o.identity ?? true;
   if (identity) {
-    if (!existsSync(SSH_KEYGEN)) problems.push(`${SSH_KEYGEN} is missing, needed for the nodes' SSH host keys: install openssh-client, or use --no-identity`);
+    if (!existsSync(SSH_KEYGEN))
+      problems.push(
+        `${SSH_KEYGEN} is missing, needed for the nodes' SSH host keys: install openssh-client, or use --no-identity`,
+      );
     const nodesDir = join(masterRoot, NODES_DIR);
     const nst = statSync(nodesDir, { throwIfNoEntry: false });
     if (nst && !nst.isDirectory()) problems.push(`${nodesDir} exists and is not a directory: move it away`);
     for (const n of parsed.nodes) {
       const st = statSync(join(nodesDir, n.hostname), { throwIfNoEntry: false });
-      if (st && !st.isDirectory()) problems.push(`${join(nodesDir, n.hostname)} exists and is not a directory: move it away`);
+      if (st && !st.isDirectory())
+        problems.push(`${join(nodesDir, n.hostname)} exists and is not a directory: move it away`);
     }
   }
   const ast = statSync(join(masterRoot, APPROVAL_REQUIRED), { throwIfNoEntry: false });
-  if (o.approval !== undefined && ast && !ast.isFile()) problems.push(`${join(masterRoot, APPROVAL_REQUIRED)} exists and is not a regular file: move it away`);
+  if (o.approval !== undefined && ast && !ast.isFile())
+    problems.push(`${join(masterRoot, APPROVAL_REQUIRED)} exists and is not a regular file: move it away`);
 
   const keyLines: string[] = [];
   if (o.keysDir !== undefined) {
@@ -208,33 +277,46 @@ export function stage(o: StageOptions): StageResult {
       }
     };
     if (node !== null) {
-      line(() => slots > 0 && o.stateDir !== undefined
-        ? syncSlotKeysLine(node, masterRoot, resolve(o.stateDir), slots, o.rrsync)
-        : authorizedKeysLine(node, masterRoot, o.rrsync));
+      line(() =>
+        slots > 0 && o.stateDir !== undefined
+          ? syncSlotKeysLine(node, masterRoot, resolve(o.stateDir), slots, o.rrsync)
+          : authorizedKeysLine(node, masterRoot, o.rrsync),
+      );
     }
     if (report !== null) line(() => reportKeysLine(report, masterRoot, o.rrsync));
     if (keyLines.length === 2 && keyBlob(keyLines[0] as string) === keyBlob(keyLines[1] as string)) {
-      problems.push(`the node key and the report key in ${o.keysDir} are the same key: sshd would give it only the first line's rights; remove report_ed25519* and ${keysFix}`);
+      problems.push(
+        `the node key and the report key in ${o.keysDir} are the same key: sshd would give it only the first line's rights; remove report_ed25519* and ${keysFix}`,
+      );
     }
   } else {
-    warnings.push('no --keys: no authorized_keys lines; nodes cannot read the master or send reports until `builder keys` lines are installed');
+    warnings.push(
+      'no --keys: no authorized_keys lines; nodes cannot read the master or send reports until `builder keys` lines are installed',
+    );
   }
 
   const targets: Array<[string, string]> = [
-    [join(tftp, KERNEL), 'TFTP file'], [join(tftp, KERNEL_GZ), 'TFTP file'], [join(tftp, INITRAMFS), 'TFTP file'], [join(tftp, BOOT_SCRIPT), 'TFTP file'],
+    [join(tftp, KERNEL), 'TFTP file'],
+    [join(tftp, KERNEL_GZ), 'TFTP file'],
+    [join(tftp, INITRAMFS), 'TFTP file'],
+    [join(tftp, BOOT_SCRIPT), 'TFTP file'],
     [join(tftp, ANNOUNCEMENT_FILE), 'TFTP file'],
-    [join(masterRoot, NODES_LIST), 'node list'], [join(masterRoot, REPORT_DIR, 'x'), 'reports folder'],
+    [join(masterRoot, NODES_LIST), 'node list'],
+    [join(masterRoot, REPORT_DIR, 'x'), 'reports folder'],
     [o.dnsmasqConf, 'dnsmasq configuration'],
     ...(o.authorizedKeys !== undefined ? [[o.authorizedKeys, 'authorized_keys'] as [string, string]] : []),
     ...(identity ? [[join(masterRoot, NODES_DIR, 'x'), 'node identity folder'] as [string, string]] : []),
-    ...(slots > 0 && o.stateDir !== undefined ? [[join(resolve(o.stateDir), 'sync-slot'), 'sync-slot script'] as [string, string]] : []),
+    ...(slots > 0 && o.stateDir !== undefined
+      ? [[join(resolve(o.stateDir), 'sync-slot'), 'sync-slot script'] as [string, string]]
+      : []),
   ];
   for (const [p, what] of targets) {
     const w = writableProblem(p, what);
     if (w) problems.push(w);
   }
   const rst = statSync(join(masterRoot, REPORT_DIR), { throwIfNoEntry: false });
-  if (rst && !rst.isDirectory()) problems.push(`${join(masterRoot, REPORT_DIR)} exists and is not a directory: move it away`);
+  if (rst && !rst.isDirectory())
+    problems.push(`${join(masterRoot, REPORT_DIR)} exists and is not a directory: move it away`);
 
   if (problems.length) throw new StageError(problems);
 
@@ -254,7 +336,10 @@ export function stage(o: StageOptions): StageResult {
   put(join(tftp, KERNEL), kernel);
   put(join(tftp, KERNEL_GZ), kernelGz);
   put(join(tftp, INITRAMFS), initramfs);
-  put(join(tftp, BOOT_SCRIPT), scriptImage(renderNetScript(announcement), { arch: o.arch, name: 'clusterboot boot script', time: o.time ?? 0 }));
+  put(
+    join(tftp, BOOT_SCRIPT),
+    scriptImage(renderNetScript(announcement), { arch: o.arch, name: 'clusterboot boot script', time: o.time ?? 0 }),
+  );
   put(join(tftp, ANNOUNCEMENT_FILE), renderAnnouncement(announcement));
   put(join(masterRoot, NODES_LIST), renderNodesList(parsed.nodes, o.nodesFile));
   const reports = join(masterRoot, REPORT_DIR);
@@ -262,7 +347,9 @@ export function stage(o: StageOptions): StageResult {
   chmodSync(reports, 0o755);
   put(o.dnsmasqConf, renderDnsmasq(plan));
 
-  const identities = identity ? parsed.nodes.map((n) => ({ hostname: n.hostname, created: ensureIdentity(masterRoot, n.hostname).created })) : [];
+  const identities = identity
+    ? parsed.nodes.map((n) => ({ hostname: n.hostname, created: ensureIdentity(masterRoot, n.hostname).created }))
+    : [];
   let syncSlot: StageResult['syncSlot'] = null;
   if (slots > 0 && o.stateDir !== undefined) {
     syncSlot = { ...installSyncSlot(resolve(o.stateDir)), slots };
@@ -291,7 +378,16 @@ export function stage(o: StageOptions): StageResult {
     keysReplaced = r.replaced;
   }
   return {
-    firstStage: announcement, nodes: parsed.nodes, written, reportsDir: reports, keyLines, keysAdded, keysReplaced, identity: identities, syncSlot,
-    approvalMode: approvalModeOn(masterRoot), warnings,
+    firstStage: announcement,
+    nodes: parsed.nodes,
+    written,
+    reportsDir: reports,
+    keyLines,
+    keysAdded,
+    keysReplaced,
+    identity: identities,
+    syncSlot,
+    approvalMode: approvalModeOn(masterRoot),
+    warnings,
   };
 }

@@ -99,7 +99,9 @@ export function parseReport(text: string): Parsed {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return fail('not a JSON object');
   const r = v as Record<string, unknown>;
   if (r.schema !== REPORT_SCHEMA) {
-    return fail(`schema ${clean(JSON.stringify(r.schema) ?? 'missing', 20)}, this builder reads ${REPORT_SCHEMA}: update the builder or the agent so they match`);
+    return fail(
+      `schema ${clean(JSON.stringify(r.schema) ?? 'missing', 20)}, this builder reads ${REPORT_SCHEMA}: update the builder or the agent so they match`,
+    );
   }
   const str = (k: string) => typeof r[k] === 'string';
   const strOrNull = (o: Record<string, unknown>, k: string) => typeof o[k] === 'string' || o[k] === null;
@@ -107,27 +109,53 @@ export function parseReport(text: string): Parsed {
   if (!['ok', 'reboot', 'fatal', 'waiting'].includes(r.result as string)) {
     return fail(`result ${clean(JSON.stringify(r.result) ?? 'missing', 20)} is not ok, reboot, fatal or waiting`);
   }
-  for (const k of ['hostname', 'ip', 'overlay']) if (!strOrNull(r, k)) return fail(`${k} is missing or not a string or null`);
-  if (!['dhcp', 'cmdline', null].includes(r.hostnameFrom as string | null)) return fail('hostnameFrom is not dhcp, cmdline or null');
+  for (const k of ['hostname', 'ip', 'overlay'])
+    if (!strOrNull(r, k)) return fail(`${k} is missing or not a string or null`);
+  if (!['dhcp', 'cmdline', null].includes(r.hostnameFrom as string | null))
+    return fail('hostnameFrom is not dhcp, cmdline or null');
   for (const k of ['reason', 'remedy']) if (r[k] !== undefined && !str(k)) return fail(`${k} is not a string`);
   if (!Array.isArray(r.phases)) return fail('phases is not an array');
   for (const p of r.phases as unknown[]) {
     const q = p as Record<string, unknown> | null;
-    if (typeof q !== 'object' || q === null || typeof q.name !== 'string' || typeof q.seconds !== 'number' || !Number.isFinite(q.seconds) || q.seconds < 0) {
+    if (
+      typeof q !== 'object' ||
+      q === null ||
+      typeof q.name !== 'string' ||
+      typeof q.seconds !== 'number' ||
+      !Number.isFinite(q.seconds) ||
+      q.seconds < 0
+    ) {
       return fail('a phase is not { name, seconds >= 0 }');
     }
   }
   const st = r.stamps as Record<string, unknown> | null;
-  if (typeof st !== 'object' || st === null || !strOrNull(st, 'rootBefore') || !strOrNull(st, 'rootAfter') || !strOrNull(st, 'masterRoot')) {
+  if (
+    typeof st !== 'object' ||
+    st === null ||
+    !strOrNull(st, 'rootBefore') ||
+    !strOrNull(st, 'rootAfter') ||
+    !strOrNull(st, 'masterRoot')
+  ) {
     return fail('stamps is not { rootBefore, rootAfter, masterRoot } of strings or null');
   }
-  if (!Array.isArray(r.errors) || (r.errors as unknown[]).some((e) => typeof e !== 'string')) return fail('errors is not an array of strings');
+  if (!Array.isArray(r.errors) || (r.errors as unknown[]).some((e) => typeof e !== 'string'))
+    return fail('errors is not an array of strings');
   if (r.approval !== undefined) {
     const a = r.approval as Record<string, unknown> | null;
-    if (typeof a !== 'object' || a === null || Array.isArray(a) || !['pending', 'approved'].includes(a.state as string) ||
-      typeof a.tableSha256 !== 'string' || !/^[0-9a-f]{64}$/.test(a.tableSha256) || !strOrNull(a, 'current') || typeof a.wanted !== 'string' ||
-      !['booting the current root', 'waiting'].includes(a.meanwhile as string)) {
-      return fail('approval is not { state: pending|approved, tableSha256: sha256 hex, current: string|null, wanted: string, meanwhile }');
+    if (
+      typeof a !== 'object' ||
+      a === null ||
+      Array.isArray(a) ||
+      !['pending', 'approved'].includes(a.state as string) ||
+      typeof a.tableSha256 !== 'string' ||
+      !/^[0-9a-f]{64}$/.test(a.tableSha256) ||
+      !strOrNull(a, 'current') ||
+      typeof a.wanted !== 'string' ||
+      !['booting the current root', 'waiting'].includes(a.meanwhile as string)
+    ) {
+      return fail(
+        'approval is not { state: pending|approved, tableSha256: sha256 hex, current: string|null, wanted: string, meanwhile }',
+      );
     }
   }
   return { ok: true, report: v as BootReport };
@@ -151,7 +179,11 @@ export const MAX_DIFF_LINES = 8;
 // compared as sets (sfdisk -d has one line per partition): '- ' lines only the disk has, '+ ' lines only the master's
 // table has, in their tables' order; blank lines ignored; beyond `max` lines the last one counts the rest.
 export function tableDiff(current: string | null, wanted: string, max = MAX_DIFF_LINES): string[] {
-  const lines = (t: string | null) => (t ?? '').split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  const lines = (t: string | null) =>
+    (t ?? '')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter((l) => l !== '');
   const cur = lines(current);
   const want = lines(wanted);
   const minus = cur.filter((l) => !want.includes(l)).map((l) => `- ${clean(l, 100)}`);
@@ -188,23 +220,53 @@ export function statusRows(input: {
   const row = (mac: string, listed: NodeEntry | null, got: Got[] | undefined): StatusRow => {
     const notes: string[] = [];
     const base = {
-      hostname: listed?.hostname ?? null, mac, ip: listed?.ip ?? null, listed: listed !== null,
-      report: null, lastBoot: null, lastBootMs: null, ageSeconds: null, root: 'unknown', overlay: null, totalSeconds: null, phases: '',
+      hostname: listed?.hostname ?? null,
+      mac,
+      ip: listed?.ip ?? null,
+      listed: listed !== null,
+      report: null,
+      lastBoot: null,
+      lastBootMs: null,
+      ageSeconds: null,
+      root: 'unknown',
+      overlay: null,
+      totalSeconds: null,
+      phases: '',
     };
     if (!listed) notes.push(UNKNOWN_MAC);
     const newest = got?.[0];
-    if (!newest) return { ...base, result: 'never booted', notes: [...notes, 'no report yet: the node has not finished a boot since reports were set up'] };
+    if (!newest)
+      return {
+        ...base,
+        result: 'never booted',
+        notes: [...notes, 'no report yet: the node has not finished a boot since reports were set up'],
+      };
     const f = newest.file;
-    if ((got?.length ?? 0) > 1) notes.push(`${(got?.length ?? 0) - 1} older report file(s) for this MAC ignored: ${got?.slice(1).map((g) => clean(g.file.file, 60)).join(', ')}`);
+    if ((got?.length ?? 0) > 1)
+      notes.push(
+        `${(got?.length ?? 0) - 1} older report file(s) for this MAC ignored: ${got
+          ?.slice(1)
+          .map((g) => clean(g.file.file, 60))
+          .join(', ')}`,
+      );
     const when = {
-      report: `${REPORT_DIR}/${clean(f.file, 80)}`, lastBoot: new Date(f.mtimeMs).toISOString(), lastBootMs: f.mtimeMs,
+      report: `${REPORT_DIR}/${clean(f.file, 80)}`,
+      lastBoot: new Date(f.mtimeMs).toISOString(),
+      lastBootMs: f.mtimeMs,
       ageSeconds: Math.max(0, Math.round((input.now - f.mtimeMs) / 1000)),
     };
     if (f.mtimeMs < Date.parse('2000-01-01T00:00:00Z')) {
-      notes.push('report file time is before 2000: it carries the node\'s clock (pushed with rsync -t or -a?), not its arrival time');
+      notes.push(
+        "report file time is before 2000: it carries the node's clock (pushed with rsync -t or -a?), not its arrival time",
+      );
     }
     if (!newest.parsed.ok) {
-      return { ...base, ...when, result: 'unreadable report', notes: [...notes, `unreadable report ${when.report}: ${newest.parsed.error}`] };
+      return {
+        ...base,
+        ...when,
+        result: 'unreadable report',
+        notes: [...notes, `unreadable report ${when.report}: ${newest.parsed.error}`],
+      };
     }
     const r = newest.parsed.report;
     if (f.file !== reportName(r.mac)) notes.push(`report file ${when.report} names MAC ${r.mac.toLowerCase()}`);
@@ -215,8 +277,12 @@ export function statusRows(input: {
     if (listed && r.hostname !== null && r.hostname.toLowerCase() !== listed.hostname.toLowerCase()) {
       notes.push(`booted as ${clean(r.hostname, 63)}, nodes.list says ${listed.hostname}`);
     }
-    if (listed && r.ip !== null && r.ip !== listed.ip) notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
-    if (r.errors.length) notes.push(`${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`);
+    if (listed && r.ip !== null && r.ip !== listed.ip)
+      notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
+    if (r.errors.length)
+      notes.push(
+        `${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`,
+      );
     const total = r.phases.reduce((s, p) => s + p.seconds, 0);
     const hostname = listed?.hostname ?? (r.hostname !== null ? clean(r.hostname, 63) : null);
     let approval: RowApproval | undefined;
@@ -224,16 +290,24 @@ export function statusRows(input: {
       const a = r.approval;
       const file = hostname !== null ? input.approvals?.get(hostname.toLowerCase()) : undefined;
       approval = {
-        state: a.state, tableSha256: a.tableSha256, approved: file === a.tableSha256, meanwhile: a.meanwhile,
+        state: a.state,
+        tableSha256: a.tableSha256,
+        approved: file === a.tableSha256,
+        meanwhile: a.meanwhile,
         diff: a.state === 'pending' ? tableDiff(a.current, a.wanted) : [],
       };
       if (a.state === 'approved') notes.push('approved table change applied this boot');
       else if (approval.approved) notes.push('table change approved, applies at the next boot');
-      else if (hostname !== null && /^[A-Za-z0-9-]+$/.test(hostname)) notes.push(`table change waiting for approval: builder approve ${hostname}`);
-      else notes.push('table change waiting for approval, but the node has no host name to approve: give it a fixed lease in the node list and run builder stage');
+      else if (hostname !== null && /^[A-Za-z0-9-]+$/.test(hostname))
+        notes.push(`table change waiting for approval: builder approve ${hostname}`);
+      else
+        notes.push(
+          'table change waiting for approval, but the node has no host name to approve: give it a fixed lease in the node list and run builder stage',
+        );
     }
     return {
-      ...base, ...when,
+      ...base,
+      ...when,
       hostname,
       ip: listed?.ip ?? (r.ip !== null ? clean(r.ip, 40) : null),
       result: r.result === 'fatal' ? 'FATAL' : r.result === 'waiting' ? 'WAITING' : r.result,
@@ -259,7 +333,9 @@ export function statusRows(input: {
   for (const o of orphans) {
     const r = row('?', null, [o]);
     r.notes = r.notes.filter((x) => x !== UNKNOWN_MAC);
-    r.notes.unshift(`report file ${REPORT_DIR}/${clean(o.file.file, 80)} is not named after a MAC (expected like ${reportName('b8:27:eb:cb:63:18')})`);
+    r.notes.unshift(
+      `report file ${REPORT_DIR}/${clean(o.file.file, 80)} is not named after a MAC (expected like ${reportName('b8:27:eb:cb:63:18')})`,
+    );
     rows.push(r);
   }
   return rows;
@@ -274,13 +350,19 @@ export function formatAge(seconds: number): string {
 }
 
 // Why: one screen an operator reads at a glance: aligned columns, the reasons under the table, a summary line.
-export function renderStatusTable(rows: StatusRow[], now: number, master: MasterStamp = { id: null, problem: null }): string {
+export function renderStatusTable(
+  rows: StatusRow[],
+  now: number,
+  master: MasterStamp = { id: null, problem: null },
+): string {
   const head = ['NODE', 'MAC', 'IP', 'LAST-BOOT', 'RESULT', 'ROOT', 'OVERLAY', 'TIME', 'PHASES'];
   const cells = rows.map((r) => [
     r.hostname ?? '?',
     r.mac,
     r.ip ?? '-',
-    r.lastBootMs === null ? '-' : `${new Date(r.lastBootMs).toISOString().slice(0, 16).replace('T', ' ')}Z (${formatAge(Math.max(0, Math.round((now - r.lastBootMs) / 1000)))} ago)`,
+    r.lastBootMs === null
+      ? '-'
+      : `${new Date(r.lastBootMs).toISOString().slice(0, 16).replace('T', ' ')}Z (${formatAge(Math.max(0, Math.round((now - r.lastBootMs) / 1000)))} ago)`,
     r.result,
     r.root,
     r.overlay ?? '-',
@@ -288,7 +370,11 @@ export function renderStatusTable(rows: StatusRow[], now: number, master: Master
     r.phases || '-',
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
-  const line = (c: string[]) => c.map((s, i) => (i === c.length - 1 ? s : s.padEnd(widths[i] as number))).join('  ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((s, i) => (i === c.length - 1 ? s : s.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
   const out = [line(head), ...cells.map(line)];
   // a pending table change's differing lines go under its notes, indented
   const notes = rows.flatMap((r) => [
@@ -337,14 +423,17 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
     nodes = p.nodes;
     warnings.push(...p.errors.map((e) => `${listFile} ${e}`));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') warnings.push(`no ${listFile}: run \`builder stage\` to list the nodes; showing reports only`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT')
+      warnings.push(`no ${listFile}: run \`builder stage\` to list the nodes; showing reports only`);
     else warnings.push(`cannot read ${listFile}: ${(e as Error).message}`);
   }
   const reports: ReportFile[] = [];
   const dir = join(masterRoot, REPORT_DIR);
   let names: string[] = [];
   try {
-    names = readdirSync(dir).filter((n) => n.endsWith('.json') && !n.startsWith('.')).sort();
+    names = readdirSync(dir)
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .sort();
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read ${dir}: ${(e as Error).message}`);
   }
@@ -365,7 +454,8 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
   try {
     stampText = readFileSync(join(masterRoot, stampPath('rootfs')), 'latin1');
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
   }
   const a = readApprovals(masterRoot);
   warnings.push(...a.warnings);
@@ -378,7 +468,11 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
   return {
     masterStamp: masterStamp(stampText),
     rows: statusRows({ nodes, reports, masterStamp: stampText, now, approvals: a.approvals }),
-    approval: { required: existsSync(join(masterRoot, APPROVAL_REQUIRED)), tableSha256, approved: Object.fromEntries(a.approvals) },
+    approval: {
+      required: existsSync(join(masterRoot, APPROVAL_REQUIRED)),
+      tableSha256,
+      approved: Object.fromEntries(a.approvals),
+    },
     warnings,
   };
 }
@@ -399,7 +493,7 @@ export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string
     .filter((r) => r.hostname !== null || r.approval !== undefined)
     .map((r) => {
       const name = r.hostname ?? r.mac;
-      const file = r.hostname !== null ? s.approval.approved[r.hostname.toLowerCase()] ?? null : null;
+      const file = r.hostname !== null ? (s.approval.approved[r.hostname.toLowerCase()] ?? null) : null;
       return {
         node: name,
         report: r.approval?.state === 'pending' ? 'pending' : r.approval?.state === 'approved' ? 'applied' : '-',
@@ -407,9 +501,17 @@ export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string
       };
     });
   const head = ['NODE', 'REPORT', 'CURRENT TABLE'];
-  const cells = rows.map((r) => [r.node, r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-', r.approval]);
+  const cells = rows.map((r) => [
+    r.node,
+    r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-',
+    r.approval,
+  ]);
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
-  const line = (c: string[]) => c.map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i] as number))).join('  ').trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
   const pending = rows.filter((r) => r.report === 'pending' && r.approval !== 'approved').map((r) => r.node);
   const out = [
     `approval mode ${s.approval.required ? 'on' : 'off'}; table ${current ?? 'none (no partitions.sfdisk)'}`,
@@ -417,7 +519,9 @@ export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string
     line(head),
     ...cells.map(line),
     '',
-    pending.length ? `${pending.length} waiting for approval: builder approve ${pending.join(' ')}` : 'nothing waits for approval',
+    pending.length
+      ? `${pending.length} waiting for approval: builder approve ${pending.join(' ')}`
+      : 'nothing waits for approval',
   ];
   return { rows, text: `${out.join('\n')}\n` };
 }

@@ -76,17 +76,33 @@ export function syncSlotPaths(stateDir: string): { script: string; slotsDir: str
 
 function checkSlots(fn: string, slots: number): void {
   if (!Number.isInteger(slots) || slots < 1 || slots > MAX_SYNC_SLOTS) {
-    throw new Error(`${fn}: sync slots ${slots} must be a whole number from 1 to ${MAX_SYNC_SLOTS} (0, no limit, takes the plain rrsync line)`);
+    throw new Error(
+      `${fn}: sync slots ${slots} must be a whole number from 1 to ${MAX_SYNC_SLOTS} (0, no limit, takes the plain rrsync line)`,
+    );
   }
 }
 
 // Why: the node key's authorized_keys entry with the slot limiter in front of the read-only rrsync; the same paths
 // check as authorizedKeysLine, because every word lands inside command="...".
-export function syncSlotKeysLine(nodeKeyPub: string, masterRoot: string, stateDir: string, slots: number, rrsync = '/usr/bin/rrsync'): string {
+export function syncSlotKeysLine(
+  nodeKeyPub: string,
+  masterRoot: string,
+  stateDir: string,
+  slots: number,
+  rrsync = '/usr/bin/rrsync',
+): string {
   checkSlots('syncSlotKeysLine', slots);
-  checkCommandPaths('syncSlotKeysLine', [['masterRoot', masterRoot], ['stateDir', stateDir], ['rrsync', rrsync]]);
+  checkCommandPaths('syncSlotKeysLine', [
+    ['masterRoot', masterRoot],
+    ['stateDir', stateDir],
+    ['rrsync', rrsync],
+  ]);
   const p = syncSlotPaths(stateDir);
-  return keyLine(`restrict,command="${p.script} ${slots} ${p.slotsDir} ${rrsync} -ro ${masterRoot}"`, nodeKeyPub, 'syncSlotKeysLine');
+  return keyLine(
+    `restrict,command="${p.script} ${slots} ${p.slotsDir} ${rrsync} -ro ${masterRoot}"`,
+    nodeKeyPub,
+    'syncSlotKeysLine',
+  );
 }
 
 /** Problems that would stop installSyncSlot, found before anything is written ([]: none). */
@@ -99,9 +115,14 @@ export function syncSlotProblems(stateDir: string): string[] {
     return out;
   }
   const p = syncSlotPaths(stateDir);
-  for (const [path, dir] of [[stateDir, true], [p.slotsDir, true], [p.script, false]] as const) {
+  for (const [path, dir] of [
+    [stateDir, true],
+    [p.slotsDir, true],
+    [p.script, false],
+  ] as const) {
     const st = statSync(path, { throwIfNoEntry: false });
-    if (st && st.isDirectory() !== dir) out.push(`${path} exists and is not a ${dir ? 'directory' : 'regular file'}: move it away`);
+    if (st && st.isDirectory() !== dir)
+      out.push(`${path} exists and is not a ${dir ? 'directory' : 'regular file'}: move it away`);
   }
   return out;
 }

@@ -2,7 +2,18 @@
 // hand a provisioned node, with the outcome the README promises. Every case starts from a copy of the
 // same provisioned disk and puts the master back afterwards.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { copyFileSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync, writeSync, closeSync, renameSync, existsSync } from 'node:fs';
+import {
+  copyFileSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+  closeSync,
+  renameSync,
+  existsSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { boot, sfdiskDump, type BootResult } from '../rig/boot.ts';
 import type { Images } from '../rig/images.ts';
@@ -87,7 +98,7 @@ describe('bad input from the master', () => {
     });
   }, 300_000);
 
-  test('a stamp from the future (the master\'s clock ahead) is just a newer stamp: the node never uses its own clock', async () => {
+  test("a stamp from the future (the master's clock ahead) is just a newer stamp: the node never uses its own clock", async () => {
     copyFileSync(golden(), disk());
     writeFileSync(join(master.root, 'rootfs/etc/template-version'), '7\n');
     const { publish } = await import('../../builder/master/publish.ts');
@@ -161,7 +172,11 @@ describe('bad input on the node', () => {
 
   test('no disk: a visible failure that says which disk and what to check', async () => {
     copyFileSync(golden(), disk());
-    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('disk=/dev/vdz disktimeout=3'), timeoutMs: 300_000 });
+    const r = await boot(img, work, {
+      disk: disk(),
+      bootargs: master.bootargs('disk=/dev/vdz disktimeout=3'),
+      timeoutMs: 300_000,
+    });
     expect(r.ending).toBe('fatal');
     expect(r.console).toContain('disk /dev/vdz did not appear within 3s');
     expect(r.console).toMatch(/remedy: /);
@@ -169,7 +184,7 @@ describe('bad input on the node', () => {
 
   // e2fsck repairs what it can from the backup superblocks; what it cannot is formatted and (the root)
   // copied again. Either way the console says which, and the node comes up on the master's exact root.
-  test('a damaged root filesystem is repaired or formatted and copied again; the node comes up on the master\'s root', async () => {
+  test("a damaged root filesystem is repaired or formatted and copied again; the node comes up on the master's root", async () => {
     copyFileSync(golden(), disk());
     smash(disk(), 67584, 0, 4 << 20); // p2's superblock, group descriptors and the first inode tables
     const r = await go(disk());
@@ -182,6 +197,8 @@ describe('bad input on the node', () => {
     smash(disk(), 854016, 0, 4 << 20);
     const r = await go(disk());
     upOnMastersRoot(r);
-    expect(r.console).toMatch(/e2fsck repaired \/dev\/vda3|writable layer \/dev\/vda3 is damaged beyond e2fsck: formatting it/);
+    expect(r.console).toMatch(
+      /e2fsck repaired \/dev\/vda3|writable layer \/dev\/vda3 is damaged beyond e2fsck: formatting it/,
+    );
   }, 300_000);
 });

@@ -40,7 +40,9 @@ afterAll(async () => {
 const template = (rs: BootResult[]) => rs.at(-1);
 /** What the template's init saw of its identity: machine-id, host key, key mode, role file, /etc/hostname. */
 const ident = (r: BootResult | undefined) => {
-  const m = /TEMPLATE-ID machine-id=(\S*) hostkey=(\S*) keymode=(\S*) role=(\S*) etc-hostname=(\S*)/.exec(r?.console ?? '');
+  const m = /TEMPLATE-ID machine-id=(\S*) hostkey=(\S*) keymode=(\S*) role=(\S*) etc-hostname=(\S*)/.exec(
+    r?.console ?? '',
+  );
   return m ? { machineId: m[1], hostKey: m[2], keyMode: m[3], role: m[4], hostname: m[5] } : null;
 };
 const coldIds = new Map<string, ReturnType<typeof ident>>();
@@ -52,7 +54,10 @@ describe('virtual cluster', () => {
     const t0 = performance.now();
     // the master's only sync slot is taken (as by a third node) until both nodes say they wait for it
     // -F: flock execs sleep itself, so killing it frees the slot (a forked sleep would keep the lock)
-    const holder = Bun.spawn(['flock', '-F', '-x', join(vc.stateDir, 'slots/slot0'), 'sleep', '600'], { stdout: 'ignore', stderr: 'inherit' });
+    const holder = Bun.spawn(['flock', '-F', '-x', join(vc.stateDir, 'slots/slot0'), 'sleep', '600'], {
+      stdout: 'ignore',
+      stderr: 'inherit',
+    });
     await Bun.sleep(300);
     const booting = Promise.all([vc.bootUntilUp(a, 0), vc.bootUntilUp(b, 1)]);
     const waiting = (n: NodeSpec) => vc.running.get(n.hostname)?.console.includes('waiting for a sync slot') ?? false;
@@ -62,9 +67,15 @@ describe('virtual cluster', () => {
     holder.kill();
     cold = await booting;
     coldBytes = vc.masterBytesSent() - bytes0;
-    console.error(`measure: cluster cold nodes=2 slots=1 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${coldBytes}`);
+    console.error(
+      `measure: cluster cold nodes=2 slots=1 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${coldBytes}`,
+    );
     expect(bothWaited).toBe(true);
-    expect(cold.map((rs) => rs.at(-1)?.console.match(/waiting for a sync slot: the master's 1 are in use/g)?.length ?? 0).every((c) => c >= 1)).toBe(true);
+    expect(
+      cold
+        .map((rs) => rs.at(-1)?.console.match(/waiting for a sync slot: the master's 1 are in use/g)?.length ?? 0)
+        .every((c) => c >= 1),
+    ).toBe(true);
     for (const [i, n] of [a, b].entries()) {
       const rs = cold[i] ?? [];
       expect(rs.map((r) => r.ending)).toEqual(['reboot', 'template']);
@@ -72,7 +83,9 @@ describe('virtual cluster', () => {
       expect(up?.console).toContain(`TEMPLATE-INIT pid=1 version=1 hostname=${n.hostname}`);
       // the agent's lease is the fixed one, from the master found through DHCP (no masterip= given)
       expect(up?.console).toContain(`lease ${n.ip}/24 on eth0 from ${MASTER_IP}`);
-      expect(up?.console).toMatch(new RegExp(`master ${MASTER_IP.replace(/\./g, '\\.')} \\(DHCP (option 66|next-server)\\)`));
+      expect(up?.console).toMatch(
+        new RegExp(`master ${MASTER_IP.replace(/\./g, '\\.')} \\(DHCP (option 66|next-server)\\)`),
+      );
       expect(vc.leases().get(n.mac)).toEqual({ ip: n.ip, hostname: n.hostname });
       coldIds.set(n.hostname, ident(up));
     }
@@ -93,7 +106,20 @@ describe('virtual cluster', () => {
       expect(r?.stamps).toEqual({ rootBefore: null, rootAfter: stamp, masterRoot: stamp });
       expect(r?.bytesReceived).toBeGreaterThan(4 * 1024 * 1024);
       expect(r?.overlay).toBe('disk (overlay)');
-      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual(['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'firststage', 'overlay', 'identity', 'handoff']);
+      expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual([
+        'early',
+        'modules',
+        'network',
+        'master',
+        'disk',
+        'partitions',
+        'bootfs',
+        'root',
+        'firststage',
+        'overlay',
+        'identity',
+        'handoff',
+      ]);
     }
     // the report key can write reports and nothing else: rrsync -wo in the line `builder stage` wrote
     const keys = readFileSync(join(work, 'authorized_keys'), 'utf8');
@@ -101,16 +127,24 @@ describe('virtual cluster', () => {
     // the node key: read-only, behind the sync-slot wrapper (one slot in this cluster)
     expect(keys).toMatch(/command="\S*\/sync-slot 1 \S*\/slots \/usr\/bin\/rrsync -ro [^"]*" ssh-ed25519 /);
     // two different keys authenticated: the node key (read) and the report key (write)
-    const fps = new Set([...vc.master.log.matchAll(/Accepted publickey for root from \S+ port \d+ ssh2: ED25519 (SHA256:\S+)/g)].map((m) => m[1]));
+    const fps = new Set(
+      [...vc.master.log.matchAll(/Accepted publickey for root from \S+ port \d+ ssh2: ED25519 (SHA256:\S+)/g)].map(
+        (m) => m[1],
+      ),
+    );
     expect(fps.size).toBe(2);
   });
 
-  test('console messages reached the master\'s syslog, tagged with the node\'s hostname', () => {
+  test("console messages reached the master's syslog, tagged with the node's hostname", () => {
     const log = readFileSync(vc.syslogFile, 'utf8');
     for (const n of [a, b]) {
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/12 root\\] done in `, 'm'));
+      expect(log).toMatch(
+        new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[8/12 root\\] done in `, 'm'),
+      );
       // messages from before the network was up are sent too
-      expect(log).toMatch(new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/12 early\\] start`, 'm'));
+      expect(log).toMatch(
+        new RegExp(`^<\\d+>1 - ${n.hostname} clusterboot - - - [\\d.]+s \\[1/12 early\\] start`, 'm'),
+      );
     }
   });
 
@@ -119,7 +153,9 @@ describe('virtual cluster', () => {
     const t0 = performance.now();
     const warm = await Promise.all([vc.bootOnce(a, { tap: 0 }), vc.bootOnce(b, { tap: 1 })]);
     const sent = vc.masterBytesSent() - bytes0;
-    console.error(`measure: cluster warm nodes=2 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${sent}`);
+    console.error(
+      `measure: cluster warm nodes=2 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${sent}`,
+    );
     for (const r of warm) {
       expect(r.ending).toBe('template');
       expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
@@ -148,7 +184,9 @@ describe('virtual cluster', () => {
     expect(i2?.role).toBe('');
     expect(i1?.hostname).toBe('node1');
     // they are the master's per-node files, laid into the writable layer
-    expect(readFileSync(join(vc.masterRoot, 'nodes/node1/files/etc/machine-id'), 'utf8').trim()).toBe(i1?.machineId ?? 'x');
+    expect(readFileSync(join(vc.masterRoot, 'nodes/node1/files/etc/machine-id'), 'utf8').trim()).toBe(
+      i1?.machineId ?? 'x',
+    );
   });
 
   test('identity survives a template change and a reboot with aufs=tmpfs', async () => {
@@ -174,7 +212,10 @@ describe('virtual cluster', () => {
     vc.stage({ approval: true });
     const before = sfdiskDump(vc.disk(a));
     expect(before).toMatch(/node1\.img4 : start=\s*1378304, size=\s*409600/);
-    writeFileSync(join(vc.masterRoot, 'partitions.sfdisk'), TEST_TABLE.replace('size=      409600', 'size=      204800'));
+    writeFileSync(
+      join(vc.masterRoot, 'partitions.sfdisk'),
+      TEST_TABLE.replace('size=      409600', 'size=      204800'),
+    );
     const held = await vc.bootOnce(a, { tap: 0 });
     expect(held.ending).toBe('template'); // boots its current root meanwhile
     expect(held.console).toContain('table change waiting for approval');

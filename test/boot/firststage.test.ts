@@ -3,7 +3,17 @@
 // them when the master is silent, abandons a new first stage that keeps failing, and notices a damaged copy.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { execFileSync } from 'node:child_process';
-import { closeSync, fsyncSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  fsyncSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -38,31 +48,47 @@ afterAll(async () => {
 });
 
 const report = (n: NodeSpec) => vc.reports().get(`${n.mac.replace(/:/g, '-')}.json`) as Record<string, any> | undefined;
-const announced = () => /^cb_id=(\S+)$/m.exec(readFileSync(join(vc.masterRoot, 'tftp/firststage.env'), 'utf8'))?.[1] ?? '';
-const uboot = (r: BootResult) => r.raw.split(/\r?\n/).filter((l) => l.startsWith('clusterboot: ') && !/^clusterboot: +\d/.test(l)).join('\n');
+const announced = () =>
+  /^cb_id=(\S+)$/m.exec(readFileSync(join(vc.masterRoot, 'tftp/firststage.env'), 'utf8'))?.[1] ?? '';
+const uboot = (r: BootResult) =>
+  r.raw
+    .split(/\r?\n/)
+    .filter((l) => l.startsWith('clusterboot: ') && !/^clusterboot: +\d/.test(l))
+    .join('\n');
 
 /** A first stage whose /init is not a program: the kernel finds no init and panics (panic=10 reboots). */
 function brokenInitramfs(): string {
-  const cpio = writeCpio([{ kind: 'file', path: 'init', data: Buffer.from('this is not a program\n'), mode: 0o755 }], { mtime: 0 });
+  const cpio = writeCpio([{ kind: 'file', path: 'init', data: Buffer.from('this is not a program\n'), mode: 0o755 }], {
+    mtime: 0,
+  });
   const path = join(work, 'broken.igz.uimg');
-  writeFileSync(path, writeUImage(gzipSync(cpio), { arch: 'arm64', type: 'ramdisk', comp: 'gzip', name: 'broken first stage' }));
+  writeFileSync(
+    path,
+    writeUImage(gzipSync(cpio), { arch: 'arm64', type: 'ramdisk', comp: 'gzip', name: 'broken first stage' }),
+  );
   return path;
 }
 
 /** Flip one byte inside a file on the disk image's root partition (p2 at sector 67584), as SD-card rot would. */
 function flipByteInP2(disk: string, path: string): void {
   const p2 = 67584 * 512;
-  const loop = execFileSync('losetup', ['-f', '--show', '-r', '-o', String(p2), '--sizelimit', String(786432 * 512), disk], { encoding: 'utf8' }).trim();
+  const loop = execFileSync(
+    'losetup',
+    ['-f', '--show', '-r', '-o', String(p2), '--sizelimit', String(786432 * 512), disk],
+    { encoding: 'utf8' },
+  ).trim();
   let block = 0;
   let blockSize = 0;
   try {
-    const debugfs = (cmd: string) => execFileSync('debugfs', ['-R', cmd, loop], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const debugfs = (cmd: string) =>
+      execFileSync('debugfs', ['-R', cmd, loop], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
     block = Number(debugfs(`bmap ${path} 100`).trim());
     blockSize = Number(/^Block size:\s+(\d+)/m.exec(debugfs('stats'))?.[1]);
   } finally {
     execFileSync('losetup', ['-d', loop]);
   }
-  if (!(block > 0 && blockSize > 0)) throw new Error(`debugfs: no block for ${path} (${block}, block size ${blockSize})`);
+  if (!(block > 0 && blockSize > 0))
+    throw new Error(`debugfs: no block for ${path} (${block}, block size ${blockSize})`);
   const off = p2 + block * blockSize + 123;
   const h = openSync(disk, 'r+');
   try {
@@ -96,7 +122,9 @@ describe('verified local first stage', () => {
     const t0 = performance.now();
     const warm = await Promise.all([vc.bootOnce(a, { tap: 0 }), vc.bootOnce(b, { tap: 1 })]);
     const sent = vc.masterBytesSent() - bytes0;
-    console.error(`measure: first stage warm nodes=2 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${sent} per_node=${Math.round(sent / 2)}`);
+    console.error(
+      `measure: first stage warm nodes=2 wall_s=${((performance.now() - t0) / 1000).toFixed(1)} master_bytes_sent=${sent} per_node=${Math.round(sent / 2)}`,
+    );
     for (const r of warm) {
       expect(r.ending).toBe('template');
       expect(uboot(r)).toContain(`first stage ${firstId} loaded from the disk`);
@@ -132,8 +160,15 @@ describe('verified local first stage', () => {
   test('a new initramfs staged: each node fetches it once, boots it and caches it; the next warm boot loads it from the disk', async () => {
     const k = testKeys();
     const img2 = await images({
-      extra: [...accessFiles({ keysDir: k.dir, masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'), sign: false, report: true }),
-        { path: 'etc/clusterboot/variant', data: Buffer.from('2\n') }],
+      extra: [
+        ...accessFiles({
+          keysDir: k.dir,
+          masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'),
+          sign: false,
+          report: true,
+        }),
+        { path: 'etc/clusterboot/variant', data: Buffer.from('2\n') },
+      ],
     });
     vc.stage({ initramfs: img2.initramfs });
     secondId = announced();

@@ -54,7 +54,9 @@ describe('boot flow', () => {
     expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
     expect(r.console).not.toContain('syncing');
     expect(master.handshakes() - before).toBe(1);
-    console.error(`measure: boot 3 Starting kernel -> switch_root ${kernelToSwitchRoot(r)?.toFixed(1)} s (kernel uptime), wall ${r.seconds.toFixed(1)} s`);
+    console.error(
+      `measure: boot 3 Starting kernel -> switch_root ${kernelToSwitchRoot(r)?.toFixed(1)} s (kernel uptime), wall ${r.seconds.toFixed(1)} s`,
+    );
   }, 400_000);
 
   test('a one-file change transfers about that file, not the tree', async () => {
@@ -64,8 +66,11 @@ describe('boot flow', () => {
     const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
     expect(r.ending).toBe('template');
     expect(r.console).toMatch(/TEMPLATE-INIT pid=1 version=2/);
-    const stats = r.events.find((e) => e.phase === 'root' && (e.data as { rsync?: unknown } | undefined)?.rsync)?.data as { rsync: { bytesReceived: number; regularTransferred: number } };
-    console.error(`measure: one-file change (1 MiB of a 4 MiB tree + busybox): ${stats.rsync.bytesReceived} bytes received`);
+    const stats = r.events.find((e) => e.phase === 'root' && (e.data as { rsync?: unknown } | undefined)?.rsync)
+      ?.data as { rsync: { bytesReceived: number; regularTransferred: number } };
+    console.error(
+      `measure: one-file change (1 MiB of a 4 MiB tree + busybox): ${stats.rsync.bytesReceived} bytes received`,
+    );
     expect(stats.rsync.bytesReceived).toBeGreaterThan(1_000_000);
     expect(stats.rsync.bytesReceived).toBeLessThan(1.1 * (1 << 20) + 65536);
   }, 400_000);
@@ -80,7 +85,11 @@ describe('boot flow', () => {
     expect(r.console).toContain('is not a clusterboot disk');
     expect(r.console).toContain('wipe=FOREIGN01');
     expect(diskHash(foreign)).toBe(hash);
-    const w = await boot(img, work, { disk: foreign, serial: 'FOREIGN01', bootargs: master.bootargs('wipe=FOREIGN01') });
+    const w = await boot(img, work, {
+      disk: foreign,
+      serial: 'FOREIGN01',
+      bootargs: master.bootargs('wipe=FOREIGN01'),
+    });
     expect(w.ending).toBe('reboot');
     expect(sfdiskDump(foreign)).toMatch(/foreign\.img2 : start=\s*67584, size=\s*786432/);
   }, 800_000);

@@ -7,7 +7,16 @@ import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../agent/contract/stamp.ts';
 import { boot, diskHash, sfdiskDump, type BootResult } from '../rig/boot.ts';
 import { images, type Images } from '../rig/images.ts';
-import { randomBytes, startMasterRig, stopMasterRig, TEST_TABLE, TestMaster, testAccessFiles, testKeys, type MasterRig } from '../rig/master.ts';
+import {
+  randomBytes,
+  startMasterRig,
+  stopMasterRig,
+  TEST_TABLE,
+  TestMaster,
+  testAccessFiles,
+  testKeys,
+  type MasterRig,
+} from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
 
 let img: Images;
@@ -37,30 +46,46 @@ beforeAll(async () => {
 afterAll(() => stopMasterRig(rig));
 
 describe('writable layer', () => {
-  test('aufs=disk keeps what the booted system wrote; the reset parameter and the master flag wipe it', async () => {
-    expect(persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') }))).toBe('yes');
-    expect(persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk reset') }))).toBe('no');
-    mkdirSync(join(master.root, 'nodes/node1'), { recursive: true });
-    writeFileSync(join(master.root, 'nodes/node1/reset'), '');
-    const flagged = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') });
-    expect(flagged.console).toContain('reset flag set for this node');
-    expect(persist(flagged)).toBe('no');
-    rmSync(join(master.root, 'nodes/node1'), { recursive: true });
-    expect(persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') }))).toBe('yes');
-  }, 4 * T);
+  test(
+    'aufs=disk keeps what the booted system wrote; the reset parameter and the master flag wipe it',
+    async () => {
+      expect(
+        persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') })),
+      ).toBe('yes');
+      expect(
+        persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk reset') })),
+      ).toBe('no');
+      mkdirSync(join(master.root, 'nodes/node1'), { recursive: true });
+      writeFileSync(join(master.root, 'nodes/node1/reset'), '');
+      const flagged = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') });
+      expect(flagged.console).toContain('reset flag set for this node');
+      expect(persist(flagged)).toBe('no');
+      rmSync(join(master.root, 'nodes/node1'), { recursive: true });
+      expect(
+        persist(await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1 aufs=disk') })),
+      ).toBe('yes');
+    },
+    4 * T,
+  );
 
-  test('aufs=tmpfs forgets what the booted system wrote at every boot', async () => {
-    for (let i = 0; i < 2; i++) {
-      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('aufs=tmpfs') });
-      expect(r.console).toMatch(/TEMPLATE-ROOT overlay overlay/);
-      expect(persist(r)).toBe('no');
-    }
-  }, 2 * T);
+  test(
+    'aufs=tmpfs forgets what the booted system wrote at every boot',
+    async () => {
+      for (let i = 0; i < 2; i++) {
+        const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('aufs=tmpfs') });
+        expect(r.console).toMatch(/TEMPLATE-ROOT overlay overlay/);
+        expect(persist(r)).toBe('no');
+      }
+    },
+    2 * T,
+  );
 });
 
 describe('partition changes', () => {
-  test('changing only p4 keeps p1-p3 and the root, and reformats p4 (seed dialect table)', async () => {
-    const seedTable = `# partition table of /dev/mmcblk0
+  test(
+    'changing only p4 keeps p1-p3 and the root, and reformats p4 (seed dialect table)',
+    async () => {
+      const seedTable = `# partition table of /dev/mmcblk0
 unit: sectors
 
 /dev/mmcblk0p1 : start=     2048, size=    65536, Id= c, bootable
@@ -68,127 +93,159 @@ unit: sectors
 /dev/mmcblk0p3 : start=   854016, size=   524288, Id=83
 /dev/mmcblk0p4 : start=  1378304, size=   307200, Id=83
 `;
-    writeFileSync(join(master.root, 'partitions.sfdisk'), seedTable);
-    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') });
-    expect(r.ending).toBe('reboot');
-    expect(r.console).toMatch(/formatting p4 \(data\); keeping p1, p2, p3/);
-    expect(sfdiskDump(disk())).toMatch(/disk\.img4 : start=\s*1378304, size=\s*307200/);
-    const after = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') });
-    expect(after.console).toContain('TEMPLATE-P4 before=no');
-    expect(persist(after)).toBe('yes');
-    expect(after.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
-    writeFileSync(join(master.root, 'partitions.sfdisk'), TEST_TABLE);
-    expect((await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') })).ending).toBe('reboot');
-  }, 3 * T);
+      writeFileSync(join(master.root, 'partitions.sfdisk'), seedTable);
+      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') });
+      expect(r.ending).toBe('reboot');
+      expect(r.console).toMatch(/formatting p4 \(data\); keeping p1, p2, p3/);
+      expect(sfdiskDump(disk())).toMatch(/disk\.img4 : start=\s*1378304, size=\s*307200/);
+      const after = await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') });
+      expect(after.console).toContain('TEMPLATE-P4 before=no');
+      expect(persist(after)).toBe('yes');
+      expect(after.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+      writeFileSync(join(master.root, 'partitions.sfdisk'), TEST_TABLE);
+      expect((await boot(img, work, { disk: disk(), bootargs: master.bootargs('hostname=node1') })).ending).toBe(
+        'reboot',
+      );
+    },
+    3 * T,
+  );
 
   for (const [name, table, says] of [
-    ['malformed', 'label: dos\n/dev/mmcblk0p1 : start=banana, size=10, type=c\n', 'refused the master\'s table'],
-    ['larger than the disk', TEST_TABLE.replace('size=      409600', 'size=    99409600'), 'refused the master\'s table'],
-    ['overlapping', TEST_TABLE.replace('start=      854016', 'start=      800000'), 'refused the master\'s table'],
+    ['malformed', 'label: dos\n/dev/mmcblk0p1 : start=banana, size=10, type=c\n', "refused the master's table"],
+    [
+      'larger than the disk',
+      TEST_TABLE.replace('size=      409600', 'size=    99409600'),
+      "refused the master's table",
+    ],
+    ['overlapping', TEST_TABLE.replace('start=      854016', 'start=      800000'), "refused the master's table"],
   ] as const) {
-    test(`a ${name} table is refused: a blank disk stays blank, a provisioned one keeps its table and boots`, async () => {
-      writeFileSync(join(master.root, 'partitions.sfdisk'), table);
-      try {
-        const blank = join(work, 'blank.img');
-        blankDisk(blank, 1024);
-        const h = diskHash(blank);
-        const r = await boot(img, work, { disk: blank, bootargs: master.bootargs() });
-        expect(r.ending).toBe('fatal');
-        expect(r.console).toContain(says);
-        expect(diskHash(blank)).toBe(h);
-        const before = sfdiskDump(disk());
-        const p = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
-        expect(p.ending).toBe('template');
-        expect(p.console).toContain(says);
-        expect(sfdiskDump(disk())).toBe(before);
-      } finally {
-        writeFileSync(join(master.root, 'partitions.sfdisk'), TEST_TABLE);
-      }
-    }, 2 * T);
+    test(
+      `a ${name} table is refused: a blank disk stays blank, a provisioned one keeps its table and boots`,
+      async () => {
+        writeFileSync(join(master.root, 'partitions.sfdisk'), table);
+        try {
+          const blank = join(work, 'blank.img');
+          blankDisk(blank, 1024);
+          const h = diskHash(blank);
+          const r = await boot(img, work, { disk: blank, bootargs: master.bootargs() });
+          expect(r.ending).toBe('fatal');
+          expect(r.console).toContain(says);
+          expect(diskHash(blank)).toBe(h);
+          const before = sfdiskDump(disk());
+          const p = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+          expect(p.ending).toBe('template');
+          expect(p.console).toContain(says);
+          expect(sfdiskDump(disk())).toBe(before);
+        } finally {
+          writeFileSync(join(master.root, 'partitions.sfdisk'), TEST_TABLE);
+        }
+      },
+      2 * T,
+    );
   }
 });
 
 describe('master trouble', () => {
-  test('a master with the wrong host key is refused and the disk is not touched', async () => {
-    await master.stop();
-    await master.start(testKeys().wrongHostKey);
-    try {
-      const h = diskHash(disk());
-      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
-      expect(r.ending).toBe('fatal');
-      expect(r.console).toContain('host key does not match');
-      expect(diskHash(disk())).toBe(h);
-    } finally {
+  test(
+    'a master with the wrong host key is refused and the disk is not touched',
+    async () => {
       await master.stop();
-      await master.start();
-    }
-  }, T);
+      await master.start(testKeys().wrongHostKey);
+      try {
+        const h = diskHash(disk());
+        const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+        expect(r.ending).toBe('fatal');
+        expect(r.console).toContain('host key does not match');
+        expect(diskHash(disk())).toBe(h);
+      } finally {
+        await master.stop();
+        await master.start();
+      }
+    },
+    T,
+  );
 
-  test('master down: the node boots its last complete root; a blank disk is not written', async () => {
-    await master.stop();
-    try {
-      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
-      expect(r.ending).toBe('template');
-      expect(r.console).toMatch(/may be stale/);
-      const blank = join(work, 'blank-down.img');
-      blankDisk(blank, 1024);
-      const h = diskHash(blank);
-      const b = await boot(img, work, { disk: blank, bootargs: master.bootargs() });
-      expect(b.ending).toBe('fatal');
-      expect(diskHash(blank)).toBe(h);
-    } finally {
-      await master.start();
-    }
-  }, 2 * T);
+  test(
+    'master down: the node boots its last complete root; a blank disk is not written',
+    async () => {
+      await master.stop();
+      try {
+        const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+        expect(r.ending).toBe('template');
+        expect(r.console).toMatch(/may be stale/);
+        const blank = join(work, 'blank-down.img');
+        blankDisk(blank, 1024);
+        const h = diskHash(blank);
+        const b = await boot(img, work, { disk: blank, bootargs: master.bootargs() });
+        expect(b.ending).toBe('fatal');
+        expect(diskHash(blank)).toBe(h);
+      } finally {
+        await master.start();
+      }
+    },
+    2 * T,
+  );
 });
 
 describe('crash safety', () => {
-  test('a power cut mid-sync leaves a partial slot that the next boot deletes; rollback boots the previous slot', async () => {
-    const v1 = version(await boot(img, work, { disk: disk(), bootargs: master.bootargs() }));
-    writeFileSync(join(master.root, 'rootfs/usr/share/data/big'), randomBytes(48 << 20, 7));
-    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '7\n');
-    const id = await master.publish('rootfs');
-    const cut = await boot(img, work, { disk: disk(), bootargs: master.bootargs(), killOn: /syncing: [\d.]+ MB at .*\((?:[2-9]\d)%\)/ });
-    expect(cut.ending).not.toBe('template');
-    const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
-    expect(r.console).toContain(`rm -rf slots/${id}`);
-    expect(version(r)).toBe('7');
-    const rb = await boot(img, work, { disk: disk(), bootargs: master.bootargs('rollback') });
-    expect(version(rb)).toBe(v1);
-    expect(rb.console).toMatch(/rollback/i);
-  }, 3 * T);
+  test(
+    'a power cut mid-sync leaves a partial slot that the next boot deletes; rollback boots the previous slot',
+    async () => {
+      const v1 = version(await boot(img, work, { disk: disk(), bootargs: master.bootargs() }));
+      writeFileSync(join(master.root, 'rootfs/usr/share/data/big'), randomBytes(48 << 20, 7));
+      writeFileSync(join(master.root, 'rootfs/etc/template-version'), '7\n');
+      const id = await master.publish('rootfs');
+      const cut = await boot(img, work, {
+        disk: disk(),
+        bootargs: master.bootargs(),
+        killOn: /syncing: [\d.]+ MB at .*\((?:[2-9]\d)%\)/,
+      });
+      expect(cut.ending).not.toBe('template');
+      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs() });
+      expect(r.console).toContain(`rm -rf slots/${id}`);
+      expect(version(r)).toBe('7');
+      const rb = await boot(img, work, { disk: disk(), bootargs: master.bootargs('rollback') });
+      expect(version(rb)).toBe(v1);
+      expect(rb.console).toMatch(/rollback/i);
+    },
+    3 * T,
+  );
 });
 
 describe('signed stamps', () => {
-  test('with signing on, stamps signed by another key, unsigned or older are refused', async () => {
-    const signed = await images({ extra: testAccessFiles(true) });
-    const k = testKeys();
-    const good = join(k.dir, 'stamp_ed25519.pem');
-    const bootS = () => boot(signed, work, { disk: disk(), bootargs: master.bootargs() });
-    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '8\n');
-    await master.publish('rootfs', good);
-    await master.publish('bootfs', good);
-    expect((await bootS()).ending).toBe('reboot'); // the newly signed bootfs stamp refreshes p1 first
-    const ok = await bootS();
-    expect(version(ok)).toBe('8');
+  test(
+    'with signing on, stamps signed by another key, unsigned or older are refused',
+    async () => {
+      const signed = await images({ extra: testAccessFiles(true) });
+      const k = testKeys();
+      const good = join(k.dir, 'stamp_ed25519.pem');
+      const bootS = () => boot(signed, work, { disk: disk(), bootargs: master.bootargs() });
+      writeFileSync(join(master.root, 'rootfs/etc/template-version'), '8\n');
+      await master.publish('rootfs', good);
+      await master.publish('bootfs', good);
+      expect((await bootS()).ending).toBe('reboot'); // the newly signed bootfs stamp refreshes p1 first
+      const ok = await bootS();
+      expect(version(ok)).toBe('8');
 
-    writeFileSync(join(master.root, 'rootfs/etc/template-version'), '9\n');
-    await master.publish('rootfs', k.otherSignKey);
-    const other = await bootS();
-    expect(other.console).toContain('does not verify');
-    expect(version(other)).toBe('8');
+      writeFileSync(join(master.root, 'rootfs/etc/template-version'), '9\n');
+      await master.publish('rootfs', k.otherSignKey);
+      const other = await bootS();
+      expect(other.console).toContain('does not verify');
+      expect(version(other)).toBe('8');
 
-    await master.publish('rootfs');
-    const unsigned = await bootS();
-    expect(unsigned.console).toContain('unsigned stamp');
-    expect(version(unsigned)).toBe('8');
+      await master.publish('rootfs');
+      const unsigned = await bootS();
+      expect(unsigned.console).toContain('unsigned stamp');
+      expect(version(unsigned)).toBe('8');
 
-    const old = renderStamp(newStamp('rootfs', 1, new Date('2026-01-01T00:00:00Z')));
-    const sig = sign(null, Buffer.from(old), readFileSync(good, 'utf8')).toString('base64');
-    writeFileSync(join(master.root, 'stamps/rootfs.stamp.sig'), `${sig}\n`);
-    writeFileSync(join(master.root, 'stamps/rootfs.stamp'), old);
-    const down = await bootS();
-    expect(down.console).toMatch(/older than the local root/);
-    expect(version(down)).toBe('8');
-  }, 5 * T);
+      const old = renderStamp(newStamp('rootfs', 1, new Date('2026-01-01T00:00:00Z')));
+      const sig = sign(null, Buffer.from(old), readFileSync(good, 'utf8')).toString('base64');
+      writeFileSync(join(master.root, 'stamps/rootfs.stamp.sig'), `${sig}\n`);
+      writeFileSync(join(master.root, 'stamps/rootfs.stamp'), old);
+      const down = await bootS();
+      expect(down.console).toMatch(/older than the local root/);
+      expect(version(down)).toBe('8');
+    },
+    5 * T,
+  );
 });

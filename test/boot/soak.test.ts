@@ -20,7 +20,9 @@ describe(`power cuts (seed ${SEED})`, () => {
   for (const [k, phase] of SOAK_PHASES.entries()) {
     test(`cut during ${phase}: the node comes back on the master's root, or refuses visibly`, async () => {
       const t = await soak.trial(phase, SEED + k);
-      console.error(`soak: ${phase} seed ${t.seed} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`);
+      console.error(
+        `soak: ${phase} seed ${t.seed} cut ${t.delayMs} ms after the marker: ${t.outcome} after ${t.boots} boots ${t.detail}`,
+      );
       expect(GOOD).toContain(t.outcome);
       // these cuts are all recoverable here: the master is up and the disk is big enough
       expect(t.outcome).toBe('up-correct');

@@ -23,13 +23,19 @@ describe('watchdog', () => {
     const d = join(work, 'hang.img');
     blankDisk(d, 1024);
     const t0 = performance.now();
-    const r = await boot(img, work, { disk: d, bootargs: master.bootargs('watchdog=3 clusterboot.hang=master'), timeoutMs: 180_000 });
+    const r = await boot(img, work, {
+      disk: d,
+      bootargs: master.bootargs('watchdog=3 clusterboot.hang=master'),
+      timeoutMs: 180_000,
+    });
     expect(r.console).toMatch(/watchdog .* armed: 3 s timeout/);
     expect(r.console).toContain('hanging here on purpose');
     expect(r.console).toMatch(/not feeding, the node resets within 3 s/);
     expect(r.ending).not.toBe('template');
     expect(r.console).not.toContain('rebooting:');
-    console.error(`measure: hang to reset ${((performance.now() - t0) / 1000).toFixed(0)} s wall (stall limit 12 s + timeout 3 s)`);
+    console.error(
+      `measure: hang to reset ${((performance.now() - t0) / 1000).toFixed(0)} s wall (stall limit 12 s + timeout 3 s)`,
+    );
   }, 240_000);
 
   test('armed at 2 s, the watchdog is fed through a 48 MB sync longer than its timeout; the LEDs end in the booted state', async () => {
@@ -39,7 +45,11 @@ describe('watchdog', () => {
     const r = await boot(img, work, { disk: d, bootargs: master.bootargs('watchdog=2 leds=gpiochip0:4,5,6') });
     expect(r.console).toContain('LEDs on gpiochip0 lines 4,5,6');
     // documented final state after switch_root: green steady, red and yellow off (read back through sysfs)
-    expect(r.console.split('\n').filter((l) => l.startsWith('TEMPLATE-GPIO'))).toEqual(['TEMPLATE-GPIO 4 out 0', 'TEMPLATE-GPIO 5 out 1', 'TEMPLATE-GPIO 6 out 0']);
+    expect(r.console.split('\n').filter((l) => l.startsWith('TEMPLATE-GPIO'))).toEqual([
+      'TEMPLATE-GPIO 4 out 0',
+      'TEMPLATE-GPIO 5 out 1',
+      'TEMPLATE-GPIO 6 out 0',
+    ]);
     expect(r.console).toMatch(/armed: 2 s timeout/);
     const started = r.events.find((e) => e.phase === 'root' && e.kind === 'progress');
     const synced = r.events.find((e) => e.phase === 'root' && (e.data as { rsync?: unknown } | undefined)?.rsync);
@@ -55,7 +65,10 @@ describe('watchdog', () => {
     const normal = await boot(img, work, { disk: d, bootargs: master.bootargs('button=gpiochip0:4:high') });
     expect(normal.console).toMatch(/TEMPLATE-PERSIST before=yes/);
     expect(normal.console).not.toContain('recovery requested');
-    const held = await boot(img, work, { disk: d, bootargs: master.bootargs('button=gpiochip0:4 leds=gpiochip0:5,6,7') });
+    const held = await boot(img, work, {
+      disk: d,
+      bootargs: master.bootargs('button=gpiochip0:4 leds=gpiochip0:5,6,7'),
+    });
     expect(held.console).toContain('recovery requested by the button');
     expect(held.console).toMatch(/resetting the writable layer \(recovery button\)/);
     expect(held.console).toMatch(/\(full copy\)/);

@@ -29,7 +29,14 @@ export interface BootOptions extends Partial<NodeOptions> {
 }
 
 export async function boot(img: Images, work: string, o: BootOptions): Promise<BootResult> {
-  const tftp = tftpFolder(`${work}/tftp-${createHash('sha1').update(img.dir + o.bootargs).digest('hex').slice(0, 8)}`, img, o.bootargs);
+  const tftp = tftpFolder(
+    `${work}/tftp-${createHash('sha1')
+      .update(img.dir + o.bootargs)
+      .digest('hex')
+      .slice(0, 8)}`,
+    img,
+    o.bootargs,
+  );
   const logFile = `${work}/console.log`;
   appendFileSync(logFile, `\n===== boot: ${o.bootargs}\n`);
   const node = new QemuNode({ tftpDir: tftp, logFile, ...o, disk: o.disk });
@@ -51,10 +58,23 @@ export async function boot(img: Images, work: string, o: BootOptions): Promise<B
 /** What a finished QEMU run shows: the agent's and template's lines, its events, and how it ended. */
 export function resultOf(node: QemuNode, t0: number): BootResult {
   const c = node.console;
-  const ending = /TEMPLATE-DONE/.test(c) ? 'template' : /"kind":"fatal"/.test(c) ? 'fatal' : /rebooting: /.test(c) ? 'reboot' : 'other';
+  const ending = /TEMPLATE-DONE/.test(c)
+    ? 'template'
+    : /"kind":"fatal"/.test(c)
+      ? 'fatal'
+      : /rebooting: /.test(c)
+        ? 'reboot'
+        : 'other';
   const lines = c.split(/\r?\n/).filter((l) => /^(clusterboot:|TEMPLATE-|  remedy:|  next:)/.test(l));
-  return { console: lines.join('\n'), raw: c, events: node.events(), exitCode: node.exitCode ?? -1, ending, seconds: (performance.now() - t0) / 1000,
-    kernelAtS: node.kernelAtMs === undefined ? Number.NaN : node.kernelAtMs / 1000 };
+  return {
+    console: lines.join('\n'),
+    raw: c,
+    events: node.events(),
+    exitCode: node.exitCode ?? -1,
+    ending,
+    seconds: (performance.now() - t0) / 1000,
+    kernelAtS: node.kernelAtMs === undefined ? Number.NaN : node.kernelAtMs / 1000,
+  };
 }
 
 /** sha256 of a disk image: "unchanged" means byte for byte. */
@@ -72,6 +92,8 @@ export function sfdiskDump(path: string): string {
 
 /** Seconds from U-Boot's `Starting kernel` to the agent's switch_root line, from kernel uptime stamps. */
 export function kernelToSwitchRoot(r: BootResult): number | null {
-  const e = r.events.find((x) => x.kind === 'info' && x.phase === 'handoff' && String(x.message).startsWith('switch_root'));
+  const e = r.events.find(
+    (x) => x.kind === 'info' && x.phase === 'handoff' && String(x.message).startsWith('switch_root'),
+  );
   return e ? e.t : null;
 }

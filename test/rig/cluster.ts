@@ -28,7 +28,9 @@ export interface NodeSpec {
 /** n nodes named node1..n with QEMU-range MACs and fixed IPs .11, .12, … */
 export function nodeSpecs(n: number): NodeSpec[] {
   return Array.from({ length: n }, (_, i) => ({
-    hostname: `node${i + 1}`, mac: `52:54:00:c1:00:${(i + 1).toString(16).padStart(2, '0')}`, ip: `10.77.0.${11 + i}`,
+    hostname: `node${i + 1}`,
+    mac: `52:54:00:c1:00:${(i + 1).toString(16).padStart(2, '0')}`,
+    ip: `10.77.0.${11 + i}`,
   }));
 }
 
@@ -51,10 +53,15 @@ function sh(args: string[], input?: string): string {
 /** Namespaces of earlier runs whose owner is gone: their QEMUs and daemons are killed, the namespace deleted. */
 export function cleanStaleNamespaces(): void {
   const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout ?? '';
-  for (const name of list.split('\n').map((l) => l.split(' ')[0] ?? '').filter((n) => n.startsWith('cbvc-'))) {
+  for (const name of list
+    .split('\n')
+    .map((l) => l.split(' ')[0] ?? '')
+    .filter((n) => n.startsWith('cbvc-'))) {
     const pid = Number(name.slice(5));
     if (pid && existsSync(`/proc/${pid}`)) continue;
-    const pids = (spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout ?? '').split('\n').filter(Boolean);
+    const pids = (spawnSync('ip', ['netns', 'pids', name], { encoding: 'utf8' }).stdout ?? '')
+      .split('\n')
+      .filter(Boolean);
     for (const p of pids) spawnSync('kill', ['-9', p]);
     spawnSync('ip', ['netns', 'del', name]);
   }
@@ -73,12 +80,19 @@ export class VirtualCluster {
   readonly views = new Map<string, NodeView>();
   bootargs: string;
 
-  constructor(readonly dir: string, nodes: NodeSpec[], busybox: string, o: { bootargs?: string } = {}) {
+  constructor(
+    readonly dir: string,
+    nodes: NodeSpec[],
+    busybox: string,
+    o: { bootargs?: string } = {},
+  ) {
     this.wrap = ['ip', 'netns', 'exec', this.ns];
     this.master = new TestMaster(dir, busybox);
     this.nodes = nodes;
-    this.bootargs = o.bootargs ?? `console=ttyAMA0 panic=10 disk=/dev/vda retries=3 leds=gpiochip0:4,5,6 syslog=${MASTER_IP}`;
-    for (const n of nodes) this.views.set(n.hostname, { hostname: n.hostname, boots: 0, phase: '-', step: '', detail: 'off', state: 'off' });
+    this.bootargs =
+      o.bootargs ?? `console=ttyAMA0 panic=10 disk=/dev/vda retries=3 leds=gpiochip0:4,5,6 syslog=${MASTER_IP}`;
+    for (const n of nodes)
+      this.views.set(n.hostname, { hostname: n.hostname, boots: 0, phase: '-', step: '', detail: 'off', state: 'off' });
   }
 
   get masterRoot(): string {
@@ -105,30 +119,57 @@ export class VirtualCluster {
   /** Build images, lay out the master, stage it with `builder stage`, start dnsmasq, sshd and syslog. */
   async start(o: { taps?: number; dataMb?: number; syncSlots?: number } = {}): Promise<void> {
     const k = testKeys();
-    this.img = await images({ extra: accessFiles({ keysDir: k.dir, masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'), sign: false, report: true }) });
+    this.img = await images({
+      extra: accessFiles({
+        keysDir: k.dir,
+        masterHostKeyPub: readFileSync(`${k.hostKey}.pub`, 'utf8'),
+        sign: false,
+        report: true,
+      }),
+    });
     mkdirSync(this.dir, { recursive: true });
     // a master laid out by an earlier run is kept as it is: same stamps, so its nodes take the fast path
-    if (!existsSync(join(this.masterRoot, 'stamps/rootfs.stamp'))) await this.master.layout(o.dataMb === undefined ? {} : { dataMb: o.dataMb });
+    if (!existsSync(join(this.masterRoot, 'stamps/rootfs.stamp')))
+      await this.master.layout(o.dataMb === undefined ? {} : { dataMb: o.dataMb });
     rmSync(this.authorizedKeys, { force: true });
     this.stage(o.syncSlots === undefined ? {} : { syncSlots: o.syncSlots });
     this.network(o.taps ?? this.nodes.length);
     await this.startMaster();
-    this.syslog = Bun.spawn([...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile], { stdout: 'ignore', stderr: 'inherit' });
+    this.syslog = Bun.spawn(
+      [...this.wrap, BUN, join(REPO, 'test/rig/syslog-sink.ts'), MASTER_IP, '514', this.syslogFile],
+      { stdout: 'ignore', stderr: 'inherit' },
+    );
   }
 
   /** The master's dnsmasq (DHCP, DNS, TFTP) and sshd, as `builder stage` configured them. */
   async startMaster(): Promise<void> {
     const k = testKeys();
     const before = this.dnsmasqLog.length;
-    this.dnsmasq = Bun.spawn([...this.wrap, '/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', `--conf-file=${this.conf}`,
-      `--pid-file=${join(this.dir, 'dnsmasq.pid')}`, `--dhcp-leasefile=${this.leaseFile}`, '--user=root'], { stdout: 'pipe', stderr: 'pipe' });
+    this.dnsmasq = Bun.spawn(
+      [
+        ...this.wrap,
+        '/usr/sbin/dnsmasq',
+        '--keep-in-foreground',
+        '--log-facility=-',
+        `--conf-file=${this.conf}`,
+        `--pid-file=${join(this.dir, 'dnsmasq.pid')}`,
+        `--dhcp-leasefile=${this.leaseFile}`,
+        '--user=root',
+      ],
+      { stdout: 'pipe', stderr: 'pipe' },
+    );
     const d = this.dnsmasq;
     for (const s of [d.stdout, d.stderr] as ReadableStream<Uint8Array>[]) {
       void (async () => {
         for await (const c of s) this.dnsmasqLog += new TextDecoder().decode(c);
       })();
     }
-    await this.master.start(k.hostKey, { listen: MASTER_IP, port: 22, wrap: this.wrap, authorizedKeys: this.authorizedKeys });
+    await this.master.start(k.hostKey, {
+      listen: MASTER_IP,
+      port: 22,
+      wrap: this.wrap,
+      authorizedKeys: this.authorizedKeys,
+    });
     const end = Date.now() + 10_000;
     while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog.slice(before))) {
       if (d.exitCode !== null || Date.now() > end) throw new Error(`dnsmasq did not start:\n${this.dnsmasqLog}`);
@@ -158,19 +199,59 @@ export class VirtualCluster {
   }
 
   /** Run `builder stage` for this cluster: dnsmasq config, TFTP folder, node list, keys, identities, slots. */
-  stage(o: { bootargs?: string; approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {}): string {
+  stage(
+    o: { bootargs?: string; approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {},
+  ): string {
     if (!this.img) throw new Error('images first');
     const k = testKeys();
     if (o.bootargs) this.bootargs = o.bootargs;
     Object.assign(this.stageOptions, Object.fromEntries(Object.entries(o).filter(([key]) => key !== 'bootargs')));
     const nodesFile = join(this.dir, 'nodes.txt');
-    writeFileSync(nodesFile, `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`);
+    writeFileSync(
+      nodesFile,
+      `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`,
+    );
     const so = this.stageOptions;
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'stage', '--nodes', nodesFile, '--master-root', this.masterRoot,
-      '--master-ip', MASTER_IP, '--subnet', SUBNET, '--range', DYNAMIC, '--interface', BRIDGE, '--domain', 'cluster.test',
-      '--kernel', this.img.kernel, '--initramfs', so.initramfs ?? this.img.initramfs, ...(so.tries ? ['--first-stage-tries', String(so.tries)] : []), '--bootargs', this.bootargs, '--keys', k.dir,
-      '--dnsmasq-conf', this.conf, '--authorized-keys', this.authorizedKeys, '--state-dir', this.stateDir,
-      '--sync-slots', String(so.syncSlots ?? 8), ...(so.approval === undefined ? [] : [so.approval ? '--approval' : '--no-approval'])], { encoding: 'utf8' });
+    const r = spawnSync(
+      BUN,
+      [
+        join(REPO, 'builder/cli.ts'),
+        'stage',
+        '--nodes',
+        nodesFile,
+        '--master-root',
+        this.masterRoot,
+        '--master-ip',
+        MASTER_IP,
+        '--subnet',
+        SUBNET,
+        '--range',
+        DYNAMIC,
+        '--interface',
+        BRIDGE,
+        '--domain',
+        'cluster.test',
+        '--kernel',
+        this.img.kernel,
+        '--initramfs',
+        so.initramfs ?? this.img.initramfs,
+        ...(so.tries ? ['--first-stage-tries', String(so.tries)] : []),
+        '--bootargs',
+        this.bootargs,
+        '--keys',
+        k.dir,
+        '--dnsmasq-conf',
+        this.conf,
+        '--authorized-keys',
+        this.authorizedKeys,
+        '--state-dir',
+        this.stateDir,
+        '--sync-slots',
+        String(so.syncSlots ?? 8),
+        ...(so.approval === undefined ? [] : [so.approval ? '--approval' : '--no-approval']),
+      ],
+      { encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`builder stage failed:\n${r.stderr}${r.stdout}`);
     return r.stderr;
   }
@@ -181,7 +262,9 @@ export class VirtualCluster {
 
   /** `builder approve` on this master. */
   approve(...args: string[]): string {
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'approve', '--master-root', this.masterRoot, ...args], { encoding: 'utf8' });
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'approve', '--master-root', this.masterRoot, ...args], {
+      encoding: 'utf8',
+    });
     if (r.status !== 0) throw new Error(`builder approve failed: ${r.stderr}`);
     return r.stdout + r.stderr;
   }
@@ -251,16 +334,28 @@ export class VirtualCluster {
   /** Start one node's QEMU on its tap and disk, without waiting for anything. */
   powerOn(n: NodeSpec, o: { tap: number; mac?: string; logTag?: string }): QemuNode {
     const node = new QemuNode({
-      tftpDir: join(this.masterRoot, 'tftp'), disk: this.disk(n), wrap: this.wrap, smp: 1, logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
+      tftpDir: join(this.masterRoot, 'tftp'),
+      disk: this.disk(n),
+      wrap: this.wrap,
+      smp: 1,
+      logFile: join(this.dir, `${o.logTag ?? n.hostname}.console.log`),
       // disable-legacy: U-Boot 2023.01 reads the MAC of a modern virtio-net only (else 52:52:52:52:52:52 for all)
-      netdev: ['-netdev', `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`, '-device', `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on,${NO_ROM}`],
+      netdev: [
+        '-netdev',
+        `tap,id=n0,ifname=cbtap${o.tap},script=no,downscript=no`,
+        '-device',
+        `virtio-net-pci,netdev=n0,mac=${o.mac ?? n.mac},disable-legacy=on,${NO_ROM}`,
+      ],
     });
     this.running.set(n.hostname, node);
     return node;
   }
 
   /** One power-on of one node: until QEMU exits (the node rebooted or its template powered off). */
-  async bootOnce(n: NodeSpec, o: { tap: number; mac?: string; timeoutMs?: number; logTag?: string }): Promise<BootResult> {
+  async bootOnce(
+    n: NodeSpec,
+    o: { tap: number; mac?: string; timeoutMs?: number; logTag?: string },
+  ): Promise<BootResult> {
     if (!this.img) throw new Error('start() first');
     const v = this.views.get(n.hostname);
     if (v) v.boots++;
@@ -275,7 +370,8 @@ export class VirtualCluster {
     }
     const r = resultOf(node, t0);
     if (v) {
-      v.state = r.ending === 'template' ? 'off' : r.ending === 'reboot' ? 'rebooting' : r.ending === 'fatal' ? 'failed' : 'off';
+      v.state =
+        r.ending === 'template' ? 'off' : r.ending === 'reboot' ? 'rebooting' : r.ending === 'fatal' ? 'failed' : 'off';
       if (r.ending === 'template') v.detail = 'template init ran, powered off';
     }
     return r;
@@ -297,13 +393,18 @@ export class VirtualCluster {
     const dir = join(this.masterRoot, 'reports');
     const m = new Map<string, Record<string, unknown>>();
     if (!existsSync(dir)) return m;
-    for (const f of readdirSync(dir).filter((x) => x.endsWith('.json'))) m.set(f, JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>);
+    for (const f of readdirSync(dir).filter((x) => x.endsWith('.json')))
+      m.set(f, JSON.parse(readFileSync(join(dir, f), 'utf8')) as Record<string, unknown>);
     return m;
   }
 
   /** `builder status` against this master, as a person would run it. */
   status(json = false): string {
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', this.masterRoot, ...(json ? ['--json'] : [])], { encoding: 'utf8' });
+    const r = spawnSync(
+      BUN,
+      [join(REPO, 'builder/cli.ts'), 'status', '--master-root', this.masterRoot, ...(json ? ['--json'] : [])],
+      { encoding: 'utf8' },
+    );
     if (r.status !== 0) throw new Error(`builder status failed: ${r.stderr}`);
     return r.stdout;
   }

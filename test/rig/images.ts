@@ -1,6 +1,16 @@
 // Builds what a test node boots (sysroot, agent, initramfs, kernel) once, cached by the hash of its inputs.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, relative } from 'node:path';
 import { buildAgent, REPO } from '../../builder/image/agentbuild.ts';
 import { bootScript } from '../../builder/image/bootscript.ts';
@@ -35,7 +45,9 @@ export function hashTree(h: ReturnType<typeof createHash>, dir: string): void {
 
 export async function sysroot(): Promise<{ root: string; kernelVersion: string }> {
   const r = await fetchSysroot({
-    cache: join(CACHE, 'sysroot-arm64'), packages: [...DEFAULT_PACKAGES, TEST_KERNEL_PACKAGE], arch: 'arm64',
+    cache: join(CACHE, 'sysroot-arm64'),
+    packages: [...DEFAULT_PACKAGES, TEST_KERNEL_PACKAGE],
+    arch: 'arm64',
     log: (s) => console.error(s),
   });
   const kernelVersion = r.kernels[0];
@@ -60,7 +72,9 @@ export function agentBinary(): Promise<string> {
 }
 
 /** Kernel + initramfs for a test node; `extra` files (keys, known_hosts) are part of the cache key. */
-export async function images(opts: { compress?: Compression; extra?: ExtraFile[]; modules?: string[] } = {}): Promise<Images> {
+export async function images(
+  opts: { compress?: Compression; extra?: ExtraFile[]; modules?: string[] } = {},
+): Promise<Images> {
   const sr = await sysroot();
   const agent = await agentBinary();
   const h = createHash('sha256');
@@ -79,19 +93,36 @@ export async function images(opts: { compress?: Compression; extra?: ExtraFile[]
     result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
   } else {
     result = await pack({
-      sysroot: sr.root, agent, skel: join(REPO, 'initramfs-skel'), out: dir, arch: 'arm64',
-      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion), modules: opts.modules ?? ['i6300esb'],
-      compress: opts.compress ?? 'gzip', sourceDateEpoch: 0, extra: opts.extra ?? [],
+      sysroot: sr.root,
+      agent,
+      skel: join(REPO, 'initramfs-skel'),
+      out: dir,
+      arch: 'arm64',
+      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+      modules: opts.modules ?? ['i6300esb'],
+      compress: opts.compress ?? 'gzip',
+      sourceDateEpoch: 0,
+      extra: opts.extra ?? [],
     });
     copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
   }
-  return { dir, kernel: join(dir, 'vmlinuz'), initramfs: join(dir, 'initramfs.igz.uimg'), sysroot: sr.root, kernelVersion: sr.kernelVersion, pack: result };
+  return {
+    dir,
+    kernel: join(dir, 'vmlinuz'),
+    initramfs: join(dir, 'initramfs.igz.uimg'),
+    sysroot: sr.root,
+    kernelVersion: sr.kernelVersion,
+    pack: result,
+  };
 }
 
 /** A TFTP folder for one node: links to the shared kernel and initramfs, and its own boot script. */
 export function tftpFolder(dir: string, img: Images, bootargs: string): string {
   mkdirSync(dir, { recursive: true });
-  for (const [name, target] of [['vmlinuz', img.kernel], ['initramfs.igz.uimg', img.initramfs]] as const) {
+  for (const [name, target] of [
+    ['vmlinuz', img.kernel],
+    ['initramfs.igz.uimg', img.initramfs],
+  ] as const) {
     const p = join(dir, name);
     rmSync(p, { force: true });
     symlinkSync(target, p);

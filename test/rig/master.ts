@@ -1,7 +1,17 @@
 // A master on loopback, as on a real cluster: the seed's layout, stamps, and OpenSSH sshd whose only
 // door for the node key is `rrsync -ro` (the guest reaches 127.0.0.1 as 10.0.2.2).
 import { execFileSync } from 'node:child_process';
-import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -87,14 +97,34 @@ export class TestMaster {
   log = '';
   private proc: Subprocess | null = null;
 
-  constructor(readonly dir: string, readonly busybox: string) {
+  constructor(
+    readonly dir: string,
+    readonly busybox: string,
+  ) {
     this.root = join(dir, 'slaves');
   }
 
   /** Lay out the seed's master tree with a tiny bootable template, and publish both stamps. */
   async layout(opts: { table?: string; dataMb?: number } = {}): Promise<void> {
     const r = this.root;
-    for (const d of ['bootfs', 'rootfs/bin', 'rootfs/sbin', 'rootfs/etc', 'rootfs/proc', 'rootfs/sys', 'rootfs/dev', 'rootfs/run', 'rootfs/var', 'rootfs/tmp', 'rootfs/mnt', 'rootfs/usr/share/data', 'tftp', 'stamps', 'nodes']) mkdirSync(join(r, d), { recursive: true });
+    for (const d of [
+      'bootfs',
+      'rootfs/bin',
+      'rootfs/sbin',
+      'rootfs/etc',
+      'rootfs/proc',
+      'rootfs/sys',
+      'rootfs/dev',
+      'rootfs/run',
+      'rootfs/var',
+      'rootfs/tmp',
+      'rootfs/mnt',
+      'rootfs/usr/share/data',
+      'tftp',
+      'stamps',
+      'nodes',
+    ])
+      mkdirSync(join(r, d), { recursive: true });
     writeFileSync(join(r, 'partitions.sfdisk'), opts.table ?? TEST_TABLE);
     writeFileSync(join(r, 'bootfs/config.txt'), 'kernel=u-boot.bin\narm_64bit=1\n');
     writeFileSync(join(r, 'bootfs/u-boot.bin'), Buffer.alloc(4096, 7));
@@ -105,13 +135,21 @@ export class TestMaster {
     writeFileSync(join(r, 'rootfs/etc/template-version'), '1\n');
     const mb = opts.dataMb ?? 4;
     for (let i = 0; i < mb; i++) writeFileSync(join(r, `rootfs/usr/share/data/blob${i}`), randomBytes(1 << 20, i + 1));
-    execFileSync('ln', ['-f', join(r, 'rootfs/usr/share/data/blob0'), join(r, 'rootfs/usr/share/data/hardlink-to-blob0')]);
+    execFileSync('ln', [
+      '-f',
+      join(r, 'rootfs/usr/share/data/blob0'),
+      join(r, 'rootfs/usr/share/data/hardlink-to-blob0'),
+    ]);
     await this.publish('rootfs');
     await this.publish('bootfs');
   }
 
   async publish(name: 'rootfs' | 'bootfs', signKeyPath?: string): Promise<string> {
-    const s = await publish({ masterRoot: this.root, name, ...(signKeyPath ? { signKeyPem: readFileSync(signKeyPath, 'utf8') } : {}) });
+    const s = await publish({
+      masterRoot: this.root,
+      name,
+      ...(signKeyPath ? { signKeyPem: readFileSync(signKeyPath, 'utf8') } : {}),
+    });
     return s.id;
   }
 
@@ -120,20 +158,43 @@ export class TestMaster {
    * line; a virtual cluster passes its address, port 22, the namespace to run in, and the
    * authorized_keys file `builder stage` wrote.
    */
-  async start(hostKey = testKeys().hostKey, o: { listen?: string; port?: number; wrap?: string[]; authorizedKeys?: string } = {}): Promise<void> {
+  async start(
+    hostKey = testKeys().hostKey,
+    o: { listen?: string; port?: number; wrap?: string[]; authorizedKeys?: string } = {},
+  ): Promise<void> {
     const k = testKeys();
     mkdirSync('/run/sshd', { recursive: true });
     const cfgDir = join(this.dir, 'sshd');
     mkdirSync(cfgDir, { recursive: true });
     this.port = o.port ?? (this.port || (await freePort()));
     const authorized = o.authorizedKeys ?? join(cfgDir, 'authorized_keys');
-    if (!o.authorizedKeys) writeFileSync(authorized, `${authorizedKeysLine(readFileSync(join(k.dir, 'node_ed25519.pub'), 'utf8'), this.root)}\n`);
-    writeFileSync(join(cfgDir, 'sshd_config'), [
-      `Port ${this.port}`, `ListenAddress ${o.listen ?? '127.0.0.1'}`, `HostKey ${hostKey}`, `AuthorizedKeysFile ${authorized}`,
-      `PidFile ${join(cfgDir, 'sshd.pid')}`, 'PermitRootLogin prohibit-password', 'PasswordAuthentication no',
-      'KbdInteractiveAuthentication no', 'UsePAM no', 'StrictModes no', 'MaxStartups 100', 'LogLevel VERBOSE', '',
-    ].join('\n'));
-    this.proc = Bun.spawn([...(o.wrap ?? []), '/usr/sbin/sshd', '-D', '-e', '-f', join(cfgDir, 'sshd_config')], { stdout: 'pipe', stderr: 'pipe' });
+    if (!o.authorizedKeys)
+      writeFileSync(
+        authorized,
+        `${authorizedKeysLine(readFileSync(join(k.dir, 'node_ed25519.pub'), 'utf8'), this.root)}\n`,
+      );
+    writeFileSync(
+      join(cfgDir, 'sshd_config'),
+      [
+        `Port ${this.port}`,
+        `ListenAddress ${o.listen ?? '127.0.0.1'}`,
+        `HostKey ${hostKey}`,
+        `AuthorizedKeysFile ${authorized}`,
+        `PidFile ${join(cfgDir, 'sshd.pid')}`,
+        'PermitRootLogin prohibit-password',
+        'PasswordAuthentication no',
+        'KbdInteractiveAuthentication no',
+        'UsePAM no',
+        'StrictModes no',
+        'MaxStartups 100',
+        'LogLevel VERBOSE',
+        '',
+      ].join('\n'),
+    );
+    this.proc = Bun.spawn([...(o.wrap ?? []), '/usr/sbin/sshd', '-D', '-e', '-f', join(cfgDir, 'sshd_config')], {
+      stdout: 'pipe',
+      stderr: 'pipe',
+    });
     const proc = this.proc;
     void (async () => {
       for await (const c of proc.stderr as ReadableStream<Uint8Array>) this.log += new TextDecoder().decode(c);
@@ -154,12 +215,32 @@ export class TestMaster {
     const cfgDir = join(this.dir, 'rsyncd');
     mkdirSync(cfgDir, { recursive: true });
     this.rsyncdPort = await freePort();
-    writeFileSync(join(cfgDir, 'rsyncd.conf'), [
-      `pid file = ${join(cfgDir, 'rsyncd.pid')}`, 'use chroot = no', 'uid = root', 'gid = root', '',
-      '[clusterboot]', `path = ${this.root}`, 'read only = yes', 'numeric ids = yes', '',
-    ].join('\n'));
-    this.rsyncd = Bun.spawn(['/usr/bin/rsync', '--daemon', '--no-detach', `--config=${join(cfgDir, 'rsyncd.conf')}`,
-      `--port=${this.rsyncdPort}`, '--address=127.0.0.1'], { stdout: 'ignore', stderr: 'ignore' });
+    writeFileSync(
+      join(cfgDir, 'rsyncd.conf'),
+      [
+        `pid file = ${join(cfgDir, 'rsyncd.pid')}`,
+        'use chroot = no',
+        'uid = root',
+        'gid = root',
+        '',
+        '[clusterboot]',
+        `path = ${this.root}`,
+        'read only = yes',
+        'numeric ids = yes',
+        '',
+      ].join('\n'),
+    );
+    this.rsyncd = Bun.spawn(
+      [
+        '/usr/bin/rsync',
+        '--daemon',
+        '--no-detach',
+        `--config=${join(cfgDir, 'rsyncd.conf')}`,
+        `--port=${this.rsyncdPort}`,
+        '--address=127.0.0.1',
+      ],
+      { stdout: 'ignore', stderr: 'ignore' },
+    );
     const end = Date.now() + 10_000;
     while (Bun.spawnSync(['/usr/bin/rsync', `rsync://127.0.0.1:${this.rsyncdPort}/clusterboot/`]).exitCode !== 0) {
       if (Date.now() > end) throw new Error('rsyncd did not start');
@@ -206,7 +287,15 @@ export function templateSum(root: string): string {
   };
   walk('/usr/share/data');
   files.push('/etc/template-version');
-  const lines = files.sort().map((p) => `${createHash('md5').update(readFileSync(join(rootfs, p))).digest('hex')}  ${p}\n`).join('');
+  const lines = files
+    .sort()
+    .map(
+      (p) =>
+        `${createHash('md5')
+          .update(readFileSync(join(rootfs, p)))
+          .digest('hex')}  ${p}\n`,
+    )
+    .join('');
   return createHash('md5').update(lines).digest('hex');
 }
 
@@ -231,7 +320,10 @@ export interface MasterRig {
 }
 
 /** The common start of the boot suites and scripts: build (or reuse) the images, lay out and start a master in a fresh work directory. */
-export async function startMasterRig(name: string, layout: Parameters<TestMaster['layout']>[0] = {}): Promise<MasterRig> {
+export async function startMasterRig(
+  name: string,
+  layout: Parameters<TestMaster['layout']>[0] = {},
+): Promise<MasterRig> {
   const img = await images({ extra: testAccessFiles() });
   const work = mkdtempSync(join(tmpdir(), `cb-${name}-`));
   const master = new TestMaster(work, join(img.sysroot, 'bin/busybox'));

@@ -51,16 +51,36 @@ export class QemuNode {
     if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
     const args = [
       ...(opts.wrap ?? []),
-      'qemu-system-aarch64', '-M', 'virt,acpi=off', // acpi=off: with firmware loaded QEMU leaves out the PL061 GPIO chip otherwise
-      '-cpu', opts.cpu ?? 'cortex-a72', '-smp', String(opts.smp ?? 2), '-m', String(opts.memoryMb ?? 1024),
-      '-bios', UBOOT, '-display', 'none', '-serial', 'stdio', '-monitor', 'none', '-no-reboot',
+      'qemu-system-aarch64',
+      '-M',
+      'virt,acpi=off', // acpi=off: with firmware loaded QEMU leaves out the PL061 GPIO chip otherwise
+      '-cpu',
+      opts.cpu ?? 'cortex-a72',
+      '-smp',
+      String(opts.smp ?? 2),
+      '-m',
+      String(opts.memoryMb ?? 1024),
+      '-bios',
+      UBOOT,
+      '-display',
+      'none',
+      '-serial',
+      'stdio',
+      '-monitor',
+      'none',
+      '-no-reboot',
       ...(opts.netdev ?? [
-        '-netdev', `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
-        '-device', `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''},${NO_ROM}`,
+        '-netdev',
+        `user,id=n0,tftp=${opts.tftpDir},bootfile=boot.scr.uimg`,
+        '-device',
+        `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''},${NO_ROM}`,
       ]),
-      '-drive', `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
-      '-device', `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
-      '-device', 'i6300esb', // a hardware watchdog, as a Pi has one (bcm2835)
+      '-drive',
+      `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
+      '-device',
+      `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
+      '-device',
+      'i6300esb', // a hardware watchdog, as a Pi has one (bcm2835)
       ...(opts.extra ?? []),
     ];
     if (opts.logFile) writeFileSync(opts.logFile, `# ${args.join(' ')}\n`, { flag: 'a' });
@@ -87,7 +107,8 @@ export class QemuNode {
       const before = this.console.length;
       this.console += text;
       // only the new text (and the few bytes before it a line may straddle) is searched, not the whole console each time
-      if (this.kernelAtMs === undefined && this.console.includes('Starting kernel', Math.max(0, before - 16))) this.kernelAtMs = performance.now() - this.startedAt;
+      if (this.kernelAtMs === undefined && this.console.includes('Starting kernel', Math.max(0, before - 16)))
+        this.kernelAtMs = performance.now() - this.startedAt;
       if (this.opts.logFile) appendFileSync(this.opts.logFile, text);
       if (this.opts.echo) process.stderr.write(text);
       this.wake();
@@ -100,9 +121,11 @@ export class QemuNode {
     for (;;) {
       const m = this.console.slice(from).match(re);
       if (m) return m;
-      if (this.exitCode !== null) throw new Error(`QEMU exited (${this.exitCode}) before ${re}\n--- console tail ---\n${this.tail()}`);
+      if (this.exitCode !== null)
+        throw new Error(`QEMU exited (${this.exitCode}) before ${re}\n--- console tail ---\n${this.tail()}`);
       const left = deadline - performance.now();
-      if (left <= 0) throw new Error(`timed out after ${timeoutMs} ms waiting for ${re}\n--- console tail ---\n${this.tail()}`);
+      if (left <= 0)
+        throw new Error(`timed out after ${timeoutMs} ms waiting for ${re}\n--- console tail ---\n${this.tail()}`);
       await new Promise<void>((res) => {
         const t = setTimeout(res, Math.min(left, 1000));
         this.waiters.push(() => {

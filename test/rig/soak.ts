@@ -21,7 +21,8 @@ const CUT: Record<SoakPhase, { on: RegExp; maxDelayMs: number }> = {
   rsync: { on: /\[\d+\/\d+ root\] syncing \d/, maxDelayMs: 3500 },
 };
 
-export type Outcome = 'up-correct' | 'refused-visible' | 'up-wrong-root' | 'lost-data' | 'p1-changed' | 'warm-wrote-p1' | 'stuck';
+export type Outcome =
+  'up-correct' | 'refused-visible' | 'up-wrong-root' | 'lost-data' | 'p1-changed' | 'warm-wrote-p1' | 'stuck';
 export const GOOD: readonly Outcome[] = ['up-correct', 'refused-visible'];
 
 export interface Trial {
@@ -42,7 +43,8 @@ export function p1Hash(disk: string): string {
   try {
     const h = createHash('sha256');
     const buf = Buffer.alloc(1 << 20);
-    for (let off = 2048 * 512; off < 67584 * 512; off += buf.length) h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, off)));
+    for (let off = 2048 * 512; off < 67584 * 512; off += buf.length)
+      h.update(buf.subarray(0, readSync(fd, buf, 0, buf.length, off)));
     return h.digest('hex');
   } finally {
     closeSync(fd);
@@ -52,7 +54,12 @@ export function p1Hash(disk: string): string {
 export class Soak {
   private golden: string;
 
-  constructor(readonly img: Images, readonly master: TestMaster, readonly work: string, readonly bootargs: string) {
+  constructor(
+    readonly img: Images,
+    readonly master: TestMaster,
+    readonly work: string,
+    readonly bootargs: string,
+  ) {
     this.golden = join(work, 'golden.img');
   }
 
@@ -82,7 +89,11 @@ export class Soak {
       copyFileSync(this.golden, disk);
       p1Before = p1Hash(disk);
       // a new template (every data file rewritten) so the boot has a whole root to sync
-      for (let i = 0; i < 20; i++) writeFileSync(join(this.master.root, `rootfs/usr/share/data/blob${i}`), randomBytes(1 << 20, seed * 100 + i + 1));
+      for (let i = 0; i < 20; i++)
+        writeFileSync(
+          join(this.master.root, `rootfs/usr/share/data/blob${i}`),
+          randomBytes(1 << 20, seed * 100 + i + 1),
+        );
       await this.master.publish('rootfs');
     } else {
       blankDisk(disk, 1024);

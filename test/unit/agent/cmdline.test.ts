@@ -64,22 +64,60 @@ describe('parseCmdline', () => {
   test('each parameter', () => {
     const r = one(
       [
-        'master=master.lan', 'masteruser=boot', 'masterport=2222', 'masterroot=rack1/node', 'transport=rsyncd',
-        'overlay=tmpfs', 'disk=/dev/nvme0n1', 'disktimeout=90', 'wipe=0x1234abcd', 'modules=dwc2,g_ether,usb-storage',
-        'init=/lib/systemd/systemd', 'rescue', 'break=sync', 'clusterboot.dryrun', 'rollback', 'clusterboot.reset',
-        'quiet', 'retries=0', 'hostname=node-07', 'ip=10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off',
-        'syslog=10.0.0.1:5514', 'watchdog=0', 'leds=off', 'clusterboot.hang=network',
+        'master=master.lan',
+        'masteruser=boot',
+        'masterport=2222',
+        'masterroot=rack1/node',
+        'transport=rsyncd',
+        'overlay=tmpfs',
+        'disk=/dev/nvme0n1',
+        'disktimeout=90',
+        'wipe=0x1234abcd',
+        'modules=dwc2,g_ether,usb-storage',
+        'init=/lib/systemd/systemd',
+        'rescue',
+        'break=sync',
+        'clusterboot.dryrun',
+        'rollback',
+        'clusterboot.reset',
+        'quiet',
+        'retries=0',
+        'hostname=node-07',
+        'ip=10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off',
+        'syslog=10.0.0.1:5514',
+        'watchdog=0',
+        'leds=off',
+        'clusterboot.hang=network',
       ].join(' '),
       PHASES,
     );
     expect(r.warnings).toEqual([]);
     expect(r.unknown).toEqual([]);
     expect(r.params).toEqual({
-      master: 'master.lan', masterUser: 'boot', masterPort: 2222, masterRoot: 'rack1/node', transport: 'rsyncd',
-      overlay: 'tmpfs', disk: '/dev/nvme0n1', diskTimeout: 90, wipe: '0x1234abcd', modules: ['dwc2', 'g_ether', 'usb-storage'],
-      init: '/lib/systemd/systemd', rescue: true, break: 'sync', dryRun: true, rollback: true, reset: true, quiet: true,
-      retries: 0, hostname: 'node-07', ip: '10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off', syslog: '10.0.0.1:5514',
-      watchdog: 0, leds: 'off', debugHang: 'network',
+      master: 'master.lan',
+      masterUser: 'boot',
+      masterPort: 2222,
+      masterRoot: 'rack1/node',
+      transport: 'rsyncd',
+      overlay: 'tmpfs',
+      disk: '/dev/nvme0n1',
+      diskTimeout: 90,
+      wipe: '0x1234abcd',
+      modules: ['dwc2', 'g_ether', 'usb-storage'],
+      init: '/lib/systemd/systemd',
+      rescue: true,
+      break: 'sync',
+      dryRun: true,
+      rollback: true,
+      reset: true,
+      quiet: true,
+      retries: 0,
+      hostname: 'node-07',
+      ip: '10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off',
+      syslog: '10.0.0.1:5514',
+      watchdog: 0,
+      leds: 'off',
+      debugHang: 'network',
     });
   });
 
@@ -89,7 +127,10 @@ describe('parseCmdline', () => {
     expect(one('aufs=none').params.overlay).toBe('none');
     expect(one('ip=dhcp').params.ip).toBe('dhcp');
     expect(one('masterip=fd00::1').params.master).toBe('fd00::1');
-    expect(one('syslog=[fd00::1]:514 leds=gpiochip1:5').params).toMatchObject({ syslog: '[fd00::1]:514', leds: 'gpiochip1:5' });
+    expect(one('syslog=[fd00::1]:514 leds=gpiochip1:5').params).toMatchObject({
+      syslog: '[fd00::1]:514',
+      leds: 'gpiochip1:5',
+    });
     expect(one('modules=').params.modules).toEqual([]);
   });
 
@@ -110,7 +151,11 @@ describe('parseCmdline', () => {
       ['disk=sda', { disk: '/dev/mmcblk0' }, 'disk=sda: expected a /dev/... block device path; using /dev/mmcblk0'],
       ['disktimeout=-1', { diskTimeout: 30 }, 'disktimeout=-1: expected seconds 0..3600; using 30'],
       ['watchdog=1.5', { watchdog: 15 }, 'watchdog=1.5: expected seconds 0..3600 (0 disables); using 15'],
-      ['leds=blue', { leds: 'gpiochip0:22,23,24' }, 'leds=blue: expected off or gpiochipN:line[,line...]; using gpiochip0:22,23,24'],
+      [
+        'leds=blue',
+        { leds: 'gpiochip0:22,23,24' },
+        'leds=blue: expected off or gpiochipN:line[,line...]; using gpiochip0:22,23,24',
+      ],
       ['masterip=999.1.1.1', {}, 'masterip=999.1.1.1: expected an IP address; using unset'],
       ['masterroot=../etc', { masterRoot: '' }, `masterroot=../etc: expected a path without ".."; using ''`],
       ['init=sbin/init', { init: '/sbin/init' }, 'init=sbin/init: expected an absolute path; using /sbin/init'],
@@ -193,9 +238,39 @@ describe('parseCmdline', () => {
       return (seed >>> 0) % n;
     };
     const pieces = [
-      'aufs=', 'overlay=', 'masterip=', 'master=', 'masterport=', 'retries=', 'watchdog=', 'leds=', 'break=',
-      'clusterboot.hang=', 'modules=', 'rescue', 'quiet', 'init=', 'disk=', '"', ' ', '=', ',', '.', ':', '--',
-      'disk', 'tmpfs', '65535', '99999', '-1', '\u0000', '\n', '\u00e9', '\ud800', 'gpiochip0:', 'clusterboot.',
+      'aufs=',
+      'overlay=',
+      'masterip=',
+      'master=',
+      'masterport=',
+      'retries=',
+      'watchdog=',
+      'leds=',
+      'break=',
+      'clusterboot.hang=',
+      'modules=',
+      'rescue',
+      'quiet',
+      'init=',
+      'disk=',
+      '"',
+      ' ',
+      '=',
+      ',',
+      '.',
+      ':',
+      '--',
+      'disk',
+      'tmpfs',
+      '65535',
+      '99999',
+      '-1',
+      '\u0000',
+      '\n',
+      '\u00e9',
+      '\ud800',
+      'gpiochip0:',
+      'clusterboot.',
     ];
     for (let i = 0; i < 2000; i++) {
       let s = '';

@@ -16,18 +16,29 @@ import { PHASE_NAMES, SEQUENCE } from '../../../agent/sequence.ts';
 describe('disk identity', () => {
   const base = { blank: false, hasTable: true, p1Files: null, serial: 'S1' };
   test('blank disks, our label-id, the marker and boot firmware make a disk ours', () => {
-    expect(diskVerdict({ ...base, blank: true, hasTable: false })).toEqual({ ours: true, why: 'blank disk', wipe: false });
+    expect(diskVerdict({ ...base, blank: true, hasTable: false })).toEqual({
+      ours: true,
+      why: 'blank disk',
+      wipe: false,
+    });
     expect(diskVerdict({ ...base, ourLabel: true }).ours).toBe(true);
     expect(diskVerdict({ ...base, p1Files: ['clusterboot.marker'] }).ours).toBe(true);
     expect(diskVerdict({ ...base, p1Files: ['bootcode.bin', 'CONFIG.TXT'] }).ours).toBe(true);
     expect(diskVerdict({ ...base, p1Files: ['u-boot.bin'] }).ours).toBe(true);
   });
   test('any other disk is refused, unless wipe= names its serial exactly', () => {
-    expect(diskVerdict({ ...base, p1Files: ['photos'] })).toEqual({ ours: false, why: 'p1 holds neither the clusterboot marker nor boot firmware' });
+    expect(diskVerdict({ ...base, p1Files: ['photos'] })).toEqual({
+      ours: false,
+      why: 'p1 holds neither the clusterboot marker nor boot firmware',
+    });
     expect(diskVerdict({ ...base, hasTable: false, p1Files: null }).ours).toBe(false);
     expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S2' }).ours).toBe(false);
     expect(diskVerdict({ ...base, serial: '', p1Files: ['photos'], wipe: '' }).ours).toBe(false);
-    expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S1' })).toEqual({ ours: true, why: 'wipe=S1 names this disk', wipe: true });
+    expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S1' })).toEqual({
+      ours: true,
+      why: 'wipe=S1 names this disk',
+      wipe: true,
+    });
   });
   test('our label-id is recognised in dos and gpt dumps, and nothing else is', () => {
     expect(hasOurLabelId(`label: dos\nlabel-id: ${LABEL_ID.dos}\n`)).toBe(true);
@@ -45,17 +56,29 @@ describe('network choices', () => {
     expect(chooseInterface(['lo'])).toBeNull();
   });
   test('the udhcpc hook output parses into a lease', () => {
-    const l = parseLease('interface=eth0\nip=192.168.2.5\nmask=24\nrouter=192.168.2.254\nserverid=192.168.2.1\nhostname=rpinode05\ntftp=\nbogus\n');
-    expect(l).toMatchObject({ interface: 'eth0', ip: '192.168.2.5', mask: '24', hostname: 'rpinode05', serverid: '192.168.2.1', tftp: '' });
+    const l = parseLease(
+      'interface=eth0\nip=192.168.2.5\nmask=24\nrouter=192.168.2.254\nserverid=192.168.2.1\nhostname=rpinode05\ntftp=\nbogus\n',
+    );
+    expect(l).toMatchObject({
+      interface: 'eth0',
+      ip: '192.168.2.5',
+      mask: '24',
+      hostname: 'rpinode05',
+      serverid: '192.168.2.1',
+      tftp: '',
+    });
   });
   test('masterip= wins, then option 66, next-server, the DHCP server', () => {
     const l = parseLease('serverid=10.0.0.1\nsiaddr=10.0.0.2\ntftp=10.0.0.3\n');
     expect(chooseMaster('192.168.2.1', l)).toEqual({ host: '192.168.2.1', from: 'masterip=' });
     expect(chooseMaster(undefined, l)).toEqual({ host: '10.0.0.3', from: 'DHCP option 66' });
-    expect(chooseMaster(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({ host: '10.0.0.1', from: 'DHCP server' });
+    expect(chooseMaster(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({
+      host: '10.0.0.1',
+      from: 'DHCP server',
+    });
     expect(chooseMaster(undefined, parseLease(''))).toBeNull();
   });
-  test('link up builds the kernel\'s struct ifreq: the name NUL-padded in 16 bytes, flags zero, 40 bytes in all', () => {
+  test("link up builds the kernel's struct ifreq: the name NUL-padded in 16 bytes, flags zero, 40 bytes in all", () => {
     const req = ifreq('eth0');
     expect(req.length).toBe(IFREQ_SIZE);
     expect([...req.subarray(0, 16)]).toEqual([...Buffer.from('eth0'), ...new Array(12).fill(0)]);
@@ -71,7 +94,9 @@ describe('network choices', () => {
     expect([0, 1, 2, 3, 4, 10].map(backoff)).toEqual([2, 4, 8, 16, 30, 30]);
   });
   test('ssh failures are told apart: host key, refused key, master down', () => {
-    expect(classifySshError('@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.').kind).toBe('hostkey');
+    expect(
+      classifySshError('@@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@\nHost key verification failed.').kind,
+    ).toBe('hostkey');
     expect(classifySshError('root@10.0.2.2: Permission denied (publickey).').kind).toBe('auth');
     expect(classifySshError('ssh: connect to host 10.0.2.2 port 22: Connection refused').kind).toBe('down');
   });
@@ -80,7 +105,10 @@ describe('network choices', () => {
 describe('modules and handoff', () => {
   test('modules already present are skipped; order and comments are kept', () => {
     const list = '# packed\nkernel/lib/crc16.ko\nkernel/fs/ext4/ext4.ko\nkernel/fs/nls/nls_iso8859-1.ko.xz\n';
-    expect(planModules(list, (n) => n === 'crc16')).toEqual({ load: ['kernel/fs/ext4/ext4.ko', 'kernel/fs/nls/nls_iso8859-1.ko.xz'], skip: ['kernel/lib/crc16.ko'] });
+    expect(planModules(list, (n) => n === 'crc16')).toEqual({
+      load: ['kernel/fs/ext4/ext4.ko', 'kernel/fs/nls/nls_iso8859-1.ko.xz'],
+      skip: ['kernel/lib/crc16.ko'],
+    });
     expect(moduleBase('kernel/fs/nls/nls_iso8859-1.ko.xz')).toBe('nls_iso8859_1');
   });
   test('a plain .ko is loaded by init_module from the agent; a compressed one goes through insmod', () => {
@@ -90,7 +118,15 @@ describe('modules and handoff', () => {
     expect(loaderFor('kernel/drivers/x.ko.gz')).toBe('insmod');
   });
   test('init is found through symlinks inside the new root, never outside it', () => {
-    const fsys: Record<string, string | null> = { '/r/sbin': 'usr/sbin', '/r/usr': null, '/r/usr/sbin': null, '/r/usr/sbin/init': '/lib/systemd/systemd', '/r/lib': null, '/r/lib/systemd': null, '/r/lib/systemd/systemd': null };
+    const fsys: Record<string, string | null> = {
+      '/r/sbin': 'usr/sbin',
+      '/r/usr': null,
+      '/r/usr/sbin': null,
+      '/r/usr/sbin/init': '/lib/systemd/systemd',
+      '/r/lib': null,
+      '/r/lib/systemd': null,
+      '/r/lib/systemd/systemd': null,
+    };
     const lstat = (p: string) => (p in fsys ? { exists: true, link: fsys[p] ?? null } : { exists: false, link: null });
     expect(resolveInRoot('/r', '/sbin/init', lstat)).toBe('/lib/systemd/systemd');
     expect(resolveInRoot('/r', '/bin/init', lstat)).toBeNull();
@@ -105,7 +141,9 @@ describe('reaper', () => {
     expect(parseStat('garbage')).toBeNull();
   });
   test('pids Bun holds a pidfd for are read from fdinfo', () => {
-    expect(pidsWithPidfd(['pos:\t0\nflags:\t02000002\nPid:\t77\n', 'pos:\t0\n', 'Pid:\t78\nNSpid:\t78\n'])).toEqual(new Set([77, 78]));
+    expect(pidsWithPidfd(['pos:\t0\nflags:\t02000002\nPid:\t77\n', 'pos:\t0\n', 'Pid:\t78\nNSpid:\t78\n'])).toEqual(
+      new Set([77, 78]),
+    );
   });
 });
 
@@ -116,7 +154,11 @@ describe('watchdog heartbeat for silent tools', () => {
     expect(ioBytes('garbage')).toBeNull();
     const counts = [100, 100, 200, null];
     const told: string[] = [];
-    const beat = ioHeartbeat('mkfs /dev/vda2', () => counts.shift() ?? null, (w) => told.push(w));
+    const beat = ioHeartbeat(
+      'mkfs /dev/vda2',
+      () => counts.shift() ?? null,
+      (w) => told.push(w),
+    );
     for (let i = 0; i < 4; i++) beat(42);
     expect(told).toEqual(['mkfs /dev/vda2 busy', 'mkfs /dev/vda2 busy']);
   });
@@ -124,8 +166,12 @@ describe('watchdog heartbeat for silent tools', () => {
 
 describe('look-aheads', () => {
   const ctxWith = (cmdline = '') => ({ params: parseCmdline(cmdline, PHASE_NAMES).params, facts: {} }) as Ctx;
-  const phase = (name: string, after?: string, work?: () => Promise<unknown>): Phase =>
-    ({ name, needs: {}, run: async () => undefined, ...(after && work ? { lookahead: { after, run: work } } : {}) });
+  const phase = (name: string, after?: string, work?: () => Promise<unknown>): Phase => ({
+    name,
+    needs: {},
+    run: async () => undefined,
+    ...(after && work ? { lookahead: { after, run: work } } : {}),
+  });
 
   test('the disk is read while the network and the master are under way: its look-ahead starts once the modules are loaded', () => {
     expect(SEQUENCE.find((p) => p.name === 'disk')?.lookahead?.after).toBe('modules');
@@ -153,7 +199,15 @@ describe('look-aheads', () => {
   });
   test('a failing look-ahead fails its own phase when awaited, not the boot before', async () => {
     const ctx = ctxWith();
-    startLookaheads([phase('disk', 'modules', async () => { throw new Error('disk /dev/sda did not appear'); })], 'modules', ctx);
+    startLookaheads(
+      [
+        phase('disk', 'modules', async () => {
+          throw new Error('disk /dev/sda did not appear');
+        }),
+      ],
+      'modules',
+      ctx,
+    );
     await Bun.sleep(5); // an unhandled rejection would surface here
     await expect(lookaheadResult(ctx, 'disk', async () => 'now')).rejects.toThrow('did not appear');
   });

@@ -146,37 +146,43 @@ function runProperty<T>(
   const runs = opts.runs ?? RUNS;
   // knownFailing: a reported finding in code we do not own; the test passes while the property fails, and
   // turns red once the code is fixed (then drop the flag). Its counterexample is not printed on every run.
-  (opts.knownFailing ? test.failing : test)(`${name} [${ONLY_CASE === null ? runs : 1} cases, seed ${SEED}]`, () => {
-    const counts: Record<string, number> = {};
-    for (let i = 0; i < runs; i++) {
-      if (ONLY_CASE !== null && i !== ONLY_CASE) continue;
-      let input: T | undefined;
-      try {
-        input = gen(new Rng(caseSeed(name, i)), i);
-        check(input);
-      } catch (e) {
-        const msg =
-          `property "${name}" failed at case ${i} (PROPERTY_SEED=${SEED}); replay with\n` +
-          `  PROPERTY_SEED=${SEED} PROPERTY_CASE=${i} bun test ${file} -t '${name.replace(/'/g, '.')}'\n` +
-          `input: ${showInput(input)}\n${(e as Error)?.message ?? String(e)}`;
-        if (!opts.knownFailing || process.env.PROPERTY_VERBOSE) console.error(msg);
-        throw new Error(msg, { cause: e });
-      }
-      if (opts.classify) {
-        const labels = opts.classify(input);
-        for (const l of Array.isArray(labels) ? labels : [labels]) counts[l] = (counts[l] ?? 0) + 1;
-      }
-    }
-    // Coverage only means something on a full run.
-    if (ONLY_CASE === null && opts.cover && runs >= 500) {
-      for (const [label, min] of Object.entries(opts.cover)) {
-        const got = counts[label] ?? 0;
-        if (got < Math.ceil((min * runs) / 2000)) {
-          throw new Error(`property "${name}" (seed ${SEED}): the generator reached "${label}" ${got} times in ${runs} cases; counts ${JSON.stringify(counts)}`);
+  (opts.knownFailing ? test.failing : test)(
+    `${name} [${ONLY_CASE === null ? runs : 1} cases, seed ${SEED}]`,
+    () => {
+      const counts: Record<string, number> = {};
+      for (let i = 0; i < runs; i++) {
+        if (ONLY_CASE !== null && i !== ONLY_CASE) continue;
+        let input: T | undefined;
+        try {
+          input = gen(new Rng(caseSeed(name, i)), i);
+          check(input);
+        } catch (e) {
+          const msg =
+            `property "${name}" failed at case ${i} (PROPERTY_SEED=${SEED}); replay with\n` +
+            `  PROPERTY_SEED=${SEED} PROPERTY_CASE=${i} bun test ${file} -t '${name.replace(/'/g, '.')}'\n` +
+            `input: ${showInput(input)}\n${(e as Error)?.message ?? String(e)}`;
+          if (!opts.knownFailing || process.env.PROPERTY_VERBOSE) console.error(msg);
+          throw new Error(msg, { cause: e });
+        }
+        if (opts.classify) {
+          const labels = opts.classify(input);
+          for (const l of Array.isArray(labels) ? labels : [labels]) counts[l] = (counts[l] ?? 0) + 1;
         }
       }
-    }
-  }, TIMEOUT_MS(runs));
+      // Coverage only means something on a full run.
+      if (ONLY_CASE === null && opts.cover && runs >= 500) {
+        for (const [label, min] of Object.entries(opts.cover)) {
+          const got = counts[label] ?? 0;
+          if (got < Math.ceil((min * runs) / 2000)) {
+            throw new Error(
+              `property "${name}" (seed ${SEED}): the generator reached "${label}" ${got} times in ${runs} cases; counts ${JSON.stringify(counts)}`,
+            );
+          }
+        }
+      }
+    },
+    TIMEOUT_MS(runs),
+  );
 }
 
 /** Generous: the suite shares the machine with QEMU runs, and PROPERTY_RUNS may be large for a soak. */
@@ -221,7 +227,17 @@ export function genType(r: Rng, label: 'dos' | 'gpt'): string {
     return r.pick(['83', '83', '83', '83', 'b', 'c', 'c', '82', '7', 'e', 'ef', 'fd', '8e', 'da', 'a5']);
   }
   if (r.chance(0.03)) return ZERO_GUID; // the unused-entry GUID: must never be written
-  return r.pick([LINUX_GUID, LINUX_GUID, LINUX_GUID, EFI_GUID, SWAP_GUID, HOME_GUID, RAID_GUID, LVM_GUID, randomGuid(r)]);
+  return r.pick([
+    LINUX_GUID,
+    LINUX_GUID,
+    LINUX_GUID,
+    EFI_GUID,
+    SWAP_GUID,
+    HOME_GUID,
+    RAID_GUID,
+    LVM_GUID,
+    randomGuid(r),
+  ]);
 }
 
 /** A mostly plausible table for a disk of about `disk` sectors; sometimes overlapping, oversized or odd. */
@@ -231,12 +247,24 @@ export function genModelTable(r: Rng, disk: number, opts: { clean?: boolean } = 
   const t: MTable = { label, sectorSize, parts: [] };
   if (label === 'gpt' && r.chance(0.3)) t.firstLba = r.pick([34, 2048, 40, 6, r.between(1, 4096)]);
   if (r.chance(0.5)) t.labelId = label === 'dos' ? `0x${r.hex(8)}` : randomGuid(r);
-  const n = label === 'dos' ? (r.chance(0.95) ? r.between(1, 4) : r.between(5, 6)) : r.chance(0.9) ? r.between(1, 6) : r.between(7, 12);
+  const n =
+    label === 'dos'
+      ? r.chance(0.95)
+        ? r.between(1, 4)
+        : r.between(5, 6)
+      : r.chance(0.9)
+        ? r.between(1, 6)
+        : r.between(7, 12);
   const usable = Number.isFinite(disk) && disk > 4096 ? Math.min(disk, 2 ** 40) : r.between(4096, 70000000);
-  let at = label === 'dos' ? r.pick([1, 16, 63, 2048, 2048, 2048, r.between(1, 8192)]) : r.pick([t.firstLba ?? 2048, 2048, 34, r.between(34, 8192)]);
+  let at =
+    label === 'dos'
+      ? r.pick([1, 16, 63, 2048, 2048, 2048, r.between(1, 8192)])
+      : r.pick([t.firstLba ?? 2048, 2048, 34, r.between(34, 8192)]);
   for (let i = 1; i <= n; i++) {
     const share = Math.max(1, Math.floor((usable - at) / (n - i + 1)));
-    let size = r.chance(0.6) ? Math.max(1, Math.floor(share * (0.2 + 0.8 * r.next()))) : r.pick([1, 2048, 65536, 97712, 2000000, r.between(1, 4000000)]);
+    let size = r.chance(0.6)
+      ? Math.max(1, Math.floor(share * (0.2 + 0.8 * r.next())))
+      : r.pick([1, 2048, 65536, 97712, 2000000, r.between(1, 4000000)]);
     if (r.chance(0.03)) size = r.pick([share * 3, 2 ** 32, 2 ** 33]); // too big for the disk or for dos
     let start = at;
     if (r.chance(0.06)) start = Math.max(1, at - r.between(1, 5000)); // overlaps the previous one
@@ -298,7 +326,10 @@ export function renderModel(r: Rng, t: MTable, dev: string, style: 'new' | 'old'
       const p = sorted.find((x) => x.index === i);
       const name = `${partName(dev, i)} : `;
       if (!p) lines.push(`${name}start=${pad(r, 0)}, size=${pad(r, 0)}, Id= 0`);
-      else lines.push(`${name}start=${pad(r, p.start)}, size=${pad(r, p.size)}, Id=${r.chance(0.5) ? ' ' : ''}${typeSpelling(r, 'dos', p.type)}${p.bootable ? ', bootable' : ''}`);
+      else
+        lines.push(
+          `${name}start=${pad(r, p.start)}, size=${pad(r, p.size)}, Id=${r.chance(0.5) ? ' ' : ''}${typeSpelling(r, 'dos', p.type)}${p.bootable ? ', bootable' : ''}`,
+        );
     }
     return lines.join(eol) + eol;
   }
@@ -314,14 +345,17 @@ export function renderModel(r: Rng, t: MTable, dev: string, style: 'new' | 'old'
   for (const p of sorted) {
     const sep = r.pick([', ', ',', ' , ', ';']);
     if (style === 'positional') {
-      body.push(`${p.start} ${p.size} ${typeSpelling(r, t.label, p.type)}${p.bootable ? ' *' : r.chance(0.3) ? ' -' : ''}`);
+      body.push(
+        `${p.start} ${p.size} ${typeSpelling(r, t.label, p.type)}${p.bootable ? ' *' : r.chance(0.3) ? ' -' : ''}`,
+      );
       continue;
     }
     const fields = [`start=${pad(r, p.start)}`, `size=${pad(r, p.size)}`, `type=${typeSpelling(r, t.label, p.type)}`];
     if (t.label === 'gpt') {
       if (p.uuid !== undefined && r.chance(0.7)) fields.push(`uuid=${r.chance(0.5) ? p.uuid : p.uuid.toLowerCase()}`);
       if (p.name !== undefined && r.chance(0.7)) fields.push(`name="${p.name}"`);
-      if (p.bootable) fields.push(r.pick(['attrs="LegacyBIOSBootable"', 'bootable', 'attrs="RequiredPartition LegacyBIOSBootable"']));
+      if (p.bootable)
+        fields.push(r.pick(['attrs="LegacyBIOSBootable"', 'bootable', 'attrs="RequiredPartition LegacyBIOSBootable"']));
       else if (r.chance(0.1)) fields.push('attrs="RequiredPartition"');
     } else if (p.bootable) fields.push('bootable');
     const f = r.chance(0.2) ? [fields[1] as string, fields[0] as string, ...fields.slice(2)] : fields;
@@ -340,33 +374,82 @@ export function damage(r: Rng, text: string): string {
     const li = r.int(lines.length);
     const line = lines[li] ?? '';
     switch (r.int(14)) {
-      case 0: { // flip a digit
+      case 0: {
+        // flip a digit
         const digits = [...line.matchAll(/[0-9]/g)];
         const d = digits.length ? r.pick(digits) : undefined;
-        if (d && d.index !== undefined) lines[li] = line.slice(0, d.index) + String(r.int(10)) + line.slice(d.index + 1);
+        if (d && d.index !== undefined)
+          lines[li] = line.slice(0, d.index) + String(r.int(10)) + line.slice(d.index + 1);
         break;
       }
-      case 1: lines.splice(li, 1); break; // drop a line
-      case 2: lines.splice(li, 0, line); break; // duplicate a line
-      case 3: { // swap start and size
+      case 1:
+        lines.splice(li, 1);
+        break; // drop a line
+      case 2:
+        lines.splice(li, 0, line);
+        break; // duplicate a line
+      case 3: {
+        // swap start and size
         const m = /start=\s*(\d+)\s*,\s*size=\s*(\d+)/.exec(line);
         if (m) lines[li] = line.replace(m[0], `start=${m[2]}, size=${m[1]}`);
         break;
       }
-      case 4: lines[li] = line.replace(/(start|size)=\s*\d+/, (_m, k: string) => `${k}=${r.pick(['-1', '-2048', '0', '99999999999999999999', '9007199254740993', '1e9', '1.5', '0x800', '+5', '016', '4294967296', '18446744073709551616'])}`); break;
-      case 5: lines[li] = `${line}, ${r.pick(['foo=bar', 'uuid=', 'size=7', 'bootable', 'attrs=', 'name="a,b"', '"', 'x'])}`; break; // unknown or repeated key
-      case 6: lines.splice(li, 0, r.pick(['bogus: 1', 'label: gpt', 'label: sun', 'unit: bytes', 'sector-size: 4096', 'sector-size: 3', 'first-lba: 34', 'label-id: nope', 'grain: 1M', 'table-length: 4'])); break;
-      case 7: lines[li] = line.replace(/Id=/, 'type=').replace(/type=/, r.pick(['Id=', 'type=', 'id=', 'TYPE='])); break; // the other dialect
-      case 8: lines[li] = line.replace(/type=\s*\S+?(,|$)/, (_m, end: string) => `type=${r.pick(['0', '5', 'E', 'zz', '100', '0FC63DAF', ZERO_GUID, LINUX_GUID, ''])}${end}`); break;
-      case 9: s = s.slice(0, r.int(s.length + 1)); return s; // truncated
-      case 10: lines[li] = line.replace(/p?(\d+)\s*:/, () => `p${r.pick(['0', '5', '129', '99999999999999999999', 'x'])} :`); break;
-      case 11: { // random characters somewhere
+      case 4:
+        lines[li] = line.replace(
+          /(start|size)=\s*\d+/,
+          (_m, k: string) =>
+            `${k}=${r.pick(['-1', '-2048', '0', '99999999999999999999', '9007199254740993', '1e9', '1.5', '0x800', '+5', '016', '4294967296', '18446744073709551616'])}`,
+        );
+        break;
+      case 5:
+        lines[li] = `${line}, ${r.pick(['foo=bar', 'uuid=', 'size=7', 'bootable', 'attrs=', 'name="a,b"', '"', 'x'])}`;
+        break; // unknown or repeated key
+      case 6:
+        lines.splice(
+          li,
+          0,
+          r.pick([
+            'bogus: 1',
+            'label: gpt',
+            'label: sun',
+            'unit: bytes',
+            'sector-size: 4096',
+            'sector-size: 3',
+            'first-lba: 34',
+            'label-id: nope',
+            'grain: 1M',
+            'table-length: 4',
+          ]),
+        );
+        break;
+      case 7:
+        lines[li] = line.replace(/Id=/, 'type=').replace(/type=/, r.pick(['Id=', 'type=', 'id=', 'TYPE=']));
+        break; // the other dialect
+      case 8:
+        lines[li] = line.replace(
+          /type=\s*\S+?(,|$)/,
+          (_m, end: string) =>
+            `type=${r.pick(['0', '5', 'E', 'zz', '100', '0FC63DAF', ZERO_GUID, LINUX_GUID, ''])}${end}`,
+        );
+        break;
+      case 9:
+        s = s.slice(0, r.int(s.length + 1));
+        return s; // truncated
+      case 10:
+        lines[li] = line.replace(/p?(\d+)\s*:/, () => `p${r.pick(['0', '5', '129', '99999999999999999999', 'x'])} :`);
+        break;
+      case 11: {
+        // random characters somewhere
         const at = r.int(s.length + 1);
         s = s.slice(0, at) + r.string('=,:;"\n #xM0123456789-', 4) + s.slice(at + r.int(3));
         return s;
       }
-      case 12: lines[li] = line.replace(/,/g, r.pick([';', ' ', ',,', ''])); break;
-      default: lines[li] = line.replace(/\s+/g, r.pick(['', '  ', '\t'])); break;
+      case 12:
+        lines[li] = line.replace(/,/g, r.pick([';', ' ', ',,', '']));
+        break;
+      default:
+        lines[li] = line.replace(/\s+/g, r.pick(['', '  ', '\t']));
+        break;
     }
     s = lines.join('\n');
   }
@@ -375,6 +458,8 @@ export function damage(r: Rng, text: string): string {
 
 export function randomBytesText(r: Rng): string {
   const n = r.int(600);
-  const bytes = Uint8Array.from({ length: n }, () => (r.chance(0.7) ? r.pick([...'start=size,type:Id= 0123456789\n/dev/abp'].map((c) => c.charCodeAt(0))) : r.int(256)));
+  const bytes = Uint8Array.from({ length: n }, () =>
+    r.chance(0.7) ? r.pick([...'start=size,type:Id= 0123456789\n/dev/abp'].map((c) => c.charCodeAt(0))) : r.int(256),
+  );
   return new TextDecoder(r.chance(0.5) ? 'utf-8' : 'latin1').decode(bytes);
 }

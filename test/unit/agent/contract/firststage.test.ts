@@ -51,7 +51,10 @@ function setKey(text: string, key: string, value: string | null): string {
 
 // The shell words of a script: comments and double-quoted strings removed (an echo may say "then").
 const code = (script: string) =>
-  script.split('\n').filter((l) => !l.trim().startsWith('#')).map((l) => l.replace(/"[^"]*"/g, '""'));
+  script
+    .split('\n')
+    .filter((l) => !l.trim().startsWith('#'))
+    .map((l) => l.replace(/"[^"]*"/g, '""'));
 
 // if/fi balance: `if` opens at a line start or after `then`/`else`/`;`, `fi` closes wherever it stands as a word.
 function ifBalance(script: string): { opens: number; closes: number } {
@@ -290,7 +293,7 @@ describe('renderNetScript', () => {
     expect(lines.at(-1)).toStartWith('if test -z "${cb_devtype}"; then echo ');
     expect(lines.at(-1)).toEndWith('; sleep 10; reset; fi');
   });
-  test('every line fits U-Boot\'s 512-character command buffer', () => {
+  test("every line fits U-Boot's 512-character command buffer", () => {
     expect(longestLine(s)).toBeLessThan(512);
   });
   test('with the longest bootargs allowed, every line still fits', () => {
@@ -323,7 +326,7 @@ describe('renderLocalScript', () => {
     expect(s).toContain('/firststage/${cb_prev_id}/initramfs.igz.uimg');
     expect(s.indexOf('${cb_cur_id}/vmlinuz')).toBeLessThan(s.indexOf('${cb_prev_id}/vmlinuz'));
   });
-  test('every line fits U-Boot\'s 512-character command buffer', () => {
+  test("every line fits U-Boot's 512-character command buffer", () => {
     expect(longestLine(s)).toBeLessThan(512);
   });
   test('if/fi balance', () => {

@@ -4,8 +4,20 @@ import { buildReport, reportName, type ReportInput } from '../../../../agent/con
 import { formatSyslog, severityOf, syslogTarget } from '../../../../agent/plans/syslog.ts';
 
 const base: ReportInput = {
-  events: [], mac: '52:54:00:AA:00:01', hostname: 'node1', hostnameFrom: 'dhcp', ip: '10.77.0.11', agentVersion: '0.1.0',
-  kernel: '6.1.0', result: 'ok', rootBefore: null, rootAfter: '1-x', masterRoot: '1-x', bytesReceived: 5, overlay: 'disk (overlay)', uptime: 9,
+  events: [],
+  mac: '52:54:00:AA:00:01',
+  hostname: 'node1',
+  hostnameFrom: 'dhcp',
+  ip: '10.77.0.11',
+  agentVersion: '0.1.0',
+  kernel: '6.1.0',
+  result: 'ok',
+  rootBefore: null,
+  rootAfter: '1-x',
+  masterRoot: '1-x',
+  bytesReceived: 5,
+  overlay: 'disk (overlay)',
+  uptime: 9,
 };
 
 describe('buildReport', () => {
@@ -20,7 +32,10 @@ describe('buildReport', () => {
         { kind: 'phase-done', phase: 'master', t: 4, seconds: 2 },
       ],
     });
-    expect(r.phases).toEqual([{ name: 'early', seconds: 0.5, summary: 'PID 1' }, { name: 'master', seconds: 2 }]);
+    expect(r.phases).toEqual([
+      { name: 'early', seconds: 0.5, summary: 'PID 1' },
+      { name: 'master', seconds: 2 },
+    ]);
     expect(r.errors).toEqual(['master: slow']);
     expect(r.mac).toBe('52:54:00:aa:00:01');
     expect(r.schema).toBe(1);
@@ -28,8 +43,14 @@ describe('buildReport', () => {
 
   test('the phase a fatal boot stopped in is listed as failed, with the time it ran until the report', () => {
     const r = buildReport({
-      ...base, result: 'fatal', reason: 'disk gone', uptime: 20,
-      events: [{ kind: 'phase-start', phase: 'disk', t: 12 }, { kind: 'fatal', phase: 'disk', t: 19, error: 'disk gone' }],
+      ...base,
+      result: 'fatal',
+      reason: 'disk gone',
+      uptime: 20,
+      events: [
+        { kind: 'phase-start', phase: 'disk', t: 12 },
+        { kind: 'fatal', phase: 'disk', t: 19, error: 'disk gone' },
+      ],
     });
     expect(r.phases).toEqual([{ name: 'disk', seconds: 8, failed: true }]);
     expect(r.errors).toEqual(['disk: disk gone']);
@@ -42,7 +63,12 @@ describe('buildReport', () => {
   });
 
   test('errors and texts are bounded so a looping warning cannot make a huge report', () => {
-    const events = Array.from({ length: 100 }, (_, i) => ({ kind: 'warn', phase: 'root', t: i, message: 'x'.repeat(1000) }));
+    const events = Array.from({ length: 100 }, (_, i) => ({
+      kind: 'warn',
+      phase: 'root',
+      t: i,
+      message: 'x'.repeat(1000),
+    }));
     const r = buildReport({ ...base, events, reason: 'y'.repeat(5000) });
     expect(r.errors.length).toBe(20);
     expect(r.errors[19]).toBe('… and 81 more');
@@ -68,7 +94,9 @@ describe('syslog', () => {
   test('RFC 5424 line: daemon facility, severity from the event, no timestamp (no clock), the uptime in the text', () => {
     const l = formatSyslog({ severity: severityOf('warn'), hostname: 'node1', uptime: 3.14159, text: 'disk slow' });
     expect(l).toBe('<28>1 - node1 clusterboot - - - 3.14s disk slow');
-    expect(formatSyslog({ severity: severityOf('fatal'), hostname: null, uptime: 0, text: 'x' })).toStartWith('<27>1 - - clusterboot');
+    expect(formatSyslog({ severity: severityOf('fatal'), hostname: null, uptime: 0, text: 'x' })).toStartWith(
+      '<27>1 - - clusterboot',
+    );
     expect(severityOf('info')).toBe('info');
     expect(severityOf('phase-done')).toBe('notice');
   });
@@ -83,15 +111,22 @@ describe('syslog', () => {
   });
 
   test('a hostname with spaces is not trusted into the header', () => {
-    expect(formatSyslog({ severity: 'info', hostname: 'bad host', uptime: 1, text: 't' })).toStartWith('<30>1 - - clusterboot');
+    expect(formatSyslog({ severity: 'info', hostname: 'bad host', uptime: 1, text: 't' })).toStartWith(
+      '<30>1 - - clusterboot',
+    );
   });
 });
 
 describe('memory line', () => {
   test('reads VmHWM, VmRSS, Shmem and MemAvailable in MB; a missing field shows ?', async () => {
     const { memoryLine } = await import('../../../../agent/phases/handoff.ts');
-    const l = memoryLine('Name:\tx\nVmHWM:\t  102400 kB\nVmRSS:\t   51200 kB\n', 'MemTotal:  1024000 kB\nMemAvailable:  512000 kB\nShmem:  140000 kB\n');
-    expect(l).toBe('memory: agent peak 100.0 MB (VmHWM), now 50.0 MB; initramfs and /run hold 136.7 MB (Shmem); 500.0 MB available of 1000.0 MB');
+    const l = memoryLine(
+      'Name:\tx\nVmHWM:\t  102400 kB\nVmRSS:\t   51200 kB\n',
+      'MemTotal:  1024000 kB\nMemAvailable:  512000 kB\nShmem:  140000 kB\n',
+    );
+    expect(l).toBe(
+      'memory: agent peak 100.0 MB (VmHWM), now 50.0 MB; initramfs and /run hold 136.7 MB (Shmem); 500.0 MB available of 1000.0 MB',
+    );
     expect(memoryLine('', '')).toContain('agent peak ? (VmHWM)');
   });
 });

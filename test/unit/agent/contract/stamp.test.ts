@@ -26,12 +26,20 @@ describe('parseStamp / renderStamp', () => {
   });
   test('round trip', () => {
     expect(renderStamp(S17)).toBe(TEXT);
-    for (const s of [S12, S18, newStamp('bootfs', 1, new Date(0)), newStamp('rootfs', Number.MAX_SAFE_INTEGER, new Date())]) {
+    for (const s of [
+      S12,
+      S18,
+      newStamp('bootfs', 1, new Date(0)),
+      newStamp('rootfs', Number.MAX_SAFE_INTEGER, new Date()),
+    ]) {
       expect(parseStamp(renderStamp(s))).toEqual({ ok: true, stamp: s });
     }
   });
   test('newStamp builds the id from seq and the UTC clock', () => {
-    expect(newStamp('rootfs', 17, new Date('2026-11-25T11:00:00.123Z'))).toEqual({ ...S17, created: '2026-11-25T11:00:00.123Z' });
+    expect(newStamp('rootfs', 17, new Date('2026-11-25T11:00:00.123Z'))).toEqual({
+      ...S17,
+      created: '2026-11-25T11:00:00.123Z',
+    });
   });
   test('renderStamp refuses to write an invalid stamp', () => {
     expect(() => renderStamp({ ...S17, id: '18-x' })).toThrow(/id/);
@@ -45,13 +53,21 @@ describe('parseStamp / renderStamp', () => {
     ['missing field', TEXT.replace('created 2026-11-25T11:00:00.000Z\n', ''), /missing field 'created'/],
     ['duplicate field', TEXT.replace('seq 17\n', 'seq 17\nseq 17\n'), /duplicate field 'seq'/],
     ['unknown field', TEXT.replace('seq 17\n', 'seq 17\nfoo bar\n'), /unknown field 'foo'/],
-    ['out of order', 'clusterboot-stamp 1\nseq 17\nname rootfs\nid 17-a\ncreated 2026-11-25T11:00:00.000Z\n', /out of order/],
+    [
+      'out of order',
+      'clusterboot-stamp 1\nseq 17\nname rootfs\nid 17-a\ncreated 2026-11-25T11:00:00.000Z\n',
+      /out of order/,
+    ],
     ['bad name', TEXT.replace('name rootfs', 'name homefs'), /neither rootfs nor bootfs/],
     ['seq zero', TEXT.replace('seq 17', 'seq 0').replace('id 17-', 'id 0-'), /positive integer/],
     ['seq negative', TEXT.replace('seq 17', 'seq -1'), /positive integer/],
     ['seq leading zero', TEXT.replace('seq 17', 'seq 017'), /positive integer/],
     ['seq fractional', TEXT.replace('seq 17', 'seq 1.5'), /positive integer/],
-    ['seq unsafe', TEXT.replace('seq 17', 'seq 9007199254740993').replace('id 17-', 'id 9007199254740993-'), /positive integer/],
+    [
+      'seq unsafe',
+      TEXT.replace('seq 17', 'seq 9007199254740993').replace('id 17-', 'id 9007199254740993-'),
+      /positive integer/,
+    ],
     ['id other seq', TEXT.replace('id 17-', 'id 16-'), /id '16-/],
     ['id seq only', TEXT.replace('id 17-20261125T110000Z', 'id 17-'), /id '17-'/],
     ['id with slash', TEXT.replace('id 17-20261125T110000Z', 'id 17-../../etc'), /id/],
@@ -92,11 +108,17 @@ describe('verifyStamp', () => {
     expect(verifyStamp(TEXT, '  \n', K.pub)).toEqual({ ok: false, error: 'unsigned stamp' });
   });
   test('signature by another key refused', () => {
-    expect(verifyStamp(TEXT, sigOf(TEXT, OTHER.priv), K.pub)).toEqual({ ok: false, error: 'stamp signature does not verify with the packed key' });
+    expect(verifyStamp(TEXT, sigOf(TEXT, OTHER.priv), K.pub)).toEqual({
+      ok: false,
+      error: 'stamp signature does not verify with the packed key',
+    });
   });
   test('signature of other text refused (old sig with new stamp)', () => {
     const other = renderStamp(S18);
-    expect(verifyStamp(other, sigOf(TEXT), K.pub)).toEqual({ ok: false, error: 'stamp signature does not verify with the packed key' });
+    expect(verifyStamp(other, sigOf(TEXT), K.pub)).toEqual({
+      ok: false,
+      error: 'stamp signature does not verify with the packed key',
+    });
   });
   test('malformed signatures refused with the bad-signature message', () => {
     for (const s of ['not base64!', 'AAAA', Buffer.alloc(65).toString('base64')]) {
@@ -109,7 +131,10 @@ describe('verifyStamp', () => {
     const r1 = verifyStamp(TEXT, sigOf(TEXT), 'not a key');
     expect(r1.ok).toBe(false);
     if (!r1.ok) expect(r1.error).toMatch(/packed stamp key is unreadable/);
-    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({ type: 'spki', format: 'pem' }) as string;
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).publicKey.export({
+      type: 'spki',
+      format: 'pem',
+    }) as string;
     const r2 = verifyStamp(TEXT, sigOf(TEXT), ec);
     expect(r2).toEqual({ ok: false, error: 'packed stamp key is ec, not ed25519' });
   });
@@ -119,7 +144,9 @@ describe('decideStamp', () => {
   const base = { masterText: TEXT, masterSig: null, publicKeyPem: null, local: S17, localComplete: true };
   test('no master stamp: refuse with the publish remedy', () => {
     expect(decideStamp({ ...base, masterText: null, name: 'rootfs' })).toEqual({
-      action: 'refuse', reason: 'master has no rootfs stamp', remedy: 'run `builder publish rootfs` on the master',
+      action: 'refuse',
+      reason: 'master has no rootfs stamp',
+      remedy: 'run `builder publish rootfs` on the master',
     });
     expect(decideStamp({ ...base, masterText: null, local: null, name: 'bootfs' }).action).toBe('refuse');
     // name falls back to the local stamp's
@@ -165,7 +192,10 @@ describe('decideStamp', () => {
     expect(r.action).toBe('refuse');
     expect(r.reason).toContain("master stamp 12 is older than the local root's 17");
     // an incomplete local copy is re-synced whatever its stamp says
-    expect(decideStamp({ ...base, masterText: older, publicKeyPem: K.pub, masterSig: sigOf(older), localComplete: false }).action).toBe('sync');
+    expect(
+      decideStamp({ ...base, masterText: older, publicKeyPem: K.pub, masterSig: sigOf(older), localComplete: false })
+        .action,
+    ).toBe('sync');
   });
   test('never looks at the node clock', () => {
     const realNow = Date.now;
@@ -216,7 +246,9 @@ describe('property: garbage never throws and never syncs', () => {
       }
       const text = chars.join('');
       let d;
-      expect(() => { d = decideStamp({ masterText: text, masterSig: null, publicKeyPem: null, local: S12, localComplete: true }); }).not.toThrow();
+      expect(() => {
+        d = decideStamp({ masterText: text, masterSig: null, publicKeyPem: null, local: S12, localComplete: true });
+      }).not.toThrow();
       const p = parseStamp(text);
       if (d!.action === 'sync') expect(p.ok).toBe(true);
       // anything accepted is in canonical form

@@ -15,8 +15,9 @@ describe('sync slots', () => {
   test('two nodes with different random draws wait different times', () => {
     expect(syncSlotDelay(2, 0.1)).not.toBe(syncSlotDelay(2, 0.9));
   });
-  test('the master\'s refusal is recognised in rsync\'s stderr', () => {
-    const stderr = 'clusterboot: no sync slot free (2 in use); retry later\nrsync: connection unexpectedly closed (0 bytes received so far) [Receiver]';
+  test("the master's refusal is recognised in rsync's stderr", () => {
+    const stderr =
+      'clusterboot: no sync slot free (2 in use); retry later\nrsync: connection unexpectedly closed (0 bytes received so far) [Receiver]';
     expect(NO_SYNC_SLOT.exec(stderr)?.[1]).toBe('2');
     expect(NO_SYNC_SLOT.test('rsync: connection unexpectedly closed')).toBe(false);
   });

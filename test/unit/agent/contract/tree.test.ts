@@ -3,7 +3,7 @@ import { describe, expect, test } from 'bun:test';
 import { fetchFilter } from '../../../../agent/contract/tree.ts';
 
 describe('what the master phase fetches', () => {
-  test('only the table, the stamps, the approval switch, and this node\'s approval and files', () => {
+  test("only the table, the stamps, the approval switch, and this node's approval and files", () => {
     const f = fetchFilter('node1');
     expect(f.at(-1)).toBe('--exclude=*');
     expect(f).toContain('--include=/nodes/node1/***');
@@ -14,6 +14,8 @@ describe('what the master phase fetches', () => {
   test('the first-stage announcement and nothing else of the TFTP folder (no kernel, no initramfs)', () => {
     const f = fetchFilter('node1');
     expect(f.filter((r) => r.includes('tftp'))).toEqual(['--include=/tftp/', '--include=/tftp/firststage.env']);
-    expect(fetchFilter('node1', ['table', 'approval']).some((r) => r.includes('tftp') || r.includes('stamps'))).toBe(false);
+    expect(fetchFilter('node1', ['table', 'approval']).some((r) => r.includes('tftp') || r.includes('stamps'))).toBe(
+      false,
+    );
   });
 });

@@ -39,15 +39,35 @@ describe('crc32', () => {
 
 describe('writeUImage', () => {
   test('is byte-identical to mkimage for a gzip arm64 ramdisk', () => {
-    const ours = writeUImage(payload, { arch: 'arm64', type: 'ramdisk', comp: 'gzip', name: 'clusterboot initrd', time: 1234 });
-    const theirs = mkimage(['-A', 'arm64', '-O', 'linux', '-T', 'ramdisk', '-C', 'gzip', '-n', 'clusterboot initrd'], payload);
+    const ours = writeUImage(payload, {
+      arch: 'arm64',
+      type: 'ramdisk',
+      comp: 'gzip',
+      name: 'clusterboot initrd',
+      time: 1234,
+    });
+    const theirs = mkimage(
+      ['-A', 'arm64', '-O', 'linux', '-T', 'ramdisk', '-C', 'gzip', '-n', 'clusterboot initrd'],
+      payload,
+    );
     expect(ours).toEqual(theirs);
   });
 
   test('truncates names to 32 bytes exactly like mkimage', () => {
     const name = 'a-name-that-is-much-longer-than-thirty-two-bytes';
-    const ours = writeUImage(payload, { arch: 'arm', type: 'kernel', comp: 'none', name, time: 1234, load: 0x8000, entry: 0x8000 });
-    const theirs = mkimage(['-A', 'arm', '-O', 'linux', '-T', 'kernel', '-C', 'none', '-a', '8000', '-e', '8000', '-n', name], payload);
+    const ours = writeUImage(payload, {
+      arch: 'arm',
+      type: 'kernel',
+      comp: 'none',
+      name,
+      time: 1234,
+      load: 0x8000,
+      entry: 0x8000,
+    });
+    const theirs = mkimage(
+      ['-A', 'arm', '-O', 'linux', '-T', 'kernel', '-C', 'none', '-a', '8000', '-e', '8000', '-n', name],
+      payload,
+    );
     expect(ours).toEqual(theirs);
     expect(readUImageHeader(ours).name).toBe(name.slice(0, 32));
   });
@@ -68,7 +88,15 @@ describe('writeUImage', () => {
   });
 
   test('header reads back with all fields', () => {
-    const img = writeUImage(payload, { arch: 'x86_64', type: 'kernel', comp: 'zstd', name: 'k', time: 99, load: 0x1000, entry: 0x2000 });
+    const img = writeUImage(payload, {
+      arch: 'x86_64',
+      type: 'kernel',
+      comp: 'zstd',
+      name: 'k',
+      time: 99,
+      load: 0x1000,
+      entry: 0x2000,
+    });
     const { hcrc, ...rest } = readUImageHeader(img);
     expect(rest).toEqual({
       magic: 0x27051956,
@@ -90,7 +118,10 @@ describe('writeUImage', () => {
 describe('scriptImage', () => {
   test('is byte-identical to mkimage -T script -C none', () => {
     const ours = scriptImage(script, { arch: 'arm64', name: 'boot script', time: 1234 });
-    const theirs = mkimage(['-A', 'arm64', '-O', 'linux', '-T', 'script', '-C', 'none', '-n', 'boot script'], new TextEncoder().encode(script));
+    const theirs = mkimage(
+      ['-A', 'arm64', '-O', 'linux', '-T', 'script', '-C', 'none', '-n', 'boot script'],
+      new TextEncoder().encode(script),
+    );
     expect(ours).toEqual(theirs);
   });
 

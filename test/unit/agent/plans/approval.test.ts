@@ -5,7 +5,15 @@ import { tableHash } from '../../../../agent/contract/approval.ts';
 
 const T = 'label: dos\n\n/dev/mmcblk0p1 : start=2048, size=65536, type=c\n';
 const gate = (over: Partial<GateFacts>) =>
-  approvalGate({ required: true, approvedHash: null, wantedHash: tableHash(T), hasTable: true, hasRoot: true, hostname: 'node1', ...over });
+  approvalGate({
+    required: true,
+    approvedHash: null,
+    wantedHash: tableHash(T),
+    hasTable: true,
+    hasRoot: true,
+    hostname: 'node1',
+    ...over,
+  });
 
 describe('approval gate', () => {
   test('approval mode off: proceed, as without the feature', () => {
@@ -37,8 +45,12 @@ describe('approval gate', () => {
   test('under random facts, nothing but proceed ever repartitions, and proceed needs the approval when a table exists', () => {
     for (let i = 0; i < 500; i++) {
       const f: GateFacts = {
-        required: i % 2 === 0, approvedHash: [null, tableHash(T), 'ff'][i % 3] ?? null, wantedHash: tableHash(T),
-        hasTable: i % 5 !== 0, hasRoot: i % 7 !== 0, hostname: i % 11 ? 'n' : null,
+        required: i % 2 === 0,
+        approvedHash: [null, tableHash(T), 'ff'][i % 3] ?? null,
+        wantedHash: tableHash(T),
+        hasTable: i % 5 !== 0,
+        hasRoot: i % 7 !== 0,
+        hostname: i % 11 ? 'n' : null,
       };
       const g = approvalGate(f);
       if (g.action === 'proceed' && f.required && f.hasTable) expect(f.approvedHash).toBe(f.wantedHash);

@@ -53,13 +53,35 @@ describe('parseButtonParam', () => {
   });
   test('chip:line, active low by default', () => {
     expect(parseButtonParam('gpiochip0:27')).toEqual({ enabled: true, chip: 'gpiochip0', line: 27, activeLow: true });
-    expect(parseButtonParam('gpiochip0:27:low')).toEqual({ enabled: true, chip: 'gpiochip0', line: 27, activeLow: true });
-    expect(parseButtonParam('gpiochip0:27:high')).toEqual({ enabled: true, chip: 'gpiochip0', line: 27, activeLow: false });
+    expect(parseButtonParam('gpiochip0:27:low')).toEqual({
+      enabled: true,
+      chip: 'gpiochip0',
+      line: 27,
+      activeLow: true,
+    });
+    expect(parseButtonParam('gpiochip0:27:high')).toEqual({
+      enabled: true,
+      chip: 'gpiochip0',
+      line: 27,
+      activeLow: false,
+    });
     expect(parseButtonParam('gpiochip4:511')).toEqual({ enabled: true, chip: 'gpiochip4', line: 511, activeLow: true });
   });
   test('errors', () => {
-    for (const bad of ['', 'on', 'gpiochip0', 'gpiochip0:', 'gpiochip0:512', 'gpiochip0:-1', 'gpiochip0:x', 'gpiochip0:27:up',
-      'gpiochip0:27:high:x', ':27', '/dev/gpiochip0:27', 'gpiochip0:2.5']) {
+    for (const bad of [
+      '',
+      'on',
+      'gpiochip0',
+      'gpiochip0:',
+      'gpiochip0:512',
+      'gpiochip0:-1',
+      'gpiochip0:x',
+      'gpiochip0:27:up',
+      'gpiochip0:27:high:x',
+      ':27',
+      '/dev/gpiochip0:27',
+      'gpiochip0:2.5',
+    ]) {
       expect(parseButtonParam(bad)).toHaveProperty('error');
     }
   });

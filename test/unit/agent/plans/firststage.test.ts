@@ -71,9 +71,14 @@ describe('planFirstStage: nothing to commit', () => {
   });
   test('rollback: the abandoned first stage is warned about, the cache and the tries stay', () => {
     const record = { cur: cachedFrom(OLD), prev: cachedFrom(OLDER) };
-    const p = planFirstStage(facts({
-      booted: { id: OLD.id, from: 'rollback', failed: NEW.id }, record, triesPresent: true, localScriptCurrent: true,
-    }));
+    const p = planFirstStage(
+      facts({
+        booted: { id: OLD.id, from: 'rollback', failed: NEW.id },
+        record,
+        triesPresent: true,
+        localScriptCurrent: true,
+      }),
+    );
     expect(p.actions).toEqual([]);
     expect(p.record).toBe(record);
     expect(p.keep).toEqual([OLD.id, OLDER.id]);

@@ -44,7 +44,7 @@ describe('filesystem signatures, on images made by the real mkfs', () => {
     expect(hasFat(vfat)).toBe(true);
     expect(hasExt(vfat)).toBe(false);
   });
-  test('swap is someone else\'s: never formatted', () => {
+  test("swap is someone else's: never formatted", () => {
     expect(foreign(swap)).toBe('swap');
     expect(unformatted(DEFAULT_ROLES, () => swap)).toEqual([]);
   });
@@ -52,7 +52,7 @@ describe('filesystem signatures, on images made by the real mkfs', () => {
     expect(unformatted(DEFAULT_ROLES, (i) => (i === 1 ? zero : ext4)).map((r) => r.index)).toEqual([1]);
     expect(unformatted(DEFAULT_ROLES, (i) => (i === 1 ? vfat : ext4))).toEqual([]);
   });
-  test('unrecognised but not empty: p1 (only the master\'s firmware) is formatted, a data partition is left to e2fsck', () => {
+  test("unrecognised but not empty: p1 (only the master's firmware) is formatted, a data partition is left to e2fsck", () => {
     const junk = new Uint8Array(HEAD_BYTES).fill(0xa5);
     expect(unformatted(DEFAULT_ROLES, () => junk).map((r) => r.role)).toEqual(['boot']);
   });

@@ -1,10 +1,32 @@
 // LED patterns: complete, told apart by eye, periodic; the leds= parameter.
 import { describe, expect, test } from 'bun:test';
-import { ERROR_PATTERNS, FINAL_PATTERN, LED_NAMES, ledsAt, parseLedsParam, PHASE_PATTERNS, renderTable, syncPattern } from '../../../../agent/plans/leds.ts';
+import {
+  ERROR_PATTERNS,
+  FINAL_PATTERN,
+  LED_NAMES,
+  ledsAt,
+  parseLedsParam,
+  PHASE_PATTERNS,
+  renderTable,
+  syncPattern,
+} from '../../../../agent/plans/leds.ts';
 import type { Pattern } from '../../../../agent/plans/leds.ts';
 import { PHASE_NAMES } from '../../../../agent/sequence.ts';
 
-const PHASES = ['early', 'modules', 'network', 'master', 'disk', 'partitions', 'bootfs', 'root', 'firststage', 'overlay', 'identity', 'handoff'];
+const PHASES = [
+  'early',
+  'modules',
+  'network',
+  'master',
+  'disk',
+  'partitions',
+  'bootfs',
+  'root',
+  'firststage',
+  'overlay',
+  'identity',
+  'handoff',
+];
 const ERRORS = ['master-unreachable', 'disk-refused', 'sync-failed', 'fsck-failed', 'hostkey', 'recovery', 'fatal'];
 const ALL: Pattern[] = [...Object.values(PHASE_PATTERNS), ...Object.values(ERROR_PATTERNS), FINAL_PATTERN];
 
@@ -17,7 +39,8 @@ function film(p: Pattern, shiftMs = 0, windowMs = 4000): string {
   }
   return s;
 }
-const period = (p: Pattern) => Math.max(...LED_NAMES.map((n) => p[n].reduce((a, b) => a + b, 0)).filter(Number.isFinite), 1);
+const period = (p: Pattern) =>
+  Math.max(...LED_NAMES.map((n) => p[n].reduce((a, b) => a + b, 0)).filter(Number.isFinite), 1);
 
 describe('patterns', () => {
   test('every phase and every error has a pattern named after it', () => {
@@ -61,10 +84,17 @@ describe('patterns', () => {
     for (const p of Object.values(ERROR_PATTERNS)) expect(p.red.length).toBeGreaterThan(0);
     for (const p of Object.values(PHASE_PATTERNS)) expect(p.red).toEqual([]);
     expect(FINAL_PATTERN).toMatchObject({ name: 'booted', red: [], green: [Infinity], yellow: [] });
-    for (let t = 0; t < 10_000; t += 333) expect(ledsAt(FINAL_PATTERN, t)).toEqual({ red: false, green: true, yellow: false });
+    for (let t = 0; t < 10_000; t += 333)
+      expect(ledsAt(FINAL_PATTERN, t)).toEqual({ red: false, green: true, yellow: false });
   });
   test('error N blinks red N times per cycle', () => {
-    const counts = { 'master-unreachable': 1, 'disk-refused': 2, 'sync-failed': 3, 'fsck-failed': 4, hostkey: 5 } as const;
+    const counts = {
+      'master-unreachable': 1,
+      'disk-refused': 2,
+      'sync-failed': 3,
+      'fsck-failed': 4,
+      hostkey: 5,
+    } as const;
     for (const [name, n] of Object.entries(counts)) {
       const p = ERROR_PATTERNS[name as keyof typeof counts];
       let rises = 0;
@@ -149,8 +179,22 @@ describe('parseLedsParam', () => {
     expect(parseLedsParam('pinctrl-rp1:5,6,7')).toEqual({ off: false, chip: 'pinctrl-rp1', lines: [5, 6, 7] });
   });
   test('errors', () => {
-    for (const bad of ['', 'on', 'gpiochip0', 'gpiochip0:22,23', 'gpiochip0:22,23,24,25', 'gpiochip0:22,23,512', 'gpiochip0:22,-1,24',
-      'gpiochip0:22,x,24', 'gpiochip0:22,22,24', ':22,23,24', '/dev/gpiochip0:22,23,24', '../x:1,2,3', 'gpiochip0:22, 23,24', 'gpiochip0:1.5,2,3']) {
+    for (const bad of [
+      '',
+      'on',
+      'gpiochip0',
+      'gpiochip0:22,23',
+      'gpiochip0:22,23,24,25',
+      'gpiochip0:22,23,512',
+      'gpiochip0:22,-1,24',
+      'gpiochip0:22,x,24',
+      'gpiochip0:22,22,24',
+      ':22,23,24',
+      '/dev/gpiochip0:22,23,24',
+      '../x:1,2,3',
+      'gpiochip0:22, 23,24',
+      'gpiochip0:1.5,2,3',
+    ]) {
       expect(parseLedsParam(bad)).toHaveProperty('error');
     }
   });

@@ -102,12 +102,14 @@ describe('planOverlay', () => {
         {
           kind: 'wipe',
           path: '/run/clusterboot/rw/upper',
-          describe: 'rm -rf -- /run/clusterboot/rw/upper/* /run/clusterboot/rw/upper/.[!.]* /run/clusterboot/rw/upper/..?*',
+          describe:
+            'rm -rf -- /run/clusterboot/rw/upper/* /run/clusterboot/rw/upper/.[!.]* /run/clusterboot/rw/upper/..?*',
         },
         {
           kind: 'wipe',
           path: '/run/clusterboot/rw/work',
-          describe: 'rm -rf -- /run/clusterboot/rw/work/* /run/clusterboot/rw/work/.[!.]* /run/clusterboot/rw/work/..?*',
+          describe:
+            'rm -rf -- /run/clusterboot/rw/work/* /run/clusterboot/rw/work/.[!.]* /run/clusterboot/rw/work/..?*',
         },
         ...UPPER_WORK,
         OVERLAY_MOUNT,
@@ -147,7 +149,8 @@ describe('planOverlay', () => {
         {
           kind: 'wipe',
           path: '/run/clusterboot/rw/upper',
-          describe: 'rm -rf -- /run/clusterboot/rw/upper/* /run/clusterboot/rw/upper/.[!.]* /run/clusterboot/rw/upper/..?*',
+          describe:
+            'rm -rf -- /run/clusterboot/rw/upper/* /run/clusterboot/rw/upper/.[!.]* /run/clusterboot/rw/upper/..?*',
         },
         { kind: 'mkdir', path: '/run/clusterboot/rw/upper', describe: 'mkdir -p /run/clusterboot/rw/upper' },
         { kind: 'mkdir', path: '/newroot', describe: 'mkdir -p /newroot' },
@@ -211,13 +214,24 @@ describe('planOverlay', () => {
 
   test('the layout constants match the plan', () => {
     const p = planOverlay(facts({}));
-    expect(p.ok && [p.lower, p.upper, p.newRoot]).toEqual([OVERLAY_PATHS.lower, OVERLAY_PATHS.upper, OVERLAY_PATHS.newRoot]);
+    expect(p.ok && [p.lower, p.upper, p.newRoot]).toEqual([
+      OVERLAY_PATHS.lower,
+      OVERLAY_PATHS.upper,
+      OVERLAY_PATHS.newRoot,
+    ]);
   });
 
   test('describe() renders valid shell, quoting odd paths', () => {
     const odd = planOverlay(facts({ slotPath: "/run/clusterboot/rootdisk/slots/it's here", mode: 'none' }));
-    expect(odd.ok && odd.steps[1]?.describe()).toBe(`mount --bind '/run/clusterboot/rootdisk/slots/it'\\''s here' /newroot`);
-    const plans = [planOverlay(facts({ reset: true })), planOverlay(facts({ kernelFilesystems: FS_AUFS })), planOverlay(facts({ mode: 'tmpfs' })), odd];
+    expect(odd.ok && odd.steps[1]?.describe()).toBe(
+      `mount --bind '/run/clusterboot/rootdisk/slots/it'\\''s here' /newroot`,
+    );
+    const plans = [
+      planOverlay(facts({ reset: true })),
+      planOverlay(facts({ kernelFilesystems: FS_AUFS })),
+      planOverlay(facts({ mode: 'tmpfs' })),
+      odd,
+    ];
     for (const p of plans) {
       if (!p.ok) throw new Error('expected a plan');
       const r = spawnSync('sh', ['-n'], { input: p.steps.map((s) => s.describe()).join('\n') });

@@ -63,7 +63,13 @@ function dos(parts: [number, number, number, string?, boolean?][]): TableSpec {
     label: 'dos',
     unit: 'sectors',
     sectorSize: 512,
-    partitions: parts.map(([index, start, size, type, bootable]) => ({ index, start, size, type: type ?? '83', bootable: bootable ?? false })),
+    partitions: parts.map(([index, start, size, type, bootable]) => ({
+      index,
+      start,
+      size,
+      type: type ?? '83',
+      bootable: bootable ?? false,
+    })),
   };
 }
 
@@ -112,7 +118,10 @@ sector-size: 512
 /tmp/x.img1 : start=        2048, size=       32768, type=c, bootable
 /tmp/x.img2 : start=       34816, size=       96256, type=83
 `);
-    expect(t.partitions.map((p) => [p.index, p.type, p.bootable])).toEqual([[1, 'c', true], [2, '83', false]]);
+    expect(t.partitions.map((p) => [p.index, p.type, p.bootable])).toEqual([
+      [1, 'c', true],
+      [2, '83', false],
+    ]);
   });
 
   test('gpt dump: GUIDs uppercased, uuid, quoted name with a comma, attrs bootable, lba headers', () => {
@@ -122,7 +131,11 @@ sector-size: 512
     expect(t.firstLba).toBe(2048);
     expect(t.lastLba).toBe(131038);
     expect(t.partitions[1]).toEqual({
-      index: 2, start: 34816, size: 16384, type: '0FC63DAF-8483-4772-8E79-3D69D8477DE4', bootable: true,
+      index: 2,
+      start: 34816,
+      size: 16384,
+      type: '0FC63DAF-8483-4772-8E79-3D69D8477DE4',
+      bootable: true,
       uuid: '9D176BA3-FE0B-0842-AF4F-72E45E4C053B',
     });
     expect(t.partitions[2]?.name).toBe('my root, v2');
@@ -130,10 +143,14 @@ sector-size: 512
 
   test('label inferred as gpt from GUID types; shortcuts as sfdisk reads them', () => {
     expect(table('start=2048, size=100, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n').label).toBe('gpt');
-    const t = table('label: dos\nstart=2048, size=1, type=L\nstart=4096, size=1, type=E\nstart=8192, size=1, type=0x0C\nstart=9000, size=1\n');
+    const t = table(
+      'label: dos\nstart=2048, size=1, type=L\nstart=4096, size=1, type=E\nstart=8192, size=1, type=0x0C\nstart=9000, size=1\n',
+    );
     expect(t.partitions.map((p) => p.type)).toEqual(['83', '5', 'c', '83']);
     expect(t.partitions.map((p) => p.index)).toEqual([1, 2, 3, 4]); // unnamed lines: by position
-    expect(table('label: gpt\nstart=2048, size=1, type=U\n').partitions[0]?.type).toBe('C12A7328-F81F-11D2-BA4B-00A0C93EC93B');
+    expect(table('label: gpt\nstart=2048, size=1, type=U\n').partitions[0]?.type).toBe(
+      'C12A7328-F81F-11D2-BA4B-00A0C93EC93B',
+    );
   });
 
   test('positional lines', () => {
@@ -144,7 +161,9 @@ sector-size: 512
   });
 
   test('an empty dos label parses to no partitions', () => {
-    expect(table('label: dos\nlabel-id: 0xef3fa389\ndevice: b.img\nunit: sectors\nsector-size: 512\n').partitions).toEqual([]);
+    expect(
+      table('label: dos\nlabel-id: 0xef3fa389\ndevice: b.img\nunit: sectors\nsector-size: 512\n').partitions,
+    ).toEqual([]);
   });
 
   test('malformed dumps: line number, what, remedy', () => {
@@ -195,21 +214,50 @@ describe('validateTable', () => {
     expect(validateTable(table(SEED), SEED_SECTORS - 1)).toEqual([
       'table ends at 3.90 GB, disk is 3.90 GB: partition 4 ends at sector 7626751, last usable sector is 7626750',
     ]);
-    expect(validateTable(table(SEED), 4000000)[0]).toStartWith('table ends at 3.90 GB, disk is 2.05 GB: partitions 3, 4 end at');
+    expect(validateTable(table(SEED), 4000000)[0]).toStartWith(
+      'table ends at 3.90 GB, disk is 2.05 GB: partitions 3, 4 end at',
+    );
   });
 
   test('overlap names both partitions and their ranges', () => {
-    expect(validateTable(dos([[1, 2048, 1000], [2, 2500, 1000]]), FOUR_GB)).toEqual([
-      'partitions 1 (sectors 2048-3047) and 2 (sectors 2500-3499) overlap',
-    ]);
+    expect(
+      validateTable(
+        dos([
+          [1, 2048, 1000],
+          [2, 2500, 1000],
+        ]),
+        FOUR_GB,
+      ),
+    ).toEqual(['partitions 1 (sectors 2048-3047) and 2 (sectors 2500-3499) overlap']);
   });
 
   test('size, start, count, duplicates, empty', () => {
-    expect(validateTable(dos([[1, 2048, 0]]), FOUR_GB)).toEqual(['partition 1: size 0 must be a positive whole number of sectors']);
-    expect(validateTable(dos([[1, 0, 10]]), FOUR_GB)).toEqual(['partition 1: starts at sector 0, before sector 1 (sector 0 holds the MBR)']);
+    expect(validateTable(dos([[1, 2048, 0]]), FOUR_GB)).toEqual([
+      'partition 1: size 0 must be a positive whole number of sectors',
+    ]);
+    expect(validateTable(dos([[1, 0, 10]]), FOUR_GB)).toEqual([
+      'partition 1: starts at sector 0, before sector 1 (sector 0 holds the MBR)',
+    ]);
     expect(validateTable(dos([]), FOUR_GB)).toEqual(['the table has no partitions']);
-    expect(validateTable(dos([[1, 2048, 10], [1, 4096, 10]]), FOUR_GB)).toEqual(['partition index 1 appears more than once']);
-    const five = validateTable(dos([[1, 10, 1], [2, 20, 1], [3, 30, 1], [4, 40, 1], [5, 50, 1]]), FOUR_GB);
+    expect(
+      validateTable(
+        dos([
+          [1, 2048, 10],
+          [1, 4096, 10],
+        ]),
+        FOUR_GB,
+      ),
+    ).toEqual(['partition index 1 appears more than once']);
+    const five = validateTable(
+      dos([
+        [1, 10, 1],
+        [2, 20, 1],
+        [3, 30, 1],
+        [4, 40, 1],
+        [5, 50, 1],
+      ]),
+      FOUR_GB,
+    );
     expect(five).toContain('dos table has 5 partitions; at most 4 primary partitions fit (use label: gpt for more)');
     expect(five.some((p) => p.startsWith('partition 5: dos partitions above 4'))).toBe(true);
     expect(validateTable(dos([[1, 1, 1]]), FOUR_GB)).toEqual([]); // sfdisk accepts start=1
@@ -220,7 +268,9 @@ describe('validateTable', () => {
     expect(validateTable(t, 131072)).toEqual([]);
     const p = t.partitions[2] as PartitionSpec;
     p.size = 131072 - 34 - p.start + 2; // ends on sector 131039, the first of the backup area
-    expect(validateTable(t, 131072)[0]).toMatch(/last usable sector is 131038 \(the last 33 sectors hold the backup GPT\)$/);
+    expect(validateTable(t, 131072)[0]).toMatch(
+      /last usable sector is 131038 \(the last 33 sectors hold the backup GPT\)$/,
+    );
     const low = table('label: gpt\nstart=34, size=100\n');
     expect(validateTable(low, 131072)).toEqual([
       'partition 1: starts at sector 34, before the first usable sector 2048; sfdisk starts usable space at 2048 on a new GPT unless the table says first-lba: 34',
@@ -231,12 +281,20 @@ describe('validateTable', () => {
 });
 
 describe('compareTables', () => {
-  const base = dos([[1, 2048, 100, 'c', true], [2, 4096, 100], [3, 8192, 100]]);
+  const base = dos([
+    [1, 2048, 100, 'c', true],
+    [2, 4096, 100],
+    [3, 8192, 100],
+  ]);
   test('no current table: everything changed', () => {
     expect(compareTables(base, null)).toEqual({ same: false, changed: [1, 2, 3], removed: [], bootableOnly: [] });
   });
   test('changed, added, removed, bootable-only', () => {
-    const cur = dos([[1, 2048, 100, 'c', false], [2, 4096, 99], [4, 9000, 10]]);
+    const cur = dos([
+      [1, 2048, 100, 'c', false],
+      [2, 4096, 99],
+      [4, 9000, 10],
+    ]);
     expect(compareTables(base, cur)).toEqual({ same: false, changed: [2, 3], removed: [4], bootableOnly: [1] });
   });
   test('ids, names and uuids are ignored', () => {
@@ -257,9 +315,15 @@ describe('compareTables', () => {
 
 describe('alignTable and renderDump', () => {
   test('alignTable keeps explicit sectors (sfdisk does) and sorts by index', () => {
-    const t = dos([[2, 97728, 2000000], [1, 16, 97712, 'b']]);
+    const t = dos([
+      [2, 97728, 2000000],
+      [1, 16, 97712, 'b'],
+    ]);
     const a = alignTable(t, 2048);
-    expect(a.partitions.map((p) => [p.index, p.start, p.size])).toEqual([[1, 16, 97712], [2, 97728, 2000000]]);
+    expect(a.partitions.map((p) => [p.index, p.start, p.size])).toEqual([
+      [1, 16, 97712],
+      [2, 97728, 2000000],
+    ]);
     expect(t.partitions[0]?.index).toBe(2); // input untouched
   });
 
@@ -293,7 +357,10 @@ describe('planPartitions', () => {
   const seed4 = (size: number): string => SEED.replace('size=  3529024', `size=${size}`);
 
   test('master sent nothing: refuse', () => {
-    expect(planPartitions({ wantedText: null, currentText: SEED, diskSectors: FOUR_GB })).toMatchObject({ action: 'refuse', reason: 'master sent no table' });
+    expect(planPartitions({ wantedText: null, currentText: SEED, diskSectors: FOUR_GB })).toMatchObject({
+      action: 'refuse',
+      reason: 'master sent no table',
+    });
   });
 
   test('blank disk: write everything, format every role', () => {
@@ -315,31 +382,53 @@ describe('planPartitions', () => {
 
   test('p4 grows: repartition, format only p4', () => {
     const plan = planPartitions({ wantedText: seed4(4000000), currentText: SEED_MODERN, diskSectors: FOUR_GB });
-    expect(plan).toMatchObject({ action: 'repartition', format: [{ index: 4, role: 'data', fs: 'ext4' }], keep: [1, 2, 3], reason: 'changed: p4' });
+    expect(plan).toMatchObject({
+      action: 'repartition',
+      format: [{ index: 4, role: 'data', fs: 'ext4' }],
+      keep: [1, 2, 3],
+      reason: 'changed: p4',
+    });
   });
 
   test('bootable flag only: repartition, format nothing', () => {
     const wanted = SEED.replace('Id= b', 'Id= b, bootable');
     const plan = planPartitions({ wantedText: wanted, currentText: SEED, diskSectors: FOUR_GB });
-    expect(plan).toMatchObject({ action: 'repartition', format: [], keep: [1, 2, 3, 4], reason: 'bootable flag only: p1' });
+    expect(plan).toMatchObject({
+      action: 'repartition',
+      format: [],
+      keep: [1, 2, 3, 4],
+      reason: 'bootable flag only: p1',
+    });
   });
 
   test('table too big for the disk: refuse', () => {
     const plan = planPartitions({ wantedText: seed4(9000000), currentText: SEED, diskSectors: FOUR_GB });
     expect(plan.action).toBe('refuse');
-    if (plan.action === 'refuse') expect(plan.reason).toContain('table ends at 6.71 GB, disk is 4.29 GB: partition 4 ends at sector 13097727, last usable sector is 8388607');
+    if (plan.action === 'refuse')
+      expect(plan.reason).toContain(
+        'table ends at 6.71 GB, disk is 4.29 GB: partition 4 ends at sector 13097727, last usable sector is 8388607',
+      );
   });
 
   test('malformed wanted table: refuse', () => {
-    const plan = planPartitions({ wantedText: '/dev/mmcblk0p1 : start=16, size=1G\n', currentText: null, diskSectors: FOUR_GB });
+    const plan = planPartitions({
+      wantedText: '/dev/mmcblk0p1 : start=16, size=1G\n',
+      currentText: null,
+      diskSectors: FOUR_GB,
+    });
     expect(plan.action).toBe('refuse');
     if (plan.action === 'refuse') expect(plan.reason).toStartWith("the master's table is malformed: line 1: size=1G");
   });
 
   test('overlapping wanted table: refuse', () => {
-    const plan = planPartitions({ wantedText: SEED.replace('start=  2097728', 'start=  2000000'), currentText: null, diskSectors: FOUR_GB });
+    const plan = planPartitions({
+      wantedText: SEED.replace('start=  2097728', 'start=  2000000'),
+      currentText: null,
+      diskSectors: FOUR_GB,
+    });
     expect(plan.action).toBe('refuse');
-    if (plan.action === 'refuse') expect(plan.reason).toContain('partitions 2 (sectors 97728-2097727) and 3 (sectors 2000000-3999999) overlap');
+    if (plan.action === 'refuse')
+      expect(plan.reason).toContain('partitions 2 (sectors 97728-2097727) and 3 (sectors 2000000-3999999) overlap');
   });
 
   test('current table unreadable: refuse, never wipe on doubt', () => {
@@ -356,7 +445,12 @@ describe('planPartitions', () => {
   });
 
   test('custom roles', () => {
-    const plan = planPartitions({ wantedText: seed4(4000000), currentText: null, diskSectors: FOUR_GB, roles: [{ index: 4, role: 'data', fs: 'ext4' }] });
+    const plan = planPartitions({
+      wantedText: seed4(4000000),
+      currentText: null,
+      diskSectors: FOUR_GB,
+      roles: [{ index: 4, role: 'data', fs: 'ext4' }],
+    });
     expect(plan).toMatchObject({ action: 'repartition', format: [{ index: 4 }], keep: [] });
   });
 
@@ -379,7 +473,9 @@ describe('planPartitions', () => {
           index: rand(10) === 0 ? 1 + rand(6) : i,
           start: rand(8) === 0 ? Math.max(1, at - rand(5000)) : at,
           size,
-          type: gpt ? ['0FC63DAF-8483-4772-8E79-3D69D8477DE4', 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'][rand(2)]! : ['83', 'b', 'c'][rand(3)]!,
+          type: gpt
+            ? ['0FC63DAF-8483-4772-8E79-3D69D8477DE4', 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B'][rand(2)]!
+            : ['83', 'b', 'c'][rand(3)]!,
           bootable: rand(3) === 0,
         });
         at += size + rand(3) * 2048;
@@ -399,14 +495,16 @@ describe('planPartitions', () => {
     };
     const garble = (s: string): string => {
       const chars = [...s];
-      for (let k = rand(4); k > 0; k--) chars.splice(rand(chars.length + 1), rand(3), ['=', ',', ':', 'M', '"', '\n', 'x', '0'][rand(8)]!);
+      for (let k = rand(4); k > 0; k--)
+        chars.splice(rand(chars.length + 1), rand(3), ['=', ',', ':', 'M', '"', '\n', 'x', '0'][rand(8)]!);
       return chars.join('');
     };
     const counts: Record<string, number> = { keep: 0, refuse: 0, repartition: 0 };
     for (let i = 0; i < 3000; i++) {
       const wantedT = randomTable();
       const pick = rand(4);
-      const curT = pick === 0 ? null : pick === 1 ? structuredClone(wantedT) : pick === 2 ? mutate(wantedT) : randomTable();
+      const curT =
+        pick === 0 ? null : pick === 1 ? structuredClone(wantedT) : pick === 2 ? mutate(wantedT) : randomTable();
       const dev = ['/dev/mmcblk0', '/dev/sda', '/dev/nvme0n1'][rand(3)]!;
       let wantedText: string | null = rand(50) === 0 ? null : renderDump(wantedT, dev);
       let currentText: string | null = curT === null ? null : renderDump(curT, dev);
@@ -448,7 +546,11 @@ describe('planPartitions', () => {
     };
     for (let i = 0; i < 2000; i++) {
       let s = '';
-      for (let j = rand(200); j > 0; j--) s += rand(3) === 0 ? ['start=', 'size=', 'type=', ': ', ', ', '\n', 'label: gpt\n', '"'][rand(8)] : String.fromCharCode(rand(128));
+      for (let j = rand(200); j > 0; j--)
+        s +=
+          rand(3) === 0
+            ? ['start=', 'size=', 'type=', ': ', ', ', '\n', 'label: gpt\n', '"'][rand(8)]
+            : String.fromCharCode(rand(128));
       const r = parseSfdiskDump(s);
       expect(typeof r.ok).toBe('boolean');
       if (r.ok) validateTable(r.table, FOUR_GB);
@@ -462,7 +564,10 @@ const dir = mkdtempSync(join(tmpdir(), 'sfdisk-test-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function sfdisk(args: string[], input?: string): { code: number; out: string; err: string } {
-  const r = Bun.spawnSync([SFDISK ?? 'sfdisk', ...args], { stdin: input === undefined ? 'ignore' : Buffer.from(input), env: { ...process.env, LC_ALL: 'C' } });
+  const r = Bun.spawnSync([SFDISK ?? 'sfdisk', ...args], {
+    stdin: input === undefined ? 'ignore' : Buffer.from(input),
+    env: { ...process.env, LC_ALL: 'C' },
+  });
   return { code: r.exitCode ?? -1, out: r.stdout.toString(), err: r.stderr.toString() };
 }
 
@@ -504,12 +609,18 @@ describe.skipIf(SFDISK === undefined)('real sfdisk', () => {
     const back = table(sfdisk(['-d', img]).out);
     expect(compareTables(wanted, back)).toEqual({ same: true });
     expect(back.partitions[0]?.start).toBe(16);
-    expect(planPartitions({ wantedText: SEED, currentText: sfdisk(['-d', img]).out, diskSectors: FOUR_GB }).action).toBe('keep');
+    expect(
+      planPartitions({ wantedText: SEED, currentText: sfdisk(['-d', img]).out, diskSectors: FOUR_GB }).action,
+    ).toBe('keep');
   });
 
   test('renderDump round-trips through sfdisk: dos with bootable, gpt with names and attrs', () => {
     const cases: TableSpec[] = [
-      dos([[1, 63, 1001, 'b', true], [3, 2049, 777, 'c'], [4, 4096, 1000, '83', true]]),
+      dos([
+        [1, 63, 1001, 'b', true],
+        [3, 2049, 777, 'c'],
+        [4, 4096, 1000, '83', true],
+      ]),
       table(GPT),
       table('label: gpt\nfirst-lba: 34\nstart=34, size=100, type=L\n'),
     ];
@@ -529,7 +640,10 @@ describe.skipIf(SFDISK === undefined)('real sfdisk', () => {
       dos([[1, 2048, 131072 - 2048 + 1]]), // one sector past the end
       table('label: gpt\nstart=2048, size=128992\n'), // into the backup GPT
       table('label: gpt\nstart=34, size=100\n'), // below the default first-lba
-      dos([[1, 2048, 1000], [2, 2500, 1000]]), // overlap
+      dos([
+        [1, 2048, 1000],
+        [2, 2500, 1000],
+      ]), // overlap
     ];
     cases.forEach((t, i) => {
       expect(validateTable(t, 131072)).not.toEqual([]);

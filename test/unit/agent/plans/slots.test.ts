@@ -13,12 +13,20 @@ import {
   renderRecord,
   rootDecision,
 } from '../../../../agent/plans/slots.ts';
-import type { RootDecision, RootPlan, SlotAction, SlotFacts, SlotRecord, SlotState } from '../../../../agent/plans/slots.ts';
+import type {
+  RootDecision,
+  RootPlan,
+  SlotAction,
+  SlotFacts,
+  SlotRecord,
+  SlotState,
+} from '../../../../agent/plans/slots.ts';
 import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
 import { rng } from '../../../fixtures/rng.ts';
 import { FULL_COPY, LINK_DEST, MISSING_SOURCE } from '../../../fixtures/rsync.ts';
 
-const rec = (id: string, seq: number, extra: Partial<SlotRecord> = {}): string => renderRecord({ id, seq, complete: true, ...extra });
+const rec = (id: string, seq: number, extra: Partial<SlotRecord> = {}): string =>
+  renderRecord({ id, seq, complete: true, ...extra });
 const plain = (actions: SlotAction[]) => actions.map((a) => ({ ...a, describe: a.describe() }));
 const shape = (p: RootPlan): unknown => ({ use: p.use, stale: p.stale, actions: plain(p.actions) });
 
@@ -27,7 +35,14 @@ const FACTS: SlotFacts = {
   dirs: ['12-a', '15-b', '17-c', '18-d'],
   records: {
     '12-a.json': rec('12-a', 12),
-    '15-b.json': JSON.stringify({ id: '15-b', seq: 15, complete: true, files: 10, bytes: 100, finishedStamp: '2026-01-01' }),
+    '15-b.json': JSON.stringify({
+      id: '15-b',
+      seq: 15,
+      complete: true,
+      files: 10,
+      bytes: 100,
+      finishedStamp: '2026-01-01',
+    }),
     '17-c.json': rec('17-c', 17),
   },
   current: 'slots/17-c',
@@ -79,7 +94,12 @@ describe('readSlotState', () => {
   test('links to partial or missing slots are dropped with a problem; odd names are reported', () => {
     const s = readSlotState({
       dirs: ['17-c', '18-d', 'lost+found', 'has space'],
-      records: { '17-c.json': rec('17-c', 17), '9-z.json': rec('9-z', 9), 'notes.txt.json': '{}' , 'bad name.json': '{}' },
+      records: {
+        '17-c.json': rec('17-c', 17),
+        '9-z.json': rec('9-z', 9),
+        'notes.txt.json': '{}',
+        'bad name.json': '{}',
+      },
       current: 'slots/18-d',
       previous: '/elsewhere/17-c',
     });
@@ -102,10 +122,20 @@ describe('readSlotState', () => {
   });
 
   test('accepts ./slots/<id> and a trailing slash; never throws on junk', () => {
-    const s = readSlotState({ dirs: ['1-a'], records: { '1-a.json': rec('1-a', 1) }, current: './slots/1-a/', previous: 'slots/1-a' });
+    const s = readSlotState({
+      dirs: ['1-a'],
+      records: { '1-a.json': rec('1-a', 1) },
+      current: './slots/1-a/',
+      previous: 'slots/1-a',
+    });
     expect(s.current?.id).toBe('1-a');
     expect(s.previous?.id).toBe('1-a');
-    const junk = { dirs: ['..', '.', '', 'x'.repeat(65)], records: { '.json': 'null', '..json': '', 'x.json': '"' }, current: '', previous: 'slots/..' };
+    const junk = {
+      dirs: ['..', '.', '', 'x'.repeat(65)],
+      records: { '.json': 'null', '..json': '', 'x.json': '"' },
+      current: '',
+      previous: 'slots/..',
+    };
     expect(() => readSlotState(junk)).not.toThrow();
     expect(readSlotState(junk).complete).toEqual([]);
   });
@@ -134,7 +164,8 @@ describe('planRoot', () => {
           id: '19-e',
           seq: 19,
           linkDest: 'slots/17-c',
-          describe: 'rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c master:rootfs/ slots/19-e/',
+          describe:
+            'rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c master:rootfs/ slots/19-e/',
         },
         {
           kind: 'write-record',
@@ -143,13 +174,25 @@ describe('planRoot', () => {
             `sync -f slots/19-e && printf '%s\\n' '{"id":"19-e","seq":19,"complete":true}' > slots/19-e.json.tmp` +
             ' && sync slots/19-e.json.tmp && mv -T slots/19-e.json.tmp slots/19-e.json',
         },
-        { kind: 'flip', link: 'previous', to: 'slots/17-c', describe: 'ln -sfn slots/17-c .previous.new && mv -T .previous.new previous' },
-        { kind: 'flip', link: 'current', to: 'slots/19-e', describe: 'ln -sfn slots/19-e .current.new && mv -T .current.new current' },
+        {
+          kind: 'flip',
+          link: 'previous',
+          to: 'slots/17-c',
+          describe: 'ln -sfn slots/17-c .previous.new && mv -T .previous.new previous',
+        },
+        {
+          kind: 'flip',
+          link: 'current',
+          to: 'slots/19-e',
+          describe: 'ln -sfn slots/19-e .current.new && mv -T .current.new current',
+        },
         { kind: 'delete-old', id: '12-a', describe: 'rm -f slots/12-a.json && rm -rf slots/12-a' },
         { kind: 'delete-old', id: '15-b', describe: 'rm -f slots/15-b.json && rm -rf slots/15-b' },
       ],
     });
-    expect(p.message).toBe('syncing master stamp 19-e (seq 19) into slots/19-e against slots/17-c (--link-dest), then booting it');
+    expect(p.message).toBe(
+      'syncing master stamp 19-e (seq 19) into slots/19-e against slots/17-c (--link-dest), then booting it',
+    );
   });
 
   test('forceFull: no link-dest, partials still deleted first', () => {
@@ -157,21 +200,33 @@ describe('planRoot', () => {
     expect(p.actions[0]?.kind).toBe('delete-partial');
     const s = p.actions.find((a) => a.kind === 'sync');
     expect(s && s.kind === 'sync' && s.linkDest).toBeNull();
-    expect(s?.describe()).toBe('rsync -aHAX --numeric-ids --delete --stats --info=progress2 master:rootfs/ slots/19-e/');
+    expect(s?.describe()).toBe(
+      'rsync -aHAX --numeric-ids --delete --stats --info=progress2 master:rootfs/ slots/19-e/',
+    );
     expect(p.message).toContain('full copy (forced)');
   });
 
   test('first sync on an empty disk: full copy, no previous flip', () => {
-    const p = planRoot({ state: readSlotState({ dirs: [], records: {}, current: null, previous: null }), decision: sync('1-a', 1), rollback: false });
+    const p = planRoot({
+      state: readSlotState({ dirs: [], records: {}, current: null, previous: null }),
+      decision: sync('1-a', 1),
+      rollback: false,
+    });
     expect(p.use).toBe('slots/1-a');
     expect(p.actions.map((a) => a.kind)).toEqual(['sync', 'write-record', 'flip']);
-    expect(p.actions[0]?.describe()).toBe('rsync -aHAX --numeric-ids --delete --stats --info=progress2 master:rootfs/ slots/1-a/');
+    expect(p.actions[0]?.describe()).toBe(
+      'rsync -aHAX --numeric-ids --delete --stats --info=progress2 master:rootfs/ slots/1-a/',
+    );
   });
 
   test('re-sync of the current stamp goes to a fresh .rN id, never into the fallback', () => {
     const s = readSlotState({
       dirs: ['17-c', '17-c.r2', '16-b'],
-      records: { '17-c.json': rec('17-c', 17), '17-c.r2.json': '{"id":"17-c.r2","seq":17,"complete":false}', '16-b.json': rec('16-b', 16) },
+      records: {
+        '17-c.json': rec('17-c', 17),
+        '17-c.r2.json': '{"id":"17-c.r2","seq":17,"complete":false}',
+        '16-b.json': rec('16-b', 16),
+      },
       current: 'slots/17-c',
       previous: 'slots/16-b',
     });
@@ -187,10 +242,20 @@ describe('planRoot', () => {
     ]);
     expect(p.message).toContain('as 17-c.r2: 17-c is already a complete local slot');
     // Taken .r2 (complete) -> .r3; a 64-character id is shortened to stay a valid id.
-    const s2 = readSlotState({ dirs: ['17-c', '17-c.r2'], records: { '17-c.json': rec('17-c', 17), '17-c.r2.json': rec('17-c.r2', 17) }, current: 'slots/17-c.r2', previous: 'slots/17-c' });
+    const s2 = readSlotState({
+      dirs: ['17-c', '17-c.r2'],
+      records: { '17-c.json': rec('17-c', 17), '17-c.r2.json': rec('17-c.r2', 17) },
+      current: 'slots/17-c.r2',
+      previous: 'slots/17-c',
+    });
     expect(planRoot({ state: s2, decision: sync('17-c', 17), rollback: false }).use).toBe('slots/17-c.r3');
     const long = 'L'.repeat(64);
-    const s3 = readSlotState({ dirs: [long], records: { [`${long}.json`]: rec(long, 3) }, current: `slots/${long}`, previous: null });
+    const s3 = readSlotState({
+      dirs: [long],
+      records: { [`${long}.json`]: rec(long, 3) },
+      current: `slots/${long}`,
+      previous: null,
+    });
     const p3 = planRoot({ state: s3, decision: sync(long, 3), rollback: false });
     expect(p3.use).toBe(`slots/${'L'.repeat(61)}.r2`);
   });
@@ -210,23 +275,47 @@ describe('planRoot', () => {
 
   test('keep without a current slot is a sync when the stamp is known', () => {
     const s = readSlotState({ ...FACTS, current: null });
-    const p = planRoot({ state: s, decision: { action: 'keep', masterStamp: { id: '17-c', seq: 17 } }, rollback: false });
+    const p = planRoot({
+      state: s,
+      decision: { action: 'keep', masterStamp: { id: '17-c', seq: 17 } },
+      rollback: false,
+    });
     expect(p.use).toBe('slots/17-c.r2');
-    expect(p.actions.map((a) => a.kind)).toEqual(['delete-partial', 'sync', 'write-record', 'flip', 'delete-old', 'delete-old']);
+    expect(p.actions.map((a) => a.kind)).toEqual([
+      'delete-partial',
+      'sync',
+      'write-record',
+      'flip',
+      'delete-old',
+      'delete-old',
+    ]);
     // previous (15-b) is kept: there was no current to replace it with.
-    expect(p.actions.filter((a) => a.kind === 'delete-old').map((a) => (a.kind === 'delete-old' ? a.id : ''))).toEqual(['12-a', '17-c']);
+    expect(p.actions.filter((a) => a.kind === 'delete-old').map((a) => (a.kind === 'delete-old' ? a.id : ''))).toEqual([
+      '12-a',
+      '17-c',
+    ]);
     const sy = p.actions[1];
     expect(sy?.kind === 'sync' && sy.linkDest).toBeNull();
   });
 
   test('offline / refuse: boot current, stale, only partials deleted', () => {
     const off = planRoot({ state, decision: { action: 'offline' }, rollback: false });
-    expect(shape(off)).toEqual({ use: 'slots/17-c', stale: true, actions: [{ kind: 'delete-partial', id: '18-d', describe: 'rm -rf slots/18-d slots/18-d.json' }] });
+    expect(shape(off)).toEqual({
+      use: 'slots/17-c',
+      stale: true,
+      actions: [{ kind: 'delete-partial', id: '18-d', describe: 'rm -rf slots/18-d slots/18-d.json' }],
+    });
     expect(off.message).toBe('the master is unreachable: booting slots/17-c (seq 17), which may be stale');
-    const ref = planRoot({ state, decision: { action: 'refuse', masterStamp: { id: '20-x', seq: 20 } }, rollback: false });
+    const ref = planRoot({
+      state,
+      decision: { action: 'refuse', masterStamp: { id: '20-x', seq: 20 } },
+      rollback: false,
+    });
     expect(ref.use).toBe('slots/17-c');
     expect(ref.stale).toBe(true);
-    expect(ref.message).toBe("the master's stamp 20-x (seq 20) was refused: booting slots/17-c (seq 17), which may be stale");
+    expect(ref.message).toBe(
+      "the master's stamp 20-x (seq 20) was refused: booting slots/17-c (seq 17), which may be stale",
+    );
   });
 
   test('offline with nothing local: unbootable, with a remedy; with only previous: boot previous', () => {
@@ -251,8 +340,14 @@ describe('planRoot', () => {
 
   test('rollback boots previous without syncing; without previous falls back to current', () => {
     const p = planRoot({ state, decision: sync('19-e', 19), rollback: true });
-    expect(shape(p)).toEqual({ use: 'slots/15-b', stale: true, actions: [{ kind: 'delete-partial', id: '18-d', describe: 'rm -rf slots/18-d slots/18-d.json' }] });
-    expect(p.message).toBe('rollback requested: booting the previous slot slots/15-b (seq 15); current stays slots/17-c, no sync');
+    expect(shape(p)).toEqual({
+      use: 'slots/15-b',
+      stale: true,
+      actions: [{ kind: 'delete-partial', id: '18-d', describe: 'rm -rf slots/18-d slots/18-d.json' }],
+    });
+    expect(p.message).toBe(
+      'rollback requested: booting the previous slot slots/15-b (seq 15); current stays slots/17-c, no sync',
+    );
     const noPrev = readSlotState({ ...FACTS, previous: null });
     const q = planRoot({ state: noPrev, decision: { action: 'keep' }, rollback: true });
     expect(q.use).toBe('slots/17-c');
@@ -281,7 +376,10 @@ describe('planRoot', () => {
   test('state problems are appended to the message', () => {
     const s = readSlotState({ ...FACTS, dirs: [...FACTS.dirs, 'lost+found'] });
     const p = planRoot({ state: s, decision: { action: 'keep' }, rollback: false });
-    expect(p.message.split('\n')).toEqual(['root is up to date: booting slots/17-c (seq 17)', 'slots/lost+found: not a valid slot name, left alone']);
+    expect(p.message.split('\n')).toEqual([
+      'root is up to date: booting slots/17-c (seq 17)',
+      'slots/lost+found: not a valid slot name, left alone',
+    ]);
   });
 
   test('describe() output is valid shell', () => {
@@ -301,7 +399,12 @@ interface Disk {
   previous: string | null;
 }
 
-const toFacts = (d: Disk): SlotFacts => ({ dirs: [...d.dirs], records: Object.fromEntries([...d.records].map(([id, t]) => [`${id}.json`, t])), current: d.current, previous: d.previous });
+const toFacts = (d: Disk): SlotFacts => ({
+  dirs: [...d.dirs],
+  records: Object.fromEntries([...d.records].map(([id, t]) => [`${id}.json`, t])),
+  current: d.current,
+  previous: d.previous,
+});
 
 function apply(d: Disk, a: SlotAction): void {
   switch (a.kind) {
@@ -323,14 +426,15 @@ function apply(d: Disk, a: SlotAction): void {
 }
 
 function randomCase(rnd: () => number) {
-  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)] as T;
   const pool = ['1-a', '2-b', '3-c', '4-d', '5-e', '3-c.r2', '6-f'];
   const disk: Disk = { dirs: new Set(), records: new Map(), current: null, previous: null };
   for (const id of pool) {
     if (rnd() < 0.5) continue;
     const seq = Number(id.split('-')[0]);
     const kind = rnd();
-    if (kind < 0.15) disk.records.set(id, rec(id, seq)); // orphan record, no directory
+    if (kind < 0.15)
+      disk.records.set(id, rec(id, seq)); // orphan record, no directory
     else {
       disk.dirs.add(id);
       if (kind < 0.6) disk.records.set(id, rec(id, seq));
@@ -351,7 +455,12 @@ function randomCase(rnd: () => number) {
   disk.previous = link();
   const action = pick(['sync', 'keep', 'refuse', 'offline'] as const);
   const stampR = rnd();
-  const masterStamp = stampR < 0.1 ? undefined : stampR < 0.13 ? { id: 'bad/id', seq: 1 } : { id: pick([...pool, '7-g', '8-h']), seq: Math.floor(rnd() * 10) };
+  const masterStamp =
+    stampR < 0.1
+      ? undefined
+      : stampR < 0.13
+        ? { id: 'bad/id', seq: 1 }
+        : { id: pick([...pool, '7-g', '8-h']), seq: Math.floor(rnd() * 10) };
   const decision: RootDecision = masterStamp ? { action, masterStamp } : { action };
   return { disk, decision, rollback: rnd() < 0.2, forceFull: rnd() < 0.2 };
 }
@@ -367,19 +476,30 @@ describe('planRoot properties (3000 seeded cases)', () => {
       const ctx = `case ${i}: ${JSON.stringify({ facts: toFacts(c.disk), decision: c.decision, rollback: c.rollback, forceFull: c.forceFull })}`;
       const completeIds = new Set(state.complete.map((r) => r.id));
       const synced = plan.actions.flatMap((a) => (a.kind === 'sync' ? [a.id] : []));
-      const outcome = plan.use === null ? 'none' : synced.length ? (synced[0] !== c.decision.masterStamp?.id ? 'sync-renamed' : 'sync') : plan.use === (state.previous && `slots/${state.previous.id}`) && c.rollback ? 'rollback' : 'local';
+      const outcome =
+        plan.use === null
+          ? 'none'
+          : synced.length
+            ? synced[0] !== c.decision.masterStamp?.id
+              ? 'sync-renamed'
+              : 'sync'
+            : plan.use === (state.previous && `slots/${state.previous.id}`) && c.rollback
+              ? 'rollback'
+              : 'local';
       counts[outcome] = (counts[outcome] ?? 0) + 1;
 
       // use is a complete slot, the slot being synced, or null.
       if (plan.use !== null) {
         const id = plan.use.replace(/^slots\//, '');
-        if (!completeIds.has(id) && !synced.includes(id)) throw new Error(`use ${plan.use} is neither complete nor synced; ${ctx}`);
+        if (!completeIds.has(id) && !synced.includes(id))
+          throw new Error(`use ${plan.use} is neither complete nor synced; ${ctx}`);
       }
       expect(synced.length).toBeLessThanOrEqual(1);
       for (const id of synced) if (completeIds.has(id)) throw new Error(`sync into complete slot ${id}; ${ctx}`);
       // Partials first; the message is never empty; every describe() is non-empty one-line shell.
       const firstOther = plan.actions.findIndex((a) => a.kind !== 'delete-partial');
-      if (firstOther >= 0 && plan.actions.slice(firstOther).some((a) => a.kind === 'delete-partial')) throw new Error(`partial deleted late; ${ctx}`);
+      if (firstOther >= 0 && plan.actions.slice(firstOther).some((a) => a.kind === 'delete-partial'))
+        throw new Error(`partial deleted late; ${ctx}`);
       expect(plan.message.length).toBeGreaterThan(0);
       for (const a of plan.actions) {
         const d = a.describe();
@@ -387,23 +507,31 @@ describe('planRoot properties (3000 seeded cases)', () => {
       }
 
       // Replay on the model disk, checking the link invariants before each delete and bootability at each step.
-      const disk: Disk = { dirs: new Set(c.disk.dirs), records: new Map(c.disk.records), current: c.disk.current, previous: c.disk.previous };
+      const disk: Disk = {
+        dirs: new Set(c.disk.dirs),
+        records: new Map(c.disk.records),
+        current: c.disk.current,
+        previous: c.disk.previous,
+      };
       const hadCurrent = state.current !== null;
       const useId = plan.use?.replace(/^slots\//, '');
       for (const [k, a] of plan.actions.entries()) {
         if (a.kind === 'delete-partial' || a.kind === 'delete-old') {
           // The booted slot is never deleted; a partial left under the name being synced is cleared before the sync.
           const beforeItsSync = plan.actions.slice(k + 1).some((b) => b.kind === 'sync' && b.id === a.id);
-          if (a.id === useId && !(a.kind === 'delete-partial' && beforeItsSync)) throw new Error(`deletes use ${a.id}; ${ctx}`);
+          if (a.id === useId && !(a.kind === 'delete-partial' && beforeItsSync))
+            throw new Error(`deletes use ${a.id}; ${ctx}`);
           if (disk.current === `slots/${a.id}` || disk.previous === `slots/${a.id}`) {
             // Only allowed if that link is already dangling (it pointed at a partial slot).
             const live = readSlotState(toFacts(disk));
-            if (live.current?.id === a.id || live.previous?.id === a.id) throw new Error(`deletes linked slot ${a.id} at action ${k}; ${ctx}`);
+            if (live.current?.id === a.id || live.previous?.id === a.id)
+              throw new Error(`deletes linked slot ${a.id} at action ${k}; ${ctx}`);
           }
         }
         if (a.kind === 'flip') {
           const target = a.to.replace(/^slots\//, '');
-          if (!readSlotState(toFacts(disk)).complete.some((r) => r.id === target)) throw new Error(`flip to incomplete ${a.to}; ${ctx}`);
+          if (!readSlotState(toFacts(disk)).complete.some((r) => r.id === target))
+            throw new Error(`flip to incomplete ${a.to}; ${ctx}`);
         }
         apply(disk, a);
         const after = readSlotState(toFacts(disk));
@@ -411,8 +539,10 @@ describe('planRoot properties (3000 seeded cases)', () => {
       }
       // After the whole plan: the booted slot is complete on disk, and a sync left current -> it.
       const end = readSlotState(toFacts(disk));
-      if (useId !== undefined && !end.complete.some((r) => r.id === useId)) throw new Error(`use not complete at the end; ${ctx}`);
-      if (synced.length && end.current?.id !== synced[0]) throw new Error(`current not flipped to the synced slot; ${ctx}`);
+      if (useId !== undefined && !end.complete.some((r) => r.id === useId))
+        throw new Error(`use not complete at the end; ${ctx}`);
+      if (synced.length && end.current?.id !== synced[0])
+        throw new Error(`current not flipped to the synced slot; ${ctx}`);
       expect(end.partial.filter((id) => state.partial.includes(id))).toEqual([]);
     }
     // The generator reaches every kind of outcome.
@@ -436,11 +566,19 @@ describe('parseProgress2', () => {
     expect(parsed[3]).toEqual({ bytes: 440000, percent: 14, rate: '388.37MB/s' });
     expect(parsed[16]).toEqual({ bytes: 3120003, percent: 99, rate: '490.70MB/s' }); // the symlink's 2 bytes keep it at 99%
     for (const p of parsed) expect(p).not.toBeNull();
-    expect(redraws(progressPart(LINK_DEST)).map(parseProgress2).map((p) => p?.bytes)).toEqual([0, 700, 205000, 205004, 205004, 205004]);
+    expect(
+      redraws(progressPart(LINK_DEST))
+        .map(parseProgress2)
+        .map((p) => p?.bytes),
+    ).toEqual([0, 700, 205000, 205004, 205004, 205004]);
   });
 
   test('a raw chunk with several redraws gives the newest', () => {
-    expect(parseProgress2('\r     40,000   1%    6.90MB/s    0:00:00 (xfr#1, to-chk=14/17)\r    440,000  14%  388.37MB/s    0:00:00 (xfr#2, to-chk=13/17)')).toEqual({
+    expect(
+      parseProgress2(
+        '\r     40,000   1%    6.90MB/s    0:00:00 (xfr#1, to-chk=14/17)\r    440,000  14%  388.37MB/s    0:00:00 (xfr#2, to-chk=13/17)',
+      ),
+    ).toEqual({
       bytes: 440000,
       percent: 14,
       rate: '388.37MB/s',
@@ -448,17 +586,46 @@ describe('parseProgress2', () => {
   });
 
   test('ir-chk, -h units, dotted thousands, unknown ETA', () => {
-    expect(parseProgress2('              9   0%    4.88kB/s    0:00:00 (xfr#2, ir-chk=1079/1122)')).toEqual({ bytes: 9, percent: 0, rate: '4.88kB/s' });
-    expect(parseProgress2('      3,013,500 100%   23.95MB/s    0:00:00 (xfr#2401, to-chk=0/2442)')).toEqual({ bytes: 3013500, percent: 100, rate: '23.95MB/s' });
-    expect(parseProgress2('          3.05M  99%  718.17MB/s    0:00:00 (xfr#12, to-chk=1/17)')).toEqual({ bytes: 3050000, percent: 99, rate: '718.17MB/s' });
-    expect(parseProgress2('         32.77K   1%    0.00kB/s    0:00:00  ')).toEqual({ bytes: 32770, percent: 1, rate: '0.00kB/s' });
+    expect(parseProgress2('              9   0%    4.88kB/s    0:00:00 (xfr#2, ir-chk=1079/1122)')).toEqual({
+      bytes: 9,
+      percent: 0,
+      rate: '4.88kB/s',
+    });
+    expect(parseProgress2('      3,013,500 100%   23.95MB/s    0:00:00 (xfr#2401, to-chk=0/2442)')).toEqual({
+      bytes: 3013500,
+      percent: 100,
+      rate: '23.95MB/s',
+    });
+    expect(parseProgress2('          3.05M  99%  718.17MB/s    0:00:00 (xfr#12, to-chk=1/17)')).toEqual({
+      bytes: 3050000,
+      percent: 99,
+      rate: '718.17MB/s',
+    });
+    expect(parseProgress2('         32.77K   1%    0.00kB/s    0:00:00  ')).toEqual({
+      bytes: 32770,
+      percent: 1,
+      rate: '0.00kB/s',
+    });
     expect(parseProgress2('      3.120.003  99%   90.70MB/s    0:00:00 (xfr#13, to-chk=0/17)')?.bytes).toBe(3120003);
-    expect(parseProgress2('  1,234,567,890  42%   11.20MB/s   12:34:56')).toEqual({ bytes: 1234567890, percent: 42, rate: '11.20MB/s' });
+    expect(parseProgress2('  1,234,567,890  42%   11.20MB/s   12:34:56')).toEqual({
+      bytes: 1234567890,
+      percent: 42,
+      rate: '11.20MB/s',
+    });
     expect(parseProgress2('         32,768   0%    0.00kB/s  ??:??:??')?.bytes).toBe(32768);
   });
 
   test('anything else is null', () => {
-    for (const l of ['', '\r', 'Number of files: 17 (reg: 13, dir: 3, link: 1)', 'sent 19 bytes  received 12 bytes  62.00 bytes/sec', 'etc/passwd', '1,2,3 12% 1MB/s 0:00:00', '   100  101%  1kB/s  0:00:00', 'rsync: [sender] change_dir "/x" failed']) {
+    for (const l of [
+      '',
+      '\r',
+      'Number of files: 17 (reg: 13, dir: 3, link: 1)',
+      'sent 19 bytes  received 12 bytes  62.00 bytes/sec',
+      'etc/passwd',
+      '1,2,3 12% 1MB/s 0:00:00',
+      '   100  101%  1kB/s  0:00:00',
+      'rsync: [sender] change_dir "/x" failed',
+    ]) {
       expect(parseProgress2(l)).toBeNull();
     }
   });
@@ -484,7 +651,15 @@ describe('parseRsyncStats', () => {
       bytesSent: 7069,
       bytesReceived: 1786,
     });
-    expect(parseRsyncStats(MISSING_SOURCE)).toEqual({ files: 0, regularTransferred: 0, totalSize: 0, literalData: 0, matchedData: 0, bytesSent: 19, bytesReceived: 12 });
+    expect(parseRsyncStats(MISSING_SOURCE)).toEqual({
+      files: 0,
+      regularTransferred: 0,
+      totalSize: 0,
+      literalData: 0,
+      matchedData: 0,
+      bytesSent: 19,
+      bytesReceived: 12,
+    });
   });
 
   test('incomplete or -h output is null', () => {
@@ -536,7 +711,16 @@ describe('live rsync (host /usr/bin/rsync)', () => {
     expect(prog[prog.length - 1]?.bytes).toBe(size - 2);
 
     appendFileSync(join(src, 'etc', 'f5'), Buffer.alloc(1000, 7));
-    const second = run(['-aH', '--delete', '--no-whole-file', '--stats', '--info=progress2', '--link-dest=../1', `${src}/`, `${slots}/2/`]);
+    const second = run([
+      '-aH',
+      '--delete',
+      '--no-whole-file',
+      '--stats',
+      '--info=progress2',
+      '--link-dest=../1',
+      `${src}/`,
+      `${slots}/2/`,
+    ]);
     const s2 = parseRsyncStats(second);
     expect(s2?.files).toBe(13);
     expect(s2?.regularTransferred).toBe(1);

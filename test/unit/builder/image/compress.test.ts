@@ -13,7 +13,9 @@ beforeAll(() => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // Compressible but not trivial: repeated text with a changing counter, ~280 KB (larger than a pipe buffer).
-const input = new TextEncoder().encode(Array.from({ length: 10_000 }, (_, i) => `line ${i} of the initramfs\n`).join(''));
+const input = new TextEncoder().encode(
+  Array.from({ length: 10_000 }, (_, i) => `line ${i} of the initramfs\n`).join(''),
+);
 
 function decompressWith(tool: string, data: Uint8Array): Uint8Array {
   const r = spawnSync(tool, ['-d', '-c'], { input: data, maxBuffer: 64 * 1024 * 1024 });
@@ -60,7 +62,12 @@ describe('compress', () => {
     const file = join(dir, 'check.xz');
     writeFileSync(file, xz);
     const listing = spawnSync('xz', ['-l', '--robot', file], { encoding: 'utf8' }).stdout;
-    expect(listing.split('\n').find((l) => l.startsWith('file\t'))?.split('\t')[6]).toBe('CRC32');
+    expect(
+      listing
+        .split('\n')
+        .find((l) => l.startsWith('file\t'))
+        ?.split('\t')[6],
+    ).toBe('CRC32');
   });
 
   test('every codec is deterministic', async () => {

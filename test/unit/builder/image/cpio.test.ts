@@ -25,7 +25,12 @@ const entries: CpioEntry[] = [
 ];
 
 function cpio(args: string[], archive: Uint8Array, cwd = dir): string {
-  const r = spawnSync('cpio', args, { input: archive, cwd, encoding: 'utf8', env: { ...process.env, TZ: 'UTC', LC_ALL: 'C' } });
+  const r = spawnSync('cpio', args, {
+    input: archive,
+    cwd,
+    encoding: 'utf8',
+    env: { ...process.env, TZ: 'UTC', LC_ALL: 'C' },
+  });
   if (r.status !== 0) throw new Error(`cpio ${args.join(' ')} failed: ${r.stderr}`);
   return r.stdout;
 }
@@ -37,7 +42,9 @@ describe('writeCpio', () => {
   });
 
   test('verbose listing shows types, modes, symlink target and device numbers', () => {
-    const lines = cpio(['-itv', '--quiet'], writeCpio(entries, { mtime: 1700000000 })).split('\n').filter(Boolean);
+    const lines = cpio(['-itv', '--quiet'], writeCpio(entries, { mtime: 1700000000 }))
+      .split('\n')
+      .filter(Boolean);
     expect(lines).toEqual([
       'drwxr-xr-x   2 root     root            0 Nov 14  2023 bin',
       '-rwxr-xr-x   1 root     root         1234 Nov 14  2023 bin/busybox',
@@ -54,7 +61,10 @@ describe('writeCpio', () => {
   test('extraction reproduces contents, modes, links and mtime', () => {
     const out = mkdtempSync(join(dir, 'x-'));
     // chardev creation needs privileges we may not have; extract everything else
-    const archive = writeCpio(entries.filter((e) => e.kind !== 'chardev'), { mtime: 1600000000 });
+    const archive = writeCpio(
+      entries.filter((e) => e.kind !== 'chardev'),
+      { mtime: 1600000000 },
+    );
     cpio(['-idm', '--quiet', '--no-absolute-filenames'], archive, out);
     const mode = (p: string) => lstatSync(join(out, p)).mode & 0o7777;
     expect({
@@ -80,7 +90,11 @@ describe('writeCpio', () => {
   });
 
   test('identical duplicates are merged', () => {
-    const dup = [...entries, { kind: 'symlink', path: '/bin/sh', target: 'busybox' } as const, { kind: 'dir', path: 'bin/' } as const];
+    const dup = [
+      ...entries,
+      { kind: 'symlink', path: '/bin/sh', target: 'busybox' } as const,
+      { kind: 'dir', path: 'bin/' } as const,
+    ];
     expect(writeCpio(dup)).toEqual(writeCpio(entries));
   });
 
@@ -90,7 +104,10 @@ describe('writeCpio', () => {
   });
 
   test('a parent that is not a directory is rejected', () => {
-    const bad: CpioEntry[] = [{ kind: 'symlink', path: 'lib', target: 'usr/lib' }, { kind: 'file', path: 'lib/x', data: busybox }];
+    const bad: CpioEntry[] = [
+      { kind: 'symlink', path: 'lib', target: 'usr/lib' },
+      { kind: 'file', path: 'lib/x', data: busybox },
+    ];
     expect(() => writeCpio(bad)).toThrow('parent of lib/x is not a directory: lib');
   });
 

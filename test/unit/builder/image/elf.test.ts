@@ -1,6 +1,16 @@
 import { describe, expect, test, beforeAll, afterAll } from 'bun:test';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { libraryClosure, readElf, type ElfInfo } from '../../../../builder/image/elf.ts';
@@ -16,7 +26,15 @@ const EM_AARCH64 = 183;
 const EM_ARM = 40;
 
 /** Builds a minimal ELF with PT_LOAD (at a non-zero vaddr), optional PT_INTERP, and PT_DYNAMIC. */
-function makeElf(o: { is64: boolean; le: boolean; machine: number; interp?: string; needed?: string[]; runpath?: string; rpath?: string }): Uint8Array {
+function makeElf(o: {
+  is64: boolean;
+  le: boolean;
+  machine: number;
+  interp?: string;
+  needed?: string[];
+  runpath?: string;
+  rpath?: string;
+}): Uint8Array {
   const enc = new TextEncoder();
   const ehsize = o.is64 ? 64 : 52;
   const phentsize = o.is64 ? 56 : 32;
@@ -92,7 +110,8 @@ function makeElf(o: { is64: boolean; le: boolean; machine: number; interp?: stri
 
 /** What binutils' readelf says about a host binary, as an ElfInfo. */
 function readelfInfo(path: string): ElfInfo {
-  const run = (args: string[]) => spawnSync('readelf', ['-W', ...args, path], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } }).stdout;
+  const run = (args: string[]) =>
+    spawnSync('readelf', ['-W', ...args, path], { encoding: 'utf8', env: { ...process.env, LC_ALL: 'C' } }).stdout;
   const header = run(['-h']);
   const dynamic = run(['-d']);
   const program = run(['-l']);
@@ -123,17 +142,40 @@ describe('readElf', () => {
   });
 
   test('returns null for a shell script and for an empty file', () => {
-    expect([readElf(new TextEncoder().encode('#!/bin/sh\necho hi\n')), readElf(new Uint8Array(0))]).toEqual([null, null]);
+    expect([readElf(new TextEncoder().encode('#!/bin/sh\necho hi\n')), readElf(new Uint8Array(0))]).toEqual([
+      null,
+      null,
+    ]);
   });
 
   test('reads big-endian ELF32 through a PT_LOAD mapping', () => {
-    const elf = makeElf({ is64: false, le: false, machine: EM_ARM, interp: '/lib/ld-linux.so.3', needed: ['libc.so.6', 'libm.so.6'], rpath: '/opt/a:$ORIGIN/../lib' });
-    expect(readElf(elf)).toEqual({ class: 32, machine: EM_ARM, interp: '/lib/ld-linux.so.3', needed: ['libc.so.6', 'libm.so.6'], runpath: [], rpath: ['/opt/a', '$ORIGIN/../lib'] });
+    const elf = makeElf({
+      is64: false,
+      le: false,
+      machine: EM_ARM,
+      interp: '/lib/ld-linux.so.3',
+      needed: ['libc.so.6', 'libm.so.6'],
+      rpath: '/opt/a:$ORIGIN/../lib',
+    });
+    expect(readElf(elf)).toEqual({
+      class: 32,
+      machine: EM_ARM,
+      interp: '/lib/ld-linux.so.3',
+      needed: ['libc.so.6', 'libm.so.6'],
+      runpath: [],
+      rpath: ['/opt/a', '$ORIGIN/../lib'],
+    });
   });
 
   test('reads little-endian ELF64 without an interpreter', () => {
     const elf = makeElf({ is64: true, le: true, machine: EM_AARCH64, needed: ['libz.so.1'], runpath: '$ORIGIN' });
-    expect(readElf(elf)).toEqual({ class: 64, machine: EM_AARCH64, needed: ['libz.so.1'], runpath: ['$ORIGIN'], rpath: [] });
+    expect(readElf(elf)).toEqual({
+      class: 64,
+      machine: EM_AARCH64,
+      needed: ['libz.so.1'],
+      runpath: ['$ORIGIN'],
+      rpath: [],
+    });
   });
 
   test('throws on a truncated ELF', () => {
@@ -152,12 +194,19 @@ describe('libraryClosure on the host root', () => {
     const expectedFiles = [...new Set(['/usr/bin/rsync', ...resolved].map((p) => realpathSync(p)))].sort();
 
     const { files, missing } = libraryClosure('/', ['/usr/bin/rsync']);
-    expect({ missing, realFiles: files.filter((f) => f.kind === 'file').map((f) => f.path) }).toEqual({ missing: [], realFiles: expectedFiles });
+    expect({ missing, realFiles: files.filter((f) => f.kind === 'file').map((f) => f.path) }).toEqual({
+      missing: [],
+      realFiles: expectedFiles,
+    });
     expect(files).toEqual(
       expect.arrayContaining([
         { path: '/lib', kind: 'symlink', target: readlinkSync('/lib') },
         { path: '/lib64', kind: 'symlink', target: readlinkSync('/lib64') },
-        { path: '/usr/lib64/ld-linux-x86-64.so.2', kind: 'symlink', target: readlinkSync('/usr/lib64/ld-linux-x86-64.so.2') },
+        {
+          path: '/usr/lib64/ld-linux-x86-64.so.2',
+          kind: 'symlink',
+          target: readlinkSync('/usr/lib64/ld-linux-x86-64.so.2'),
+        },
         { path: realpathSync('/lib/x86_64-linux-gnu/libc.so.6'), kind: 'file' },
       ]),
     );
@@ -202,7 +251,11 @@ describe('libraryClosure in a fake sysroot', () => {
         { path: `${arch}/liblzma.so.5`, kind: 'symlink', target: lzma },
         { path: `${arch}/${lzma}`, kind: 'file' },
         { path: `${arch}/libz.so.1`, kind: 'file' },
-        { path: '/usr/lib64/ld-linux-x86-64.so.2', kind: 'symlink', target: '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2' },
+        {
+          path: '/usr/lib64/ld-linux-x86-64.so.2',
+          kind: 'symlink',
+          target: '/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2',
+        },
       ],
       missing: [{ lib: 'liblz4.so.1', neededBy: '/usr/bin/zstd' }],
     });
@@ -210,8 +263,17 @@ describe('libraryClosure in a fake sysroot', () => {
 
   test('honours $ORIGIN runpath and libDirs, skips wrong-machine candidates, keeps scripts', () => {
     const root = join(dir, 'synthetic');
-    const a64 = (o: { interp?: string; needed?: string[]; runpath?: string }) => makeElf({ is64: true, le: true, machine: EM_AARCH64, ...o });
-    put(root, '/usr/bin/prog', a64({ interp: '/lib/ld-linux-aarch64.so.1', needed: ['libfoo.so.1', 'libc.so.6'], runpath: '$ORIGIN/../lib/prog' }));
+    const a64 = (o: { interp?: string; needed?: string[]; runpath?: string }) =>
+      makeElf({ is64: true, le: true, machine: EM_AARCH64, ...o });
+    put(
+      root,
+      '/usr/bin/prog',
+      a64({
+        interp: '/lib/ld-linux-aarch64.so.1',
+        needed: ['libfoo.so.1', 'libc.so.6'],
+        runpath: '$ORIGIN/../lib/prog',
+      }),
+    );
     put(root, '/usr/bin/helper.sh', '#!/bin/sh\nexec /usr/bin/prog "$@"\n');
     put(root, '/usr/lib/prog/libfoo.so.1', a64({ needed: ['libbar.so.2', 'libc.so.6'] }));
     put(root, '/opt/wrong/libbar.so.2', makeElf({ is64: true, le: true, machine: EM_X86_64 }));
@@ -220,7 +282,9 @@ describe('libraryClosure in a fake sysroot', () => {
     put(root, '/lib/aarch64-linux-gnu/libc.so.6', a64({ needed: ['ld-linux-aarch64.so.1'] }));
     link(root, '/lib/ld-linux-aarch64.so.1', 'aarch64-linux-gnu/ld-linux-aarch64.so.1');
 
-    expect(libraryClosure(root, ['/usr/bin/prog', '/usr/bin/helper.sh'], { libDirs: ['/opt/wrong', '/opt/right'] })).toEqual({
+    expect(
+      libraryClosure(root, ['/usr/bin/prog', '/usr/bin/helper.sh'], { libDirs: ['/opt/wrong', '/opt/right'] }),
+    ).toEqual({
       files: [
         { path: '/lib/aarch64-linux-gnu/ld-linux-aarch64.so.1', kind: 'file' },
         { path: '/lib/aarch64-linux-gnu/libc.so.6', kind: 'file' },

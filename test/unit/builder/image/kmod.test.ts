@@ -19,7 +19,9 @@ kernel/fs/nfs/nfs.ko
 
 describe('parseModulesDep', () => {
   test('maps each module path to its dependencies in file order', () => {
-    const dep = parseModulesDep('kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n\nkernel/lib/crc16.ko:\n');
+    const dep = parseModulesDep(
+      'kernel/fs/ext4/ext4.ko: kernel/lib/crc16.ko kernel/fs/mbcache.ko kernel/fs/jbd2/jbd2.ko\n\nkernel/lib/crc16.ko:\n',
+    );
     expect([...dep]).toEqual([
       ['kernel/fs/ext4/ext4.ko', ['kernel/lib/crc16.ko', 'kernel/fs/mbcache.ko', 'kernel/fs/jbd2/jbd2.ko']],
       ['kernel/lib/crc16.ko', []],
@@ -33,14 +35,11 @@ describe('parseModulesDep', () => {
 
 describe('moduleName', () => {
   test('strips directory and (compressed) .ko suffix and normalises dashes', () => {
-    expect(['kernel/fs/ext4/ext4.ko.xz', 'a/gpio-pl061.ko', 'b/snd-soc-core.ko.zst', 'c/x.ko.gz', 'ext4', 'spi-bcm2835'].map(moduleName)).toEqual([
-      'ext4',
-      'gpio_pl061',
-      'snd_soc_core',
-      'x',
-      'ext4',
-      'spi_bcm2835',
-    ]);
+    expect(
+      ['kernel/fs/ext4/ext4.ko.xz', 'a/gpio-pl061.ko', 'b/snd-soc-core.ko.zst', 'c/x.ko.gz', 'ext4', 'spi-bcm2835'].map(
+        moduleName,
+      ),
+    ).toEqual(['ext4', 'gpio_pl061', 'snd_soc_core', 'x', 'ext4', 'spi_bcm2835']);
   });
 });
 
@@ -55,7 +54,12 @@ describe('moduleClosure', () => {
 
   test('ext4 loads its dependencies in modprobe order (reverse of the list) first', () => {
     expect(moduleClosure(dep, ['ext4'])).toEqual({
-      order: ['kernel/fs/jbd2/jbd2.ko.xz', 'kernel/fs/mbcache.ko.xz', 'kernel/lib/crc16.ko.xz', 'kernel/fs/ext4/ext4.ko.xz'],
+      order: [
+        'kernel/fs/jbd2/jbd2.ko.xz',
+        'kernel/fs/mbcache.ko.xz',
+        'kernel/lib/crc16.ko.xz',
+        'kernel/fs/ext4/ext4.ko.xz',
+      ],
       missing: [],
       builtin: [],
     });

@@ -1,12 +1,30 @@
 // Approval mode on the master (builder/approve.ts): approval files, their hash, the names they accept, the CLI.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { reportName, type BootReport } from '../../../../agent/contract/report.ts';
 import { REPO } from '../../../../builder/image/agentbuild.ts';
-import { APPROVAL_REQUIRED_TEXT, approvalState, approvalTargets, approve, ApproveError, readApprovals, setApprovalMode } from '../../../../builder/master/approve.ts';
+import {
+  APPROVAL_REQUIRED_TEXT,
+  approvalState,
+  approvalTargets,
+  approve,
+  ApproveError,
+  readApprovals,
+  setApprovalMode,
+} from '../../../../builder/master/approve.ts';
 import { approvalList, readStatus } from '../../../../builder/master/status.ts';
 import { parseApproval, tableHash } from '../../../../agent/contract/approval.ts';
 import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
@@ -18,9 +36,14 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const TABLE = 'label: dos\nunit: sectors\n\n/dev/mmcblk0p1 : start=8192, size=524288, type=c\n/dev/mmcblk0p2 : start=532480, size=16777216, type=83\n';
+const TABLE =
+  'label: dos\nunit: sectors\n\n/dev/mmcblk0p1 : start=8192, size=524288, type=c\n/dev/mmcblk0p2 : start=532480, size=16777216, type=83\n';
 const TABLE2 = TABLE.replace('size=16777216', 'size=33554432');
-const NODES = ['b8:27:eb:00:00:01 rpinode01 10.77.0.11', 'b8:27:eb:00:00:02 rpinode02 10.77.0.12', 'b8:27:eb:00:00:03 RpiNode03 10.77.0.13'];
+const NODES = [
+  'b8:27:eb:00:00:01 rpinode01 10.77.0.11',
+  'b8:27:eb:00:00:02 rpinode02 10.77.0.12',
+  'b8:27:eb:00:00:03 RpiNode03 10.77.0.13',
+];
 
 /** A master root as builder stage leaves it, with a partition table. */
 function master(table: string | null = TABLE): string {
@@ -31,7 +54,7 @@ function master(table: string | null = TABLE): string {
   return root;
 }
 /** sha256sum(1) of a file: an implementation other than the one under test. */
-const sha256sum = (f: string) => (spawnSync('sha256sum', [f], { encoding: 'utf8' }).stdout.split(' ')[0] as string);
+const sha256sum = (f: string) => spawnSync('sha256sum', [f], { encoding: 'utf8' }).stdout.split(' ')[0] as string;
 const refused = (f: () => unknown): string[] => {
   try {
     f();
@@ -65,7 +88,9 @@ describe('approve', () => {
     const root = master();
     const r = approve({ masterRoot: root, names: ['rpinode01'] });
     expect(r).toMatchObject({ approved: ['rpinode01'], already: [], hash: sha256sum(join(root, 'partitions.sfdisk')) });
-    expect(readFileSync(join(root, 'approved/rpinode01'), 'utf8')).toBe(`${sha256sum(join(root, 'partitions.sfdisk'))}\n`);
+    expect(readFileSync(join(root, 'approved/rpinode01'), 'utf8')).toBe(
+      `${sha256sum(join(root, 'partitions.sfdisk'))}\n`,
+    );
     expect(statSync(join(root, 'approved/rpinode01')).mode & 0o777).toBe(0o644);
     expect(statSync(join(root, 'approved')).mode & 0o777).toBe(0o755);
     expect(readdirSync(join(root, 'approved'))).toEqual(['rpinode01']);
@@ -92,23 +117,35 @@ describe('approve', () => {
     const r = approve({ masterRoot: root, names: ['RPINODE01', 'rpinode03'], all: true });
     expect(r.approved).toEqual(['rpinode01', 'rpinode02', 'RpiNode03']);
     expect(readdirSync(join(root, 'approved')).sort()).toEqual(['RpiNode03', 'rpinode01', 'rpinode02']);
-    expect(readApprovals(root).approvals).toEqual(new Map([['rpinode01', r.hash], ['rpinode02', r.hash], ['rpinode03', r.hash]]));
+    expect(readApprovals(root).approvals).toEqual(
+      new Map([
+        ['rpinode01', r.hash],
+        ['rpinode02', r.hash],
+        ['rpinode03', r.hash],
+      ]),
+    );
   });
 
   test('unknown names are refused and nothing is written; --force takes a valid name, never a path', () => {
     const root = master();
     const p = refused(() => approve({ masterRoot: root, names: ['rpinode01', 'rpinode09'] }));
-    expect(p).toEqual(['rpinode09 is not in nodes.list: check the spelling (`builder approve --list` shows the nodes), or use --force to approve a name the master does not list']);
+    expect(p).toEqual([
+      'rpinode09 is not in nodes.list: check the spelling (`builder approve --list` shows the nodes), or use --force to approve a name the master does not list',
+    ]);
     expect(existsSync(join(root, 'approved'))).toBe(false); // not even rpinode01: all names or none
     expect(approve({ masterRoot: root, names: ['rpinode09'], force: true }).approved).toEqual(['rpinode09']);
     for (const bad of ['../nodes.list', 'a/b', '.hidden']) {
-      expect(refused(() => approve({ masterRoot: root, names: [bad], force: true }))[0]).toContain('is not a host name');
+      expect(refused(() => approve({ masterRoot: root, names: [bad], force: true }))[0]).toContain(
+        'is not a host name',
+      );
     }
     expect(readdirSync(join(root, 'approved'))).toEqual(['rpinode09']);
   });
 
   test('no table, or no names: refused with what to do', () => {
-    expect(refused(() => approve({ masterRoot: master(null), names: ['rpinode01'] }))[0]).toMatch(/^no .*partitions\.sfdisk: there is no table to approve$/);
+    expect(refused(() => approve({ masterRoot: master(null), names: ['rpinode01'] }))[0]).toMatch(
+      /^no .*partitions\.sfdisk: there is no table to approve$/,
+    );
     expect(refused(() => approve({ masterRoot: master(), names: [] }))[0]).toContain('or --all, or --list');
     expect(approvalTargets([], [], { all: true }).errors[0]).toContain('no nodes in nodes.list');
     const nodes: NodeEntry[] = [{ mac: 'b8:27:eb:00:00:01', hostname: 'a1', ip: '10.0.0.1', line: 1 }];
@@ -134,13 +171,32 @@ describe('approvalList and the CLI', () => {
   function withReports(root: string, table: string): void {
     mkdirSync(join(root, 'reports'), { recursive: true });
     const base = {
-      schema: 1, hostnameFrom: 'dhcp', agentVersion: '0.1.0', kernel: null, phases: [], bytesReceived: 0, overlay: null, errors: [], uptime: 9,
+      schema: 1,
+      hostnameFrom: 'dhcp',
+      agentVersion: '0.1.0',
+      kernel: null,
+      phases: [],
+      bytesReceived: 0,
+      overlay: null,
+      errors: [],
+      uptime: 9,
       stamps: { rootBefore: null, rootAfter: null, masterRoot: null },
     };
     const reports: BootReport[] = [
       {
-        ...base, mac: 'b8:27:eb:00:00:01', hostname: 'rpinode01', ip: '10.77.0.11', result: 'waiting', reason: 'table change waits for approval',
-        approval: { state: 'pending', tableSha256: tableHash(table), current: TABLE2, wanted: table, meanwhile: 'waiting' },
+        ...base,
+        mac: 'b8:27:eb:00:00:01',
+        hostname: 'rpinode01',
+        ip: '10.77.0.11',
+        result: 'waiting',
+        reason: 'table change waits for approval',
+        approval: {
+          state: 'pending',
+          tableSha256: tableHash(table),
+          current: TABLE2,
+          wanted: table,
+          meanwhile: 'waiting',
+        },
       } as BootReport,
       { ...base, mac: 'b8:27:eb:00:00:02', hostname: 'rpinode02', ip: '10.77.0.12', result: 'ok' } as BootReport,
     ];
@@ -172,7 +228,8 @@ describe('approvalList and the CLI', () => {
     expect(approvalList(readStatus(root, NOW)).rows[0]?.approval).toBe('approved for another table');
   });
 
-  const cli = (...args: string[]) => spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'approve', ...args], { encoding: 'utf8' });
+  const cli = (...args: string[]) =>
+    spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'approve', ...args], { encoding: 'utf8' });
 
   test('`builder approve` approves, prints the node and the hash; an unknown node exits 1 with the reason', () => {
     const root = master();

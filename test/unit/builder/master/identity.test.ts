@@ -1,7 +1,16 @@
 // Per-node identity on the master (builder/identity.ts): made once with the real ssh-keygen, then only kept.
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ensureIdentity, identityFiles, newMachineId, nodeFilesDir } from '../../../../builder/master/identity.ts';
@@ -37,7 +46,8 @@ const fingerprint = (f: string) => {
   expect(r.status).toBe(0);
   return r.stdout.trim();
 };
-const snapshot = (root: string, host: string) => Object.fromEntries(identityFiles().map((f) => [f, readFileSync(join(nodeFilesDir(root, host), f))]));
+const snapshot = (root: string, host: string) =>
+  Object.fromEntries(identityFiles().map((f) => [f, readFileSync(join(nodeFilesDir(root, host), f))]));
 
 describe('ensureIdentity', () => {
   test('creates hostname, machine-id and three host key pairs with their modes; directories 0755; no temp folder left', () => {
@@ -46,14 +56,24 @@ describe('ensureIdentity', () => {
     expect([...r.created].sort()).toEqual(identityFiles().sort());
     const files = nodeFilesDir(root, 'rpinode01');
     expect(files).toBe(join(root, 'nodes/rpinode01/files'));
-    for (const d of ['nodes', 'nodes/rpinode01', 'nodes/rpinode01/files', 'nodes/rpinode01/files/etc', 'nodes/rpinode01/files/etc/ssh']) {
+    for (const d of [
+      'nodes',
+      'nodes/rpinode01',
+      'nodes/rpinode01/files',
+      'nodes/rpinode01/files/etc',
+      'nodes/rpinode01/files/etc/ssh',
+    ]) {
       expect([d, mode(join(root, d))]).toEqual([d, 0o755]); // they become the node's /etc and /etc/ssh
     }
     expect(readFileSync(join(files, 'etc/hostname'), 'utf8')).toBe('rpinode01\n');
     expect(mode(join(files, 'etc/hostname'))).toBe(0o644);
     expect(readFileSync(join(files, 'etc/machine-id'), 'utf8')).toMatch(/^[0-9a-f]{32}\n$/);
     expect(mode(join(files, 'etc/machine-id'))).toBe(0o444);
-    for (const [t, bits] of [['ed25519', 'ED25519'], ['ecdsa', 'ECDSA'], ['rsa', 'RSA']]) {
+    for (const [t, bits] of [
+      ['ed25519', 'ED25519'],
+      ['ecdsa', 'ECDSA'],
+      ['rsa', 'RSA'],
+    ]) {
       const key = join(files, `etc/ssh/ssh_host_${t}_key`);
       expect(mode(key)).toBe(0o600);
       expect(mode(`${key}.pub`)).toBe(0o644);
@@ -82,10 +102,11 @@ describe('ensureIdentity', () => {
     const a = snapshot(root, 'rpinode01');
     const b = snapshot(root, 'rpinode02');
     expect(readFileSync(join(nodeFilesDir(root, 'rpinode02'), 'etc/hostname'), 'utf8')).toBe('rpinode02\n');
-    for (const f of identityFiles().filter((x) => x !== 'etc/hostname')) expect([f, a[f]?.equals(b[f] as Buffer)]).toEqual([f, false]);
+    for (const f of identityFiles().filter((x) => x !== 'etc/hostname'))
+      expect([f, a[f]?.equals(b[f] as Buffer)]).toEqual([f, false]);
   });
 
-  test('existing files are kept: an operator\'s machine-id and hostname survive, the missing files are made', () => {
+  test("existing files are kept: an operator's machine-id and hostname survive, the missing files are made", () => {
     const root = master();
     const files = nodeFilesDir(root, 'rpinode03');
     mkdirSync(join(files, 'etc'), { recursive: true });
@@ -112,7 +133,11 @@ describe('ensureIdentity', () => {
     const oldRsaPub = readFileSync(`${rsa}.pub`, 'utf8');
     rmSync(rsa);
     const r = ensureIdentity(root, 'rpinode04');
-    expect([...r.created].sort()).toEqual(['etc/ssh/ssh_host_ed25519_key.pub', 'etc/ssh/ssh_host_rsa_key', 'etc/ssh/ssh_host_rsa_key.pub']);
+    expect([...r.created].sort()).toEqual([
+      'etc/ssh/ssh_host_ed25519_key.pub',
+      'etc/ssh/ssh_host_rsa_key',
+      'etc/ssh/ssh_host_rsa_key.pub',
+    ]);
     expect(readFileSync(ed)).toEqual(edPriv);
     expect(readFileSync(`${ed}.pub`, 'utf8')).toBe(edPub); // derived again, byte for byte (type, key, comment)
     expect(fingerprint(rsa)).toBe(fingerprint(`${rsa}.pub`));
@@ -121,7 +146,8 @@ describe('ensureIdentity', () => {
 
   test('refuses a name that is not a host name (it becomes a path) and a file where a folder belongs', () => {
     const root = master();
-    for (const bad of ['../etc', 'a/b', '', '-x', 'x'.repeat(64)]) expect(() => ensureIdentity(root, bad)).toThrow(/is not a host name/);
+    for (const bad of ['../etc', 'a/b', '', '-x', 'x'.repeat(64)])
+      expect(() => ensureIdentity(root, bad)).toThrow(/is not a host name/);
     expect(existsSync(join(root, 'nodes'))).toBe(false);
     mkdirSync(join(root, 'nodes/rpinode05/files'), { recursive: true });
     writeFileSync(join(root, 'nodes/rpinode05/files/etc'), 'a file');
@@ -130,7 +156,7 @@ describe('ensureIdentity', () => {
 });
 
 describe('newMachineId', () => {
-  test('32 lower-case hex and a newline, UUID v4 bits like systemd\'s, different every time', () => {
+  test("32 lower-case hex and a newline, UUID v4 bits like systemd's, different every time", () => {
     const ids = new Set(Array.from({ length: 50 }, () => newMachineId()));
     expect(ids.size).toBe(50);
     for (const id of ids) expect(id).toMatch(/^[0-9a-f]{12}4[0-9a-f]{3}[89ab][0-9a-f]{15}\n$/);

@@ -1,7 +1,18 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseStamp, verifyStamp } from '../../../../agent/contract/stamp.ts';
@@ -70,14 +81,19 @@ describe('publish', () => {
     writeFileSync(join(root, 'bootfs'), 'a file');
     await expect(publish({ masterRoot: root, name: 'bootfs' })).rejects.toThrow(/not a directory/);
     rmSync(join(root, 'rootfs/sbin/init'));
-    await expect(publish({ masterRoot: root, name: 'rootfs' })).rejects.toThrow('rootfs template has no /sbin/init: a node would not boot it');
+    await expect(publish({ masterRoot: root, name: 'rootfs' })).rejects.toThrow(
+      'rootfs template has no /sbin/init: a node would not boot it',
+    );
     mkdirSync(join(root, 'rootfs/sbin/init'));
     await expect(publish({ masterRoot: root, name: 'rootfs' })).rejects.toThrow(/no \/sbin\/init/);
     expect(existsSync(join(root, 'stamps/rootfs.stamp'))).toBe(false);
     const k = generateKeys(join(tmp, `keys${n++}`));
     const ok = master();
     await expect(publish({ masterRoot: ok, name: 'rootfs', signKeyPem: k.signKey })).rejects.toThrow(/PEM text/);
-    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+    const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({
+      type: 'pkcs8',
+      format: 'pem',
+    }) as string;
     await expect(publish({ masterRoot: ok, name: 'rootfs', signKeyPem: ec })).rejects.toThrow(/not ed25519/);
     expect(existsSync(join(ok, 'stamps/rootfs.stamp'))).toBe(false);
   });
@@ -107,9 +123,12 @@ describe('generateKeys', () => {
     const dir = join(tmp, `keys${n++}`, 'sub');
     const k = generateKeys(dir);
     expect(k).toEqual({
-      nodeKey: join(dir, 'node_ed25519'), nodeKeyPub: join(dir, 'node_ed25519.pub'),
-      signKey: join(dir, 'stamp_ed25519.pem'), signKeyPub: join(dir, 'stamp_ed25519.pub.pem'),
-      reportKey: join(dir, 'report_ed25519'), reportKeyPub: join(dir, 'report_ed25519.pub'),
+      nodeKey: join(dir, 'node_ed25519'),
+      nodeKeyPub: join(dir, 'node_ed25519.pub'),
+      signKey: join(dir, 'stamp_ed25519.pem'),
+      signKeyPub: join(dir, 'stamp_ed25519.pub.pem'),
+      reportKey: join(dir, 'report_ed25519'),
+      reportKeyPub: join(dir, 'report_ed25519.pub'),
     });
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(statSync(k.signKey).mode & 0o077).toBe(0);
@@ -119,7 +138,9 @@ describe('generateKeys', () => {
     expect(statSync(k.reportKey).mode & 0o077).toBe(0);
     expect(readFileSync(k.reportKeyPub, 'utf8')).toMatch(/^ssh-ed25519 AAAA\S+ clusterboot-report\n$/);
     // two keys, not one key twice: sshd applies only the first authorized_keys line of a key
-    expect(readFileSync(k.reportKeyPub, 'utf8').split(' ')[1]).not.toBe(readFileSync(k.nodeKeyPub, 'utf8').split(' ')[1]);
+    expect(readFileSync(k.reportKeyPub, 'utf8').split(' ')[1]).not.toBe(
+      readFileSync(k.nodeKeyPub, 'utf8').split(' ')[1],
+    );
     expect(readFileSync(k.signKey, 'utf8')).toStartWith('-----BEGIN PRIVATE KEY-----');
     expect(readFileSync(k.signKeyPub, 'utf8')).toStartWith('-----BEGIN PUBLIC KEY-----');
     const before = Object.values(k).map((f) => readFileSync(f));
@@ -166,7 +187,9 @@ describe('authorized_keys and known_hosts lines', () => {
     expect(authorizedKeysLine(PUB, '/data/slaves')).toBe(
       'restrict,command="/usr/bin/rrsync -ro /data/slaves" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node',
     );
-    expect(authorizedKeysLine(PUB, '/data/slaves', '/usr/local/bin/rrsync')).toStartWith('restrict,command="/usr/local/bin/rrsync -ro /data/slaves" ');
+    expect(authorizedKeysLine(PUB, '/data/slaves', '/usr/local/bin/rrsync')).toStartWith(
+      'restrict,command="/usr/local/bin/rrsync -ro /data/slaves" ',
+    );
   });
   test('authorizedKeysLine rejects unsafe roots and bad keys', () => {
     for (const root of ['/data/my slaves', 'data/slaves', '/data/"x', "/data/'x", '/data/../etc', '/data/x,y', '']) {
@@ -178,10 +201,13 @@ describe('authorized_keys and known_hosts lines', () => {
     expect(() => authorizedKeysLine(PUB.replace('ssh-ed25519', 'ssh-rsa'), '/data/slaves')).toThrow(/does not match/);
   });
   test('reportKeysLine: write-only rrsync into <master root>/reports, a trailing slash does not double', () => {
-    const line = 'restrict,command="/usr/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node';
+    const line =
+      'restrict,command="/usr/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node';
     expect(reportKeysLine(PUB, '/data/slaves')).toBe(line);
     expect(reportKeysLine(PUB, '/data/slaves/')).toBe(line);
-    expect(reportKeysLine(PUB, '/data/slaves', '/usr/local/bin/rrsync')).toStartWith('restrict,command="/usr/local/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ');
+    expect(reportKeysLine(PUB, '/data/slaves', '/usr/local/bin/rrsync')).toStartWith(
+      'restrict,command="/usr/local/bin/rrsync -wo -no-lock -no-del /data/slaves/reports" ',
+    );
   });
   test('reportKeysLine rejects what authorizedKeysLine rejects', () => {
     for (const root of ['/data/my slaves', 'data/slaves', '/data/"x', '/data/../etc', '/data/x,y', '']) {
@@ -192,9 +218,9 @@ describe('authorized_keys and known_hosts lines', () => {
     expect(() => reportKeysLine(PUB.replace('ssh-ed25519', 'ssh-rsa'), '/data/slaves')).toThrow(/does not match/);
   });
   test('knownHostsLine pins the key under the HostKeyAlias', () => {
-    expect(knownHostsLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC root@master\n')).toBe(
-      'clusterboot-master ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC',
-    );
+    expect(
+      knownHostsLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC root@master\n'),
+    ).toBe('clusterboot-master ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC');
     expect(() => knownHostsLine('hello world')).toThrow();
   });
   test('lines built from a generated key', () => {
@@ -216,7 +242,8 @@ describe('rrsync -ro', () => {
     const root = master();
     const r = spawnSync('python3', [RRSYNC, '-ro', root], {
       env: { ...process.env, SSH_ORIGINAL_COMMAND: 'rsync --server -logDtpre.iLsfxCIvu . rootfs/' },
-      stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+      encoding: 'utf8',
     });
     expect(r.status).toBe(1);
     expect(r.stderr).toContain('sending to read-only server is not allowed');
@@ -227,12 +254,15 @@ describe('rrsync -ro', () => {
   const haveRsync = spawnSync('rsync', ['--version']).status === 0;
   test.skipIf(!haveRsync)('the forced command allows a pull and refuses a push and an escape', () => {
     const root = master();
-    const forced = /command="([^"]+)"/.exec(authorizedKeysLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC x', root))?.[1];
+    const forced = /command="([^"]+)"/.exec(
+      authorizedKeysLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC x', root),
+    )?.[1];
     expect(forced).toBe(`/usr/bin/rrsync -ro ${root}`);
     const fakeSsh = join(tmp, `fakessh${n++}`);
     writeFileSync(fakeSsh, `#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND="$*" exec sh -c '${forced}'\n`);
     chmodSync(fakeSsh, 0o755);
-    const rsync = (...args: string[]) => spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    const rsync = (...args: string[]) =>
+      spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 
     const dst = join(tmp, `dst${n++}`);
     mkdirSync(dst);
@@ -251,15 +281,18 @@ describe('rrsync -ro', () => {
   });
 
   // The report key's forced command, the same way: a node can drop its report into reports/ and read nothing back.
-  test.skipIf(!haveRsync)('reportKeysLine\'s forced command allows a push into reports/ and refuses a pull', () => {
+  test.skipIf(!haveRsync)("reportKeysLine's forced command allows a push into reports/ and refuses a pull", () => {
     const root = master();
     mkdirSync(join(root, 'reports'));
-    const forced = /command="([^"]+)"/.exec(reportKeysLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC x', root))?.[1];
+    const forced = /command="([^"]+)"/.exec(
+      reportKeysLine('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC x', root),
+    )?.[1];
     expect(forced).toBe(`/usr/bin/rrsync -wo -no-lock -no-del ${root}/reports`);
     const fakeSsh = join(tmp, `fakessh${n++}`);
     writeFileSync(fakeSsh, `#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND="$*" exec sh -c '${forced}'\n`);
     chmodSync(fakeSsh, 0o755);
-    const rsync = (...args: string[]) => spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+    const rsync = (...args: string[]) =>
+      spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
 
     const report = join(tmp, `b8-27-eb-cb-63-18.json`);
     writeFileSync(report, '{"schema":1}\n');

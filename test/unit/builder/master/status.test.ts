@@ -9,7 +9,14 @@ import { reportName, type BootReport } from '../../../../agent/contract/report.t
 import { REPO } from '../../../../builder/image/agentbuild.ts';
 import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { tableHash } from '../../../../agent/contract/approval.ts';
-import { parseReport, readStatus, renderStatusTable, statusRows, tableDiff, type StatusRow } from '../../../../builder/master/status.ts';
+import {
+  parseReport,
+  readStatus,
+  renderStatusTable,
+  statusRows,
+  tableDiff,
+  type StatusRow,
+} from '../../../../builder/master/status.ts';
 
 let tmp = '';
 beforeAll(() => {
@@ -32,25 +39,65 @@ const NODES = [
 
 function report(over: Partial<BootReport> = {}): BootReport {
   return {
-    schema: 1, mac: 'b8:27:eb:00:00:01', hostname: 'rpinode01', hostnameFrom: 'dhcp', ip: '10.77.0.11', agentVersion: '0.1.0',
-    kernel: '6.1.0-28-arm64', result: 'ok',
-    phases: [{ name: 'early', seconds: 0.04 }, { name: 'network', seconds: 2.5 }, { name: 'master', seconds: 1.25 }, { name: 'root', seconds: 4.1 }],
+    schema: 1,
+    mac: 'b8:27:eb:00:00:01',
+    hostname: 'rpinode01',
+    hostnameFrom: 'dhcp',
+    ip: '10.77.0.11',
+    agentVersion: '0.1.0',
+    kernel: '6.1.0-28-arm64',
+    result: 'ok',
+    phases: [
+      { name: 'early', seconds: 0.04 },
+      { name: 'network', seconds: 2.5 },
+      { name: 'master', seconds: 1.25 },
+      { name: 'root', seconds: 4.1 },
+    ],
     stamps: { rootBefore: MASTER.id, rootAfter: MASTER.id, masterRoot: MASTER.id },
-    bytesReceived: 0, overlay: 'tmpfs', errors: [], uptime: 9.2, ...over,
+    bytesReceived: 0,
+    overlay: 'tmpfs',
+    errors: [],
+    uptime: 9.2,
+    ...over,
   };
 }
-const file = (r: BootReport, minutesAgo: number) => ({ file: reportName(r.mac), text: JSON.stringify(r), mtimeMs: NOW - minutesAgo * 60_000 });
+const file = (r: BootReport, minutesAgo: number) => ({
+  file: reportName(r.mac),
+  text: JSON.stringify(r),
+  mtimeMs: NOW - minutesAgo * 60_000,
+});
 
 // the fleet of the brief: current, behind, never booted, fatal with reason, garbage file, plus an unknown MAC
 const REPORTS = [
   file(report(), 5),
-  file(report({ mac: 'b8:27:eb:00:00:02', hostname: 'rpinode02', ip: '10.77.0.12', stamps: { rootBefore: OLD.id, rootAfter: OLD.id, masterRoot: OLD.id } }), 600),
+  file(
+    report({
+      mac: 'b8:27:eb:00:00:02',
+      hostname: 'rpinode02',
+      ip: '10.77.0.12',
+      stamps: { rootBefore: OLD.id, rootAfter: OLD.id, masterRoot: OLD.id },
+    }),
+    600,
+  ),
   // rpinode03: no report
-  file(report({
-    mac: 'B8:27:EB:00:00:04', hostname: 'rpinode04', ip: '10.77.0.14', result: 'fatal', reason: 'no disk found (mmcblk0, sda)',
-    remedy: 'plug in the USB disk', overlay: null, stamps: { rootBefore: null, rootAfter: null, masterRoot: MASTER.id },
-    phases: [{ name: 'early', seconds: 0.1 }, { name: 'disk', seconds: 30, failed: true }], errors: ['disk: no disk found (mmcblk0, sda)'],
-  }), 2),
+  file(
+    report({
+      mac: 'B8:27:EB:00:00:04',
+      hostname: 'rpinode04',
+      ip: '10.77.0.14',
+      result: 'fatal',
+      reason: 'no disk found (mmcblk0, sda)',
+      remedy: 'plug in the USB disk',
+      overlay: null,
+      stamps: { rootBefore: null, rootAfter: null, masterRoot: MASTER.id },
+      phases: [
+        { name: 'early', seconds: 0.1 },
+        { name: 'disk', seconds: 30, failed: true },
+      ],
+      errors: ['disk: no disk found (mmcblk0, sda)'],
+    }),
+    2,
+  ),
   { file: 'b8-27-eb-00-00-05.json', text: '{"schema":1,"mac":"b8:27:eb:00:00:05","result":', mtimeMs: NOW - 60_000 },
   file(report({ mac: 'dc:a6:32:00:00:99', hostname: null, hostnameFrom: null, ip: '10.77.0.200' }), 1),
 ];
@@ -61,16 +108,27 @@ const byName = (rs: StatusRow[], h: string | null) => rs.find((r) => r.hostname 
 describe('statusRows', () => {
   test('one row per listed node in list order, then the unknown MAC', () => {
     expect(rows().map((r) => [r.hostname, r.mac, r.listed])).toEqual([
-      ['rpinode01', 'b8:27:eb:00:00:01', true], ['rpinode02', 'b8:27:eb:00:00:02', true], ['rpinode03', 'b8:27:eb:00:00:03', true],
-      ['rpinode04', 'b8:27:eb:00:00:04', true], ['rpinode05', 'b8:27:eb:00:00:05', true], [null, 'dc:a6:32:00:00:99', false],
+      ['rpinode01', 'b8:27:eb:00:00:01', true],
+      ['rpinode02', 'b8:27:eb:00:00:02', true],
+      ['rpinode03', 'b8:27:eb:00:00:03', true],
+      ['rpinode04', 'b8:27:eb:00:00:04', true],
+      ['rpinode05', 'b8:27:eb:00:00:05', true],
+      [null, 'dc:a6:32:00:00:99', false],
     ]);
   });
 
   test('a current node: ok, root current, last boot from the file mtime, total and phases', () => {
     const r = byName(rows(), 'rpinode01') as StatusRow;
     expect(r).toMatchObject({
-      ip: '10.77.0.11', result: 'ok', root: 'current', overlay: 'tmpfs', report: 'reports/b8-27-eb-00-00-01.json',
-      lastBoot: '2026-11-25T11:55:00.000Z', ageSeconds: 300, totalSeconds: 7.9, phases: 'early 0.0 network 2.5 master 1.3 root 4.1',
+      ip: '10.77.0.11',
+      result: 'ok',
+      root: 'current',
+      overlay: 'tmpfs',
+      report: 'reports/b8-27-eb-00-00-01.json',
+      lastBoot: '2026-11-25T11:55:00.000Z',
+      ageSeconds: 300,
+      totalSeconds: 7.9,
+      phases: 'early 0.0 network 2.5 master 1.3 root 4.1',
     });
     expect(r.notes).toEqual([]);
   });
@@ -81,14 +139,29 @@ describe('statusRows', () => {
   });
 
   test('a listed node without a report: never booted, nothing else known', () => {
-    expect(byName(rows(), 'rpinode03')).toMatchObject({ result: 'never booted', root: 'unknown', lastBoot: null, report: null, ip: '10.77.0.13', totalSeconds: null });
+    expect(byName(rows(), 'rpinode03')).toMatchObject({
+      result: 'never booted',
+      root: 'unknown',
+      lastBoot: null,
+      report: null,
+      ip: '10.77.0.13',
+      totalSeconds: null,
+    });
   });
 
   test('a fatal report: FATAL, reason and remedy in the notes, failed phase marked, root unknown', () => {
     const r = byName(rows(), 'rpinode04') as StatusRow;
-    expect(r).toMatchObject({ result: 'FATAL', root: 'unknown', overlay: null, phases: 'early 0.1 disk 30.0!', totalSeconds: 30.1 });
+    expect(r).toMatchObject({
+      result: 'FATAL',
+      root: 'unknown',
+      overlay: null,
+      phases: 'early 0.1 disk 30.0!',
+      totalSeconds: 30.1,
+    });
     expect(r.notes).toEqual([
-      'fatal: no disk found (mmcblk0, sda)', 'remedy: plug in the USB disk', '1 error in the report, first: disk: no disk found (mmcblk0, sda)',
+      'fatal: no disk found (mmcblk0, sda)',
+      'remedy: plug in the USB disk',
+      '1 error in the report, first: disk: no disk found (mmcblk0, sda)',
     ]);
   });
 
@@ -103,42 +176,75 @@ describe('statusRows', () => {
   test('an unknown MAC: its own IP, flagged, and no fixed lease when it got no host name', () => {
     const r = rows().at(-1) as StatusRow;
     expect(r).toMatchObject({ hostname: null, ip: '10.77.0.200', result: 'ok', root: 'current' });
-    expect(r.notes).toEqual(['unknown MAC: not in nodes.list, so no fixed lease', 'no fixed lease: DHCP gave no host name (and no hostname= was set)']);
+    expect(r.notes).toEqual([
+      'unknown MAC: not in nodes.list, so no fixed lease',
+      'no fixed lease: DHCP gave no host name (and no hostname= was set)',
+    ]);
   });
 
   test('differences between the report and nodes.list are notes; a reboot gives its reason', () => {
     const [r] = statusRows({
-      nodes: [NODES[0] as NodeEntry], masterStamp: renderStamp(MASTER), now: NOW,
-      reports: [file(report({ hostname: 'other', ip: '10.77.0.99', result: 'reboot', reason: 'new partition table' }), 1)],
+      nodes: [NODES[0] as NodeEntry],
+      masterStamp: renderStamp(MASTER),
+      now: NOW,
+      reports: [
+        file(report({ hostname: 'other', ip: '10.77.0.99', result: 'reboot', reason: 'new partition table' }), 1),
+      ],
     });
     expect(r?.result).toBe('reboot');
-    expect(r?.notes).toEqual(['reboot: new partition table', 'booted as other, nodes.list says rpinode01', 'booted with IP 10.77.0.99, nodes.list says 10.77.0.11']);
+    expect(r?.notes).toEqual([
+      'reboot: new partition table',
+      'booted as other, nodes.list says rpinode01',
+      'booted with IP 10.77.0.99, nodes.list says 10.77.0.11',
+    ]);
   });
 
   test('no master stamp or no rootAfter: root unknown; the newest of two reports for one MAC wins', () => {
     const rs = statusRows({
-      nodes: [NODES[0] as NodeEntry], masterStamp: null, now: NOW,
-      reports: [{ ...file(report({ result: 'fatal', reason: 'old' }), 50), file: 'B8-27-EB-00-00-01.json' }, file(report(), 5)],
+      nodes: [NODES[0] as NodeEntry],
+      masterStamp: null,
+      now: NOW,
+      reports: [
+        { ...file(report({ result: 'fatal', reason: 'old' }), 50), file: 'B8-27-EB-00-00-01.json' },
+        file(report(), 5),
+      ],
     });
     expect(rs).toHaveLength(1);
     expect(rs[0]).toMatchObject({ result: 'ok', root: 'unknown', ageSeconds: 300 });
     expect(rs[0]?.notes).toEqual(['1 older report file(s) for this MAC ignored: B8-27-EB-00-00-01.json']);
   });
 
-  test('a report whose mtime is the node\'s 1970 clock says so (the push kept the node\'s time)', () => {
-    const [r] = statusRows({ nodes: [NODES[0] as NodeEntry], masterStamp: null, now: NOW, reports: [{ ...file(report(), 0), mtimeMs: 12_000 }] });
-    expect(r?.notes).toEqual(['report file time is before 2000: it carries the node\'s clock (pushed with rsync -t or -a?), not its arrival time']);
+  test("a report whose mtime is the node's 1970 clock says so (the push kept the node's time)", () => {
+    const [r] = statusRows({
+      nodes: [NODES[0] as NodeEntry],
+      masterStamp: null,
+      now: NOW,
+      reports: [{ ...file(report(), 0), mtimeMs: 12_000 }],
+    });
+    expect(r?.notes).toEqual([
+      "report file time is before 2000: it carries the node's clock (pushed with rsync -t or -a?), not its arrival time",
+    ]);
   });
 
   test('wrong-schema and wrong-typed reports are unreadable with the reason; terminal escapes are neutralised', () => {
-    expect(parseReport(JSON.stringify({ ...report(), schema: 2 }))).toEqual({ ok: false, error: 'schema 2, this builder reads 1: update the builder or the agent so they match' });
+    expect(parseReport(JSON.stringify({ ...report(), schema: 2 }))).toEqual({
+      ok: false,
+      error: 'schema 2, this builder reads 1: update the builder or the agent so they match',
+    });
     expect(parseReport('[]')).toEqual({ ok: false, error: 'not a JSON object' });
     expect(parseReport(JSON.stringify({ ...report(), result: 'great' })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), phases: [{ name: 'x', seconds: -1 }] })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), stamps: null })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), errors: [1] })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), extraFieldFromANewerAgent: true })).ok).toBe(true);
-    const [r] = statusRows({ nodes: [], masterStamp: null, now: NOW, reports: [file(report({ hostname: 'evil\x1b[2J', hostnameFrom: 'cmdline', result: 'reboot', reason: 'x\x07' }), 1)] });
+    const [r] = statusRows({
+      nodes: [],
+      masterStamp: null,
+      now: NOW,
+      reports: [
+        file(report({ hostname: 'evil\x1b[2J', hostnameFrom: 'cmdline', result: 'reboot', reason: 'x\x07' }), 1),
+      ],
+    });
     expect(r?.hostname).toBe('evil?[2J');
     expect(r?.notes).toContain('reboot: x?');
   });
@@ -153,7 +259,12 @@ describe('renderStatusTable', () => {
     // every column starts at the same offset on every line: find each header's offset and check the cell under it
     const cols = ['MAC', 'IP', 'LAST-BOOT', 'RESULT', 'ROOT'].map((h) => (lines[0] as string).indexOf(h));
     const expectations: Array<[string, string]> = [
-      ['rpinode01', 'ok'], ['rpinode02', 'ok'], ['rpinode03', 'never booted'], ['rpinode04', 'FATAL'], ['rpinode05', 'unreadable report'], ['?', 'ok'],
+      ['rpinode01', 'ok'],
+      ['rpinode02', 'ok'],
+      ['rpinode03', 'never booted'],
+      ['rpinode04', 'FATAL'],
+      ['rpinode05', 'unreadable report'],
+      ['?', 'ok'],
     ];
     expectations.forEach(([host, result], i) => {
       const l = table[i + 1] as string;
@@ -167,14 +278,24 @@ describe('renderStatusTable', () => {
     expect(text).toContain('\nnotes:\n  rpinode03: no report yet');
     expect(text).toContain('  rpinode04: fatal: no disk found (mmcblk0, sda)\n');
     expect(text).toContain('  dc:a6:32:00:00:99: unknown MAC: not in nodes.list, so no fixed lease\n');
-    expect(lines.at(-2)).toBe(`6 nodes: 3 ok, 1 FATAL, 1 never booted, 1 unreadable report; 1 not in nodes.list; 1 behind the master's rootfs; master rootfs stamp ${MASTER.id}`);
+    expect(lines.at(-2)).toBe(
+      `6 nodes: 3 ok, 1 FATAL, 1 never booted, 1 unreadable report; 1 not in nodes.list; 1 behind the master's rootfs; master rootfs stamp ${MASTER.id}`,
+    );
   });
 
-  test('the brief\'s example summary, and a master without a stamp', () => {
-    const rs = statusRows({ nodes: NODES.slice(0, 3), reports: REPORTS.slice(0, 2), masterStamp: renderStamp(MASTER), now: NOW });
-    expect(renderStatusTable(rs, NOW, { id: MASTER.id, problem: null })).toEndWith(`\n3 nodes: 2 ok, 1 never booted; 1 behind the master's rootfs; master rootfs stamp ${MASTER.id}\n`);
-    expect(renderStatusTable([], NOW, { id: null, problem: 'no rootfs stamp: run `builder publish rootfs`' }))
-      .toEndWith('\n0 nodes: none listed and no reports; master: no rootfs stamp: run `builder publish rootfs`\n');
+  test("the brief's example summary, and a master without a stamp", () => {
+    const rs = statusRows({
+      nodes: NODES.slice(0, 3),
+      reports: REPORTS.slice(0, 2),
+      masterStamp: renderStamp(MASTER),
+      now: NOW,
+    });
+    expect(renderStatusTable(rs, NOW, { id: MASTER.id, problem: null })).toEndWith(
+      `\n3 nodes: 2 ok, 1 never booted; 1 behind the master's rootfs; master rootfs stamp ${MASTER.id}\n`,
+    );
+    expect(
+      renderStatusTable([], NOW, { id: null, problem: 'no rootfs stamp: run `builder publish rootfs`' }),
+    ).toEndWith('\n0 nodes: none listed and no reports; master: no rootfs stamp: run `builder publish rootfs`\n');
   });
 });
 
@@ -184,7 +305,10 @@ describe('readStatus and the CLI', () => {
     const root = join(tmp, 'master');
     mkdirSync(join(root, 'reports'), { recursive: true });
     mkdirSync(join(root, 'stamps'), { recursive: true });
-    writeFileSync(join(root, 'nodes.list'), `# header\n${NODES.map((x) => `${x.mac} ${x.hostname} ${x.ip}`).join('\n')}\n`);
+    writeFileSync(
+      join(root, 'nodes.list'),
+      `# header\n${NODES.map((x) => `${x.mac} ${x.hostname} ${x.ip}`).join('\n')}\n`,
+    );
     for (const r of REPORTS) {
       writeFileSync(join(root, 'reports', r.file), r.text);
       utimesSync(join(root, 'reports', r.file), new Date(r.mtimeMs), new Date(r.mtimeMs));
@@ -199,7 +323,9 @@ describe('readStatus and the CLI', () => {
     const s = readStatus(root, NOW);
     expect(s.warnings).toEqual([]);
     expect(s.masterStamp).toEqual({ id: MASTER.id, problem: null });
-    expect(s.rows.map((r) => [r.mac, r.result, r.root, r.ageSeconds])).toEqual(rows().map((r) => [r.mac, r.result, r.root, r.ageSeconds]));
+    expect(s.rows.map((r) => [r.mac, r.result, r.root, r.ageSeconds])).toEqual(
+      rows().map((r) => [r.mac, r.result, r.root, r.ageSeconds]),
+    );
     // a fresh master: nothing yet, a warning, no throw
     const empty = readStatus(join(tmp, 'nothing-here'), NOW);
     expect(empty.rows).toEqual([]);
@@ -209,7 +335,10 @@ describe('readStatus and the CLI', () => {
 
   test('`builder status --json` parses back to the rows and the master stamp; the table names every node', () => {
     const root = masterRoot();
-    const run = (...args: string[]) => spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, ...args], { encoding: 'utf8' });
+    const run = (...args: string[]) =>
+      spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, ...args], {
+        encoding: 'utf8',
+      });
     const j = run('--json');
     expect(j.status).toBe(0);
     const parsed = JSON.parse(j.stdout) as { masterStamp: { id: string }; rows: StatusRow[]; warnings: string[] };
@@ -225,20 +354,44 @@ describe('readStatus and the CLI', () => {
 // Approval mode: a node held before repartitioning reports result 'waiting' and an approval block; the master's
 // approved/<host> file says whether the operator already approved that exact table.
 describe('approval mode in status', () => {
-  const CUR = 'label: dos\nunit: sectors\n\n/dev/mmcblk0p1 : start=8192, size=524288, type=c\n/dev/mmcblk0p2 : start=532480, size=8388608, type=83\n';
+  const CUR =
+    'label: dos\nunit: sectors\n\n/dev/mmcblk0p1 : start=8192, size=524288, type=c\n/dev/mmcblk0p2 : start=532480, size=8388608, type=83\n';
   const WANT = CUR.replace('size=8388608', 'size=16777216') + '/dev/mmcblk0p3 : start=16809984, type=83\n';
   const HASH = tableHash(WANT);
-  const waiting = (over: Partial<BootReport> = {}) => report({
-    result: 'waiting', reason: 'the partition table differs and approval mode is on', overlay: null,
-    stamps: { rootBefore: MASTER.id, rootAfter: null, masterRoot: MASTER.id },
-    approval: { state: 'pending', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' }, ...over,
-  });
+  const waiting = (over: Partial<BootReport> = {}) =>
+    report({
+      result: 'waiting',
+      reason: 'the partition table differs and approval mode is on',
+      overlay: null,
+      stamps: { rootBefore: MASTER.id, rootAfter: null, masterRoot: MASTER.id },
+      approval: { state: 'pending', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' },
+      ...over,
+    });
 
   test('parseReport takes waiting and an approval block, and refuses a malformed one', () => {
     expect(parseReport(JSON.stringify(waiting())).ok).toBe(true);
-    expect(parseReport(JSON.stringify(waiting({ approval: { state: 'approved', tableSha256: HASH, current: null, wanted: WANT, meanwhile: 'booting the current root' } }))).ok).toBe(true);
+    expect(
+      parseReport(
+        JSON.stringify(
+          waiting({
+            approval: {
+              state: 'approved',
+              tableSha256: HASH,
+              current: null,
+              wanted: WANT,
+              meanwhile: 'booting the current root',
+            },
+          }),
+        ),
+      ).ok,
+    ).toBe(true);
     const bad: Array<[string, unknown]> = [
-      ['state', 'maybe'], ['tableSha256', 'abc'], ['tableSha256', HASH.toUpperCase()], ['current', 5], ['wanted', null], ['meanwhile', 'sleeping'],
+      ['state', 'maybe'],
+      ['tableSha256', 'abc'],
+      ['tableSha256', HASH.toUpperCase()],
+      ['current', 5],
+      ['wanted', null],
+      ['meanwhile', 'sleeping'],
     ];
     for (const [k, v] of bad) {
       const r = parseReport(JSON.stringify({ ...waiting(), approval: { ...waiting().approval, [k]: v } }));
@@ -250,28 +403,50 @@ describe('approval mode in status', () => {
   });
 
   test('a waiting node: WAITING, the approve command, the differing lines only; counted in the summary', () => {
-    const rs = statusRows({ nodes: NODES.slice(0, 2), reports: [file(waiting(), 3), REPORTS[1] as ReturnType<typeof file>], masterStamp: renderStamp(MASTER), now: NOW });
+    const rs = statusRows({
+      nodes: NODES.slice(0, 2),
+      reports: [file(waiting(), 3), REPORTS[1] as ReturnType<typeof file>],
+      masterStamp: renderStamp(MASTER),
+      now: NOW,
+    });
     const r = rs[0] as StatusRow;
     expect(r.result).toBe('WAITING');
     expect(r.approval).toEqual({
-      state: 'pending', tableSha256: HASH, approved: false, meanwhile: 'waiting',
+      state: 'pending',
+      tableSha256: HASH,
+      approved: false,
+      meanwhile: 'waiting',
       diff: [
         '- /dev/mmcblk0p2 : start=532480, size=8388608, type=83',
         '+ /dev/mmcblk0p2 : start=532480, size=16777216, type=83',
         '+ /dev/mmcblk0p3 : start=16809984, type=83',
       ],
     });
-    expect(r.notes).toEqual(['waiting: the partition table differs and approval mode is on', 'table change waiting for approval: builder approve rpinode01']);
+    expect(r.notes).toEqual([
+      'waiting: the partition table differs and approval mode is on',
+      'table change waiting for approval: builder approve rpinode01',
+    ]);
     expect(rs[1]?.approval).toBeUndefined();
     const text = renderStatusTable(rs, NOW, { id: MASTER.id, problem: null });
-    expect(text).toContain('  rpinode01: table change waiting for approval: builder approve rpinode01\n      - /dev/mmcblk0p2 : start=532480, size=8388608, type=83\n      + /dev/mmcblk0p2');
+    expect(text).toContain(
+      '  rpinode01: table change waiting for approval: builder approve rpinode01\n      - /dev/mmcblk0p2 : start=532480, size=8388608, type=83\n      + /dev/mmcblk0p2',
+    );
     expect(text.split('\n').find((l) => l.startsWith('rpinode01 '))).toMatch(/ WAITING /);
-    expect(text).toEndWith(`\n2 nodes: 1 ok, 1 WAITING; 1 behind the master's rootfs; 1 table change pending approval; master rootfs stamp ${MASTER.id}\n`);
+    expect(text).toEndWith(
+      `\n2 nodes: 1 ok, 1 WAITING; 1 behind the master's rootfs; 1 table change pending approval; master rootfs stamp ${MASTER.id}\n`,
+    );
   });
 
   test('approved on the master for that table: "approved, applies at the next boot", no diff, not counted as pending', () => {
     const other = tableHash('another table\n');
-    const pendingFor = (h: string) => statusRows({ nodes: NODES.slice(0, 1), reports: [file(waiting(), 3)], masterStamp: null, now: NOW, approvals: new Map([['rpinode01', h]]) })[0] as StatusRow;
+    const pendingFor = (h: string) =>
+      statusRows({
+        nodes: NODES.slice(0, 1),
+        reports: [file(waiting(), 3)],
+        masterStamp: null,
+        now: NOW,
+        approvals: new Map([['rpinode01', h]]),
+      })[0] as StatusRow;
     const ok = pendingFor(HASH);
     expect(ok.approval?.approved).toBe(true);
     expect(ok.notes).toContain('table change approved, applies at the next boot');
@@ -287,14 +462,38 @@ describe('approval mode in status', () => {
 
   test('a node booting its current root meanwhile stays ok with the pending note; an applied approval says so', () => {
     const [a] = statusRows({
-      nodes: NODES.slice(0, 1), masterStamp: null, now: NOW,
-      reports: [file(report({ approval: { state: 'pending', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'booting the current root' } }), 1)],
+      nodes: NODES.slice(0, 1),
+      masterStamp: null,
+      now: NOW,
+      reports: [
+        file(
+          report({
+            approval: {
+              state: 'pending',
+              tableSha256: HASH,
+              current: CUR,
+              wanted: WANT,
+              meanwhile: 'booting the current root',
+            },
+          }),
+          1,
+        ),
+      ],
     });
     expect(a?.result).toBe('ok');
     expect(a?.notes).toEqual(['table change waiting for approval: builder approve rpinode01']);
     const [b] = statusRows({
-      nodes: NODES.slice(0, 1), masterStamp: null, now: NOW,
-      reports: [file(report({ approval: { state: 'approved', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' } }), 1)],
+      nodes: NODES.slice(0, 1),
+      masterStamp: null,
+      now: NOW,
+      reports: [
+        file(
+          report({
+            approval: { state: 'approved', tableSha256: HASH, current: CUR, wanted: WANT, meanwhile: 'waiting' },
+          }),
+          1,
+        ),
+      ],
     });
     expect(b?.notes).toEqual(['approved table change applied this boot']);
     expect(b?.approval?.diff).toEqual([]);
@@ -302,7 +501,11 @@ describe('approval mode in status', () => {
 
   test('tableDiff: only lines that differ, a blank disk, at most 8 lines with the rest counted', () => {
     expect(tableDiff(CUR, CUR)).toEqual([]);
-    expect(tableDiff(null, 'label: dos\n\n/dev/sda1 : start=2048, type=c\n')).toEqual(['- (no partition table on the disk)', '+ label: dos', '+ /dev/sda1 : start=2048, type=c']);
+    expect(tableDiff(null, 'label: dos\n\n/dev/sda1 : start=2048, type=c\n')).toEqual([
+      '- (no partition table on the disk)',
+      '+ label: dos',
+      '+ /dev/sda1 : start=2048, type=c',
+    ]);
     const many = Array.from({ length: 10 }, (_, i) => `/dev/sda${i + 1} : start=${i}`).join('\n');
     const d = tableDiff('', many);
     expect(d).toHaveLength(8);
@@ -315,7 +518,12 @@ describe('approval mode in status', () => {
     const root = join(tmp, 'approval-master');
     mkdirSync(join(root, 'reports'), { recursive: true });
     mkdirSync(join(root, 'approved'), { recursive: true });
-    writeFileSync(join(root, 'nodes.list'), `${NODES.slice(0, 1).map((x) => `${x.mac} ${x.hostname} ${x.ip}`).join('\n')}\n`);
+    writeFileSync(
+      join(root, 'nodes.list'),
+      `${NODES.slice(0, 1)
+        .map((x) => `${x.mac} ${x.hostname} ${x.ip}`)
+        .join('\n')}\n`,
+    );
     writeFileSync(join(root, 'partitions.sfdisk'), WANT);
     writeFileSync(join(root, 'approval.required'), '# on\n');
     writeFileSync(join(root, 'approved/rpinode01'), `${HASH}\n`);
@@ -323,9 +531,13 @@ describe('approval mode in status', () => {
     writeFileSync(join(root, 'reports', reportName(waiting().mac)), JSON.stringify(waiting()));
     const s = readStatus(root, NOW);
     expect(s.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
-    expect(s.warnings).toEqual([`${join(root, 'approved/rpinode02')} is not an approval (not a sha256 hex line): remove it, or run \`builder approve rpinode02\``]);
+    expect(s.warnings).toEqual([
+      `${join(root, 'approved/rpinode02')} is not an approval (not a sha256 hex line): remove it, or run \`builder approve rpinode02\``,
+    ]);
     expect(s.rows[0]?.approval?.approved).toBe(true);
-    const j = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--json'], { encoding: 'utf8' });
+    const j = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--json'], {
+      encoding: 'utf8',
+    });
     expect(j.status).toBe(0);
     const parsed = JSON.parse(j.stdout) as { approval: unknown; rows: StatusRow[] };
     expect(parsed.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });

@@ -3,10 +3,26 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { installSyncSlot, syncSlotKeysLine, syncSlotPaths, syncSlotProblems, syncSlotScript } from '../../../../builder/master/syncslot.ts';
+import {
+  installSyncSlot,
+  syncSlotKeysLine,
+  syncSlotPaths,
+  syncSlotProblems,
+  syncSlotScript,
+} from '../../../../builder/master/syncslot.ts';
 import { noSlotMessage, SYNC_SLOT_BUSY } from '../../../../agent/contract/syncslot.ts';
 
 let tmp = '';
@@ -35,7 +51,9 @@ function state(): { dir: string; script: string; slots: string } {
 
 /** Takes the lock on `file` in a separate process, resolved once it holds it; returns a release function. */
 async function hold(file: string): Promise<() => Promise<void>> {
-  const p = spawn('/bin/sh', ['-c', 'exec 9>>"$0"; /usr/bin/flock -n 9 || exit 3; echo locked; exec sleep 60', file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn('/bin/sh', ['-c', 'exec 9>>"$0"; /usr/bin/flock -n 9 || exit 3; echo locked; exec sleep 60', file], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   holders.push(p);
   await new Promise<void>((res, rej) => {
     p.stdout?.once('data', () => res());
@@ -53,7 +71,9 @@ const isLocked = (file: string) => spawnSync('/usr/bin/flock', ['-n', file, 'tru
 function run(s: { script: string; slots: string }, slots: number, original: string | undefined, ...cmd: string[]) {
   const t = Date.now();
   const r = spawnSync(s.script, [String(slots), s.slots, ...cmd], {
-    env: { PATH: '/usr/bin:/bin', ...(original !== undefined ? { SSH_ORIGINAL_COMMAND: original } : {}) }, encoding: 'utf8', timeout: 20_000,
+    env: { PATH: '/usr/bin:/bin', ...(original !== undefined ? { SSH_ORIGINAL_COMMAND: original } : {}) },
+    encoding: 'utf8',
+    timeout: 20_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr, ms: Date.now() - t };
 }
@@ -62,16 +82,23 @@ describe('syncSlotKeysLine', () => {
   test('the forced command puts sync-slot N <state>/slots in front of the read-only rrsync', () => {
     expect(syncSlotKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot', 8)).toBe(
       'restrict,command="/var/lib/clusterboot/sync-slot 8 /var/lib/clusterboot/slots /usr/bin/rrsync -ro /data/slaves" ' +
-      'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node',
+        'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtKFx3FZ7gn4H7fb0iTQqtGwrhXr8EBXpgktLnjNqhC clusterboot-node',
     );
-    expect(syncSlotKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot/', 1, '/usr/local/bin/rrsync'))
-      .toStartWith('restrict,command="/var/lib/clusterboot/sync-slot 1 /var/lib/clusterboot/slots /usr/local/bin/rrsync -ro /data/slaves" ');
+    expect(syncSlotKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot/', 1, '/usr/local/bin/rrsync')).toStartWith(
+      'restrict,command="/var/lib/clusterboot/sync-slot 1 /var/lib/clusterboot/slots /usr/local/bin/rrsync -ro /data/slaves" ',
+    );
   });
   test('refuses what would not be safe inside command="...", and slot counts that are not 1 to 1000', () => {
-    for (const d of ['/var/lib/my state', 'var/lib', '/var/"x', '/var/../etc', '']) expect(() => syncSlotKeysLine(PUB, '/data/slaves', d, 2)).toThrow(/stateDir/);
+    for (const d of ['/var/lib/my state', 'var/lib', '/var/"x', '/var/../etc', ''])
+      expect(() => syncSlotKeysLine(PUB, '/data/slaves', d, 2)).toThrow(/stateDir/);
     expect(() => syncSlotKeysLine(PUB, '/data/x y', '/var/lib/clusterboot', 2)).toThrow(/masterRoot/);
-    for (const k of [0, -1, 1.5, 1001, Number.NaN]) expect(() => syncSlotKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot', k)).toThrow(/whole number from 1 to 1000/);
-    expect(() => syncSlotKeysLine('', '/data/slaves', '/var/lib/clusterboot', 2)).toThrow(/one OpenSSH public key line/);
+    for (const k of [0, -1, 1.5, 1001, Number.NaN])
+      expect(() => syncSlotKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot', k)).toThrow(
+        /whole number from 1 to 1000/,
+      );
+    expect(() => syncSlotKeysLine('', '/data/slaves', '/var/lib/clusterboot', 2)).toThrow(
+      /one OpenSSH public key line/,
+    );
   });
 });
 
@@ -97,7 +124,10 @@ describe('installSyncSlot', () => {
     const d = join(tmp, `state${n++}`);
     mkdirSync(join(d, 'sync-slot'), { recursive: true });
     writeFileSync(join(d, 'slots'), '');
-    expect(syncSlotProblems(d)).toEqual([`${d}/slots exists and is not a directory: move it away`, `${d}/sync-slot exists and is not a regular file: move it away`]);
+    expect(syncSlotProblems(d)).toEqual([
+      `${d}/slots exists and is not a directory: move it away`,
+      `${d}/sync-slot exists and is not a regular file: move it away`,
+    ]);
     expect(syncSlotProblems('/var/lib/a b')[0]).toMatch(/state dir '\/var\/lib\/a b' must be an absolute path/);
     expect(syncSlotProblems(join(tmp, 'not-yet'))).toEqual([]);
   });
@@ -129,25 +159,40 @@ describe('sync-slot (the script, for real)', () => {
     const s = state();
     const release = await hold(join(s.slots, 'slot0'));
     // stamps and table, no command at all (ssh without one), and look-alikes that are not the root template
-    for (const original of [OTHER_PULL, undefined, 'rsync --server --sender . rootfs', 'rsync --server --sender . rootfs/sbin/', 'rsync --server --sender . myrootfs/x']) {
+    for (const original of [
+      OTHER_PULL,
+      undefined,
+      'rsync --server --sender . rootfs',
+      'rsync --server --sender . rootfs/sbin/',
+      'rsync --server --sender . myrootfs/x',
+    ]) {
       const r = run(s, 1, original, '/bin/echo', 'ran');
       expect([original, r.status, r.stdout]).toEqual([original, 0, 'ran\n']);
     }
     await release();
   });
 
-  test('the exec\'d command holds the slot until it exits (fd 9 inherited), and a killed one frees it', async () => {
+  test("the exec'd command holds the slot until it exits (fd 9 inherited), and a killed one frees it", async () => {
     const s = state();
     const slot0 = join(s.slots, 'slot0');
     // inside the command, a second lock on slot0 fails: the command itself holds it
-    const probe = run(s, 1, ROOT_PULL, '/bin/sh', '-c', 'if /usr/bin/flock -n "$0" true; then echo free; else echo held; fi', slot0);
+    const probe = run(
+      s,
+      1,
+      ROOT_PULL,
+      '/bin/sh',
+      '-c',
+      'if /usr/bin/flock -n "$0" true; then echo free; else echo held; fi',
+      slot0,
+    );
     expect(probe).toMatchObject({ status: 0, stdout: 'held\n' });
     expect(isLocked(slot0)).toBe(false); // and it is free once the command exited
 
     // a "crash": the pull is killed with SIGKILL mid-way; nothing cleans up, the kernel drops the lock
     // (wait for the command to say it runs; probing with flock meanwhile would itself take the slot for a moment)
     const p = spawn(s.script, ['1', s.slots, '/bin/sh', '-c', 'echo running; exec sleep 30'], {
-      env: { PATH: '/usr/bin:/bin', SSH_ORIGINAL_COMMAND: ROOT_PULL }, stdio: ['ignore', 'pipe', 'inherit'],
+      env: { PATH: '/usr/bin:/bin', SSH_ORIGINAL_COMMAND: ROOT_PULL },
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
     holders.push(p);
     await new Promise<void>((res, rej) => {
@@ -166,11 +211,23 @@ describe('sync-slot (the script, for real)', () => {
   test('N=2: one holder leaves slot1 to the pull; two holders fill both slots', async () => {
     const s = state();
     const r0 = await hold(join(s.slots, 'slot0'));
-    const took = run(s, 2, ROOT_PULL, '/bin/sh', '-c', 'for f in slot0 slot1; do /usr/bin/flock -n "$0/$f" true || echo "$f taken"; done', s.slots);
+    const took = run(
+      s,
+      2,
+      ROOT_PULL,
+      '/bin/sh',
+      '-c',
+      'for f in slot0 slot1; do /usr/bin/flock -n "$0/$f" true || echo "$f taken"; done',
+      s.slots,
+    );
     expect(took).toMatchObject({ status: 0, stdout: 'slot0 taken\nslot1 taken\n' }); // slot0 by the holder, slot1 by this pull
     const r1 = await hold(join(s.slots, 'slot1'));
     const busy = run(s, 2, ROOT_PULL, '/bin/echo', 'ran');
-    expect(busy).toMatchObject({ status: SYNC_SLOT_BUSY, stdout: '', stderr: 'clusterboot: no sync slot free (2 in use); retry later\n' });
+    expect(busy).toMatchObject({
+      status: SYNC_SLOT_BUSY,
+      stdout: '',
+      stderr: 'clusterboot: no sync slot free (2 in use); retry later\n',
+    });
     await r0();
     expect(run(s, 2, ROOT_PULL, '/bin/echo', 'ran')).toMatchObject({ status: 0, stdout: 'ran\n' });
     await r1();
@@ -195,42 +252,50 @@ describe('sync-slot (the script, for real)', () => {
 // (`sh -c <command>` with SSH_ORIGINAL_COMMAND set), like publish.test.ts does for the plain rrsync line.
 describe('sync-slot in front of rrsync -ro', () => {
   const haveRsync = spawnSync('rsync', ['--version']).status === 0 && existsSync('/usr/bin/rrsync');
-  test.skipIf(!haveRsync)('a root pull works with a free slot and is turned away with the message when it is held; other pulls still work', async () => {
-    const s = state();
-    const root = join(tmp, `master${n++}`);
-    mkdirSync(join(root, 'rootfs/sbin'), { recursive: true });
-    mkdirSync(join(root, 'stamps'), { recursive: true });
-    writeFileSync(join(root, 'rootfs/sbin/init'), '#!/bin/sh\n');
-    writeFileSync(join(root, 'stamps/rootfs.stamp'), 'x\n');
-    const forced = /command="([^"]+)"/.exec(syncSlotKeysLine(PUB, root, s.dir, 1))?.[1];
-    expect(forced).toBe(`${s.dir}/sync-slot 1 ${s.dir}/slots /usr/bin/rrsync -ro ${root}`);
-    const fakeSsh = join(tmp, `fakessh${n++}`);
-    writeFileSync(fakeSsh, `#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND="$*" exec sh -c '${forced}'\n`);
-    chmodSync(fakeSsh, 0o755);
-    const rsync = (...args: string[]) => spawnSync('rsync', ['-e', fakeSsh, ...args], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8', timeout: 30_000 });
+  test.skipIf(!haveRsync)(
+    'a root pull works with a free slot and is turned away with the message when it is held; other pulls still work',
+    async () => {
+      const s = state();
+      const root = join(tmp, `master${n++}`);
+      mkdirSync(join(root, 'rootfs/sbin'), { recursive: true });
+      mkdirSync(join(root, 'stamps'), { recursive: true });
+      writeFileSync(join(root, 'rootfs/sbin/init'), '#!/bin/sh\n');
+      writeFileSync(join(root, 'stamps/rootfs.stamp'), 'x\n');
+      const forced = /command="([^"]+)"/.exec(syncSlotKeysLine(PUB, root, s.dir, 1))?.[1];
+      expect(forced).toBe(`${s.dir}/sync-slot 1 ${s.dir}/slots /usr/bin/rrsync -ro ${root}`);
+      const fakeSsh = join(tmp, `fakessh${n++}`);
+      writeFileSync(fakeSsh, `#!/bin/sh\nshift\nSSH_ORIGINAL_COMMAND="$*" exec sh -c '${forced}'\n`);
+      chmodSync(fakeSsh, 0o755);
+      const rsync = (...args: string[]) =>
+        spawnSync('rsync', ['-e', fakeSsh, ...args], {
+          stdio: ['ignore', 'pipe', 'pipe'],
+          encoding: 'utf8',
+          timeout: 30_000,
+        });
 
-    const dst = join(tmp, `dst${n++}`);
-    mkdirSync(dst);
-    const pull = rsync('-a', '--delete', 'master:rootfs/', `${dst}/`);
-    expect(pull.stderr).toBe('');
-    expect(pull.status).toBe(0);
-    expect(readFileSync(join(dst, 'sbin/init'), 'utf8')).toBe('#!/bin/sh\n');
+      const dst = join(tmp, `dst${n++}`);
+      mkdirSync(dst);
+      const pull = rsync('-a', '--delete', 'master:rootfs/', `${dst}/`);
+      expect(pull.stderr).toBe('');
+      expect(pull.status).toBe(0);
+      expect(readFileSync(join(dst, 'sbin/init'), 'utf8')).toBe('#!/bin/sh\n');
 
-    const release = await hold(join(s.slots, 'slot0'));
-    const dst2 = join(tmp, `dst${n++}`);
-    mkdirSync(dst2);
-    const busy = rsync('-a', '--delete', 'master:rootfs/', `${dst2}/`);
-    // ssh passes the forced command's status on, and rsync exits with its transport's: 75, what the agent retries on
-    expect(busy.status).toBe(SYNC_SLOT_BUSY);
-    expect(busy.stderr).toContain('clusterboot: no sync slot free (1 in use); retry later');
-    expect(readdirSync(dst2)).toEqual([]);
-    // the stamps are not a root pull: they come through while the slot is held
-    const stamps = rsync('-rt', 'master:stamps', `${dst2}/`);
-    expect(stamps.status).toBe(0);
-    expect(readFileSync(join(dst2, 'stamps/rootfs.stamp'), 'utf8')).toBe('x\n');
-    await release();
-    const again = rsync('-a', '--delete', 'master:rootfs/', `${dst2}/`);
-    expect(again.status).toBe(0);
-    expect(readdirSync(dst2).sort()).toEqual(['sbin']);
-  });
+      const release = await hold(join(s.slots, 'slot0'));
+      const dst2 = join(tmp, `dst${n++}`);
+      mkdirSync(dst2);
+      const busy = rsync('-a', '--delete', 'master:rootfs/', `${dst2}/`);
+      // ssh passes the forced command's status on, and rsync exits with its transport's: 75, what the agent retries on
+      expect(busy.status).toBe(SYNC_SLOT_BUSY);
+      expect(busy.stderr).toContain('clusterboot: no sync slot free (1 in use); retry later');
+      expect(readdirSync(dst2)).toEqual([]);
+      // the stamps are not a root pull: they come through while the slot is held
+      const stamps = rsync('-rt', 'master:stamps', `${dst2}/`);
+      expect(stamps.status).toBe(0);
+      expect(readFileSync(join(dst2, 'stamps/rootfs.stamp'), 'utf8')).toBe('x\n');
+      await release();
+      const again = rsync('-a', '--delete', 'master:rootfs/', `${dst2}/`);
+      expect(again.status).toBe(0);
+      expect(readdirSync(dst2).sort()).toEqual(['sbin']);
+    },
+  );
 });
