@@ -22,6 +22,8 @@ export const KEPT = `${ROOT_MNT}/node-files`;
 export const KEPT_ID = `${ROOT_MNT}/identity/machine-id`;
 /** The shared SSH connection's control socket. */
 export const SOCKET = `${RUN_DIR}/ssh.sock`;
+/** The report key's own connection, opened early so its handshake is off the boot path. */
+export const REPORT_SOCKET = `${RUN_DIR}/report.sock`;
 /** The boot report as written before it is sent. */
 export const REPORT_FILE_DIR = `${RUN_DIR}/report`;
 /** On p1: the files clusterboot itself keeps there (rsync of bootfs/ leaves clusterboot.* alone). */

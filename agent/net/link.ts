@@ -16,7 +16,7 @@ export interface LinkTarget {
 }
 
 /** ssh options: pinned host key under an alias (whatever address DHCP gives the master), chacha20 first for the Pi 4. */
-export function sshOptions(t: LinkTarget, o: { key?: string; shared?: boolean } = {}): string[] {
+export function sshOptions(t: LinkTarget, o: { key?: string; shared?: boolean; control?: string } = {}): string[] {
   return [
     '-F',
     '/dev/null',
@@ -47,7 +47,11 @@ export function sshOptions(t: LinkTarget, o: { key?: string; shared?: boolean } 
     '-o',
     'Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
     // the report key must never ride on the node key's shared connection: its own, unshared one
-    ...(o.shared === false ? ['-o', 'ControlPath=none', '-o', 'ControlMaster=no'] : ['-o', `ControlPath=${SOCKET}`]),
+    ...(o.control !== undefined
+      ? ['-o', `ControlPath=${o.control}`]
+      : o.shared === false
+        ? ['-o', 'ControlPath=none', '-o', 'ControlMaster=no']
+        : ['-o', `ControlPath=${SOCKET}`]),
     '-o',
     'LogLevel=ERROR',
   ];

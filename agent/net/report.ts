@@ -1,6 +1,6 @@
 // The boot report's trip to the master: built from the events and facts, written under /run, and sent
 // with the report key (`rrsync -wo` on the master: it can write reports and nothing else).
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import pkg from '../../package.json' with { type: 'json' };
 import { run } from '../sys/exec.ts';
@@ -11,7 +11,8 @@ import { REPORT_KEY } from '../contract/initramfs.ts';
 import { events, info, uptime, warn } from '../log.ts';
 import type { Ctx } from '../phase.ts';
 import { TOOLS } from '../sys/tools.ts';
-import { REPORT_FILE_DIR } from '../paths.ts';
+import { REPORT_FILE_DIR, REPORT_SOCKET } from '../paths.ts';
+import type { Subprocess } from 'bun';
 
 /** This boot as a report (pure apart from reading the clock and the history). */
 export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy?: string): BootReport {
@@ -40,6 +41,49 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
 }
 
 let sent = false;
+let early: Subprocess | null = null;
+
+function reportTarget(ctx: Ctx): { host: string; user: string; port: number } | null {
+  const host = ctx.facts.master;
+  if (!existsSync(REPORT_KEY) || !host || ctx.params.transport !== 'ssh') return null;
+  return { host, user: ctx.params.masterUser, port: ctx.params.masterPort };
+}
+
+/**
+ * Open the report key's connection now, in the background, so its SSH handshake (seconds on a Pi) overlaps
+ * the disk phases instead of delaying the handoff; the push later rides on it, or connects itself if it failed.
+ */
+export function preconnectReport(ctx: Ctx): void {
+  const target = reportTarget(ctx);
+  if (!target || early) return;
+  rmSync(REPORT_SOCKET, { force: true });
+  early = Bun.spawn(
+    [
+      TOOLS.ssh,
+      ...sshOptions(target, { key: REPORT_KEY, control: REPORT_SOCKET }),
+      '-M',
+      '-N',
+      '-o',
+      'ControlPersist=no',
+      target.host,
+    ],
+    {
+      stdin: 'ignore',
+      stdout: 'ignore',
+      stderr: 'ignore',
+      env: { HOME: '/root', PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
+    },
+  );
+}
+
+/** Close the report key's connection: nothing of ours may outlive the handoff. */
+export async function closeReportLink(): Promise<void> {
+  const p = early;
+  early = null;
+  if (!p) return;
+  p.kill('SIGTERM');
+  if ((await Promise.race([p.exited, Bun.sleep(3000).then(() => 'late' as const)])) === 'late') p.kill('SIGKILL');
+}
 
 /**
  * Send the report; bounded (20 s) and never throws: a master that cannot take a report must not stop
@@ -59,14 +103,18 @@ export async function sendReport(
     const name = reportName(report.mac);
     const file = `${REPORT_FILE_DIR}/${name}`;
     writeFileSync(file, `${JSON.stringify(report, null, 1)}\n`);
-    const host = ctx.facts.master;
-    if (!existsSync(REPORT_KEY) || !host || ctx.params.transport !== 'ssh') return false;
-    const target = { host, user: ctx.params.masterUser, port: ctx.params.masterPort };
-    const rsh = [TOOLS.ssh, ...sshOptions(target, { key: REPORT_KEY, shared: false })].join(' ');
+    const target = reportTarget(ctx);
+    if (!target) return false;
+    const host = target.host;
+    // over the early connection when it is up (ssh falls back to a connection of its own when it is not)
+    const rsh = [TOOLS.ssh, ...sshOptions(target, { key: REPORT_KEY, control: REPORT_SOCKET })].join(' ');
     // no -t: the file gets the master's clock as its mtime ("last boot"), never the node's 1970;
     // into the directory, not onto the name: rrsync pins a named leaf, which a second push could not replace
     await run('rsync', ['-e', rsh, '-I', '--chmod=F0644', '--timeout=15', file, `${host}:./`], { timeoutMs: 20_000 });
-    if (result !== 'waiting') sent = true;
+    if (result !== 'waiting') {
+      sent = true;
+      await closeReportLink();
+    }
     info('report', `boot report sent to ${host} (${result}, ${report.phases.length} phases)`);
     return true;
   } catch (e) {

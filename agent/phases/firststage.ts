@@ -117,6 +117,9 @@ async function fetchIntoCache(ctx: Ctx, a: Announcement, basis: string | null): 
 async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1: string): Promise<void> {
   if (plan.actions.includes('cache') && a) {
     mkdirSync(CACHE, { recursive: true });
+    // a copy that is about to go anyway makes room first; the record still names it until the new one is in,
+    // and U-Boot's checks refuse a copy whose files are gone (it falls back, as for a damaged one)
+    for (const id of plan.dropFirst) rmSync(`${CACHE}/${id}`, { recursive: true, force: true });
     await fetchIntoCache(ctx, a, plan.record.prev?.id ?? null);
     // the record names the new copy only once it is complete and checked: a cut before leaves the old record
     writeAtomic(`${ROOT_MNT}/${CACHE_RECORD}`, renderRecord(plan.record));

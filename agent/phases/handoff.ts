@@ -8,7 +8,7 @@ import { TOOLS } from '../sys/tools.ts';
 import { releaseWatchdog } from '../devices/watchdog.ts';
 import { finalLeds } from '../devices/leds.ts';
 import { RUN_DIR, NEWROOT } from '../paths.ts';
-import { sendReport } from '../net/report.ts';
+import { closeReportLink, sendReport } from '../net/report.ts';
 import { stopSyslog } from '../devices/syslog.ts';
 
 /** Resolve a path inside the new root (absolute symlinks point inside it), to check init exists. */
@@ -101,6 +101,7 @@ export const handoff: Phase = {
     );
     info('handoff', memoryLine(readText('/proc/self/status'), readText('/proc/meminfo')));
     await sendReport(ctx, 'ok');
+    await closeReportLink();
     stopSyslog();
     if (ctx.params.dryRun) {
       info('handoff', `dry run: would switch_root to ${init}; holding instead`);

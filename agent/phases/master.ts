@@ -19,6 +19,7 @@ import { ANNOUNCEMENT_FILE } from '../contract/firststage.ts';
 import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
+import { preconnectReport } from '../net/report.ts';
 
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
@@ -105,6 +106,7 @@ export const master: Phase = {
     };
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;
+    preconnectReport(ctx);
     const id = (s: StampFile | null) => (s ? (/^id (\S+)/m.exec(s.text)?.[1] ?? '?') : 'none');
     info(
       'master',

@@ -38,6 +38,8 @@ export interface FirstStagePlan {
   record: CacheRecord;
   /** Cache directories to keep (everything else under the cache folder is removed after the record is written). */
   keep: string[];
+  /** Cache directories removed before the fetch, to make room: the damaged copy being replaced, or the old prev. */
+  dropFirst: string[];
   warnings: string[];
   message: string;
   report: FirstStageReport;
@@ -59,6 +61,7 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
     actions: [],
     record: f.record,
     keep: keepAll,
+    dropFirst: [],
     warnings,
     message,
     report,
@@ -92,24 +95,32 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
   let record = f.record;
   let keep = keepAll;
   let message = `first stage ${a.id} is the cached one (loaded from ${b.from ?? '?'})`;
+  let dropFirst: string[] = [];
   if (fresh) {
     const need = a.kernel.size + a.initramfs.size;
-    if (need > f.freeBytes - f.reserveBytes) {
+    const prev = f.record.cur && f.record.cur.id !== a.id ? f.record.cur : f.record.prev;
+    // what goes away makes room first: the copy being fetched again, or the prev the new one pushes out
+    const gone = [f.record.cur, f.record.prev].filter(
+      (x): x is NonNullable<typeof x> => x !== null && (x.id === a.id || x.id !== prev?.id),
+    );
+    const reclaim = gone.reduce((n, x) => n + x.kernel.size + x.initramfs.size, 0);
+    if (need > f.freeBytes + reclaim - f.reserveBytes) {
       warnings.push(
         `the first-stage cache does not fit: it needs ${(need / 1e6).toFixed(0)} MB on the root partition, ` +
-          `${(Math.max(0, f.freeBytes - f.reserveBytes) / 1e6).toFixed(0)} MB are free beyond the root's reserve; the node keeps loading it by TFTP (enlarge p2)`,
+          `${(Math.max(0, f.freeBytes + reclaim - f.reserveBytes) / 1e6).toFixed(0)} MB are free beyond the root's reserve; the node keeps loading it by TFTP (enlarge p2)`,
       );
       return {
         actions: f.triesPresent ? ['clear-tries'] : [],
         record,
         keep,
+        dropFirst,
         warnings,
         message: 'cache does not fit',
         report,
       };
     }
     actions.push('cache');
-    const prev = f.record.cur && f.record.cur.id !== a.id ? f.record.cur : f.record.prev;
+    dropFirst = gone.map((x) => x.id);
     record = {
       cur: {
         id: a.id,
@@ -128,5 +139,5 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
   }
   if (f.triesPresent) actions.push('clear-tries');
   if (!f.localScriptCurrent) actions.push('write-local-script');
-  return { actions, record, keep, warnings, message, report };
+  return { actions, record, keep, dropFirst, warnings, message, report };
 }

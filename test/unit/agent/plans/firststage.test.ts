@@ -166,3 +166,29 @@ describe('planFirstStage: the cache does not fit', () => {
     expect(p.actions).toEqual(['cache', 'write-local-script']);
   });
 });
+
+describe('planFirstStage: room made by what goes away', () => {
+  const size = (a: Announcement) => a.kernel.size + a.initramfs.size;
+  test('a refetch counts the damaged copy it replaces, and removes it before the fetch', () => {
+    const record = { cur: cachedFrom(NEW), prev: cachedFrom(OLD) };
+    const tight = { freeBytes: 1000 + 10, reserveBytes: 1000 };
+    const p = planFirstStage(facts({ record, booted: { id: NEW.id, from: 'refetch' }, ...tight }));
+    expect(p.actions).toEqual(['cache', 'write-local-script']);
+    expect(p.dropFirst).toEqual([NEW.id]);
+    expect(p.record.prev?.id).toBe(OLD.id);
+    expect(size(NEW)).toBeGreaterThan(10);
+  });
+  test('a new first stage pushes out the old prev, counted and removed first; the old cur stays as prev', () => {
+    const record = { cur: cachedFrom(OLD), prev: cachedFrom(OLDER) };
+    const p = planFirstStage(facts({ record, freeBytes: 1000 + size(NEW) - size(OLDER), reserveBytes: 1000 }));
+    expect(p.actions).toEqual(['cache', 'write-local-script']);
+    expect(p.dropFirst).toEqual([OLDER.id]);
+    expect(p.keep).toEqual([NEW.id, OLD.id]);
+  });
+  test('nothing goes away and no room: not cached, nothing removed', () => {
+    const record = { cur: null, prev: null };
+    const p = planFirstStage(facts({ record, freeBytes: 1000 + size(NEW) - 1, reserveBytes: 1000 }));
+    expect(p.actions).toEqual([]);
+    expect(p.dropFirst).toEqual([]);
+  });
+});
