@@ -400,13 +400,11 @@ await yargs(hideBin(process.argv))
     'status',
     "the fleet from the master's files: nodes.list, reports/*.json, stamps/rootfs.stamp",
     (y) =>
-      y
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('json', {
-          type: 'boolean',
-          default: false,
-          describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
-        }),
+      y.option('master-root', { type: 'string', default: '/data/slaves' }).option('json', {
+        type: 'boolean',
+        default: false,
+        describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
+      }),
     async (a) => {
       const now = Date.now();
       const s = readStatus(resolve(a['master-root']), now);

@@ -284,8 +284,10 @@ describe('sync-slot in front of rrsync -ro', () => {
       const dst2 = join(tmp, `dst${n++}`);
       mkdirSync(dst2);
       const busy = rsync('-a', '--delete', 'master:rootfs/', `${dst2}/`);
-      // ssh passes the forced command's status on, and rsync exits with its transport's: 75, what the agent retries on
-      expect(busy.status).toBe(SYNC_SLOT_BUSY);
+      // ssh passes the forced command's status on, and rsync mostly exits with it (75); when it sees the closed pipe
+      // before it reaps the transport it says 12 (protocol stream) instead: a race, seen 1 run in 3 on a loaded host.
+      // The agent keys on the stderr line below, never on the status.
+      expect([SYNC_SLOT_BUSY, 12]).toContain(busy.status ?? -1);
       expect(busy.stderr).toContain('clusterboot: no sync slot free (1 in use); retry later');
       expect(readdirSync(dst2)).toEqual([]);
       // the stamps are not a root pull: they come through while the slot is held
