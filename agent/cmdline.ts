@@ -1,5 +1,6 @@
 // Kernel command line -> typed agent parameters. Pure: the caller reads /proc/cmdline and prints warnings/unknowns.
 import { parseButtonParam } from './plans/button.ts';
+import { isHostname } from './plans/hostname.ts';
 import { isStageId, STAGE_SOURCES, type StageSource } from './contract/firststage.ts';
 
 /** How the writable layer over the root is provided (seed name `aufs=`, also `overlay=`). */
@@ -224,11 +225,6 @@ function isIPv6(value: string): boolean {
   if (!hexGroups.every((g) => /^[0-9A-Fa-f]{1,4}$/.test(g))) return false;
   const width = hexGroups.length + (v4Tail ? 2 : 0);
   return doubles === 1 ? width < 8 : width === 8;
-}
-
-function isHostname(value: string): boolean {
-  if (value.length === 0 || value.length > 253) return false;
-  return value.split('.').every((label) => /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(label));
 }
 
 function isHost(value: string): boolean {

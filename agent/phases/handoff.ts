@@ -1,5 +1,5 @@
 // Phase "handoff": close everything of ours, move the kernel filesystems, and become the real init.
-import { lstatSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { events, info } from '../log.ts';
 import { type Phase } from '../phase.ts';
 import { PhaseFailure } from '../errors.ts';
@@ -10,49 +10,8 @@ import { finalLeds } from '../devices/leds.ts';
 import { RUN_DIR, NEWROOT } from '../paths.ts';
 import { closeReportLink, sendReport } from '../net/report.ts';
 import { stopSyslog } from '../devices/syslog.ts';
-
-/** Resolve a path inside the new root (absolute symlinks point inside it), to check init exists. */
-export function resolveInRoot(
-  root: string,
-  path: string,
-  lstat: (p: string) => { link: string | null; exists: boolean },
-  depth = 0,
-): string | null {
-  if (depth > 20) return null;
-  const parts = path.split('/').filter(Boolean);
-  let cur = '';
-  for (const [i, part] of parts.entries()) {
-    const next = `${cur}/${part}`;
-    const st = lstat(root + next);
-    if (!st.exists) return null;
-    if (st.link !== null) {
-      const target = st.link.startsWith('/') ? st.link : `${cur}/${st.link}`;
-      const rest = parts.slice(i + 1).join('/');
-      return resolveInRoot(root, normalise(`${target}${rest ? `/${rest}` : ''}`), lstat, depth + 1);
-    }
-    cur = next;
-  }
-  return cur || '/';
-}
-
-function normalise(p: string): string {
-  const out: string[] = [];
-  for (const part of p.split('/')) {
-    if (!part || part === '.') continue;
-    if (part === '..') out.pop();
-    else out.push(part);
-  }
-  return `/${out.join('/')}`;
-}
-
-function realLstat(p: string): { link: string | null; exists: boolean } {
-  try {
-    const st = lstatSync(p);
-    return { exists: true, link: st.isSymbolicLink() ? readlinkSync(p) : null };
-  } catch {
-    return { exists: false, link: null };
-  }
-}
+import { resolveInRoot } from '../plans/rootpath.ts';
+import { lstatLink } from '../sys/fsutil.ts';
 
 function readText(path: string): string {
   try {
@@ -78,7 +37,7 @@ export const handoff: Phase = {
   needs: {},
   async run(ctx) {
     const init = ctx.params.init;
-    if (!resolveInRoot(NEWROOT, init, realLstat)) {
+    if (!resolveInRoot(NEWROOT, init, lstatLink)) {
       throw new PhaseFailure(
         `the root has no ${init}`,
         `the template must contain ${init} (check rootfs/ on the master, then \`builder publish rootfs\`), or set init=`,

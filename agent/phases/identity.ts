@@ -1,12 +1,14 @@
 // Phase "identity": this node's own files (hostname, machine-id, SSH host keys, the admin's extras)
 // laid into the writable layer over the shared root.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import { run } from '../sys/exec.ts';
 import { writeAtomic } from '../contract/atomic.ts';
 import { machineId, planIdentity, type IdentityStep } from '../plans/identity.ts';
 import { info, warn } from '../log.ts';
 import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
+import { lstatLink, writeInRoot } from '../sys/fsutil.ts';
+import { resolveInRoot } from '../plans/rootpath.ts';
 import { ROOT_MNT, FETCHED_FILES, KEPT, KEPT_ID, NEWROOT } from '../paths.ts';
 
 async function apply(s: IdentityStep): Promise<void> {
@@ -29,11 +31,11 @@ async function apply(s: IdentityStep): Promise<void> {
       return;
     case 'lay-files':
       // -a keeps the modes (host keys 0600); no --delete: the root's other files stay
+      // the template's symlinks are safe here: rsync replaces a link it writes over and follows no dir link without -K
       await run('rsync', ['-a', `${KEPT}/`, `${NEWROOT}/`], { timeoutMs: 120_000 });
       return;
     case 'hostname':
-      mkdirSync(`${NEWROOT}/etc`, { recursive: true });
-      writeFileSync(`${NEWROOT}/etc/hostname`, `${s.name}\n`);
+      writeInRoot(NEWROOT, 'etc/hostname', `${s.name}\n`, 0o644);
       return;
     case 'make-machine-id':
       mkdirSync(`${ROOT_MNT}/identity`, { recursive: true });
@@ -44,8 +46,7 @@ async function apply(s: IdentityStep): Promise<void> {
       );
       return;
     case 'lay-machine-id':
-      mkdirSync(`${NEWROOT}/etc`, { recursive: true });
-      writeFileSync(`${NEWROOT}/etc/machine-id`, readFileSync(KEPT_ID), { mode: 0o444 });
+      writeInRoot(NEWROOT, 'etc/machine-id', readFileSync(KEPT_ID), 0o444);
       return;
   }
 }
@@ -76,9 +77,12 @@ export const identity: Phase = {
     }
     for (const s of plan.steps) await apply(s);
     const laid = plan.steps.map((s) => s.kind).filter((k) => k.startsWith('lay') || k === 'hostname');
-    const id = existsSync(`${NEWROOT}/etc/machine-id`)
-      ? readFileSync(`${NEWROOT}/etc/machine-id`, 'utf8').trim()
-      : '(none)';
+    // resolved inside the root and only a regular file: a template link to a disk would be read whole by PID 1
+    const idAt = resolveInRoot(NEWROOT, 'etc/machine-id', lstatLink);
+    const id =
+      idAt !== null && statSync(`${NEWROOT}${idAt}`).isFile()
+        ? readFileSync(`${NEWROOT}${idAt}`, 'utf8').trim().slice(0, 64)
+        : '(none)';
     info(
       'identity',
       `machine-id ${id}; ${masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`,

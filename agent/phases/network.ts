@@ -7,6 +7,7 @@ import { PhaseFailure } from '../errors.ts';
 import { startSyslog } from '../devices/syslog.ts';
 import { linkUp } from '../sys/libc.ts';
 import { LEASE_FILE } from '../paths.ts';
+import { isHostname, printable } from '../plans/hostname.ts';
 
 /** Pick the interface to configure: wired names first, in a stable order. */
 export function chooseInterface(names: string[]): string | null {
@@ -128,12 +129,20 @@ export const network: Phase = {
     }
     const lease = parseLease(readFileSync(LEASE_FILE, 'utf8'));
     ctx.facts.lease = lease;
-    const hostname = ctx.params.hostname ?? (lease.hostname || undefined);
+    // it becomes a path, /proc/sys/kernel/hostname and an rsync filter: an invalid one counts as none
+    const dhcpName = isHostname(lease.hostname) ? lease.hostname : undefined;
+    if (lease.hostname && !dhcpName)
+      warn(
+        'network',
+        `DHCP gave an invalid hostname "${printable(lease.hostname)}": ignoring it (letters, digits, "-", dots only); ` +
+          "fix the master's node list, or set hostname=",
+      );
+    const hostname = ctx.params.hostname ?? dhcpName;
     if (hostname) {
       writeFileSync('/proc/sys/kernel/hostname', hostname);
       ctx.facts.hostname = hostname;
       ctx.facts.hostnameFrom = ctx.params.hostname ? 'cmdline' : 'dhcp';
-    } else {
+    } else if (!lease.hostname) {
       warn(
         'network',
         `DHCP gave no hostname: ${ctx.facts.mac ?? 'this MAC'} has no fixed lease on the master ` +

@@ -1,9 +1,22 @@
-// Small effects shared by the disk phases: waiting for device nodes, mounting by role, atomic writes.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+// Small effects shared by the disk phases: waiting for device nodes, mounting by role, writes confined to a root.
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fchmodSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { run, ToolError } from './exec.ts';
 import { info } from '../log.ts';
 import { mount, MS_RDONLY, umount } from './libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
+import { resolveInRoot } from '../plans/rootpath.ts';
 
 export const MS_NOATIME = 1024;
 
@@ -18,6 +31,36 @@ export function sysBlock(dev: string, file: string): string | null {
     return readFileSync(p, 'utf8').trim();
   } catch {
     return null;
+  }
+}
+
+/** lstat for resolveInRoot: whether p exists and, if it is a symlink, its target. */
+export function lstatLink(p: string): { link: string | null; exists: boolean } {
+  try {
+    const st = lstatSync(p);
+    return { exists: true, link: st.isSymbolicLink() ? readlinkSync(p) : null };
+  } catch {
+    return { exists: false, link: null };
+  }
+}
+
+/** Write root/relPath without leaving root: the template shapes root, so its symlinks must not reach the host. */
+export function writeInRoot(root: string, relPath: string, data: string | Uint8Array, mode: number): void {
+  const parts = relPath.split('/').filter((p) => p && p !== '.');
+  const name = parts.pop();
+  if (name === undefined || name === '..') throw new Error(`writeInRoot: ${relPath} names no file`);
+  const dir = resolveInRoot(root, parts.join('/'), lstatLink, (p) => mkdirSync(p, { mode: 0o755 }));
+  if (dir === null) throw new Error(`${root}: symlinks loop on the way to ${relPath}`);
+  const path = `${root}${dir === '/' ? '' : dir}/${name}`;
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (st?.isSymbolicLink()) unlinkSync(path);
+  else if (st && !st.isFile()) throw new Error(`${path} is not a regular file: refusing to write ${relPath} there`);
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
+  try {
+    writeFileSync(fd, data);
+    fchmodSync(fd, mode); // an existing file or the umask would keep another mode
+  } finally {
+    closeSync(fd);
   }
 }
 

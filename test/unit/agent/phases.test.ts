@@ -2,7 +2,7 @@
 import { describe, expect, test } from 'bun:test';
 import { classifySshError } from '../../../agent/net/link.ts';
 import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
-import { resolveInRoot } from '../../../agent/phases/handoff.ts';
+import { resolveInRoot } from '../../../agent/plans/rootpath.ts';
 import { backoff } from '../../../agent/phases/master.ts';
 import { loaderFor, moduleBase, planModules } from '../../../agent/phases/modules.ts';
 import { chooseInterface, chooseMaster, parseLease } from '../../../agent/phases/network.ts';
