@@ -1,12 +1,12 @@
 // The first stage (kernel + initramfs) as one verifiable unit: what the master announces, what a node keeps
 // on its disk, and the two U-Boot scripts that choose between them. `builder stage` renders the announcement
 // and the network script; the agent renders the local script and the cache record. Pure.
-//
+import { crc32 } from './crc32.ts';
+
 // U-Boot 2023.01 (Debian's u-boot-qemu, and the Pi builds) has crc32 but no `hash` and no `crc32 -v`: the
 // scripts compute a CRC-32 into memory and compare it with `itest.l *ADDR == 0x<crc byte-swapped>` (the
 // digest is stored big-endian, itest reads a little-endian word). Sizes are compared too. sha256 is for the
 // agent, which checks every file it caches against the announcement before the cache record names it.
-import { crc32 } from './crc32.ts';
 
 /** One file of the first stage: its size in bytes, CRC-32 (for U-Boot) and sha256 hex (for the agent). */
 export interface StageFile {

@@ -1,10 +1,10 @@
 // The boot report a node sends to the master at the end of every boot (and on failure when it can).
 // Pure: the agent builds it from its event history and facts; `builder status` reads it back.
-//
+import type { FirstStageReport } from './firststage.ts';
+
 // On the master a report lands as reports/<mac>.json (MAC lower case, ':' replaced by '-'), written
 // through a second SSH key whose only right is `rrsync -wo <master root>/reports`. The file's mtime is
 // the master's clock at arrival: `builder status` uses it as "last boot", never a time the node sent.
-import type { FirstStageReport } from './firststage.ts';
 
 export const REPORT_SCHEMA = 1;
 

@@ -1,7 +1,9 @@
 // Stamps: the master's "this template changed" marker. A node re-syncs a root template only when the
 // master's stamp for it differs from the stamp of its complete local copy.
 // Pure: no I/O. The agent fetches stamps/<name>.stamp (+ .sig) and feeds the text here; the builder writes them.
-//
+import { createPublicKey, verify } from 'node:crypto';
+import { STAMP_DIR } from './tree.ts';
+
 // Staleness is decided by the master's stamp alone, never by the node's clock (a Pi without an RTC boots in
 // 1970): `created` is informative only, `seq` orders stamps, `id` names the local slot directory.
 //
@@ -9,8 +11,6 @@
 // Checked against Bun 1.4.5: node:crypto sign(null, data, key) / verify(null, data, key, sig) work with
 // generateKeyPairSync('ed25519') KeyObjects and with PKCS#8 / SPKI PEM strings; verify() returns false for a
 // wrong-length signature and throws for an unparseable key, hence the try/catch below.
-import { createPublicKey, verify } from 'node:crypto';
-import { STAMP_DIR } from './tree.ts';
 
 export type StampName = 'rootfs' | 'bootfs';
 

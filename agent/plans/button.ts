@@ -1,10 +1,10 @@
 // The recovery button: a GPIO input held at power-on asks for recovery (wipe the writable layer, full root
 // resync). Pure: the caller samples the line and decodes active-low; this file decides from the samples.
-//
+import { MAX_GPIO_LINE } from './leds.ts';
+
 // A hold is a stretch that starts and ends pressed and lasts at least minHeldMs. Inside it, releases shorter
 // than BOUNCE_MS are contact bounce and tolerated, as long as they stay rare (at most 10 % of the samples):
 // a floating or noisy input then cannot pass for a deliberate press.
-import { MAX_GPIO_LINE } from './leds.ts';
 
 // Why: the caller's sampling rhythm and window, shared so the effect code and this logic agree.
 export const SAMPLE_MS = 100;

@@ -1,7 +1,8 @@
 // The commit point of the first stage: once a boot reached the master and finished its root phase, the
 // kernel and initramfs it runs become the cached ones (and the local script that boots them is written).
-// Pure: the phase reads the disk and the command line, this decides, the phase carries it out.
 import type { Announcement, CacheRecord, FirstStageReport, StageSource } from '../contract/firststage.ts';
+
+// Pure: the phase reads the disk and the command line, this decides, the phase carries it out.
 
 export type { FirstStageReport };
 

@@ -1,10 +1,10 @@
 // Which partitions hold no filesystem at all: what a power cut between writing the table and the end
 // of formatting leaves behind. Pure: the caller reads the first 4 KiB of each partition.
-//
+import type { Role } from './sfdisk.ts';
+
 // Only a partition with neither an ext2/3/4 nor a FAT signature counts. The disk is ours (the disk
 // phase checked) and its table equals the wanted one, so such a partition can only be one of our own
 // formats that did not finish: formatting it loses nothing. Anything with a signature is left to fsck.
-import type { Role } from './sfdisk.ts';
 
 /** ext2/3/4: magic 0xEF53 at byte 1080 (superblock at 1024, s_magic at +56). */
 export function hasExt(head: Uint8Array): boolean {

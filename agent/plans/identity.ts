@@ -1,6 +1,5 @@
 // Per-node identity: every node boots the same template, yet keeps its own hostname, machine-id,
 // SSH host keys and admin files. Pure: which copies to make, given what exists.
-//
 // Sources, best first: the master's nodes/<host>/files/ (fetched this boot, and mirrored to the root
 // partition outside the slots so an offline boot has it too); a machine-id the node made once and keeps
 // on the root partition; the hostname from DHCP. They are laid into the writable layer at every boot,

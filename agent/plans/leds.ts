@@ -1,6 +1,5 @@
 // The three status LEDs (red, green, yellow): with no screen on the node they are, with the console, the admin's
 // only view of a boot. Pure: this file only says which LED is lit when; the GPIO writes live elsewhere.
-//
 // The code a person at the rack reads:
 //   - red means trouble: steady = fatal, N short blinks then a pause = error number N (see ERROR_PATTERNS);
 //     red + yellow alternating = recovery was requested with the button.

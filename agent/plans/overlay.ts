@@ -1,14 +1,14 @@
 // The writable layer over the read-only root slot: which union driver, which mounts, in which order. Pure: the
 // agent reads /proc/filesystems and the partition roles, then executes the steps (or prints describe() when dry).
-//
+
+import type { OverlayMode } from '../cmdline.ts';
+
 // Layout:
 //   /run/clusterboot/lower     read-only bind of the slot (slots/<id> on the root partition)
 //   /run/clusterboot/rw        the writable layer: a tmpfs (aufs=tmpfs) or the ext4 writable partition (aufs=disk)
 //   /run/clusterboot/rw/upper  the union's upper (changed files); rw/work is overlayfs's scratch directory
 //   /newroot                   the union, handed to switch_root
 // At the handoff the whole /run is moved into the new root, so lower and rw stay visible there.
-
-import type { OverlayMode } from '../cmdline.ts';
 
 /** Where the writable layer lives, as given by aufs= / overlay= on the kernel command line. */
 export type { OverlayMode } from '../cmdline.ts';

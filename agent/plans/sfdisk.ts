@@ -1,6 +1,5 @@
 // The partition-table model: parse `sfdisk -d` dumps (old and new dialects), validate, compare, render, plan.
 // Pure: no I/O. The agent runs sfdisk and mkfs elsewhere and feeds the text here.
-//
 // What util-linux sfdisk (checked against 2.38.1 on image files) actually does, and this model follows:
 // - Explicit start= and size= in sectors are written exactly as given, even unaligned (start=16, start=63,
 //   start=1 are kept). Only omitted starts, '+' sizes and sizes with suffixes (16M) are aligned to the grain

@@ -1,6 +1,7 @@
 // Root slots on the local disk's root partition, RAUC/OSTree style. Pure: no I/O. The agent lists the
 // partition (mounted at /run/clusterboot/rootdisk), hands the facts here, and executes the plan's actions.
-//
+import { decideStamp, parseStamp } from '../contract/stamp.ts';
+
 // Layout (all paths below are relative to the root partition's mount point, and so are the describe() texts):
 //   slots/<id>/            a root tree; <id> is the master's stamp id ([0-9A-Za-z._-], at most 64 characters)
 //   slots/<id>.json        its record, written only after the tree is complete and synced to disk
@@ -34,7 +35,6 @@
 //   --no-whole-file or over the network an updated file shows up as matched data. Hard-linked --link-dest
 //   files count in "Number of files" but not in "created" or "transferred". The stats are printed even when
 //   rsync fails with code 23 (partial transfer), so a parsed stats block does not mean success.
-import { decideStamp, parseStamp } from '../contract/stamp.ts';
 
 /** A slot's record file, slots/<id>.json; only complete records make a slot bootable. */
 export interface SlotRecord {

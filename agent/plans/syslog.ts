@@ -1,6 +1,5 @@
 // Remote syslog lines (RFC 5424 over UDP) for the agent's console messages. Pure: formatting and the
 // target; agent/syslogdev.ts owns the socket.
-//
 // The timestamp is the NILVALUE '-': a node has no clock in the initramfs (1970), and the receiving
 // syslog stamps the line with the master's time. The agent's uptime goes into the message instead.
 

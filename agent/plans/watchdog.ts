@@ -1,6 +1,5 @@
 // The hardware watchdog (/dev/watchdog) as decisions only: which timeout to ask for, when to feed it, and what to
 // leave behind at switch_root. Pure: the ioctls and writes live elsewhere; time is passed in.
-//
 // Idea: the agent feeds the watchdog while the boot makes progress. A phase that hangs (rsync stuck on a dead
 // link, a mount in D state) stops the progress reports, the agent stops feeding, the board resets itself.
 // The bcm2835 driver (all Pis up to the 4) accepts at most 15 s.

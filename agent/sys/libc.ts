@@ -1,5 +1,5 @@
 // Raw syscalls through glibc: mount, umount2, reboot, ioctl, waitpid, sync, init_module, socket (link up).
-// Bun has no API for these; bun:ffi works inside the compiled binary (see docs/bun-as-pid1.md).
+// Bun has no API for these; bun:ffi works inside the compiled binary (docs/design.md, "Bun as PID 1").
 import { dlopen, FFIType, ptr, read, type Pointer } from 'bun:ffi';
 
 export const MS_RDONLY = 1;

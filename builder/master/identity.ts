@@ -1,8 +1,5 @@
 // Per-node identity, made once on the master: <master root>/nodes/<hostname>/files/ is a tree the agent lays onto
 // the node's root at every boot (into the writable layer), so a node keeps its host name, machine-id and SSH host
-// keys across re-syncs, slot switches and wiped overlays, and a reinstalled disk comes back as the same machine
-// (no "REMOTE HOST IDENTIFICATION HAS CHANGED", one journal, one DHCP client id).
-// Only missing files are created, never overwritten: `builder stage` runs this on every stage.
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
@@ -21,6 +18,10 @@ import {
 } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { FILES_DIR, NODES_DIR } from '../../agent/contract/tree.ts';
+
+// keys across re-syncs, slot switches and wiped overlays, and a reinstalled disk comes back as the same machine
+// (no "REMOTE HOST IDENTIFICATION HAS CHANGED", one journal, one DHCP client id).
+// Only missing files are created, never overwritten: `builder stage` runs this on every stage.
 
 export const SSH_KEYGEN = '/usr/bin/ssh-keygen';
 /** The host key types sshd on Debian makes by default, in its order. */

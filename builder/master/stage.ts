@@ -1,8 +1,5 @@
 // `builder stage`: from a node list to what the master serves: the dnsmasq configuration (fixed leases, DNS names,
 // TFTP with option 66 pointing at the master), the TFTP folder (kernel, initramfs, boot script), the normalised
-// nodes.list that `builder status` reads, the reports/ folder, and the master's authorized_keys lines; per node
-// an identity (identity.ts); the sync-slot limiter in front of root pulls (syncslot.ts); approval mode (approve.ts).
-// Pure parts (parse, validate, render) first; `stage()` does the I/O, and writes nothing unless every check passed.
 import {
   accessSync,
   appendFileSync,
@@ -48,6 +45,10 @@ import {
   stageId,
   type Announcement,
 } from '../../agent/contract/firststage.ts';
+
+// nodes.list that `builder status` reads, the reports/ folder, and the master's authorized_keys lines; per node
+// an identity (identity.ts); the sync-slot limiter in front of root pulls (syncslot.ts); approval mode (approve.ts).
+// Pure parts (parse, validate, render) first; `stage()` does the I/O, and writes nothing unless every check passed.
 
 // ---------------------------------------------------------------------------------------------------------------
 // effects

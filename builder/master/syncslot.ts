@@ -1,14 +1,15 @@
 // Sync slots: at most N nodes pull the root template at once. After a mass reboot every node wants its root at the
 // same moment; N parallel rsyncs share the master's disk and link fairly, 60 do not (each crawls, timeouts fire).
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
+import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+import { writeAtomic } from '../../agent/contract/atomic.ts';
+import { SYNC_SLOT_BUSY, noSlotMessage } from '../../agent/contract/syncslot.ts';
+
 // The node key's forced command runs `<state-dir>/sync-slot N <state-dir>/slots rrsync -ro <master root>`: a root
 // pull takes one of N flock(1)-locked slot files first, or is turned away with exit 75 (EX_TEMPFAIL) and a message
 // the agent recognises and retries on; every other pull (stamps, the table, the node's files) never waits.
 // The lock is an open file descriptor inherited by rrsync and rsync: it is released when the last of them exits,
 // however it exits (crash, kill, dropped connection), so a slot never leaks.
-import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
-import { checkCommandPaths, keyLine } from '../sshkeys.ts';
-import { writeAtomic } from '../../agent/contract/atomic.ts';
-import { SYNC_SLOT_BUSY, noSlotMessage } from '../../agent/contract/syncslot.ts';
 
 export const SYNC_SLOT_SCRIPT = 'sync-slot';
 export const SLOTS_DIR = 'slots';
