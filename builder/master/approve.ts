@@ -4,7 +4,22 @@
 //   <master root>/approved/<hostname> sha256 hex of the partitions.sfdisk bytes + "\n": approves that table only;
 //                                     a later table change needs a new approval.
 // The agent reads both through the node key (read-only) and compares the hash with the table it fetched.
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, unlinkSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  statSync,
+  unlinkSync,
+  type Stats,
+} from 'node:fs';
 import { join } from 'node:path';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { parseNodeList, type NodeEntry } from './nodelist.ts';
@@ -48,28 +63,138 @@ export function setApprovalMode(masterRoot: string, on: boolean): boolean {
   return true;
 }
 
-/** Every approval on the master: lower-cased host name -> hash, and what was not an approval. */
+// Why: hostile names reach the operator's terminal: controls become visible (\x1b), '\' doubles so no two look alike.
+export function escapeName(s: string): string {
+  return s.replace(/[\x00-\x1f\x7f-\x9f\\\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    const n = c.charCodeAt(0);
+    return c === '\\' ? '\\\\' : n < 0x100 ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u{${n.toString(16)}}`;
+  });
+}
+
+/** A directory entry: its name as text (UTF-8, else byte per character) and the exact bytes to open it by. */
+export interface DirName {
+  name: string;
+  path: Buffer;
+}
+
+// Why: a name that is not UTF-8, read as a string, could not be opened again (its bytes replaced): open by the bytes.
+export function listNames(dir: string): DirName[] {
+  return readdirSync(dir, { encoding: 'buffer' })
+    .map((b) => {
+      const utf8 = b.toString('utf8');
+      const name = Buffer.from(utf8, 'utf8').equals(b) ? utf8 : b.toString('latin1');
+      return { name, path: Buffer.concat([Buffer.from(`${dir}/`), b]) };
+    })
+    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** What readSmallFile found: the bytes of a regular file, or why they were not read. */
+export type SmallRead =
+  | { kind: 'read'; data: Buffer; mtimeMs: number }
+  | { kind: 'gone' }
+  /** Not a regular file (what: 'a symbolic link', 'a FIFO', ...): never opened, or closed unread. */
+  | { kind: 'not a file'; what: string }
+  | { kind: 'too large'; size: number; mtimeMs: number }
+  | { kind: 'failed'; message: string; mtimeMs: number | null };
+
+const what = (st: Stats) =>
+  st.isSymbolicLink()
+    ? 'a symbolic link'
+    : st.isFIFO()
+      ? 'a FIFO'
+      : st.isSocket()
+        ? 'a socket'
+        : st.isCharacterDevice() || st.isBlockDevice()
+          ? 'a device'
+          : st.isDirectory()
+            ? 'a directory'
+            : 'not a regular file';
+
+// Why: a symlink, FIFO or tty swapped in after lstat fails to open (ELOOP), does not block, is not made our tty.
+const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | (constants.O_NOCTTY ?? 0);
+
+// Why: reports/ and approved/ are hostile: only a regular file is opened and read, at most `max` bytes, no throw.
+export function readSmallFile(path: string | Buffer, max: number): SmallRead {
+  const message = (e: unknown) => (e instanceof Error ? e.message : String(e));
+  let st: Stats | undefined;
+  try {
+    st = lstatSync(path, { throwIfNoEntry: false });
+  } catch (e) {
+    return { kind: 'failed', message: message(e), mtimeMs: null };
+  }
+  if (!st) return { kind: 'gone' };
+  if (!st.isFile()) return { kind: 'not a file', what: what(st) };
+  if (st.size > max) return { kind: 'too large', size: st.size, mtimeMs: st.mtimeMs };
+  let fd: number;
+  try {
+    fd = openSync(path, OPEN_FLAGS);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return { kind: 'gone' };
+    if (code === 'ELOOP') return { kind: 'not a file', what: 'a symbolic link' };
+    return { kind: 'failed', message: message(e), mtimeMs: st.mtimeMs };
+  }
+  try {
+    const fst = fstatSync(fd);
+    if (!fst.isFile()) return { kind: 'not a file', what: what(fst) };
+    if (fst.size > max) return { kind: 'too large', size: fst.size, mtimeMs: fst.mtimeMs };
+    // one byte more than allowed: a file that grew since fstat is refused, not cut
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    while (n < buf.length) {
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) break;
+      n += r;
+    }
+    if (n > max) return { kind: 'too large', size: Math.max(fst.size, n), mtimeMs: fst.mtimeMs };
+    return { kind: 'read', data: buf.subarray(0, n), mtimeMs: fst.mtimeMs };
+  } catch (e) {
+    return { kind: 'failed', message: message(e), mtimeMs: st.mtimeMs };
+  } finally {
+    try {
+      closeSync(fd);
+    } catch {
+      /* closing a read-only fd cannot lose data */
+    }
+  }
+}
+
+/** Approval files larger than this are not approvals (64 hex digits and a newline). */
+const MAX_APPROVAL = 200;
+
+/** Every approval on the master: lower-cased host name -> hash, and what was not an approval (names escaped). */
 export function readApprovals(masterRoot: string): { approvals: Map<string, string>; warnings: string[] } {
   const approvals = new Map<string, string>();
   const warnings: string[] = [];
   const dir = join(masterRoot, APPROVED_DIR);
-  let names: string[] = [];
+  let names: DirName[] = [];
   try {
-    names = readdirSync(dir)
-      .filter((n) => !n.startsWith('.'))
-      .sort();
+    names = listNames(dir).filter((n) => !n.name.startsWith('.'));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read ${dir}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      warnings.push(`cannot read ${escapeName(dir)}: ${escapeName((e as Error).message)}`);
   }
-  for (const name of names) {
-    const file = join(dir, name);
-    const st = statSync(file, { throwIfNoEntry: false });
-    if (!st?.isFile()) continue;
-    if (st.size > 200) {
-      warnings.push(`${file} is not an approval (${st.size} bytes): remove it`);
+  for (const { name, path } of names) {
+    const file = escapeName(join(dir, name));
+    if (!LABEL_RE.test(name)) {
+      warnings.push(`${file} is not an approval (its name is not a host name): remove it`);
       continue;
     }
-    const h = parseApproval(readFileSync(file, 'latin1'));
+    const r = readSmallFile(path, MAX_APPROVAL);
+    if (r.kind === 'gone') continue;
+    if (r.kind === 'not a file') {
+      warnings.push(`${file} is ${r.what}, not a regular file: skipped, not read (an approval is a regular file)`);
+      continue;
+    }
+    if (r.kind === 'too large') {
+      warnings.push(`${file} is not an approval (${r.size} bytes): remove it`);
+      continue;
+    }
+    if (r.kind === 'failed') {
+      warnings.push(`cannot read ${file}: ${escapeName(r.message)}`);
+      continue;
+    }
+    const h = parseApproval(r.data.toString('latin1'));
     if (h === null)
       warnings.push(
         `${file} is not an approval (not a sha256 hex line): remove it, or run \`builder approve ${name}\``,

@@ -4,12 +4,21 @@
 // (a Pi without an RTC boots in 1970). Reports are untrusted input: a bad one gives a row saying why, never a throw.
 // Approval mode (approve.ts): a node waiting for a table change to be approved shows WAITING, the lines that change,
 // and the command that approves it.
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
 import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
-import { readApprovals, readTableHash, approvalState, type ApprovalFor } from './approve.ts';
+import {
+  readApprovals,
+  readTableHash,
+  approvalState,
+  escapeName,
+  listNames,
+  readSmallFile,
+  type ApprovalFor,
+  type DirName,
+} from './approve.ts';
 import { normalizeMac, parseNodeList, type NodeEntry } from './nodelist.ts';
 
 export type RowResult = 'ok' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
@@ -56,7 +65,7 @@ export interface StatusRow {
 }
 
 export interface ReportFile {
-  /** Name inside reports/. */
+  /** Name inside reports/, raw (statusRows escapes it wherever it is shown). */
   file: string;
   text: string;
   mtimeMs: number;
@@ -79,11 +88,28 @@ export function masterStamp(text: string | null): MasterStamp {
   return { id: p.stamp.id, problem: null };
 }
 
+const CONTROL = /[\x00-\x1f\x7f-\x9f]/g;
+const cut = (t: string, max: number) => (t.length > max ? `${t.slice(0, max - 1)}…` : t);
+
 // Display text from a node: no control characters (a report must not drive the terminal), bounded length.
 function clean(s: string, max = 160): string {
-  const t = s.replace(/[\x00-\x1f\x7f-\x9f]/g, '?');
-  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+  return cut(s.replace(CONTROL, '?'), max);
 }
+
+// A file name from reports/ with visible escapes (\x1b), so the operator can tell which file to remove.
+const shownName = (s: string, max: number) => cut(escapeName(s), max);
+
+const Y2000 = Date.parse('2000-01-01T00:00:00Z');
+/** A report file time later than the master's clock by more than this is not an arrival time. */
+const FUTURE_SLACK_MS = 86_400_000;
+
+/** ISO text of a time; null when Date cannot show it (NaN, beyond ±8.64e15 ms). */
+function safeIso(ms: number): string | null {
+  return Number.isFinite(ms) && Math.abs(ms) <= 8.64e15 ? new Date(ms).toISOString() : null;
+}
+
+// Why: only a time the master's clock could have given is an arrival time; a forged 2099 mtime must not win or throw.
+const plausibleTime = (ms: number, now: number) => Number.isFinite(ms) && ms >= Y2000 && ms <= now + FUTURE_SLACK_MS;
 
 type Parsed = { ok: true; report: BootReport } | { ok: false; error: string };
 
@@ -208,8 +234,15 @@ export function statusRows(input: {
   type Got = { file: ReportFile; parsed: Parsed; mac: string | null };
   const byMac = new Map<string, Got[]>();
   const orphans: Got[] = [];
-  for (const f of [...input.reports].sort((a, b) => b.mtimeMs - a.mtimeMs || a.file.localeCompare(b.file))) {
-    const parsed: Parsed = f.error !== undefined ? { ok: false, error: f.error } : parseReport(f.text);
+  // newest plausible time first; implausible times rank last, so a forged future mtime never masks a real report
+  const rank = (f: ReportFile) => (plausibleTime(f.mtimeMs, input.now) ? f.mtimeMs : -Infinity);
+  const order = (a: ReportFile, b: ReportFile) => {
+    const ra = rank(a);
+    const rb = rank(b);
+    return ra !== rb ? (rb > ra ? 1 : -1) : a.file < b.file ? -1 : a.file > b.file ? 1 : 0;
+  };
+  for (const f of [...input.reports].sort(order)) {
+    const parsed: Parsed = f.error !== undefined ? { ok: false, error: clean(f.error, 200) } : parseReport(f.text);
     const fromName = normalizeMac(f.file.replace(/\.json$/, '').replace(/-/g, ':'));
     const mac = parsed.ok ? (normalizeMac(parsed.report.mac) as string) : fromName;
     const got: Got = { file: f, parsed, mac };
@@ -246,18 +279,27 @@ export function statusRows(input: {
       notes.push(
         `${(got?.length ?? 0) - 1} older report file(s) for this MAC ignored: ${got
           ?.slice(1)
-          .map((g) => clean(g.file.file, 60))
+          .map((g) => shownName(g.file.file, 60))
           .join(', ')}`,
       );
-    const when = {
-      report: `${REPORT_DIR}/${clean(f.file, 80)}`,
-      lastBoot: new Date(f.mtimeMs).toISOString(),
-      lastBootMs: f.mtimeMs,
-      ageSeconds: Math.max(0, Math.round((input.now - f.mtimeMs) / 1000)),
-    };
-    if (f.mtimeMs < Date.parse('2000-01-01T00:00:00Z')) {
+    const report = `${REPORT_DIR}/${shownName(f.file, 80)}`;
+    const plausible = plausibleTime(f.mtimeMs, input.now);
+    const when = plausible
+      ? {
+          report,
+          lastBoot: new Date(f.mtimeMs).toISOString(),
+          lastBootMs: f.mtimeMs,
+          ageSeconds: Math.max(0, Math.round((input.now - f.mtimeMs) / 1000)),
+        }
+      : { report, lastBoot: null, lastBootMs: null, ageSeconds: null };
+    if (!plausible && f.mtimeMs < Y2000) {
       notes.push(
         "report file time is before 2000: it carries the node's clock (pushed with rsync -t or -a?), not its arrival time",
+      );
+    } else if (!plausible) {
+      const t = safeIso(f.mtimeMs) ?? (Number.isFinite(f.mtimeMs) ? `${f.mtimeMs} ms after 1970` : 'unknown');
+      notes.push(
+        `report file time is not plausible (${t}, later than the master's clock): it carries no arrival time, so this report ranks below any with one`,
       );
     }
     if (!newest.parsed.ok) {
@@ -334,12 +376,15 @@ export function statusRows(input: {
     const r = row('?', null, [o]);
     r.notes = r.notes.filter((x) => x !== UNKNOWN_MAC);
     r.notes.unshift(
-      `report file ${REPORT_DIR}/${clean(o.file.file, 80)} is not named after a MAC (expected like ${reportName('b8:27:eb:cb:63:18')})`,
+      `report file ${REPORT_DIR}/${shownName(o.file.file, 80)} is not named after a MAC (expected like ${reportName('b8:27:eb:cb:63:18')})`,
     );
     rows.push(r);
   }
   return rows;
 }
+
+// Why: a last pass over every printed cell, so a row built elsewhere (or a field added later) cannot drive the terminal.
+const printable = (s: string) => s.replace(CONTROL, '?');
 
 /** `42s`, `5m`, `3h`, `2d`. */
 export function formatAge(seconds: number): string {
@@ -356,19 +401,24 @@ export function renderStatusTable(
   master: MasterStamp = { id: null, problem: null },
 ): string {
   const head = ['NODE', 'MAC', 'IP', 'LAST-BOOT', 'RESULT', 'ROOT', 'OVERLAY', 'TIME', 'PHASES'];
-  const cells = rows.map((r) => [
-    r.hostname ?? '?',
-    r.mac,
-    r.ip ?? '-',
-    r.lastBootMs === null
-      ? '-'
-      : `${new Date(r.lastBootMs).toISOString().slice(0, 16).replace('T', ' ')}Z (${formatAge(Math.max(0, Math.round((now - r.lastBootMs) / 1000)))} ago)`,
-    r.result,
-    r.root,
-    r.overlay ?? '-',
-    r.totalSeconds === null ? '-' : `${r.totalSeconds.toFixed(1)}s`,
-    r.phases || '-',
-  ]);
+  const lastBoot = (r: StatusRow) => {
+    const iso = r.lastBootMs === null ? null : safeIso(r.lastBootMs);
+    if (iso === null || r.lastBootMs === null) return r.report === null ? '-' : 'time unknown';
+    return `${iso.slice(0, 16).replace('T', ' ')}Z (${formatAge(Math.max(0, Math.round((now - r.lastBootMs) / 1000)))} ago)`;
+  };
+  const cells = rows.map((r) =>
+    [
+      r.hostname ?? '?',
+      r.mac,
+      r.ip ?? '-',
+      lastBoot(r),
+      r.result,
+      r.root,
+      r.overlay ?? '-',
+      r.totalSeconds === null ? '-' : `${r.totalSeconds.toFixed(1)}s`,
+      r.phases || '-',
+    ].map(printable),
+  );
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
   const line = (c: string[]) =>
     c
@@ -378,8 +428,10 @@ export function renderStatusTable(
   const out = [line(head), ...cells.map(line)];
   // a pending table change's differing lines go under its notes, indented
   const notes = rows.flatMap((r) => [
-    ...r.notes.map((n) => `  ${r.hostname ?? r.mac}: ${n}`),
-    ...(r.approval?.state === 'pending' && !r.approval.approved ? r.approval.diff.map((d) => `      ${d}`) : []),
+    ...r.notes.map((n) => printable(`  ${r.hostname ?? r.mac}: ${n}`)),
+    ...(r.approval?.state === 'pending' && !r.approval.approved
+      ? r.approval.diff.map((d) => printable(`      ${d}`))
+      : []),
   ]);
   if (notes.length) out.push('', 'notes:', ...notes);
 
@@ -410,8 +462,10 @@ export interface Status {
   warnings: string[];
 }
 
-/** Reports larger than this are not read (a report is a few kB). */
-const MAX_REPORT = 1 << 20;
+/** Reports larger than this are refused unread (a report is a few kB). */
+export const MAX_REPORT = 64 * 1024;
+/** Skipped files named one by one in the warnings; the rest are counted. */
+const MAX_SKIP_WARNINGS = 20;
 
 // Why: the I/O half of `builder status`: every file is optional, so a fresh master shows what it has.
 export function readStatus(masterRoot: string, now = Date.now()): Status {
@@ -429,27 +483,37 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
   }
   const reports: ReportFile[] = [];
   const dir = join(masterRoot, REPORT_DIR);
-  let names: string[] = [];
+  let names: DirName[] = [];
   try {
-    names = readdirSync(dir)
-      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
-      .sort();
+    names = listNames(dir).filter((n) => n.name.endsWith('.json') && !n.name.startsWith('.'));
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') warnings.push(`cannot read ${dir}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      warnings.push(`cannot read ${escapeName(dir)}: ${escapeName((e as Error).message)}`);
   }
-  for (const file of names) {
-    const st = statSync(join(dir, file), { throwIfNoEntry: false });
-    if (!st?.isFile()) continue; // gone since readdir, or not a file
-    if (st.size > MAX_REPORT) {
-      reports.push({ file, text: '', mtimeMs: st.mtimeMs, error: `${st.size} bytes, too large for a boot report` });
-      continue;
-    }
-    try {
-      reports.push({ file, text: readFileSync(join(dir, file), 'utf8'), mtimeMs: st.mtimeMs });
-    } catch (e) {
-      reports.push({ file, text: '', mtimeMs: st.mtimeMs, error: `cannot read it: ${(e as Error).message}` });
-    }
+  const skipped: string[] = [];
+  for (const { name: file, path } of names) {
+    const r = readSmallFile(path, MAX_REPORT);
+    if (r.kind === 'gone') continue; // removed since readdir
+    if (r.kind === 'not a file')
+      skipped.push(
+        `${escapeName(join(dir, file))} is ${r.what}, not a regular file: skipped, not read (a report is a regular file; remove it)`,
+      );
+    else if (r.kind === 'too large')
+      reports.push({
+        file,
+        text: '',
+        mtimeMs: r.mtimeMs,
+        error: `larger than 64 KiB (${r.size} bytes): refused unread, a boot report is a few kB`,
+      });
+    else if (r.kind === 'failed')
+      reports.push({ file, text: '', mtimeMs: r.mtimeMs ?? NaN, error: `cannot read it: ${escapeName(r.message)}` });
+    else reports.push({ file, text: r.data.toString('utf8'), mtimeMs: r.mtimeMs });
   }
+  warnings.push(...skipped.slice(0, MAX_SKIP_WARNINGS));
+  if (skipped.length > MAX_SKIP_WARNINGS)
+    warnings.push(
+      `… and ${skipped.length - MAX_SKIP_WARNINGS} more files in ${escapeName(dir)} that are not regular files skipped`,
+    );
   let stampText: string | null = null;
   try {
     stampText = readFileSync(join(masterRoot, stampPath('rootfs')), 'latin1');
@@ -501,18 +565,20 @@ export function approvalList(s: Status): { rows: ApprovalListRow[]; text: string
       };
     });
   const head = ['NODE', 'REPORT', 'CURRENT TABLE'];
-  const cells = rows.map((r) => [
-    r.node,
-    r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-',
-    r.approval,
-  ]);
+  const cells = rows.map((r) =>
+    [
+      r.node,
+      r.report === 'pending' ? 'pending approval' : r.report === 'applied' ? 'applied this boot' : '-',
+      r.approval,
+    ].map(printable),
+  );
   const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => (c[i] as string).length)));
   const line = (c: string[]) =>
     c
       .map((x, i) => (i === c.length - 1 ? x : x.padEnd(widths[i] as number)))
       .join('  ')
       .trimEnd();
-  const pending = rows.filter((r) => r.report === 'pending' && r.approval !== 'approved').map((r) => r.node);
+  const pending = rows.filter((r) => r.report === 'pending' && r.approval !== 'approved').map((r) => printable(r.node));
   const out = [
     `approval mode ${s.approval.required ? 'on' : 'off'}; table ${current ?? 'none (no partitions.sfdisk)'}`,
     '',

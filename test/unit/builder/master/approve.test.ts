@@ -9,6 +9,8 @@ import {
   readFileSync,
   rmSync,
   statSync,
+  symlinkSync,
+  truncateSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -22,6 +24,7 @@ import {
   approvalTargets,
   approve,
   ApproveError,
+  escapeName,
   readApprovals,
   setApprovalMode,
 } from '../../../../builder/master/approve.ts';
@@ -256,5 +259,59 @@ describe('approvalList and the CLI', () => {
     expect(l.stdout).toContain('1 waiting for approval: builder approve rpinode01');
     expect(existsSync(join(root, 'approved'))).toBe(false);
     expect(cli('--list', 'rpinode01', '--master-root', root).status).toBe(1);
+  });
+});
+
+// approved/ is read with the same care as reports/: only regular files, bounded, names escaped, never a throw.
+describe('readApprovals on a hostile approved/', () => {
+  test('symlinks, a FIFO, a directory, a huge file and an escape-named file are refused; the real one counts', () => {
+    const root = master();
+    const dir = join(root, 'approved');
+    mkdirSync(dir);
+    const h = tableHash(TABLE);
+    writeFileSync(join(dir, 'rpinode01'), `${h}\n`);
+    // a symlink to a file holding a valid approval must not approve: only a regular file is an approval
+    writeFileSync(join(root, 'elsewhere'), `${h}\n`);
+    symlinkSync(join(root, 'elsewhere'), join(dir, 'rpinode02'));
+    symlinkSync('/proc/kmsg', join(dir, 'kmsg'));
+    symlinkSync('loop-b', join(dir, 'loop-a'));
+    symlinkSync('loop-a', join(dir, 'loop-b'));
+    expect(Bun.spawnSync(['mkfifo', join(dir, 'RpiNode03')]).exitCode).toBe(0);
+    mkdirSync(join(dir, 'adir'));
+    writeFileSync(join(dir, 'huge'), h);
+    truncateSync(join(dir, 'huge'), 1 << 30);
+    writeFileSync(join(dir, '\x1b[2Jevil'), `${h}\n`);
+    const t0 = performance.now();
+    const r = readApprovals(root);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(r.approvals).toEqual(new Map([['rpinode01', h]]));
+    const skip = (n: string, what: string) =>
+      `${join(dir, n)} is ${what}, not a regular file: skipped, not read (an approval is a regular file)`;
+    expect(r.warnings).toEqual([
+      `${join(dir, '\\x1b[2Jevil')} is not an approval (its name is not a host name): remove it`,
+      skip('RpiNode03', 'a FIFO'),
+      skip('adir', 'a directory'),
+      `${join(dir, 'huge')} is not an approval (${1 << 30} bytes): remove it`,
+      skip('kmsg', 'a symbolic link'),
+      skip('loop-a', 'a symbolic link'),
+      skip('loop-b', 'a symbolic link'),
+      skip('rpinode02', 'a symbolic link'),
+    ]);
+    for (const w of r.warnings) expect(/[\x00-\x1f\x7f-\x9f]/.test(w)).toBe(false);
+    // `approve --list` over it: in time, exit 0, nothing raw on the terminal, rpinode02 not approved
+    const l = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'approve', '--list', '--master-root', root], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect([l.status, l.signal]).toEqual([0, null]);
+    expect(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(l.stdout + l.stderr)).toBe(false);
+    expect(l.stdout).toMatch(/^rpinode02 +- +not approved$/m);
+  });
+
+  test('escapeName: control, C1 and bidi characters visible, backslash doubled, the rest as is', () => {
+    expect(escapeName('\x1b[31mred\x00\x7f\x9b.json')).toBe('\\x1b[31mred\\x00\\x7f\\x9b.json');
+    expect(escapeName('a\\x1b')).toBe('a\\\\x1b'); // a literal backslash-x never looks like an escape
+    expect(escapeName('evil\u202egnp.json')).toBe('evil\\u{202e}gnp.json');
+    expect(escapeName('rpinode01 é ü.json')).toBe('rpinode01 é ü.json');
   });
 });

@@ -1,7 +1,18 @@
 // `builder status`: rows from the master's files, the table, and the --json output of the real CLI.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
@@ -10,6 +21,7 @@ import { REPO } from '../../../../builder/image/agentbuild.ts';
 import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { tableHash } from '../../../../agent/contract/approval.ts';
 import {
+  approvalList,
   parseReport,
   readStatus,
   renderStatusTable,
@@ -543,5 +555,180 @@ describe('approval mode in status', () => {
     expect(parsed.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
     expect(parsed.rows[0]?.result).toBe('WAITING');
     expect(parsed.rows[0]?.approval?.state).toBe('pending');
+  });
+});
+
+// reports/ is written with a key anyone on the LAN can take from the initramfs: every file in it is hostile.
+describe('hostile reports directory', () => {
+  const CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/; // any control character but the newline between lines
+  const now = Date.now(); // the CLI runs on the real clock, so the files' times are relative to it
+  const YEAR_2099 = Date.parse('2099-01-01T00:00:00Z');
+  /** 99999999999999 s after 1970 (touch -d @99999999999999); set to what the file system keeps of it. */
+  let farMs = 0;
+  let roots = 0;
+
+  function hostileRoot(): { root: string; marker: string } {
+    const root = join(tmp, `hostile${roots++}`);
+    const dir = join(root, 'reports');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(root, 'nodes.list'), `${NODES.map((x) => `${x.mac} ${x.hostname} ${x.ip}`).join('\n')}\n`);
+    const put = (name: string | Buffer, text: string, mtime: number | Date) => {
+      const f = typeof name === 'string' ? join(dir, name) : Buffer.concat([Buffer.from(`${dir}/`), name]);
+      writeFileSync(f, text);
+      utimesSync(f, mtime, mtime);
+      return f;
+    };
+    // the victim's real, newest plausible report: it failed
+    put(
+      reportName('b8:27:eb:00:00:01'),
+      JSON.stringify(report({ result: 'fatal', reason: 'no disk found' })),
+      new Date(now - 600_000),
+    );
+    // forged "ok" reports for the victim with times from the future, under other names
+    put('forged-2099.json', JSON.stringify(report()), new Date(YEAR_2099));
+    const far = put('forged-far.json', JSON.stringify(report()), 99999999999999); // seconds: ext4 keeps 2446-05-10
+    farMs = lstatSync(far).mtimeMs;
+    // symlinks: a loop, a dangling one, to /dev/zero (rpinode02's name), to /proc/kmsg (blocks a root reader)
+    symlinkSync('b8-27-eb-00-00-0b.json', join(dir, 'b8-27-eb-00-00-0a.json'));
+    symlinkSync('b8-27-eb-00-00-0a.json', join(dir, 'b8-27-eb-00-00-0b.json'));
+    symlinkSync(join(root, 'nowhere'), join(dir, 'b8-27-eb-00-00-0c.json'));
+    symlinkSync('/dev/zero', join(dir, 'b8-27-eb-00-00-02.json'));
+    symlinkSync('/proc/kmsg', join(dir, 'b8-27-eb-00-00-0d.json'));
+    // a FIFO under rpinode03's name, and a directory
+    expect(Bun.spawnSync(['mkfifo', join(dir, 'b8-27-eb-00-00-03.json')]).exitCode).toBe(0);
+    mkdirSync(join(dir, 'b8-27-eb-00-00-0e.json'));
+    // valid reports whose names carry a terminal escape, and a raw C1 CSI byte (not UTF-8)
+    const minute = new Date(now - 60_000);
+    const unlisted = (mac: string) =>
+      JSON.stringify(report({ mac, hostname: null, hostnameFrom: null, ip: '10.77.0.201' }));
+    put('\x1b[31mred.json', unlisted('dc:a6:32:00:00:31'), minute);
+    put(Buffer.from([0x9b, ...Buffer.from('2J.json')]), unlisted('dc:a6:32:00:00:9b'), minute);
+    // a sparse 1 GiB file under rpinode04's name
+    const big = put(reportName('b8:27:eb:00:00:04'), '{', minute);
+    truncateSync(big, 1 << 30);
+    // a setuid shell script under rpinode05's name: read as text, never run
+    const marker = join(root, 'setuid-ran');
+    const suid = put(reportName('b8:27:eb:00:00:05'), `#!/bin/sh\ntouch ${marker}\n`, minute);
+    chmodSync(suid, 0o4755);
+    return { root, marker };
+  }
+
+  test('readStatus returns at once and never throws; forged future times do not mask the real report', () => {
+    const { root, marker } = hostileRoot();
+    expect(farMs).toBeGreaterThan(YEAR_2099); // the OS keeps at most 2446-05-10 of @99999999999999: still the future
+    const t0 = performance.now();
+    const s = readStatus(root, now);
+    expect(performance.now() - t0).toBeLessThan(2000);
+    const row = (h: string | null) => s.rows.find((r) => r.hostname === h) as StatusRow;
+    const victim = row('rpinode01');
+    expect(victim.result).toBe('FATAL');
+    expect(Math.abs((victim.lastBootMs ?? 0) - (now - 600_000))).toBeLessThan(1);
+    expect(victim.notes).toContain('2 older report file(s) for this MAC ignored: forged-2099.json, forged-far.json');
+    // the symlinks, the FIFO and the directory are skipped, each named, none read
+    const warned = (name: string, what: string) =>
+      expect(s.warnings).toContain(
+        `${join(root, 'reports', name)} is ${what}, not a regular file: skipped, not read (a report is a regular file; remove it)`,
+      );
+    for (const n of ['0a', '0b', '0c', '02', '0d']) warned(`b8-27-eb-00-00-${n}.json`, 'a symbolic link');
+    warned('b8-27-eb-00-00-03.json', 'a FIFO');
+    warned('b8-27-eb-00-00-0e.json', 'a directory');
+    expect(s.warnings).toHaveLength(7);
+    expect(row('rpinode02').result).toBe('never booted');
+    expect(row('rpinode03').result).toBe('never booted');
+    // the 1 GiB file is refused unread
+    expect(row('rpinode04').result).toBe('unreadable report');
+    expect(row('rpinode04').notes).toEqual([
+      `unreadable report reports/b8-27-eb-00-00-04.json: larger than 64 KiB (${1 << 30} bytes): refused unread, a boot report is a few kB`,
+    ]);
+    // the setuid script is just text that is not JSON
+    expect(row('rpinode05').result).toBe('unreadable report');
+    expect(row('rpinode05').notes[0]).toStartWith('unreadable report reports/b8-27-eb-00-00-05.json: not JSON');
+    expect(existsSync(marker)).toBe(false);
+    // the escaped names are read (they are valid reports) and shown with visible escapes
+    const red = s.rows.find((r) => r.mac === 'dc:a6:32:00:00:31') as StatusRow;
+    expect(red).toMatchObject({ result: 'ok', report: 'reports/\\x1b[31mred.json' });
+    expect(red.notes).toContain('report file reports/\\x1b[31mred.json names MAC dc:a6:32:00:00:31');
+    expect(s.rows.find((r) => r.mac === 'dc:a6:32:00:00:9b')?.report).toBe('reports/\\x9b2J.json');
+    // nothing printed carries a raw control character: the table, the warnings, the JSON's strings
+    const text = renderStatusTable(s.rows, now, s.masterStamp);
+    for (const line of text.split('\n')) expect([line, CONTROL.test(line)]).toEqual([line, false]);
+    expect(text).toContain('reports/\\x1b[31mred.json names MAC');
+    for (const w of s.warnings) expect(CONTROL.test(w)).toBe(false);
+    const json = JSON.stringify(s); // JSON escapes C0 as \u00xx but leaves C1 raw: neither may be left to escape
+    expect(CONTROL.test(json)).toBe(false);
+    expect(json).not.toMatch(/\\u00[01][0-9a-f]/i);
+    expect(CONTROL.test(approvalList(s).text)).toBe(false);
+  });
+
+  test('`builder status` and `approve --list` on it: exit 0 in time, no raw control character on the terminal', () => {
+    const { root } = hostileRoot();
+    for (const args of [['status'], ['status', '--json'], ['approve', '--list']]) {
+      const r = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), ...args, '--master-root', root], {
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
+      expect([args, r.status, r.signal]).toEqual([args, 0, null]);
+      expect(CONTROL.test(r.stdout)).toBe(false);
+      expect(CONTROL.test(r.stderr.replace(/\n/g, ''))).toBe(false);
+      if (args[0] === 'status' && args.length === 1) {
+        expect(r.stdout).toMatch(/^rpinode01 .* FATAL /m);
+        expect(r.stderr).toContain('b8-27-eb-00-00-03.json is a FIFO, not a regular file: skipped');
+      }
+    }
+  });
+
+  test('an mtime Date cannot show (@99999999999999, NaN) or from the future: time unknown, ranked last, no throw', () => {
+    const forged = file(report(), 0);
+    for (const mtimeMs of [99999999999999 * 1000, NaN, Infinity, YEAR_2099]) {
+      const [r] = statusRows({
+        nodes: [NODES[0] as NodeEntry],
+        masterStamp: null,
+        now: NOW,
+        reports: [{ ...forged, mtimeMs }],
+      });
+      expect(r).toMatchObject({ result: 'ok', lastBoot: null, lastBootMs: null, ageSeconds: null });
+      expect(r?.notes).toHaveLength(1);
+      expect(r?.notes[0]).toMatch(/^report file time is not plausible \(.*\): it carries no arrival time/);
+      expect(renderStatusTable([r as StatusRow], NOW)).toContain(' time unknown ');
+    }
+    // a day of clock skew is still an arrival time; a report older but plausible beats a forged future one
+    const [skew] = statusRows({
+      nodes: [],
+      masterStamp: null,
+      now: NOW,
+      reports: [{ ...forged, mtimeMs: NOW + 3_600_000 }],
+    });
+    expect(skew?.lastBootMs).toBe(NOW + 3_600_000);
+    const [real] = statusRows({
+      nodes: [NODES[0] as NodeEntry],
+      masterStamp: null,
+      now: NOW,
+      reports: [
+        { ...forged, file: 'zz-forged.json', mtimeMs: YEAR_2099 },
+        { ...file(report({ result: 'fatal', reason: 'real' }), 30_000), file: 'aa-real.json' },
+      ],
+    });
+    expect(real?.result).toBe('FATAL');
+    expect(real?.notes).toContain('1 older report file(s) for this MAC ignored: zz-forged.json');
+  });
+
+  test('rows built elsewhere with control characters still print none', () => {
+    const [r] = statusRows({
+      nodes: [NODES[0] as NodeEntry],
+      masterStamp: null,
+      now: NOW,
+      reports: [file(report(), 1)],
+    });
+    const evil = { ...(r as StatusRow), hostname: 'x\x1b[2J', root: 'y\x9b', notes: ['z\x07'] };
+    const text = renderStatusTable([evil], NOW);
+    expect(CONTROL.test(text)).toBe(false);
+    expect(text).toContain('x?[2J');
+    const list = approvalList({
+      masterStamp: { id: null, problem: null },
+      rows: [evil],
+      approval: { required: true, tableSha256: null, approved: {} },
+      warnings: [],
+    });
+    expect(CONTROL.test(list.text)).toBe(false);
   });
 });
