@@ -1,5 +1,5 @@
 // Phase "master": one SSH connection, then the wanted table, the stamps and this node's flags in one go.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
 import { MasterLink, RsyncdLink, type Link } from '../net/link.ts';
 import { info, uptime, warn } from '../log.ts';
@@ -20,14 +20,18 @@ import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
 import { preconnectReport } from '../net/report.ts';
+import { readSmall } from '../sys/fsutil.ts';
 
 /** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
 export function backoff(attempt: number): number {
   return Math.min(30, 2 * 2 ** attempt);
 }
 
+/** A file of the fetch, read bounded and never through a link: a hostile or broken master must not stall PID 1. */
 function readOr(path: string): string | null {
-  return existsSync(path) ? readFileSync(path, 'utf8') : null;
+  const r = readSmall(path);
+  if (r.refused) warn('master', `${path.slice(FETCH_DIR.length + 1)} from the master is ${r.refused}: refused`);
+  return r.text;
 }
 
 function stampFile(name: StampName): StampFile | null {

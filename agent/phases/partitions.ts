@@ -2,8 +2,8 @@
 import { run } from '../sys/exec.ts';
 import { partName, planPartitions, renderDump, DEFAULT_ROLES, type Role } from '../plans/sfdisk.ts';
 import { info, progress, warn } from '../log.ts';
-import { mkfs, mountFs, umountQuiet, waitForPath } from '../sys/fsutil.ts';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
+import { mkfs, mountFs, readSmall, umountQuiet, waitForPath } from '../sys/fsutil.ts';
+import { closeSync, existsSync, mkdirSync, openSync, readSync, rmSync } from 'node:fs';
 import { HEAD_BYTES, unformatted } from '../plans/fsprobe.ts';
 import { approvalGate } from '../plans/approval.ts';
 import { tableHash } from '../contract/approval.ts';
@@ -75,13 +75,11 @@ async function approval(ctx: Ctx, current: string | null, newDump: string): Prom
         { okCodes: [0, 23] },
       )
       .catch((e: unknown) => warn('partitions', `could not ask the master: ${(e as Error).message.slice(-160)}`));
-    const table = existsSync(`${dir}/${PARTITION_TABLE}`) ? readFileSync(`${dir}/${PARTITION_TABLE}`, 'utf8') : null;
+    const table = readSmall(`${dir}/${PARTITION_TABLE}`).text;
     if (table !== null && table !== w.table)
       throw new RebootRequest("the master's table changed while waiting for approval");
     w.approvalRequired = existsSync(`${dir}/${APPROVAL_REQUIRED}`);
-    w.approvedHash = existsSync(`${dir}/${APPROVED_DIR}/${host}`)
-      ? readFileSync(`${dir}/${APPROVED_DIR}/${host}`, 'utf8').trim().toLowerCase()
-      : null;
+    w.approvedHash = readSmall(`${dir}/${APPROVED_DIR}/${host}`).text?.trim().toLowerCase() ?? null;
     gate = approvalGate(facts());
   }
   if (gate.action === 'boot-current') return 'table change waiting for approval; the disk is left as it is';

@@ -8,6 +8,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readSync,
   readlinkSync,
   unlinkSync,
   writeFileSync,
@@ -142,4 +143,28 @@ export async function mkfs(dev: string, fs: 'vfat' | 'ext4', label: string): Pro
       timeoutMs: 60 * 60_000,
       heartbeat,
     });
+}
+
+/**
+ * A small file the master sent (a stamp, a table, a flag): null when absent; refused, with the reason, when it is
+ * not a regular file (a link to /dev/zero would be read for ever) or larger than `max`. Never reads more than max.
+ */
+export function readSmall(path: string, max = 64 * 1024): { text: string | null; refused?: string } {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return { text: null };
+  }
+  if (!st.isFile()) return { text: null, refused: st.isSymbolicLink() ? 'a symlink' : 'not a regular file' };
+  if (st.size > max) return { text: null, refused: `${st.size} bytes (at most ${max})` };
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    const buf = Buffer.alloc(max + 1);
+    const n = readSync(fd, buf, 0, max + 1, 0);
+    if (n > max) return { text: null, refused: `more than ${max} bytes` };
+    return { text: buf.subarray(0, n).toString('utf8') };
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -7,6 +7,7 @@ import {
   openSync,
   readFileSync,
   rmSync,
+  symlinkSync,
   unlinkSync,
   writeFileSync,
   writeSync,
@@ -89,6 +90,30 @@ describe('bad input from the master', () => {
       expect(r.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
     });
   }, 300_000);
+
+  test('a root stamp that is a symlink to /dev/zero, or 10 MB long: refused unread; the node boots the root it has', async () => {
+    const stamp = join(master.root, 'stamps/rootfs.stamp');
+    const saved = readFileSync(stamp);
+    copyFileSync(golden(), disk());
+    try {
+      rmSync(stamp);
+      symlinkSync('/dev/zero', stamp);
+      const linked = await go(disk());
+      expect(linked.ending).toBe('template');
+      expect(linked.console).toContain('stamps/rootfs.stamp from the master is a symlink: refused');
+      expect(linked.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+      rmSync(stamp);
+      writeFileSync(stamp, Buffer.alloc(10 << 20, 0x41));
+      const huge = await go(disk());
+      expect(huge.ending).toBe('template');
+      expect(huge.console).toContain(
+        `stamps/rootfs.stamp from the master is ${10 << 20} bytes (at most 65536): refused`,
+      );
+    } finally {
+      rmSync(stamp, { force: true });
+      writeFileSync(stamp, saved);
+    }
+  }, 600_000);
 
   test('a missing root stamp: no sync, the root it has', async () => {
     await withMasterFile('stamps/rootfs.stamp', null, async () => {

@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeInRoot } from '../../../../agent/sys/fsutil.ts';
+import { readSmall, writeInRoot } from '../../../../agent/sys/fsutil.ts';
 
 // an absolute link target that, if followed on the host instead of re-rooted, would appear at the real /
 const HOST_ELSEWHERE = '/etc-elsewhere';
@@ -135,5 +135,27 @@ describe('writeInRoot', () => {
   test('a link loop is an error, not a hang', () => {
     symlinkSync('/etc', join(root, 'etc'));
     expect(() => writeInRoot(root, 'etc/hostname', 'n9\n', 0o644)).toThrow(/loop/);
+  });
+});
+
+describe('readSmall: what the master sent, bounded and never through a link', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cb-readsmall-'));
+  test('absent: null; a small regular file: its text', () => {
+    expect(readSmall(join(dir, 'none'))).toEqual({ text: null });
+    writeFileSync(join(dir, 'stamp'), 'clusterboot-stamp 1\n');
+    expect(readSmall(join(dir, 'stamp'))).toEqual({ text: 'clusterboot-stamp 1\n' });
+  });
+  test('a symlink (to /dev/zero, to a file) is refused unread', () => {
+    symlinkSync('/dev/zero', join(dir, 'zero'));
+    expect(readSmall(join(dir, 'zero'))).toEqual({ text: null, refused: 'a symlink' });
+    symlinkSync(join(dir, 'stamp'), join(dir, 'tofile'));
+    expect(readSmall(join(dir, 'tofile')).text).toBeNull();
+  });
+  test('a FIFO is refused without blocking; a file over the limit is refused by its size', () => {
+    Bun.spawnSync(['mkfifo', join(dir, 'fifo')]);
+    expect(readSmall(join(dir, 'fifo'))).toEqual({ text: null, refused: 'not a regular file' });
+    writeFileSync(join(dir, 'big'), Buffer.alloc(64 * 1024 + 1, 0x41));
+    expect(readSmall(join(dir, 'big')).refused).toBe(`${64 * 1024 + 1} bytes (at most ${64 * 1024})`);
+    expect(readSmall(join(dir, 'big'), 128 * 1024).text?.length).toBe(64 * 1024 + 1);
   });
 });
