@@ -1,6 +1,12 @@
 // The commit point of the first stage: once a boot reached the master and finished its root phase, the
 // kernel and initramfs it runs become the cached ones (and the local script that boots them is written).
-import type { Announcement, CacheRecord, FirstStageReport, StageSource } from '../contract/firststage.ts';
+import {
+  cachedFrom,
+  type Announcement,
+  type CacheRecord,
+  type FirstStageReport,
+  type StageSource,
+} from '../contract/firststage.ts';
 
 // Pure: the phase reads the disk and the command line, this decides, the phase carries it out.
 
@@ -122,15 +128,7 @@ export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
     }
     actions.push('cache');
     dropFirst = gone.map((x) => x.id);
-    record = {
-      cur: {
-        id: a.id,
-        kernel: { size: a.kernel.size, crc: a.kernel.crc },
-        initramfs: { size: a.initramfs.size, crc: a.initramfs.crc },
-        bootargs: a.bootargs,
-      },
-      prev,
-    };
+    record = { cur: cachedFrom(a), prev };
     keep = [a.id, ...(prev ? [prev.id] : [])];
     message =
       b.from === 'refetch'
