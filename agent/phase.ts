@@ -54,6 +54,8 @@ export interface Facts {
   approval?: ApprovalState;
   /** The recovery button was held: wipe the writable layer, resync the root in full. */
   recovery?: boolean;
+  /** Alarms raised on a boot that still hands over (a writable layer left unused): the report and the LEDs say so. */
+  alarms?: string[];
   bytesReceived?: number;
   /** The first stage this boot runs, what the master announces, and what the disk caches now. */
   firstStage?: FirstStageReport;

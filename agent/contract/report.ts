@@ -66,6 +66,8 @@ export interface BootReport {
   firstStage?: FirstStageReport;
   /** Kernel uptime when the report was made, in seconds. */
   uptime: number;
+  /** The boot handed over, but something needs the admin (a writable layer that could not be repaired). */
+  alarms?: string[];
 }
 
 /** File name of a node's report on the master. */
@@ -87,7 +89,7 @@ export interface ReportEvent {
 /** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
 export interface ReportInput extends Omit<
   BootReport,
-  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage'
+  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage' | 'alarms'
 > {
   events: readonly ReportEvent[];
   mac: string | null;
@@ -96,6 +98,7 @@ export interface ReportInput extends Omit<
   masterRoot: string | null;
   approval?: ApprovalState | undefined;
   firstStage?: FirstStageReport | undefined;
+  alarms?: string[] | undefined;
 }
 
 const MAX_ERRORS = 20;
@@ -151,6 +154,7 @@ export function buildReport(i: ReportInput): BootReport {
     uptime: round(i.uptime),
     ...(i.approval ? { approval: i.approval } : {}),
     ...(i.firstStage ? { firstStage: i.firstStage } : {}),
+    ...(i.alarms?.length ? { alarms: i.alarms.slice(0, MAX_ERRORS).map(clip) } : {}),
   };
 }
 

@@ -4,6 +4,7 @@ import { existsSync, openSync } from 'node:fs';
 import {
   ERROR_PATTERNS,
   FINAL_PATTERN,
+  ALARM_FINAL_PATTERN,
   ledsAt,
   parseLedsParam,
   PHASE_PATTERNS,
@@ -100,7 +101,7 @@ export function startLeds(param: string): void {
 }
 
 /** Before exec: show the final pattern for good (the kernel keeps the last value after the fd closes). */
-export function finalLeds(): void {
-  current = FINAL_PATTERN;
+export function finalLeds(alarm = false): void {
+  current = alarm ? ALARM_FINAL_PATTERN : FINAL_PATTERN;
   tick();
 }

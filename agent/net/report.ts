@@ -37,6 +37,7 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     uptime: uptime(),
     ...(f.approval ? { approval: f.approval } : {}),
     ...(f.firstStage ? { firstStage: f.firstStage } : {}),
+    ...(f.alarms?.length ? { alarms: f.alarms } : {}),
   });
 }
 

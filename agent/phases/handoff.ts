@@ -69,9 +69,10 @@ export const handoff: Phase = {
     for (const m of ['/dev', '/proc', '/sys', '/run']) {
       mkdirSync(`${NEWROOT}${m}`, { recursive: true });
     }
-    finalLeds();
     releaseWatchdog();
     info('handoff', `switch_root ${NEWROOT} ${init}`);
+    // after the switch_root line, which alone would show the plain booted pattern
+    finalLeds(Boolean(ctx.facts.alarms?.length));
     syncDisks();
     for (const m of ['/run', '/sys', '/dev']) moveMount(m, `${NEWROOT}${m}`);
     moveMount('/proc', `${NEWROOT}/proc`);

@@ -1,10 +1,11 @@
 // Phase "overlay": the chosen slot read-only under a writable layer (tmpfs, or p3 when persistent).
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { planOverlay, type MountStep } from '../plans/overlay.ts';
+import { OVERLAY_PATHS, planOverlay, type MountStep, type OverlayMode, type OverlayPlan } from '../plans/overlay.ts';
+import { fsckVerdict } from '../plans/fsck.ts';
 import { partName } from '../plans/sfdisk.ts';
 import { info, warn } from '../log.ts';
-import { fsckExt4, mkfs, MS_NOATIME } from '../sys/fsutil.ts';
-import { type Phase } from '../phase.ts';
+import { MS_NOATIME, repairExt4, umountQuiet } from '../sys/fsutil.ts';
+import { type Ctx, type Phase } from '../phase.ts';
 import { PhaseFailure } from '../errors.ts';
 import { bindMount, mount, MS_RDONLY } from '../sys/libc.ts';
 
@@ -39,6 +40,33 @@ function apply(s: MountStep): void {
   }
 }
 
+function planFor(ctx: Ctx, mode: OverlayMode, writable: string | null, reset: boolean, slot: string): OverlayPlan {
+  return planOverlay({
+    mode,
+    kernelFilesystems: readFileSync('/proc/filesystems', 'utf8'),
+    writablePartition: mode === 'disk' ? writable : null,
+    reset,
+    slotPath: slot,
+  });
+}
+
+function applyPlan(ctx: Ctx, plan: OverlayPlan): void {
+  if (!plan.ok) return;
+  for (const s of plan.steps) {
+    if (ctx.params.dryRun && s.kind === 'wipe') {
+      info('overlay', `dry run: ${s.describe()}`);
+      continue;
+    }
+    info('overlay', s.describe());
+    apply(s);
+  }
+}
+
+// A persistent plan that failed half-way: undo its mounts, innermost first, so the tmpfs plan starts clean.
+function undo(): void {
+  for (const m of [OVERLAY_PATHS.newRoot, OVERLAY_PATHS.rw, OVERLAY_PATHS.lower]) umountQuiet(m);
+}
+
 export const overlay: Phase = {
   name: 'overlay',
   needs: { modules: ['overlay', 'ext4'] },
@@ -55,33 +83,43 @@ export const overlay: Phase = {
         'overlay',
         `resetting the writable layer (${ctx.params.reset ? 'kernel parameter reset' : ctx.facts.recovery ? 'recovery button' : 'flag nodes/<host>/reset on the master'})`,
       );
-    if (ctx.params.overlay === 'disk' && writable && (await fsckExt4(writable, 'overlay')) === 'broken') {
-      warn('overlay', `the writable layer ${writable} is damaged beyond e2fsck: formatting it (its changes are lost)`);
-      await mkfs(writable, 'ext4', 'cb-rw');
+    let mode = ctx.params.overlay;
+    // the writable layer is this node's own data: repaired if it can be, never formatted (plans/fsck.ts)
+    const alarm = (why: string, remedy: string) => {
+      warn('overlay', `ALARM: ${why}; booting with a tmpfs layer instead (remedy: ${remedy})`);
+      (ctx.facts.alarms ??= []).push(why);
+      mode = 'tmpfs';
+    };
+    if (mode === 'disk' && writable) {
+      const v = fsckVerdict({
+        role: 'writable',
+        device: writable,
+        result: await repairExt4(writable, 'overlay'),
+        online: Boolean(ctx.facts.online),
+      });
+      if (v.action === 'tmpfs') alarm(v.alarm, v.remedy);
     }
-    const plan = planOverlay({
-      mode: ctx.params.overlay,
-      kernelFilesystems: readFileSync('/proc/filesystems', 'utf8'),
-      writablePartition: writable,
-      reset,
-      slotPath: slot,
-    });
+    let plan = planFor(ctx, mode, writable, reset, slot);
+    try {
+      applyPlan(ctx, plan);
+    } catch (e) {
+      if (mode !== 'disk' || !writable) throw e;
+      undo();
+      alarm(
+        `the writable layer ${writable} passed e2fsck but could not be mounted (${(e as Error).message}); it is left untouched and this boot's changes live in RAM only`,
+        `check ${writable} from the rescue shell (dmesg, e2fsck -f), or replace the card`,
+      );
+      plan = planFor(ctx, mode, writable, reset, slot);
+      applyPlan(ctx, plan);
+    }
     if (!plan.ok) throw new PhaseFailure(plan.error, plan.remedy, 'overlay');
-    for (const s of plan.steps) {
-      if (ctx.params.dryRun && s.kind === 'wipe') {
-        info('overlay', `dry run: ${s.describe()}`);
-        continue;
-      }
-      info('overlay', s.describe());
-      apply(s);
-    }
     info('overlay', plan.message, {
       driver: plan.driver,
-      mode: ctx.params.overlay,
+      mode,
       lower: plan.lower,
       upper: plan.upper,
     });
-    ctx.facts.overlayMode = `${ctx.params.overlay} (${plan.driver})`;
+    ctx.facts.overlayMode = `${mode} (${plan.driver})`;
     return ctx.facts.overlayMode;
   },
 };

@@ -27,7 +27,8 @@ import {
 } from '../plans/slots.ts';
 import { NO_SYNC_SLOT } from '../contract/syncslot.ts';
 import { info, progress, warn } from '../log.ts';
-import { fsckExt4, mkfs, mountFs } from '../sys/fsutil.ts';
+import { mkfs, mountFs, repairExt4 } from '../sys/fsutil.ts';
+import { fsckVerdict } from '../plans/fsck.ts';
 import { fsyncDir, writeAtomic } from '../contract/atomic.ts';
 import { type Ctx, type Phase } from '../phase.ts';
 import { PhaseFailure } from '../errors.ts';
@@ -174,21 +175,23 @@ export const root: Phase = {
       );
     }
     let forceFull = false;
-    if ((await fsckExt4(p2, 'root')) === 'broken') {
-      if (!ctx.facts.online)
-        throw new PhaseFailure(
-          `the root filesystem on ${p2} is damaged beyond e2fsck`,
-          'bring the master back: the node then formats p2 and copies the root again',
-          'fsck',
-        );
-      warn(
-        'root',
-        `the root filesystem on ${p2} is damaged beyond e2fsck: formatting it and copying the whole root again`,
-      );
+    let result = await repairExt4(p2, 'root');
+    if (result.ok) {
+      try {
+        mountFs(p2, ROOT_MNT, 'ext4');
+      } catch (e) {
+        warn('root', `e2fsck passed but ${p2} does not mount: ${(e as Error).message}`);
+        result = { ok: false, exits: result.exits };
+      }
+    }
+    const repair = fsckVerdict({ role: 'root', device: p2, result, online: Boolean(ctx.facts.online) });
+    if (repair.action === 'fail') throw new PhaseFailure(repair.error, repair.remedy, 'fsck');
+    if (repair.action === 'format') {
+      warn('root', repair.why);
       await mkfs(p2, 'ext4', 'cb-root');
       forceFull = true;
+      mountFs(p2, ROOT_MNT, 'ext4');
     }
-    mountFs(p2, ROOT_MNT, 'ext4');
     const state = readSlotState(readSlotFacts(ROOT_MNT));
     for (const p of state.problems) warn('root', p);
     ctx.facts.rootBefore = state.current?.id ?? null;

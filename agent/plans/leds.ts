@@ -115,6 +115,14 @@ export const ERROR_PATTERNS: Record<ErrorName, Pattern> = {
 // Why: after switch_root the agent is gone, so the last state written must mean "booted" on its own.
 export const FINAL_PATTERN: Pattern = pattern('booted', "booted: the root's init is running", { green: STEADY });
 
+// Why: the same static rule, for a boot that handed over with an alarm (the writable layer left unused): green and
+// red both steady, which no running phase and no failure shows (a failure is red without green).
+export const ALARM_FINAL_PATTERN: Pattern = pattern(
+  'booted-alarm',
+  "booted with an alarm: the root's init is running, but read the console or the report (builder status)",
+  { green: STEADY, red: STEADY },
+);
+
 // A frame's usable length: Infinity stays (steady), anything negative or NaN counts as 0.
 function frameMs(d: number | undefined): number {
   return d === Infinity ? Infinity : d !== undefined && Number.isFinite(d) && d > 0 ? d : 0;
@@ -227,7 +235,7 @@ export function renderTable(): string {
     rows.push([p.name, c, p.meaning]);
   }
   for (const p of Object.values(ERROR_PATTERNS)) rows.push([p.name, cells(p), p.meaning]);
-  rows.push([FINAL_PATTERN.name, cells(FINAL_PATTERN), FINAL_PATTERN.meaning]);
+  for (const p of [FINAL_PATTERN, ALARM_FINAL_PATTERN]) rows.push([p.name, cells(p), p.meaning]);
   const lines = ['| pattern | red | green | yellow | meaning |', '|---|---|---|---|---|'];
   for (const [name, c, meaning] of rows) lines.push(`| ${name} | ${c.red} | ${c.green} | ${c.yellow} | ${meaning} |`);
   return lines.join('\n') + '\n';

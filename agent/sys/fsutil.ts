@@ -8,7 +8,6 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
-  readSync,
   readlinkSync,
   unlinkSync,
   writeFileSync,
@@ -18,6 +17,8 @@ import { info } from '../log.ts';
 import { mount, MS_RDONLY, umount } from './libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
+import { nextFsck, repaired, type FsckResult } from '../plans/fsck.ts';
+import { readSmallFile } from '../contract/smallread.ts';
 
 export const MS_NOATIME = 1024;
 
@@ -87,20 +88,30 @@ export function umountQuiet(target: string): void {
   }
 }
 
-/** e2fsck -p: 'ok' (clean or fixed) or 'broken' (it cannot repair: the caller formats and resyncs). */
-export async function fsckExt4(dev: string, phase: string): Promise<'ok' | 'broken'> {
-  try {
-    const r = await run('e2fsck', ['-p', dev], {
-      okCodes: [0, 1, 2, 3],
-      timeoutMs: 30 * 60_000,
-      heartbeat: ioHeartbeat(`e2fsck ${dev}`),
-    });
-    if (r.exitCode !== 0) info(phase, `e2fsck repaired ${dev} (exit ${r.exitCode})`);
-    return 'ok';
-  } catch (e) {
-    info(phase, `e2fsck cannot repair ${dev}: ${e instanceof ToolError ? e.message : String(e)}`);
-    return 'broken';
+/**
+ * The repair ladder (plans/fsck.ts) on an unmounted ext4 partition: -p, again after an operational error, -y,
+ * the backup superblocks. Formats nothing: the caller applies its role's fsckVerdict to the result.
+ */
+export async function repairExt4(dev: string, phase: string): Promise<FsckResult> {
+  const exits: number[] = [];
+  for (let s = nextFsck(dev, exits); s !== null; s = nextFsck(dev, exits)) {
+    if (exits.length) info(phase, `${s.why}: ${s.describe()}`);
+    if (s.delayMs) await Bun.sleep(s.delayMs);
+    try {
+      const r = await run('e2fsck', s.args, {
+        okCodes: [0, 1, 2, 3],
+        timeoutMs: 30 * 60_000,
+        heartbeat: ioHeartbeat(`e2fsck ${dev}`),
+      });
+      exits.push(r.exitCode);
+      if (r.exitCode !== 0) info(phase, `e2fsck repaired ${dev} (exit ${r.exitCode})`);
+    } catch (e) {
+      exits.push(e instanceof ToolError && e.exitCode !== undefined && !e.timedOut ? e.exitCode : -1);
+      info(phase, `e2fsck could not repair ${dev}: ${e instanceof ToolError ? e.message : String(e)}`);
+    }
   }
+  const last = exits[exits.length - 1];
+  return { ok: last !== undefined && repaired(last), exits };
 }
 
 /** Bytes a process has read and written on storage so far (from /proc/<pid>/io text), or null. */
@@ -150,21 +161,17 @@ export async function mkfs(dev: string, fs: 'vfat' | 'ext4', label: string): Pro
  * not a regular file (a link to /dev/zero would be read for ever) or larger than `max`. Never reads more than max.
  */
 export function readSmall(path: string, max = 64 * 1024): { text: string | null; refused?: string } {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return { text: null };
-  }
-  if (!st.isFile()) return { text: null, refused: st.isSymbolicLink() ? 'a symlink' : 'not a regular file' };
-  if (st.size > max) return { text: null, refused: `${st.size} bytes (at most ${max})` };
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  try {
-    const buf = Buffer.alloc(max + 1);
-    const n = readSync(fd, buf, 0, max + 1, 0);
-    if (n > max) return { text: null, refused: `more than ${max} bytes` };
-    return { text: buf.subarray(0, n).toString('utf8') };
-  } finally {
-    closeSync(fd);
+  const r = readSmallFile(path, max);
+  switch (r.kind) {
+    case 'read':
+      return { text: r.data.toString('utf8') };
+    case 'gone':
+      return { text: null };
+    case 'not a file':
+      return { text: null, refused: r.what === 'a symbolic link' ? 'a symlink' : 'not a regular file' };
+    case 'too large':
+      return { text: null, refused: `${r.size} bytes (at most ${max})` };
+    case 'failed':
+      return { text: null, refused: `unreadable: ${r.message}` };
   }
 }

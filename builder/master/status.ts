@@ -9,19 +9,19 @@ import { join } from 'node:path';
 import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
 import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
+import { readSmallFile } from '../../agent/contract/smallread.ts';
 import {
   readApprovals,
   readTableHash,
   approvalState,
   escapeName,
   listNames,
-  readSmallFile,
   type ApprovalFor,
   type DirName,
 } from './approve.ts';
 import { normalizeMac, parseNodeList, type NodeEntry } from './nodelist.ts';
 
-export type RowResult = 'ok' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
+export type RowResult = 'ok' | 'ALARM' | 'reboot' | 'WAITING' | 'FATAL' | 'never booted' | 'unreadable report';
 
 /** A table change in approval mode, from the node's last report and the master's approval file. */
 export interface RowApproval {
@@ -166,6 +166,11 @@ export function parseReport(text: string): Parsed {
   }
   if (!Array.isArray(r.errors) || (r.errors as unknown[]).some((e) => typeof e !== 'string'))
     return fail('errors is not an array of strings');
+  if (
+    r.alarms !== undefined &&
+    (!Array.isArray(r.alarms) || (r.alarms as unknown[]).some((e) => typeof e !== 'string'))
+  )
+    return fail('alarms is not an array of strings');
   if (r.approval !== undefined) {
     const a = r.approval as Record<string, unknown> | null;
     if (
@@ -321,6 +326,7 @@ export function statusRows(input: {
     }
     if (listed && r.ip !== null && r.ip !== listed.ip)
       notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
+    for (const a of r.alarms ?? []) notes.push(`ALARM: ${clean(a)}`);
     if (r.errors.length)
       notes.push(
         `${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`,
@@ -352,7 +358,14 @@ export function statusRows(input: {
       ...when,
       hostname,
       ip: listed?.ip ?? (r.ip !== null ? clean(r.ip, 40) : null),
-      result: r.result === 'fatal' ? 'FATAL' : r.result === 'waiting' ? 'WAITING' : r.result,
+      result:
+        r.result === 'fatal'
+          ? 'FATAL'
+          : r.result === 'waiting'
+            ? 'WAITING'
+            : r.result === 'ok' && r.alarms?.length
+              ? 'ALARM'
+              : r.result,
       root: rootState(r.stamps.rootAfter, master.id),
       overlay: r.overlay !== null ? clean(r.overlay, 30) : null,
       totalSeconds: Math.round(total * 10) / 10,
@@ -435,7 +448,7 @@ export function renderStatusTable(
   ]);
   if (notes.length) out.push('', 'notes:', ...notes);
 
-  const order: RowResult[] = ['ok', 'reboot', 'WAITING', 'FATAL', 'never booted', 'unreadable report'];
+  const order: RowResult[] = ['ok', 'ALARM', 'reboot', 'WAITING', 'FATAL', 'never booted', 'unreadable report'];
   const counts = order.map((k) => [k, rows.filter((r) => r.result === k).length] as const).filter(([, c]) => c > 0);
   const unknown = rows.filter((r) => !r.listed).length;
   const behind = rows.filter((r) => r.root.startsWith('behind')).length;

@@ -217,13 +217,44 @@ describe('bad input on the node', () => {
     expect(r.console).toMatch(/e2fsck repaired \/dev\/vda2|e2fsck cannot repair \/dev\/vda2/);
   }, 300_000);
 
-  test('a damaged writable layer is repaired or formatted (its changes lost, said so); the node boots', async () => {
+  // #15: the writable layer (p3) and the data partition (p4) are this node's own: repaired, never formatted
+  test("a writable layer with a smashed superblock is repaired from a backup; p3's and p4's files survive", async () => {
     copyFileSync(golden(), disk());
-    smash(disk(), 854016, 0, 4 << 20);
+    smash(disk(), 854016, 1024, 1024); // p3's primary superblock only
     const r = await go(disk());
     upOnMastersRoot(r);
-    expect(r.console).toMatch(
-      /e2fsck repaired \/dev\/vda3|writable layer \/dev\/vda3 is damaged beyond e2fsck: formatting it/,
-    );
+    expect(r.console).toMatch(/e2fsck repaired \/dev\/vda3/);
+    expect(r.console).not.toContain('ALARM');
+    expect(r.console).toContain('TEMPLATE-PERSIST before=yes');
+    expect(r.console).toContain('TEMPLATE-P4 before=yes');
   }, 300_000);
+
+  test('I/O errors reading the writable layer (QEMU blkdebug): booted on tmpfs with an ALARM, p3 and p4 untouched', async () => {
+    copyFileSync(golden(), disk());
+    const conf = join(work, 'blkdebug-p3.conf');
+    // every read of the 4 KiB block holding p3's primary superblock fails with EIO; writes still land
+    writeFileSync(
+      conf,
+      '[inject-error]\nevent = "read_aio"\niotype = "read"\nerrno = "5"\nsector = "854018"\nonce = "off"\n',
+    );
+    const r = await boot(img, work, {
+      disk: disk(),
+      blkdebug: conf,
+      bootargs: master.bootargs('disktimeout=5'),
+      timeoutMs: 400_000,
+    });
+    upOnMastersRoot(r);
+    expect(r.console).toMatch(
+      /ALARM: the writable layer \/dev\/vda3 (could not be repaired|passed e2fsck but could not be mounted)/,
+    );
+    expect(r.console).toMatch(/e2fsck -y /);
+    expect(r.console).not.toMatch(/formatting (it|\/dev\/vda3)|mkfs \/dev\/vda3/);
+    expect(r.console).toContain('TEMPLATE-PERSIST before=no');
+    expect(r.console).toContain('TEMPLATE-P4 before=yes');
+    // the disk without the fault: the writable layer's old content is all still there
+    const again = await go(disk());
+    upOnMastersRoot(again);
+    expect(again.console).toContain('TEMPLATE-PERSIST before=yes');
+    expect(again.console).not.toContain('ALARM');
+  }, 800_000);
 });

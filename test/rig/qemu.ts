@@ -9,6 +9,8 @@ export interface NodeOptions {
   tftpDir: string;
   disk: string;
   serial?: string;
+  /** A QEMU blkdebug config (inject-error rules) put between the node and its disk image. */
+  blkdebug?: string;
   mac?: string;
   memoryMb?: number;
   /** The Pi 4's core by default (no AES instructions were an issue there: Bun's JIT runs as on a Pi). */
@@ -76,7 +78,7 @@ export class QemuNode {
         `virtio-net-pci,netdev=n0${opts.mac ? `,mac=${opts.mac}` : ''},${NO_ROM}`,
       ]),
       '-drive',
-      `if=none,id=d0,file=${opts.disk},format=raw,cache=unsafe`,
+      `if=none,id=d0,file=${opts.blkdebug ? `blkdebug:${opts.blkdebug}:` : ''}${opts.disk},format=raw,cache=unsafe`,
       '-device',
       `virtio-blk-pci,drive=d0${opts.serial ? `,serial=${opts.serial}` : ''}`,
       '-device',

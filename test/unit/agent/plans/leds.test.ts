@@ -3,6 +3,7 @@ import { describe, expect, test } from 'bun:test';
 import {
   ERROR_PATTERNS,
   FINAL_PATTERN,
+  ALARM_FINAL_PATTERN,
   LED_NAMES,
   ledsAt,
   parseLedsParam,
@@ -28,7 +29,12 @@ const PHASES = [
   'handoff',
 ];
 const ERRORS = ['master-unreachable', 'disk-refused', 'sync-failed', 'fsck-failed', 'hostkey', 'recovery', 'fatal'];
-const ALL: Pattern[] = [...Object.values(PHASE_PATTERNS), ...Object.values(ERROR_PATTERNS), FINAL_PATTERN];
+const ALL: Pattern[] = [
+  ...Object.values(PHASE_PATTERNS),
+  ...Object.values(ERROR_PATTERNS),
+  FINAL_PATTERN,
+  ALARM_FINAL_PATTERN,
+];
 
 // What a person sees during `windowMs`, sampled every 50 ms by a fake clock starting at `shiftMs`.
 function film(p: Pattern, shiftMs = 0, windowMs = 4000): string {
@@ -86,6 +92,12 @@ describe('patterns', () => {
     expect(FINAL_PATTERN).toMatchObject({ name: 'booted', red: [], green: [Infinity], yellow: [] });
     for (let t = 0; t < 10_000; t += 333)
       expect(ledsAt(FINAL_PATTERN, t)).toEqual({ red: false, green: true, yellow: false });
+  });
+  test('booted with an alarm is static (the agent is gone) and unlike every running phase, failure or plain boot', () => {
+    for (let t = 0; t < 10_000; t += 333)
+      expect(ledsAt(ALARM_FINAL_PATTERN, t)).toEqual({ red: true, green: true, yellow: false });
+    for (const p of [...Object.values(PHASE_PATTERNS), ...Object.values(ERROR_PATTERNS), FINAL_PATTERN])
+      for (let t = 0; t < period(p); t += 50) expect(ledsAt(p, t)).not.toEqual(ledsAt(ALARM_FINAL_PATTERN, 0));
   });
   test('error N blinks red N times per cycle', () => {
     const counts = {

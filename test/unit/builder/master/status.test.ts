@@ -177,6 +177,22 @@ describe('statusRows', () => {
     ]);
   });
 
+  test('an ok boot with an alarm (writable layer left unused): ALARM, the alarm in the notes, counted apart', () => {
+    const why = 'the writable layer /dev/mmcblk0p3 could not be repaired (e2fsck ran 7 times); it is left untouched';
+    const rs = statusRows({
+      nodes: NODES,
+      reports: [file(report({ alarms: [why], errors: [`overlay: ALARM: ${why}`] }), 5)],
+      masterStamp: renderStamp(MASTER),
+      now: NOW,
+    });
+    const r = byName(rs, 'rpinode01') as StatusRow;
+    expect(r.result).toBe('ALARM');
+    expect(r.notes[0]).toBe(`ALARM: ${why}`);
+    expect(renderStatusTable(rs, NOW)).toMatch(/1 ALARM/);
+    expect(parseReport(JSON.stringify({ ...report(), alarms: [3] })).ok).toBe(false);
+    expect(byName(rows(), 'rpinode01')?.result).toBe('ok');
+  });
+
   test('a garbage file: unreadable report and why, never a throw', () => {
     const r = byName(rows(), 'rpinode05') as StatusRow;
     expect(r.result).toBe('unreadable report');
