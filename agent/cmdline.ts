@@ -27,6 +27,8 @@ export interface Params {
   diskTimeout: number;
   /** wipe=<serial>: wipe the disk whose serial matches. */
   wipe?: string;
+  /** adopt=<serial>: take the disk whose serial matches, keeping its partitions, and mark it ours. */
+  adopt?: string;
   /** modules=a,b,c: extra kernel modules loaded after the packed list. */
   modules: string[];
   /** init=: program run after switch_root. */
@@ -427,11 +429,14 @@ const TABLE = table([
     names: ['disk'],
     field: 'disk',
     default: '/dev/mmcblk0',
-    values: '/dev/... block device',
-    meaning: 'the local disk holding the roots',
+    values: '/dev/... block device, serial:<serial> or wwid:<wwid>',
+    meaning: 'the local disk holding the roots; by serial or WWID it is found wherever the kernel names it',
     parse: text(
-      (v) => /^\/dev\/[A-Za-z0-9._:\/-]+$/.test(v) && !v.split('/').includes('..') && v.length <= 256,
-      'a /dev/... block device path',
+      (v) =>
+        v.length <= 256 &&
+        (/^(serial|wwid):[^\s\x00-\x1f\x7f]+$/.test(v) ||
+          (/^\/dev\/[A-Za-z0-9._:\/-]+$/.test(v) && !v.split('/').includes('..'))),
+      'a /dev/... block device path, serial:<serial> or wwid:<wwid>',
     ),
   }),
   row({
@@ -449,6 +454,15 @@ const TABLE = table([
     values: 'disk serial',
     meaning: 'wipe the disk, but only if its serial matches (guards against the wrong card)',
     parse: text((v) => v.trim() !== '' && v.length <= 256 && !/[\x00-\x1f\x7f]/.test(v), 'wipe=<disk serial>'),
+  }),
+  row({
+    names: ['adopt'],
+    field: 'adopt',
+    default: undefined,
+    values: 'disk serial',
+    meaning:
+      'take a disk that has boot firmware but no clusterboot marker (a card set up before clusterboot), keeping its partitions, but only if its serial matches; once marked, it needs no parameter',
+    parse: text((v) => v.trim() !== '' && v.length <= 256 && !/[\x00-\x1f\x7f]/.test(v), 'adopt=<disk serial>'),
   }),
   row({
     names: ['modules'],

@@ -93,8 +93,8 @@ function readHead(dev: string): Uint8Array | null {
     const fd = openSync(dev, 'r');
     try {
       const b = new Uint8Array(HEAD_BYTES);
-      readSync(fd, b, 0, b.length, 0);
-      return b;
+      // a short read leaves zeros that are not on the disk: unknown, so never "unformatted"
+      return readSync(fd, b, 0, b.length, 0) === b.length ? b : null;
     } finally {
       closeSync(fd);
     }

@@ -1,11 +1,49 @@
 // The heart of clusterboot on the real chain: repartition, sync, overlay, switch_root, and the fast path.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { boot, diskHash, kernelToSwitchRoot, sfdiskDump } from '../rig/boot.ts';
 import type { Images } from '../rig/images.ts';
 import { randomBytes, startMasterRig, stopMasterRig, TestMaster, type MasterRig } from '../rig/master.ts';
 import { blankDisk } from '../rig/qemu.ts';
+
+/** A 1 GiB card laid out as Raspberry Pi OS writes it: vfat p1 with config.txt and the firmware, ext4 p2 with a root. */
+function piOsCard(path: string): void {
+  blankDisk(path, 1024);
+  const sh = (argv: string[], stdin?: string) => {
+    const r = Bun.spawnSync(argv, stdin === undefined ? {} : { stdin: Buffer.from(stdin) });
+    if (r.exitCode !== 0) throw new Error(`${argv.join(' ')}: ${r.stderr.toString()}`);
+  };
+  sh(
+    ['sfdisk', '-q', path],
+    'label: dos\nlabel-id: 0x3a90e54f\nstart=8192, size=524288, type=c\nstart=532480, type=83\n',
+  );
+  const files = join(work, 'pios-files');
+  const p1 = join(work, 'pios-p1.img');
+  rmSync(p1, { force: true });
+  sh(['mkfs.fat', '-F', '32', '-n', 'BOOTFS', '-C', p1, String(524288 / 2)]);
+  mkdirSync(join(files, 'root/etc'), { recursive: true });
+  writeFileSync(join(files, 'config.txt'), '[all]\narm_64bit=1\nkernel=kernel8.img\n');
+  writeFileSync(join(files, 'cmdline.txt'), 'console=serial0,115200 root=PARTUUID=3a90e54f-02 rootfstype=ext4\n');
+  writeFileSync(join(files, 'start4.elf'), randomBytes(4096, 9));
+  for (const f of ['config.txt', 'cmdline.txt', 'start4.elf']) sh(['mcopy', '-i', p1, join(files, f), `::${f}`]);
+  sh(['dd', `if=${p1}`, `of=${path}`, 'bs=1M', 'seek=4', 'conv=notrunc,sparse', 'status=none']);
+  rmSync(p1);
+  writeFileSync(join(files, 'root/etc/hostname'), 'raspberrypi\n');
+  sh([
+    'mke2fs',
+    '-q',
+    '-F',
+    '-t',
+    'ext4',
+    '-E',
+    `offset=${532480 * 512}`,
+    '-d',
+    join(files, 'root'),
+    path,
+    `${(2097152 - 532480) / 2}k`,
+  ]);
+}
 
 let img: Images;
 let work: string;
@@ -92,6 +130,22 @@ describe('boot flow', () => {
     });
     expect(w.ending).toBe('reboot');
     expect(sfdiskDump(foreign)).toMatch(/foreign\.img2 : start=\s*67584, size=\s*786432/);
+  }, 800_000);
+
+  // #15: boot firmware on p1 no longer makes a disk ours (every Raspberry Pi OS card has it); adopt=<serial> takes one
+  test('a stock Raspberry Pi OS card is refused untouched; adopt=<its serial> takes it', async () => {
+    const card = join(work, 'pios.img');
+    piOsCard(card);
+    const hash = diskHash(card);
+    const r = await boot(img, work, { disk: card, serial: 'PIOS0001', bootargs: master.bootargs() });
+    expect(r.ending).toBe('fatal');
+    expect(r.console).toContain('p1 holds boot firmware but no clusterboot marker');
+    expect(r.console).toContain('adopt=PIOS0001');
+    expect(diskHash(card)).toBe(hash);
+    const a = await boot(img, work, { disk: card, serial: 'PIOS0001', bootargs: master.bootargs('adopt=PIOS0001') });
+    expect(a.console).toContain('adopt=PIOS0001 names this disk: adopting it');
+    expect(a.ending).toBe('reboot');
+    expect(sfdiskDump(card)).toMatch(/pios\.img2 : start=\s*67584, size=\s*786432/);
   }, 800_000);
 
   test('transport=rsyncd provisions and boots a node from a read-only rsync daemon module', async () => {

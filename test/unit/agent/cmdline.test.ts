@@ -148,7 +148,16 @@ describe('parseCmdline', () => {
       ['masterport=99999', { masterPort: 22 }, 'masterport=99999: expected a port 1..65535; using 22'],
       ['masterport=0', { masterPort: 22 }, 'masterport=0: expected a port 1..65535; using 22'],
       ['transport=ftp', { transport: 'ssh' }, 'transport=ftp: expected ssh|rsyncd; using ssh'],
-      ['disk=sda', { disk: '/dev/mmcblk0' }, 'disk=sda: expected a /dev/... block device path; using /dev/mmcblk0'],
+      [
+        'disk=sda',
+        { disk: '/dev/mmcblk0' },
+        'disk=sda: expected a /dev/... block device path, serial:<serial> or wwid:<wwid>; using /dev/mmcblk0',
+      ],
+      [
+        'disk=serial:',
+        { disk: '/dev/mmcblk0' },
+        'disk=serial:: expected a /dev/... block device path, serial:<serial> or wwid:<wwid>; using /dev/mmcblk0',
+      ],
       ['disktimeout=-1', { diskTimeout: 30 }, 'disktimeout=-1: expected seconds 0..3600; using 30'],
       ['watchdog=1.5', { watchdog: 15 }, 'watchdog=1.5: expected seconds 0..3600 (0 disables); using 15'],
       [
@@ -222,8 +231,17 @@ describe('parseCmdline', () => {
     expect(r.unknown).toEqual(['frob\\x07']);
   });
 
+  test('disk= by serial or WWID, and adopt=<serial>, are taken as given', () => {
+    expect(one('disk=serial:USB-SSD-77 adopt=0x1234abcd', PHASES).params).toMatchObject({
+      disk: 'serial:USB-SSD-77',
+      adopt: '0x1234abcd',
+    });
+    expect(one('disk=wwid:naa.5000c500a1b2c3d4', PHASES).params.disk).toBe('wwid:naa.5000c500a1b2c3d4');
+    expect(one('adopt=', PHASES).warnings).toEqual(['adopt=: expected adopt=<disk serial>; using unset']);
+  });
+
   test('PARAM_DOCS has one row per Params field', () => {
-    expect(PARAM_DOCS).toHaveLength(29);
+    expect(PARAM_DOCS).toHaveLength(30);
     for (const row of PARAM_DOCS) {
       for (const v of [row.name, row.values, row.default, row.meaning]) expect(v.length).toBeGreaterThan(0);
     }

@@ -1,7 +1,7 @@
 // The small decisions inside the phases: whose disk, which NIC, which master, what to load, where init is.
 import { describe, expect, test } from 'bun:test';
 import { classifySshError } from '../../../agent/net/link.ts';
-import { diskVerdict, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
+import { diskVerdict, findDisk, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
 import { resolveInRoot } from '../../../agent/plans/rootpath.ts';
 import { backoff } from '../../../agent/phases/master.ts';
 import { loaderFor, moduleBase, planModules } from '../../../agent/phases/modules.ts';
@@ -15,7 +15,7 @@ import { PHASE_NAMES, SEQUENCE } from '../../../agent/sequence.ts';
 
 describe('disk identity', () => {
   const base = { blank: false, hasTable: true, p1Files: null, serial: 'S1' };
-  test('blank disks, our label-id, the marker and boot firmware make a disk ours', () => {
+  test('blank disks, our label-id and the marker make a disk ours', () => {
     expect(diskVerdict({ ...base, blank: true, hasTable: false })).toEqual({
       ours: true,
       why: 'blank disk',
@@ -23,22 +23,68 @@ describe('disk identity', () => {
     });
     expect(diskVerdict({ ...base, ourLabel: true }).ours).toBe(true);
     expect(diskVerdict({ ...base, p1Files: ['clusterboot.marker'] }).ours).toBe(true);
-    expect(diskVerdict({ ...base, p1Files: ['bootcode.bin', 'CONFIG.TXT'] }).ours).toBe(true);
-    expect(diskVerdict({ ...base, p1Files: ['u-boot.bin'] }).ours).toBe(true);
+    expect(diskVerdict({ ...base, p1Files: ['config.txt', 'CLUSTERBOOT.MARKER'] }).ours).toBe(true);
+  });
+  test('boot firmware alone (any Raspberry Pi OS card) is not ours: refused, with adopt= and wipe= by serial', () => {
+    for (const p1Files of [['bootcode.bin', 'CONFIG.TXT', 'cmdline.txt'], ['u-boot.bin'], ['config.txt']]) {
+      const v = diskVerdict({ ...base, p1Files });
+      expect(v.ours).toBe(false);
+      if (!v.ours) {
+        expect(v.why).toContain('boot firmware but no clusterboot marker');
+        expect(v.remedy).toContain('adopt=S1');
+        expect(v.remedy).toContain('wipe=S1');
+      }
+    }
+  });
+  test('adopt=<serial> takes that disk with its partitions (no wipe) and says it marks it; another serial does not', () => {
+    const pios = { ...base, p1Files: ['config.txt', 'start4.elf'] };
+    const v = diskVerdict({ ...pios, adopt: 'S1' });
+    expect(v).toMatchObject({ ours: true, wipe: false, adopt: true });
+    expect(v.why).toContain('adopt=S1');
+    expect(diskVerdict({ ...pios, adopt: 'S2' }).ours).toBe(false);
+    expect(diskVerdict({ ...pios, serial: '', adopt: '' }).ours).toBe(false);
+    // no table: nothing to adopt (data at the start of a bare disk is never taken without wipe=)
+    expect(diskVerdict({ ...base, hasTable: false, p1Files: null, adopt: 'S1' }).ours).toBe(false);
+    // a disk that is already ours needs no adopting
+    expect(diskVerdict({ ...pios, ourLabel: true, adopt: 'S1' })).toEqual({
+      ours: true,
+      why: 'clusterboot disk identifier in the table',
+      wipe: false,
+    });
   });
   test('any other disk is refused, unless wipe= names its serial exactly', () => {
-    expect(diskVerdict({ ...base, p1Files: ['photos'] })).toEqual({
+    expect(diskVerdict({ ...base, p1Files: ['photos'] })).toMatchObject({
       ours: false,
       why: 'p1 holds neither the clusterboot marker nor boot firmware',
     });
     expect(diskVerdict({ ...base, hasTable: false, p1Files: null }).ours).toBe(false);
     expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S2' }).ours).toBe(false);
     expect(diskVerdict({ ...base, serial: '', p1Files: ['photos'], wipe: '' }).ours).toBe(false);
+    const none = diskVerdict({ ...base, serial: '', p1Files: ['photos'] });
+    if (!none.ours) expect(none.remedy).toContain('erase its first MiB by hand');
     expect(diskVerdict({ ...base, p1Files: ['photos'], wipe: 'S1' })).toEqual({
       ours: true,
       why: 'wipe=S1 names this disk',
       wipe: true,
     });
+  });
+  test('disk= by path, serial: or wwid: finds the one disk reporting it, wherever the kernel named it', () => {
+    const disks = [
+      { name: 'mmcblk0', serial: '0x1234abcd', wwid: null },
+      { name: 'sda', serial: 'USB-SSD-77', wwid: 'naa.5000c500a1b2c3d4' },
+      { name: 'loop0', serial: null, wwid: null },
+    ];
+    expect(findDisk('/dev/mmcblk1', disks)).toEqual({ device: '/dev/mmcblk1' });
+    expect(findDisk('serial:USB-SSD-77', disks)).toEqual({ device: '/dev/sda' });
+    expect(findDisk('serial:0x1234abcd', disks)).toEqual({ device: '/dev/mmcblk0' });
+    expect(findDisk('wwid:naa.5000c500a1b2c3d4', disks)).toEqual({ device: '/dev/sda' });
+    expect(findDisk('serial:USB-SSD-7', disks)).toBeNull();
+    expect(findDisk('wwid:USB-SSD-77', disks)).toBeNull();
+    const twice = findDisk('serial:X', [
+      { name: 'sda', serial: 'X', wwid: null },
+      { name: 'sdb', serial: 'X', wwid: null },
+    ]);
+    expect(twice && 'error' in twice && twice.error).toContain('sda and sdb both report serial X');
   });
   test('our label-id is recognised in dos and gpt dumps, and nothing else is', () => {
     expect(hasOurLabelId(`label: dos\nlabel-id: ${LABEL_ID.dos}\n`)).toBe(true);
