@@ -29,6 +29,8 @@ export interface Params {
   wipe?: string;
   /** adopt=<serial>: take the disk whose serial matches, keeping its partitions, and mark it ours. */
   adopt?: string;
+  /** newidentity: make the node's own SSH host keys and machine-id again. */
+  newIdentity: boolean;
   /** modules=a,b,c: extra kernel modules loaded after the packed list. */
   modules: string[];
   /** init=: program run after switch_root. */
@@ -524,6 +526,15 @@ const TABLE = table([
     default: false,
     values: 'flag, or =0|1',
     meaning: 'wipe the writable layer',
+    parse: flag,
+  }),
+  row({
+    names: ['newidentity'],
+    field: 'newIdentity',
+    default: false,
+    values: 'flag, or =0|1',
+    meaning:
+      "make this node's own SSH host keys and machine-id again (they are otherwise made once and kept on p2, surviving resyncs, tmpfs layers and resets)",
     parse: flag,
   }),
   row({

@@ -20,6 +20,8 @@ export const NEWROOT = '/newroot';
 /** On the root partition, outside the slots: survives every resync and template change. */
 export const KEPT = `${ROOT_MNT}/node-files`;
 export const KEPT_ID = `${ROOT_MNT}/identity/machine-id`;
+/** The SSH host keys the node made itself (identity born on the node): p2, outside the slots, never sent. */
+export const KEPT_KEYS = `${ROOT_MNT}/identity/ssh`;
 /** The shared SSH connection's control socket. */
 export const SOCKET = `${RUN_DIR}/ssh.sock`;
 /** The report key's own connection, opened early so its handshake is off the boot path. */

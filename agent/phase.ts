@@ -56,6 +56,8 @@ export interface Facts {
   recovery?: boolean;
   /** Alarms raised on a boot that still hands over (a writable layer left unused): the report and the LEDs say so. */
   alarms?: string[];
+  /** The public halves of the host keys laid into the new root (the boot report carries them). */
+  hostKeys?: string[];
   bytesReceived?: number;
   /** The first stage this boot runs, what the master announces, and what the disk caches now. */
   firstStage?: FirstStageReport;

@@ -16,7 +16,15 @@ import { scriptImage, type UArch } from '../agent/contract/uimage.ts';
 import { stage } from './master/stage.ts';
 import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
 import { approve } from './master/approve.ts';
-import { DEFAULT_STATE_DIR, DEFAULT_SYNC_SLOTS } from './master/syncslot.ts';
+import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
+import { writeAtomic } from '../agent/contract/atomic.ts';
+import {
+  DEFAULT_STATE_DIR,
+  DEFAULT_SYNC_LEASE,
+  DEFAULT_SYNC_PER_ADDRESS,
+  DEFAULT_SYNC_SLOTS,
+  DEFAULT_SYNC_STALL,
+} from './master/syncslot.ts';
 import { DEFAULT_TRIES } from '../agent/contract/firststage.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
@@ -308,9 +316,9 @@ await yargs(hideBin(process.argv))
         })
         .option('identity', {
           type: 'boolean',
-          default: true,
+          default: false,
           describe:
-            'create missing per-node identity files (hostname, machine-id, SSH host keys) in <master-root>/nodes/<host>/files; --no-identity: do not',
+            'also make per-node identity files (hostname, machine-id, SSH host keys) on the master in <master-root>/nodes/<host>/files: the old way, whose private keys the node key can read; by default each node makes its own keys at first boot and keeps them on its disk',
         })
         .option('sync-slots', {
           type: 'number',
@@ -321,6 +329,23 @@ await yargs(hideBin(process.argv))
           type: 'string',
           default: DEFAULT_STATE_DIR,
           describe: 'where the sync-slot script and its slot files live',
+        })
+        .option('sync-lease', {
+          type: 'number',
+          default: DEFAULT_SYNC_LEASE,
+          describe:
+            'a root sync is stopped (its slot freed) this many seconds after it got its slot; raise it for roots that take longer to pull; 0: no lease',
+        })
+        .option('sync-stall', {
+          type: 'number',
+          default: DEFAULT_SYNC_STALL,
+          describe:
+            "the master's rsync stops a root sync it could not send anything to for this many seconds (rsync --timeout); 0: off",
+        })
+        .option('sync-per-address', {
+          type: 'number',
+          default: DEFAULT_SYNC_PER_ADDRESS,
+          describe: 'at most N root syncs at once from one client address; 0: no per-address limit',
         })
         .option('first-stage-tries', {
           type: 'number',
@@ -355,6 +380,9 @@ await yargs(hideBin(process.argv))
         identity: a.identity,
         syncSlots: a['sync-slots'],
         stateDir: resolve(a['state-dir']),
+        syncLease: a['sync-lease'],
+        syncStall: a['sync-stall'],
+        syncPerAddress: a['sync-per-address'],
         tries: a['first-stage-tries'],
         ...(a.approval !== undefined ? { approval: a.approval } : {}),
       });
@@ -376,11 +404,17 @@ await yargs(hideBin(process.argv))
             : 'every node already had its identity files (nothing created)',
         );
       }
-      if (r.syncSlot)
+      if (r.syncSlot) {
+        const q = r.syncSlot;
+        const ends = [
+          q.leaseSeconds ? `${q.leaseSeconds} s after it got its slot` : '',
+          q.stallSeconds ? `after ${q.stallSeconds} s without progress` : '',
+        ].filter(Boolean);
         say(
-          `sync slots: at most ${r.syncSlot.slots} root sync${r.syncSlot.slots === 1 ? '' : 's'} at once (${r.syncSlot.script}, slots in ${r.syncSlot.slotsDir})`,
+          `sync slots: at most ${q.slots} root sync${q.slots === 1 ? '' : 's'} at once (${q.script}, slots in ${q.slotsDir})` +
+            `${q.perAddress ? `, ${q.perAddress} per client address` : ''}; each is stopped ${ends.length ? ends.join(' or ') : 'never (--sync-lease 0, --sync-stall 0)'}`,
         );
-      else say('sync slots: no limit (--sync-slots 0)');
+      } else say('sync slots: no limit (--sync-slots 0)');
       say(`approval mode ${r.approvalMode ? 'on: table changes wait for `builder approve`' : 'off'}`);
       if (a['authorized-keys'] !== undefined) {
         for (const l of r.keysReplaced) say(`replaced in ${a['authorized-keys']}: ${l.slice(0, 100)}…`);
@@ -414,6 +448,58 @@ await yargs(hideBin(process.argv))
       }
       for (const w of s.warnings) say(`warning: ${w}`);
       process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
+    },
+  )
+  .command(
+    'known-hosts',
+    "write the cluster's ssh_known_hosts from the host keys the nodes made themselves (their boot reports carry the public halves); trust on first use: a key that changes is shown and kept out until --accept names the host",
+    (y) =>
+      y
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('out', {
+          type: 'string',
+          default: '/etc/ssh/ssh_known_hosts.d/clusterboot',
+          describe: 'the known_hosts file to write (read first: the keys it holds are kept)',
+        })
+        .option('domain', { type: 'string', describe: 'also name each node <host>.<domain>' })
+        .option('accept', {
+          type: 'string',
+          array: true,
+          default: [],
+          describe: 'take the newly reported keys of these hosts (after a newidentity boot or a new card)',
+        })
+        .option('ca', {
+          type: 'string',
+          describe:
+            "sign each node's ed25519 key with this CA private key (ssh-keygen -s) into nodes/<host>/files/; clients then trust `@cert-authority *.<domain> <ca.pub>`",
+        })
+        .example('$0 known-hosts --domain cluster.lan', 'write /etc/ssh/ssh_known_hosts.d/clusterboot')
+        .example('$0 known-hosts --accept rpinode03', 'rpinode03 was re-imaged with newidentity: take its new keys'),
+    async (a) => {
+      const root = resolve(a['master-root']);
+      const out = resolve(a.out);
+      const s = readStatus(root);
+      for (const w of s.warnings) say(`warning: ${w}`);
+      const previous = existsSync(out) ? parseKnownHosts(readFileSync(out, 'utf8')) : new Map();
+      const plan = knownHostsPlan(s.rows, previous, {
+        ...(a.domain ? { domain: a.domain } : {}),
+        accept: new Set((a.accept ?? []).map(String)),
+      });
+      mkdirSync(dirname(out), { recursive: true });
+      writeAtomic(out, plan.text, 0o644);
+      say(
+        `${out}: ${plan.hosts.length} host(s), ${plan.added.length} new${plan.added.length ? `: ${plan.added.join(' ')}` : ''}`,
+      );
+      for (const c of plan.changed)
+        say(
+          `warning: ${c.host} reports other host keys than the ones kept (${c.reported.join(' | ')}); kept the old ones. If the node was re-imaged or booted with newidentity, run: builder known-hosts --accept ${c.host}`,
+        );
+      if (plan.missing.length) say(`no host keys reported yet by: ${plan.missing.join(' ')} (boot them once)`);
+      if (a.ca) {
+        const signed = signHostCerts(root, plan.hosts, resolve(a.ca));
+        say(`signed host certificates for ${signed.length} node(s); they lay them in at their next boot`);
+      }
+      if (plan.changed.length) process.exitCode = 1;
     },
   )
   .command(

@@ -68,7 +68,12 @@ export interface BootReport {
   uptime: number;
   /** The boot handed over, but something needs the admin (a writable layer that could not be repaired). */
   alarms?: string[];
+  /** The node's public SSH host keys (`type base64`), for `builder known-hosts`; the private halves never leave it. */
+  hostKeys?: string[];
 }
+
+/** One public SSH host key as a report carries it: `type base64`, no comment. */
+export const HOST_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]{20,2000}={0,2}$/;
 
 /** File name of a node's report on the master. */
 export function reportName(mac: string): string {
@@ -89,7 +94,7 @@ export interface ReportEvent {
 /** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
 export interface ReportInput extends Omit<
   BootReport,
-  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage' | 'alarms'
+  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage' | 'alarms' | 'hostKeys'
 > {
   events: readonly ReportEvent[];
   mac: string | null;
@@ -99,6 +104,7 @@ export interface ReportInput extends Omit<
   approval?: ApprovalState | undefined;
   firstStage?: FirstStageReport | undefined;
   alarms?: string[] | undefined;
+  hostKeys?: string[] | undefined;
 }
 
 const MAX_ERRORS = 20;
@@ -155,6 +161,7 @@ export function buildReport(i: ReportInput): BootReport {
     ...(i.approval ? { approval: i.approval } : {}),
     ...(i.firstStage ? { firstStage: i.firstStage } : {}),
     ...(i.alarms?.length ? { alarms: i.alarms.slice(0, MAX_ERRORS).map(clip) } : {}),
+    ...(i.hostKeys?.length ? { hostKeys: i.hostKeys.slice(0, 8) } : {}),
   };
 }
 

@@ -38,6 +38,7 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     ...(f.approval ? { approval: f.approval } : {}),
     ...(f.firstStage ? { firstStage: f.firstStage } : {}),
     ...(f.alarms?.length ? { alarms: f.alarms } : {}),
+    ...(f.hostKeys?.length ? { hostKeys: f.hostKeys } : {}),
   });
 }
 

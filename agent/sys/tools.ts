@@ -4,6 +4,7 @@ export const TOOLS = {
   sh: '/bin/sh',
   rsync: '/usr/bin/rsync',
   ssh: '/usr/bin/ssh',
+  sshKeygen: '/usr/bin/ssh-keygen',
   sfdisk: '/sbin/sfdisk',
   mke2fs: '/sbin/mke2fs',
   e2fsck: '/sbin/e2fsck',

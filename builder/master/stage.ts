@@ -28,7 +28,14 @@ import { approvalModeOn, setApprovalMode } from './approve.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
 import { authorizedKeysLine, reportKeysLine } from './keylines.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
-import { installSyncSlot, syncSlotKeysLine, syncSlotProblems } from './syncslot.ts';
+import {
+  DEFAULT_SYNC_LEASE,
+  DEFAULT_SYNC_PER_ADDRESS,
+  DEFAULT_SYNC_STALL,
+  installSyncSlot,
+  syncSlotKeysLine,
+  syncSlotProblems,
+} from './syncslot.ts';
 import { readUImageHeader, scriptImage, type UArch } from '../../agent/contract/uimage.ts';
 import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines } from './authkeys.ts';
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
@@ -68,12 +75,18 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   /** uImage time of boot.scr.uimg (SOURCE_DATE_EPOCH). */
   time?: number;
   rrsync?: string;
-  /** Create missing per-node identity files under <master root>/nodes/<host>/files (default true). */
+  /** Create missing per-node identity files under <master root>/nodes/<host>/files (default false: nodes make their own). */
   identity?: boolean;
   /** At most this many root pulls at once (sync-slot in the node key's line); 0 or absent: no limit, plain rrsync. */
   syncSlots?: number;
   /** Where the sync-slot script and its slots live; required when syncSlots > 0. */
   stateDir?: string;
+  /** A root pull is killed this many seconds after it took its slot (default 3600); 0: no lease. */
+  syncLease?: number;
+  /** The master's rsync gives up on a root pull it could not write to for this long (default 300); 0: off. */
+  syncStall?: number;
+  /** At most this many root pulls at once from one client address (default 1); 0: no per-address limit. */
+  syncPerAddress?: number;
   /** A new first stage that fails this many boots in a row is abandoned for the cached one (default 3). */
   tries?: number;
   /** true: create <master root>/approval.required; false: remove it; absent: leave it as it is. */
@@ -95,8 +108,15 @@ export interface StageResult {
   keysReplaced: string[];
   /** Per node, the identity files created this time (relative to nodes/<host>/files); [] when it had them all. */
   identity: Array<{ hostname: string; created: string[] }>;
-  /** The sync-slot script and slots folder, when --sync-slots > 0. */
-  syncSlot: { script: string; slotsDir: string; slots: number } | null;
+  /** The sync-slot script and slots folder, and the limits written into the script, when --sync-slots > 0. */
+  syncSlot: {
+    script: string;
+    slotsDir: string;
+    slots: number;
+    leaseSeconds: number;
+    stallSeconds: number;
+    perAddress: number;
+  } | null;
   /** Approval mode after this stage. */
   approvalMode: boolean;
   warnings: string[];
@@ -236,9 +256,14 @@ export function stage(o: StageOptions): StageResult {
       '--sync-slots needs --state-dir: where the sync-slot script and its slot files live (e.g. /var/lib/clusterboot)',
     );
   }
-  if (slots > 0 && o.stateDir !== undefined) problems.push(...syncSlotProblems(resolve(o.stateDir)));
+  const limits = {
+    leaseSeconds: o.syncLease ?? DEFAULT_SYNC_LEASE,
+    stallSeconds: o.syncStall ?? DEFAULT_SYNC_STALL,
+    perAddress: o.syncPerAddress ?? DEFAULT_SYNC_PER_ADDRESS,
+  };
+  if (slots > 0 && o.stateDir !== undefined) problems.push(...syncSlotProblems(resolve(o.stateDir), limits));
 
-  const identity = o.identity ?? true;
+  const identity = o.identity ?? false;
   if (identity) {
     if (!existsSync(SSH_KEYGEN))
       problems.push(
@@ -353,7 +378,7 @@ export function stage(o: StageOptions): StageResult {
     : [];
   let syncSlot: StageResult['syncSlot'] = null;
   if (slots > 0 && o.stateDir !== undefined) {
-    syncSlot = { ...installSyncSlot(resolve(o.stateDir)), slots };
+    syncSlot = { ...installSyncSlot(resolve(o.stateDir), limits), slots, ...limits };
     written.push(syncSlot.script);
   }
   if (o.approval !== undefined) setApprovalMode(masterRoot, o.approval);

@@ -10,6 +10,7 @@ import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
 import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
+import { HOST_KEY_LINE } from '../../agent/contract/report.ts';
 import {
   readApprovals,
   readTableHash,
@@ -62,6 +63,8 @@ export interface StatusRow {
   notes: string[];
   /** Present when the last report carries a table change in approval mode. */
   approval?: RowApproval;
+  /** The public host keys the node's last report carries (`type base64`); absent without them. */
+  hostKeys?: string[];
 }
 
 export interface ReportFile {
@@ -171,6 +174,12 @@ export function parseReport(text: string): Parsed {
     (!Array.isArray(r.alarms) || (r.alarms as unknown[]).some((e) => typeof e !== 'string'))
   )
     return fail('alarms is not an array of strings');
+  if (
+    r.hostKeys !== undefined &&
+    (!Array.isArray(r.hostKeys) ||
+      (r.hostKeys as unknown[]).some((k) => typeof k !== 'string' || !HOST_KEY_LINE.test(k)))
+  )
+    return fail('hostKeys is not an array of "type base64" public keys');
   if (r.approval !== undefined) {
     const a = r.approval as Record<string, unknown> | null;
     if (
@@ -371,6 +380,7 @@ export function statusRows(input: {
       totalSeconds: Math.round(total * 10) / 10,
       phases: r.phases.map((p) => `${clean(p.name, 20)} ${p.seconds.toFixed(1)}${p.failed ? '!' : ''}`).join(' '),
       notes,
+      ...(r.hostKeys?.length ? { hostKeys: r.hostKeys } : {}),
       ...(approval ? { approval } : {}),
     };
   };

@@ -4,7 +4,8 @@
 // safety features: one sync slot shared by two syncing nodes, per-node identity that survives a
 // template change and a tmpfs overlay, and a table change held until `builder approve`.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
@@ -46,6 +47,53 @@ const ident = (r: BootResult | undefined) => {
   return m ? { machineId: m[1], hostKey: m[2], keyMode: m[3], role: m[4], hostname: m[5] } : null;
 };
 const coldIds = new Map<string, ReturnType<typeof ident>>();
+
+/** The base64 body of the node's own ed25519 host key, read off its disk image's p2 (identity/ssh) with debugfs. */
+function privateKeyBody(disk: string): string {
+  const loop = execFileSync(
+    'losetup',
+    ['-f', '--show', '-r', '-o', String(67584 * 512), '--sizelimit', String(786432 * 512), disk],
+    {
+      encoding: 'utf8',
+    },
+  ).trim();
+  try {
+    const pem = execFileSync('debugfs', ['-R', 'cat identity/ssh/ssh_host_ed25519_key', loop], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    });
+    // the key's secret lines (the PEM armour and the public part excepted): long enough to find verbatim
+    return pem
+      .split('\n')
+      .filter((l) => /^[A-Za-z0-9+/=]{60,}$/.test(l))
+      .slice(1)
+      .join('');
+  } finally {
+    execFileSync('losetup', ['-d', loop]);
+  }
+}
+/** Files under dir whose bytes contain needle's lines (each 70-character line of the PEM body is searched). */
+function grepTree(dir: string, body: string): string[] {
+  const pieces = body.match(/.{1,64}/g) ?? [];
+  const hits: string[] = [];
+  for (const f of findFiles(dir, /./)) {
+    let data: string;
+    try {
+      data = readFileSync(f, 'latin1').replace(/\s/g, '');
+    } catch {
+      continue;
+    }
+    if (pieces.some((p) => p.length >= 40 && data.includes(p))) hits.push(f);
+  }
+  return hits;
+}
+function findFiles(dir: string, name: RegExp): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (e.isFile() && name.test(e.name)) out.push(join(e.parentPath ?? dir, e.name));
+  }
+  return out;
+}
 const report = (mac: string) => vc.reports().get(`${mac.replace(/:/g, '-')}.json`) as Record<string, any> | undefined;
 
 describe('virtual cluster', () => {
@@ -171,7 +219,8 @@ describe('virtual cluster', () => {
     }
   }, 600_000);
 
-  test('each node is itself: its own machine-id and host keys (from `builder stage`), its role file only on node1', () => {
+  // #14: identity born on the node: the host keys are made on the node and only their public halves leave it
+  test('each node is itself: its own machine-id and host keys, made on the node; no private key anywhere on the master', () => {
     const i1 = coldIds.get('node1');
     const i2 = coldIds.get('node2');
     expect(i1?.machineId).toMatch(/^[0-9a-f]{32}$/);
@@ -183,10 +232,47 @@ describe('virtual cluster', () => {
     expect(i1?.role).toBe('storage');
     expect(i2?.role).toBe('');
     expect(i1?.hostname).toBe('node1');
-    // they are the master's per-node files, laid into the writable layer
-    expect(readFileSync(join(vc.masterRoot, 'nodes/node1/files/etc/machine-id'), 'utf8').trim()).toBe(
-      i1?.machineId ?? 'x',
+    for (const n of [a, b]) {
+      // the report carries the public half the template sees
+      expect(report(n.mac)?.hostKeys).toContain(`ssh-ed25519 ${coldIds.get(n.hostname)?.hostKey}`);
+      // the private half lives on the node's p2 (identity/ssh), and nowhere in the master's tree
+      const priv = privateKeyBody(vc.disk(n));
+      expect(priv.length).toBeGreaterThan(40);
+      expect(grepTree(vc.masterRoot, priv)).toEqual([]);
+      expect(grepTree(vc.stateDir, priv)).toEqual([]);
+    }
+    expect(findFiles(vc.masterRoot, /^ssh_host_.*_key$/)).toEqual([]);
+  });
+
+  test("`builder known-hosts` writes both nodes' keys from their reports; a changed key is held back until --accept", () => {
+    const out = join(work, 'known_hosts');
+    const first = vc.builder('known-hosts', '--master-root', vc.masterRoot, '--out', out, '--domain', 'cluster.lan');
+    expect(first.status).toBe(0);
+    expect(first.output).toContain('2 new: node1 node2');
+    const text = readFileSync(out, 'utf8');
+    for (const n of [a, b])
+      expect(text).toContain(
+        `${n.hostname},${n.hostname}.cluster.lan,${n.ip} ssh-ed25519 ${coldIds.get(n.hostname)?.hostKey}`,
+      );
+    // a forged key in the file stands for "known before": the node's real report is then a change, not taken
+    const forged = text.replace(coldIds.get('node2')?.hostKey ?? 'x', `AAAAC3NzaC1lZDI1NTE5AAAAI${'F'.repeat(43)}`);
+    writeFileSync(out, forged);
+    const held = vc.builder('known-hosts', '--master-root', vc.masterRoot, '--out', out, '--domain', 'cluster.lan');
+    expect(held.status).toBe(1);
+    expect(held.output).toContain('node2 reports other host keys than the ones kept');
+    expect(readFileSync(out, 'utf8')).toBe(forged);
+    vc.builder(
+      'known-hosts',
+      '--master-root',
+      vc.masterRoot,
+      '--out',
+      out,
+      '--domain',
+      'cluster.lan',
+      '--accept',
+      'node2',
     );
+    expect(readFileSync(out, 'utf8')).toBe(text);
   });
 
   test('identity survives a template change and a reboot with aufs=tmpfs', async () => {
@@ -206,6 +292,36 @@ describe('virtual cluster', () => {
     } finally {
       vc.stage({ bootargs: normal });
     }
+    // a reset of the writable layer keeps the identity too (it lives on p2, outside the layer)
+    vc.stage({ bootargs: `${normal} reset` });
+    try {
+      const r = await vc.bootOnce(a, { tap: 0 });
+      expect(r.ending).toBe('template');
+      expect(r.console).toContain('resetting the writable layer (kernel parameter reset)');
+      expect(ident(r)).toEqual(coldIds.get(a.hostname) ?? null);
+    } finally {
+      vc.stage({ bootargs: normal });
+    }
+  }, 600_000);
+
+  test('newidentity, and only newidentity, makes a node new host keys and a new machine-id, kept from then on', async () => {
+    const normal = vc.bootargs;
+    vc.stage({ bootargs: `${normal} newidentity` });
+    let renewed: ReturnType<typeof ident>;
+    try {
+      const r = await vc.bootOnce(b, { tap: 1 });
+      expect(r.ending).toBe('template');
+      expect(r.console).toContain('newidentity: making new host keys and a new machine-id');
+      renewed = ident(r);
+      expect(renewed?.hostKey).toMatch(/^AAAAC3NzaC1lZDI1NTE5/);
+      expect(renewed?.hostKey).not.toBe(coldIds.get(b.hostname)?.hostKey);
+      expect(renewed?.machineId).not.toBe(coldIds.get(b.hostname)?.machineId);
+    } finally {
+      vc.stage({ bootargs: normal });
+    }
+    const again = await vc.bootOnce(b, { tap: 1 });
+    expect(ident(again)).toEqual(renewed);
+    coldIds.set(b.hostname, renewed);
   }, 600_000);
 
   test('approval mode: a changed table leaves the disk alone until `builder approve`, then applies', async () => {

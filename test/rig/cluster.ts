@@ -260,6 +260,12 @@ export class VirtualCluster {
     return join(this.dir, 'authorized_keys');
   }
 
+  /** Any `builder` command: its exit status and everything it printed. */
+  builder(...args: string[]): { status: number; output: string } {
+    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), ...args], { encoding: 'utf8' });
+    return { status: r.status ?? -1, output: r.stdout + r.stderr };
+  }
+
   /** `builder approve` on this master. */
   approve(...args: string[]): string {
     const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'approve', '--master-root', this.masterRoot, ...args], {

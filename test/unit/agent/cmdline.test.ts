@@ -22,6 +22,7 @@ const DEFAULTS: Params = {
   dryRun: false,
   rollback: false,
   reset: false,
+  newIdentity: false,
   quiet: false,
   retries: 5,
   watchdog: 15,
@@ -80,6 +81,7 @@ describe('parseCmdline', () => {
         'clusterboot.dryrun',
         'rollback',
         'clusterboot.reset',
+        'newidentity',
         'quiet',
         'retries=0',
         'hostname=node-07',
@@ -110,6 +112,7 @@ describe('parseCmdline', () => {
       dryRun: true,
       rollback: true,
       reset: true,
+      newIdentity: true,
       quiet: true,
       retries: 0,
       hostname: 'node-07',
@@ -241,7 +244,7 @@ describe('parseCmdline', () => {
   });
 
   test('PARAM_DOCS has one row per Params field', () => {
-    expect(PARAM_DOCS).toHaveLength(30);
+    expect(PARAM_DOCS).toHaveLength(31);
     for (const row of PARAM_DOCS) {
       for (const v of [row.name, row.values, row.default, row.meaning]) expect(v.length).toBeGreaterThan(0);
     }

@@ -8,8 +8,10 @@ const idf = (over: Partial<IdentityFacts>): IdentityFacts => ({
   keptFiles: false,
   overlay: 'disk',
   hostname: 'node1',
-  filesHave: { hostname: true, machineId: true },
+  filesHave: { hostname: true, machineId: true, hostKeys: true },
   keptMachineId: false,
+  keptHostKeys: false,
+  renew: false,
   ...over,
 });
 const kinds = (f: IdentityFacts) => planIdentity(f).steps.map((s) => s.kind);
@@ -22,14 +24,19 @@ describe('identity plan', () => {
     expect(kinds(idf({ online: false, masterFiles: false, keptFiles: true }))).toEqual(['lay-files']);
   });
   test('no files anywhere: the DHCP hostname and a machine-id made once and kept', () => {
-    expect(kinds(idf({ masterFiles: false, filesHave: { hostname: false, machineId: false } }))).toEqual([
+    const none = { hostname: false, machineId: false, hostKeys: false };
+    expect(kinds(idf({ masterFiles: false, filesHave: none }))).toEqual([
       'hostname',
       'make-machine-id',
       'lay-machine-id',
+      'make-host-keys',
+      'lay-host-keys',
     ]);
-    expect(
-      kinds(idf({ masterFiles: false, keptMachineId: true, filesHave: { hostname: false, machineId: false } })),
-    ).toEqual(['hostname', 'lay-machine-id']);
+    expect(kinds(idf({ masterFiles: false, keptMachineId: true, keptHostKeys: true, filesHave: none }))).toEqual([
+      'hostname',
+      'lay-machine-id',
+      'lay-host-keys',
+    ]);
   });
   test("the master dropped this node's files: the kept mirror is forgotten too", () => {
     expect(
@@ -37,11 +44,12 @@ describe('identity plan', () => {
         idf({
           masterFiles: false,
           keptFiles: true,
-          filesHave: { hostname: false, machineId: false },
+          filesHave: { hostname: false, machineId: false, hostKeys: false },
           keptMachineId: true,
+          keptHostKeys: true,
         }),
       ),
-    ).toEqual(['drop-mirror', 'hostname', 'lay-machine-id']);
+    ).toEqual(['drop-mirror', 'hostname', 'lay-machine-id', 'lay-host-keys']);
   });
   test('overlay=none writes nothing into the shared slot, and says why', () => {
     const p = planIdentity(idf({ overlay: 'none' }));
@@ -50,6 +58,37 @@ describe('identity plan', () => {
   });
   test('a tmpfs overlay gets the same files laid as a persistent one', () => {
     expect(kinds(idf({ overlay: 'tmpfs' }))).toEqual(kinds(idf({ overlay: 'disk' })));
+  });
+  test('identity born on the node: host keys made once and kept; the same keys every boot, online or not, any overlay', () => {
+    const none = { hostname: true, machineId: true, hostKeys: false };
+    expect(kinds(idf({ filesHave: none }))).toEqual(['mirror', 'lay-files', 'make-host-keys', 'lay-host-keys']);
+    for (const online of [true, false])
+      for (const overlay of ['disk', 'tmpfs'] as const) {
+        const k = kinds(idf({ online, overlay, keptFiles: true, filesHave: none, keptHostKeys: true }));
+        expect(k).toContain('lay-host-keys');
+        expect(k).not.toContain('make-host-keys');
+      }
+  });
+  test("the master's host keys (files/ from an older stage --identity) win: the node makes none", () => {
+    expect(kinds(idf({ keptHostKeys: false }))).not.toContain('make-host-keys');
+    expect(kinds(idf({ keptHostKeys: false }))).not.toContain('lay-host-keys');
+  });
+  test('newidentity makes new host keys and a new machine-id, and only then', () => {
+    const none = { hostname: true, machineId: false, hostKeys: false };
+    const kept = { filesHave: none, keptHostKeys: true, keptMachineId: true };
+    expect(kinds(idf({ ...kept }))).toEqual(['mirror', 'lay-files', 'lay-machine-id', 'lay-host-keys']);
+    expect(kinds(idf({ ...kept, renew: true }))).toEqual([
+      'mirror',
+      'lay-files',
+      'make-machine-id',
+      'lay-machine-id',
+      'make-host-keys',
+      'lay-host-keys',
+    ]);
+    // a machine-id from the master's files is the admin's: newidentity does not replace it
+    expect(kinds(idf({ ...kept, renew: true, filesHave: { ...none, machineId: true } }))).not.toContain(
+      'make-machine-id',
+    );
   });
   test('machine-ids: 32 hex digits, never all zero', () => {
     expect(machineId(new Uint8Array(16).fill(0xab))).toBe('ab'.repeat(16));
