@@ -26,6 +26,14 @@ import {
   DEFAULT_SYNC_STALL,
 } from './master/syncslot.ts';
 import { DEFAULT_TRIES } from '../agent/contract/firststage.ts';
+import {
+  DEFAULT_AUTHORIZED_KEYS,
+  DEFAULT_DNSMASQ_CONF,
+  DEFAULT_KEYS_DIR,
+  DEFAULT_MASTER_HOST_KEY,
+  renderDoctor,
+  runDoctor,
+} from './master/doctor.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
@@ -325,6 +333,23 @@ await yargs(hideBin(process.argv))
           default: DEFAULT_SYNC_SLOTS,
           describe: "at most N nodes sync their root at once (sync-slot in the node key's line); 0: no limit",
         })
+        .option('key-from', {
+          type: 'string',
+          describe:
+            "the addresses the node and report keys work from (sshd from=, e.g. 10.77.0.0/24); default the cluster's --subnet; '' for any",
+        })
+        .option('report-user', {
+          type: 'string',
+          default: 'nobody',
+          describe:
+            "the report sink (the report key's only command) stores reports as this unprivileged user; reports/ is chowned to it",
+        })
+        .option('dhcp-leases', {
+          type: 'string',
+          default: '/var/lib/misc/dnsmasq.leases',
+          describe:
+            "dnsmasq's lease file: a node missing from the node list may report only for the MAC its address was leased to",
+        })
         .option('state-dir', {
           type: 'string',
           default: DEFAULT_STATE_DIR,
@@ -380,6 +405,9 @@ await yargs(hideBin(process.argv))
         identity: a.identity,
         syncSlots: a['sync-slots'],
         stateDir: resolve(a['state-dir']),
+        reportUser: a['report-user'],
+        ...(a['key-from'] !== undefined ? { keyFrom: a['key-from'] } : {}),
+        dhcpLeases: resolve(a['dhcp-leases']),
         syncLease: a['sync-lease'],
         syncStall: a['sync-stall'],
         syncPerAddress: a['sync-per-address'],
@@ -533,6 +561,42 @@ await yargs(hideBin(process.argv))
       say(
         `for ${r.table} sha256 ${r.hash}: each node repartitions at its next boot (a later table change needs a new approval)`,
       );
+    },
+  )
+  .command(
+    'doctor',
+    'check a running master end to end (dnsmasq and TFTP, sshd and the node key, stamps, initramfs size, rsync, key modes, free space); exits 1 if a check fails',
+    (y) =>
+      y
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('master-ip', {
+          type: 'string',
+          describe: "the master's address on the cluster LAN (default: dhcp-option=66 of --dnsmasq-conf)",
+        })
+        .option('keys', { type: 'string', default: DEFAULT_KEYS_DIR, describe: 'key directory from `builder keys`' })
+        .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
+        .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
+        .option('dnsmasq-conf', { type: 'string', default: DEFAULT_DNSMASQ_CONF })
+        .option('master-host-key', {
+          type: 'string',
+          default: DEFAULT_MASTER_HOST_KEY,
+          describe: 'the host key the initramfs pins (as given to `builder pack`)',
+        })
+        .option('master-port', { type: 'number', default: 22, describe: "sshd's port" })
+        .option('json', { type: 'boolean', default: false, describe: 'print { checks, ok, warn, fail } as JSON' }),
+    async (a) => {
+      const r = await runDoctor({
+        masterRoot: resolve(a['master-root']),
+        ...(a['master-ip'] !== undefined ? { masterIp: a['master-ip'] } : {}),
+        keysDir: resolve(a.keys),
+        authorizedKeys: resolve(a['authorized-keys']),
+        stateDir: resolve(a['state-dir']),
+        dnsmasqConf: resolve(a['dnsmasq-conf']),
+        masterHostKey: resolve(a['master-host-key']),
+        masterPort: a['master-port'],
+      });
+      process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : renderDoctor(r));
+      if (r.fail) process.exitCode = 1;
     },
   )
   .fail((msg, err) => {

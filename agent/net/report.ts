@@ -1,6 +1,6 @@
 // The boot report's trip to the master: built from the events and facts, written under /run, and sent
 // with the report key (`rrsync -wo` on the master: it can write reports and nothing else).
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import pkg from '../../package.json' with { type: 'json' };
 import { run } from '../sys/exec.ts';
@@ -108,11 +108,21 @@ export async function sendReport(
     const target = reportTarget(ctx);
     if (!target) return false;
     const host = target.host;
-    // over the early connection when it is up (ssh falls back to a connection of its own when it is not)
-    const rsh = [TOOLS.ssh, ...sshOptions(target, { key: REPORT_KEY, control: REPORT_SOCKET })].join(' ');
-    // no -t: the file gets the master's clock as its mtime ("last boot"), never the node's 1970;
-    // into the directory, not onto the name: rrsync pins a named leaf, which a second push could not replace
-    await run('rsync', ['-e', rsh, '-I', '--chmod=F0644', '--timeout=15', file, `${host}:./`], { timeoutMs: 20_000 });
+    // over the early connection when it is up (ssh falls back to a connection of its own when it is not); the
+    // master's forced command for this key is the report sink: it reads the JSON on stdin, names the file itself
+    // from the MAC its sender's address belongs to, and times it by the master's clock ("last boot")
+    const r = await run(
+      'ssh',
+      [...sshOptions(target, { key: REPORT_KEY, control: REPORT_SOCKET }), host, 'clusterboot-report'],
+      { input: readFileSync(file), timeoutMs: 20_000, okCodes: [0, 65, 73, 75] },
+    );
+    if (r.exitCode !== 0) {
+      warn(
+        'report',
+        `the master refused the boot report: ${r.stderr.trim().split('\n').pop() ?? `exit ${r.exitCode}`}`,
+      );
+      return false;
+    }
     if (result !== 'waiting') {
       sent = true;
       await closeReportLink();

@@ -29,9 +29,20 @@ export function mergeAuthorizedKeys(
   return { append, added, conflicts };
 }
 
+/** A key line's options with `from="<patterns>"` added after `restrict`: the key works from these addresses only. */
+export function restrictFrom(line: string, patterns: string): string {
+  if (!/^[0-9A-Fa-f.:/,*?!]+$/.test(patterns))
+    throw new Error(`restrictFrom: ${JSON.stringify(patterns)} is not an address list`);
+  if (!line.startsWith('restrict,command="')) throw new Error('restrictFrom: not a line of builder stage');
+  return line.replace(/^restrict,/, `restrict,from="${patterns}",`);
+}
+
+// The options prefix stage writes: restrict, optionally from="...", then the command.
+const OWN = /^restrict,(?:from="[^"]*",)?command="([^"]*)" /;
+
 // The node key's line as `builder stage` writes it for this master root, with or without the sync-slot limiter.
 function isOwnNodeLine(line: string, masterRoot: string): boolean {
-  const m = /^restrict,command="([^"]*)" /.exec(line);
+  const m = OWN.exec(line);
   if (!m) return false;
   const words = (m[1] as string).split(' ');
   const tail = words.slice(-3);
@@ -41,6 +52,20 @@ function isOwnNodeLine(line: string, masterRoot: string): boolean {
     (words.length === 6 && (words[0] as string).endsWith('/sync-slot') && /^\d+$/.test(words[1] as string))
   );
 }
+
+// The report key's line as `builder stage` writes it for this master root: the write-only rrsync of older stages,
+// or the report sink.
+function isOwnReportLine(line: string, masterRoot: string): boolean {
+  const m = OWN.exec(line);
+  if (!m) return false;
+  const w = (m[1] as string).split(' ');
+  const reports = `${masterRoot.replace(/\/+$/, '')}/reports`;
+  if (w.length === 5 && (w[0] as string).endsWith('/rrsync') && w[1] === '-wo' && w[4] === reports) return true;
+  return w.length === 8 && w[1] === '-I' && (w[2] as string).endsWith('/report-sink') && w[3] === reports;
+}
+
+const isOwnLine = (line: string, masterRoot: string) =>
+  isOwnNodeLine(line, masterRoot) || isOwnReportLine(line, masterRoot);
 
 // Why: changing --sync-slots (or turning it on, on a master staged before it existed) changes the node key's line;
 // appended, it would come after the old one, and sshd uses the first line of a key. So an older line for the same
@@ -55,9 +80,9 @@ export function replaceOwnNodeLines(
     .split('\n')
     .map((old) => {
       const t = old.trim();
-      if (t === '' || t.startsWith('#') || !isOwnNodeLine(t, masterRoot)) return old;
+      if (t === '' || t.startsWith('#') || !isOwnLine(t, masterRoot)) return old;
       const blob = keyBlob(t);
-      const now = lines.find((l) => blob !== null && keyBlob(l) === blob && isOwnNodeLine(l, masterRoot));
+      const now = lines.find((l) => blob !== null && keyBlob(l) === blob && isOwnLine(l, masterRoot));
       if (now === undefined || now === t) return old;
       replaced.push(t);
       return now;

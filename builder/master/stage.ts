@@ -27,6 +27,13 @@ import {
 import { approvalModeOn, setApprovalMode } from './approve.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
 import { authorizedKeysLine, reportKeysLine } from './keylines.ts';
+import {
+  DEFAULT_REPORT_USER,
+  installReportSink,
+  reportSinkKeysLine,
+  reportSinkProblems,
+  SPARE_REPORT_FILES,
+} from './reportsink.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import {
   DEFAULT_SYNC_LEASE,
@@ -37,7 +44,7 @@ import {
   syncSlotProblems,
 } from './syncslot.ts';
 import { readUImageHeader, scriptImage, type UArch } from '../../agent/contract/uimage.ts';
-import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines } from './authkeys.ts';
+import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines, restrictFrom } from './authkeys.ts';
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
 import { type NodeEntry, parseNodeList, renderNodesList } from './nodelist.ts';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -91,6 +98,12 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   tries?: number;
   /** true: create <master root>/approval.required; false: remove it; absent: leave it as it is. */
   approval?: boolean;
+  /** The report sink stores reports as this user (default nobody); it needs --state-dir. */
+  reportUser?: string;
+  /** dnsmasq's lease file: an unlisted node may report only for the MAC its address was leased to. */
+  dhcpLeases?: string;
+  /** The addresses the node and report keys work from (sshd `from=`); default the cluster subnet; '' for any. */
+  keyFrom?: string;
 }
 
 export interface StageResult {
@@ -309,7 +322,31 @@ export function stage(o: StageOptions): StageResult {
           : authorizedKeysLine(node, masterRoot, o.rrsync),
       );
     }
-    if (report !== null) line(() => reportKeysLine(report, masterRoot, o.rrsync));
+    if (report !== null)
+      line(() =>
+        o.stateDir !== undefined
+          ? reportSinkKeysLine(report, masterRoot, resolve(o.stateDir), {
+              ...(o.reportUser !== undefined ? { user: o.reportUser } : {}),
+              ...(o.dhcpLeases !== undefined ? { leases: resolve(o.dhcpLeases) } : {}),
+              maxFiles: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
+            })
+          : reportKeysLine(report, masterRoot, o.rrsync),
+      );
+    if (report !== null && o.stateDir !== undefined)
+      problems.push(...reportSinkProblems(o.reportUser ?? DEFAULT_REPORT_USER));
+    if (report !== null && o.stateDir === undefined)
+      warnings.push(
+        'no --state-dir: the report key gets the old write-only rsync line instead of the report sink, so anyone with the initramfs can write any file into reports/',
+      );
+    // the keys are public (TFTP), but they work from the cluster's own subnet only
+    const from = o.keyFrom ?? o.subnet;
+    if (from !== '')
+      for (const [i, l] of keyLines.entries())
+        try {
+          keyLines[i] = restrictFrom(l, from);
+        } catch (e) {
+          problems.push(`--key-from ${from}: ${(e as Error).message}`);
+        }
     if (keyLines.length === 2 && keyBlob(keyLines[0] as string) === keyBlob(keyLines[1] as string)) {
       problems.push(
         `the node key and the report key in ${o.keysDir} are the same key: sshd would give it only the first line's rights; remove report_ed25519* and ${keysFix}`,
@@ -382,6 +419,10 @@ export function stage(o: StageOptions): StageResult {
     written.push(syncSlot.script);
   }
   if (o.approval !== undefined) setApprovalMode(masterRoot, o.approval);
+  if (o.keysDir !== undefined && o.stateDir !== undefined) {
+    const sink = installReportSink(resolve(o.stateDir), masterRoot, o.reportUser ?? DEFAULT_REPORT_USER, parsed.nodes);
+    written.push(sink.script, sink.peers);
+  }
 
   let keysAdded: string[] = [];
   let keysReplaced: string[] = [];

@@ -4,8 +4,9 @@
 // safety features: one sync slot shared by two syncing nodes, per-node identity that survives a
 // template change and a tmpfs overlay, and a table change held until `builder approve`.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { gunzipSync } from 'node:zlib';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
@@ -87,6 +88,21 @@ function grepTree(dir: string, body: string): string[] {
   }
   return hits;
 }
+/** One file out of a gzip'd newc initramfs inside a U-Boot uImage, as anyone who TFTPs it can take it. */
+function unpackFromInitramfs(uimage: string, path: string): Buffer {
+  const cpio = gunzipSync(readFileSync(uimage).subarray(64));
+  for (let o = 0; o + 110 <= cpio.length;) {
+    const hex = (i: number) => parseInt(cpio.subarray(o + 6 + i * 8, o + 14 + i * 8).toString('latin1'), 16);
+    const size = hex(6);
+    const nameSize = hex(11);
+    const name = cpio.subarray(o + 110, o + 110 + nameSize - 1).toString('latin1');
+    const data = (o + 110 + nameSize + 3) & ~3;
+    if (name === 'TRAILER!!!') break;
+    if (name === path || name === `./${path}`) return Buffer.from(cpio.subarray(data, data + size));
+    o = (data + size + 3) & ~3;
+  }
+  throw new Error(`${path} is not in ${uimage}`);
+}
 function findFiles(dir: string, name: RegExp): string[] {
   const out: string[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
@@ -141,7 +157,7 @@ describe('virtual cluster', () => {
     expect(coldBytes).toBeGreaterThan(2 * 4 * 1024 * 1024);
   }, 900_000);
 
-  test('each node reported its boot: phases with durations, stamps, bytes, overlay; over the write-only key', () => {
+  test('each node reported its boot: phases with durations, stamps, bytes, overlay; through the report sink', () => {
     const stamp = /^id (\S+)/m.exec(readFileSync(join(vc.masterRoot, 'stamps/rootfs.stamp'), 'utf8'))?.[1];
     expect(stamp).toBeTruthy();
     for (const n of [a, b]) {
@@ -169,11 +185,15 @@ describe('virtual cluster', () => {
         'handoff',
       ]);
     }
-    // the report key can write reports and nothing else: rrsync -wo in the line `builder stage` wrote
+    // the report key can hand over one report and nothing else: the report sink in the line `builder stage` wrote
     const keys = readFileSync(join(work, 'authorized_keys'), 'utf8');
-    expect(keys).toMatch(/command="\/usr\/bin\/rrsync -wo [^"]*\/reports" ssh-ed25519 /);
+    expect(keys).toMatch(
+      /^restrict,from="10\.77\.0\.0\/24",command="\/usr\/bin\/python3 -I \S*\/report-sink \S*\/reports nobody [^"]*" ssh-ed25519 /m,
+    );
     // the node key: read-only, behind the sync-slot wrapper (one slot in this cluster)
-    expect(keys).toMatch(/command="\S*\/sync-slot 1 \S*\/slots \/usr\/bin\/rrsync -ro [^"]*" ssh-ed25519 /);
+    expect(keys).toMatch(
+      /^restrict,from="10\.77\.0\.0\/24",command="\S*\/sync-slot 1 \S*\/slots \/usr\/bin\/rrsync -ro [^"]*" ssh-ed25519 /m,
+    );
     // two different keys authenticated: the node key (read) and the report key (write)
     const fps = new Set(
       [...vc.master.log.matchAll(/Accepted publickey for root from \S+ port \d+ ssh2: ED25519 (SHA256:\S+)/g)].map(
@@ -382,5 +402,74 @@ describe('virtual cluster', () => {
     const rows = json.rows;
     expect(rows.find((r) => r.mac === a.mac)?.result).toBe('ok');
     expect(rows.find((r) => r.mac === stranger.mac)?.result).toBe('reboot');
+  });
+
+  // #14 item 3: the report key, as anyone on the LAN can TFTP it, reaches the report sink and nothing else
+  test("a LAN attacker with the report key from the TFTP'd initramfs: forged reports, rsync, a 1 GB stream, all refused; reports unchanged", () => {
+    const key = join(work, 'stolen_report_key');
+    writeFileSync(
+      key,
+      unpackFromInitramfs(join(vc.masterRoot, 'tftp/initramfs.igz.uimg'), 'etc/clusterboot/report_key'),
+      {
+        mode: 0o600,
+      },
+    );
+    const dir = join(vc.masterRoot, 'reports');
+    const snapshot = () =>
+      readdirSync(dir)
+        .sort()
+        .map((f) => `${f} ${lstatSync(join(dir, f)).mtimeMs} ${readFileSync(join(dir, f), 'utf8').length}`);
+    const before = snapshot();
+    const ssh = [
+      'ssh',
+      '-i',
+      key,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'BatchMode=yes',
+    ];
+    const as = (argv: string[], input: string | Buffer) =>
+      spawnSync('ip', ['netns', 'exec', vc.ns, ...argv], {
+        input,
+        encoding: 'utf8',
+        timeout: 60_000,
+        maxBuffer: 1 << 20,
+      });
+    // a forged "ok" for node1, from an address that is not node1's
+    const forged = JSON.stringify({ ...report(a.mac), result: 'ok', uptime: 1, errors: [] });
+    const f = as([...ssh, `root@${MASTER_IP}`, 'anything'], forged);
+    expect(f.status).toBe(65);
+    expect(f.stderr).toContain(`${a.mac} is listed at ${a.ip}, not ${MASTER_IP}`);
+    // the old write-only rsync: a setuid file or a symlink into reports/ is no longer possible
+    const evil = join(work, 'evil');
+    writeFileSync(evil, '#!/bin/sh\nid\n', { mode: 0o4755 });
+    const t1 = performance.now();
+    const r = as(['rsync', '-e', ssh.join(' '), '-a', evil, `root@${MASTER_IP}:./`], '');
+    expect(r.status).not.toBe(0);
+    expect(r.status).not.toBeNull(); // it ended by itself: the sink drops a sender that never completes a report
+    expect(performance.now() - t1).toBeLessThan(40_000);
+    // an endless stream: cut at 64 KiB, refused at once
+    const t0 = performance.now();
+    const big = as([...ssh, `root@${MASTER_IP}`], Buffer.alloc(256 << 20, 0x7b));
+    expect(big.stderr).toContain('larger than 65536 bytes');
+    console.error(
+      `measure: 256 MiB stream to the report sink refused in ${((performance.now() - t0) / 1000).toFixed(1)} s`,
+    );
+    // a remote port forward: restrict refuses it (one that worked would keep ssh -N running to the timeout)
+    const fwd = as(
+      [...ssh, '-N', '-R', '2222:127.0.0.1:22', '-o', 'ExitOnForwardFailure=yes', `root@${MASTER_IP}`],
+      '',
+    );
+    expect(fwd.status).toBe(255);
+    expect(fwd.stderr).toMatch(/prohibited|forwarding failed/i);
+    expect(snapshot()).toEqual(before);
+    expect(findFiles(dir, /^evil$/)).toEqual([]);
+    const status = JSON.parse(vc.status(true)) as { rows: Array<Record<string, unknown>> };
+    expect(status.rows.find((x) => x.mac === a.mac)?.result).toBe('ok');
   });
 });

@@ -187,6 +187,15 @@ export class VirtualCluster {
     await this.master.stop();
   }
 
+  /** Only dnsmasq stopped (no DHCP, no TFTP), sshd left running; `stopMaster()` then `startMaster()` brings it back. */
+  async stopDnsmasq(): Promise<void> {
+    if (this.dnsmasq && this.dnsmasq.exitCode === null) {
+      this.dnsmasq.kill();
+      await this.dnsmasq.exited;
+    }
+    this.dnsmasq = null;
+  }
+
   /** Options of the last `builder stage` run (restage changes some and runs it again, as an admin would). */
   stageOptions: { approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {};
 
@@ -244,6 +253,8 @@ export class VirtualCluster {
         this.conf,
         '--authorized-keys',
         this.authorizedKeys,
+        '--dhcp-leases',
+        this.leaseFile,
         '--state-dir',
         this.stateDir,
         '--sync-slots',

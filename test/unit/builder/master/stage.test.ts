@@ -464,9 +464,11 @@ describe('stage (effects)', () => {
 
     // without --authorized-keys: both lines returned for printing, the report line write-only into reports/
     expect(r.keyLines).toHaveLength(2);
-    expect(r.keyLines[0]).toStartWith(`restrict,command="/usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `);
+    expect(r.keyLines[0]).toStartWith(
+      `restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
+    );
     expect(r.keyLines[1]).toStartWith(
-      `restrict,command="/usr/bin/rrsync -wo -no-lock -no-del ${o.masterRoot}/reports" ssh-ed25519 `,
+      `restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -wo -no-lock -no-del ${o.masterRoot}/reports" ssh-ed25519 `,
     );
     expect(r.keysAdded).toEqual([]);
     // no leftovers of the atomic writes
@@ -591,7 +593,7 @@ describe('stage (effects)', () => {
     expect(existsSync(join(o.masterRoot, 'tftp'))).toBe(false);
   });
 
-  test('--sync-slots: the script 0755 and slots/ in the state dir, the node key line through sync-slot; the report line unchanged', () => {
+  test('--sync-slots: the script 0755 and slots/ in the state dir, the node key line through sync-slot; the report key through the sink', () => {
     const o = { ...setup(), syncSlots: 3, stateDir: '' };
     o.stateDir = join(o.dir, 'state');
     const r = stage(o);
@@ -599,21 +601,52 @@ describe('stage (effects)', () => {
       script: join(o.stateDir, 'sync-slot'),
       slotsDir: join(o.stateDir, 'slots'),
       slots: 3,
+      leaseSeconds: 3600,
+      stallSeconds: 300,
+      perAddress: 1,
     });
     expect(readFileSync(join(o.stateDir, 'sync-slot'), 'utf8')).toBe(syncSlotScript());
     expect(statSync(join(o.stateDir, 'sync-slot')).mode & 0o777).toBe(0o755);
     expect(statSync(join(o.stateDir, 'slots')).isDirectory()).toBe(true);
     expect(r.written).toContain(join(o.stateDir, 'sync-slot'));
     expect(r.keyLines[0]).toStartWith(
-      `restrict,command="${o.stateDir}/sync-slot 3 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
+      `restrict,from="10.77.0.0/24",command="${o.stateDir}/sync-slot 3 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
     );
     expect(r.keyLines[1]).toStartWith(
-      `restrict,command="/usr/bin/rrsync -wo -no-lock -no-del ${o.masterRoot}/reports" ssh-ed25519 `,
+      `restrict,from="10.77.0.0/24",command="/usr/bin/python3 -I ${o.stateDir}/report-sink ${o.masterRoot}/reports nobody ${o.stateDir}/report-peers `,
     );
-    // 0: no limit, the plain line, nothing in the state dir
+    expect(r.written).toContain(join(o.stateDir, 'report-sink'));
+    // 0: no limit, the plain line, no sync-slot script (the report sink lives in the state dir all the same)
     const z = { ...setup(), syncSlots: 0, stateDir: join(tmp, 'unused-state') };
-    expect(stage(z).keyLines[0]).toStartWith(`restrict,command="/usr/bin/rrsync -ro ${z.masterRoot}" `);
-    expect(existsSync(z.stateDir)).toBe(false);
+    expect(stage(z).keyLines[0]).toStartWith(
+      `restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -ro ${z.masterRoot}" `,
+    );
+    expect(existsSync(join(z.stateDir, 'sync-slot'))).toBe(false);
+    expect(existsSync(join(z.stateDir, 'report-sink'))).toBe(true);
+  });
+
+  test('--sync-lease, --sync-stall, --sync-per-address: written into the script; the key line stays the same', () => {
+    const o = { ...setup(), syncSlots: 2, stateDir: '', syncLease: 7200, syncStall: 0, syncPerAddress: 3 };
+    o.stateDir = join(o.dir, 'state');
+    const r = stage(o);
+    expect(r.syncSlot).toMatchObject({ slots: 2, leaseSeconds: 7200, stallSeconds: 0, perAddress: 3 });
+    expect(readFileSync(join(o.stateDir, 'sync-slot'), 'utf8')).toBe(
+      syncSlotScript({ leaseSeconds: 7200, stallSeconds: 0, perAddress: 3 }),
+    );
+    expect(readFileSync(join(o.stateDir, 'sync-slot'), 'utf8')).toContain('\nlease=7200\nstall=0\nper_addr=3\n');
+    expect(r.keyLines[0]).toStartWith(
+      `restrict,from="10.77.0.0/24",command="${o.stateDir}/sync-slot 2 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
+    );
+    for (const [bad, want] of [
+      [{ syncLease: -5 }, /--sync-lease -5 must be a whole number/],
+      [{ syncStall: 2.5 }, /--sync-stall 2.5 must be a whole number/],
+      [{ syncPerAddress: 1001 }, /--sync-per-address 1001 must be a whole number/],
+    ] as const) {
+      const b = { ...setup(), syncSlots: 2, stateDir: '', ...bad };
+      b.stateDir = join(b.dir, 'state');
+      refuses(b, want);
+      expect(existsSync(b.stateDir)).toBe(false);
+    }
   });
 
   test('--sync-slots out of range, or without a state dir, writes nothing', () => {
@@ -635,7 +668,8 @@ describe('stage (effects)', () => {
     const first = readFileSync(o.authorizedKeys, 'utf8');
     expect(first).toBe(`${plain.keyLines.join('\n')}\n`);
     const slotted = stage({ ...o, syncSlots: 4, stateDir: join(o.dir, 'state') });
-    expect(slotted.keysReplaced).toEqual([plain.keyLines[0] as string]);
+    // the node line (now through sync-slot) and the report line (now the sink) of the same keys, both in place
+    expect(slotted.keysReplaced).toEqual([plain.keyLines[0] as string, plain.keyLines[1] as string]);
     expect(slotted.keysAdded).toEqual([]);
     expect(slotted.warnings.filter((w) => w.includes('authorized_keys'))).toEqual([]);
     expect(readFileSync(o.authorizedKeys, 'utf8')).toBe(`${slotted.keyLines.join('\n')}\n`);
