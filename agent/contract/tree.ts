@@ -43,6 +43,16 @@ export const ALL_PARTS: readonly FetchPart[] = ['table', 'stamps', 'approval', '
  * rsync filter rules for the parts a node needs ('***': the directory and all below). One filter rather
  * than one rsync per file: rrsync refuses a missing path, a filter does not.
  */
+/**
+ * Bounds of the small fetch: no file over 64 KiB (a stamp, a table, a flag, an announcement). A symlink comes as a
+ * link, never as what it points at, and the agent's lstat/O_NOFOLLOW read refuses it by name (--no-links would drop
+ * it without a word from a 3.2 client).
+ */
+export const SMALL_FETCH_OPTIONS: readonly string[] = ['--max-size=64K', '--info=skip1'];
+
+/** The one per-node files fetch's bound: whatever the admin keeps for one node, but not a runaway tree. */
+export const NODE_FILES_MAX = '64M';
+
 export function fetchFilter(host: string | undefined, parts: readonly FetchPart[] = ALL_PARTS): string[] {
   const rules: string[] = [];
   if (parts.includes('table')) rules.push(`/${PARTITION_TABLE}`);
@@ -51,7 +61,15 @@ export function fetchFilter(host: string | undefined, parts: readonly FetchPart[
     rules.push(`/${APPROVAL_REQUIRED}`);
     if (host) rules.push(`/${APPROVED_DIR}/`, `/${APPROVED_DIR}/${host}`);
   }
-  if (parts.includes('node') && host) rules.push(`/${NODES_DIR}/`, `/${NODES_DIR}/${host}/***`);
+  // this node's flag, and its files/ folder as an empty directory: the files themselves (any size, links) come in
+  // a second rsync (nodeFilesFetch) only when the folder is there, so this one can refuse links and big files
+  if (parts.includes('node') && host)
+    rules.push(
+      `/${NODES_DIR}/`,
+      `/${NODES_DIR}/${host}/`,
+      `/${NODES_DIR}/${host}/${RESET_FLAG}`,
+      `/${NODES_DIR}/${host}/${FILES_DIR}/`,
+    );
   // the first-stage announcement (agent/contract/firststage.ts), a few hundred bytes
   if (parts.includes('firststage')) rules.push(`/${TFTP_DIR}/`, `/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`);
   return [...rules.map((r) => `--include=${r}`), '--exclude=*'];

@@ -10,9 +10,11 @@ import {
   fetchFilter,
   FILES_DIR,
   masterBase,
+  NODE_FILES_MAX,
   NODES_DIR,
   PARTITION_TABLE,
   RESET_FLAG,
+  SMALL_FETCH_OPTIONS,
   TFTP_DIR,
 } from '../contract/tree.ts';
 import { ANNOUNCEMENT_FILE } from '../contract/firststage.ts';
@@ -82,12 +84,37 @@ export const master: Phase = {
     try {
       // one rsync of the master root, filtered to what this node needs (rrsync refuses a missing path, a
       // filter does not): the table, the stamps, the approval switch and this node's approval and files
-      await link.rsync(['-rlpt', '--timeout=60', ...fetchFilter(node), link.remote(base || './'), `${FETCH_DIR}/`], {
-        okCodes: [0, 23],
-      });
+      // nothing over 64 KiB, links as links: a hostile master cannot fill /run or point PID 1 at a device
+      const small = await link.rsync(
+        [
+          '-rlpt',
+          ...SMALL_FETCH_OPTIONS,
+          '--timeout=60',
+          ...fetchFilter(node),
+          link.remote(base || './'),
+          `${FETCH_DIR}/`,
+        ],
+        { okCodes: [0, 23] },
+      );
+      for (const line of `${small.stdout}\n${small.stderr}`.split('\n')) {
+        const big = /^(.+) is over max-size$/.exec(line)?.[1];
+        if (big) warn('master', `${big} from the master is over 64 KiB: refused (not fetched)`);
+      }
       if (node && existsSync(`${FETCH_DIR}/${NODES_DIR}/${node}`))
         renameSync(`${FETCH_DIR}/${NODES_DIR}/${node}`, `${FETCH_DIR}/node`);
       else mkdirSync(`${FETCH_DIR}/node`, { recursive: true });
+      // this node's own files: links allowed (an admin's /etc/localtime), bounded per file
+      if (node && existsSync(`${FETCH_DIR}/node/${FILES_DIR}`))
+        await link.rsync(
+          [
+            '-rlpt',
+            `--max-size=${NODE_FILES_MAX}`,
+            '--timeout=60',
+            link.remote(`${base}${NODES_DIR}/${node}/${FILES_DIR}/`),
+            `${FETCH_DIR}/node/${FILES_DIR}/`,
+          ],
+          { okCodes: [0, 23] },
+        );
     } catch (e) {
       if (e instanceof PhaseFailure) throw e;
       ctx.facts.online = false;

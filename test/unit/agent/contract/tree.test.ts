@@ -6,7 +6,10 @@ describe('what the master phase fetches', () => {
   test("only the table, the stamps, the approval switch, and this node's approval and files", () => {
     const f = fetchFilter('node1');
     expect(f.at(-1)).toBe('--exclude=*');
-    expect(f).toContain('--include=/nodes/node1/***');
+    // the files/ folder itself only: its content is the second, per-node fetch
+    expect(f).toContain('--include=/nodes/node1/files/');
+    expect(f).toContain('--include=/nodes/node1/reset');
+    expect(f.some((r) => r.includes('***'))).toBe(false);
     expect(f).toContain('--include=/approved/node1');
     expect(f.some((r) => r.includes('rootfs'))).toBe(false);
     expect(fetchFilter(undefined).some((r) => r.includes('nodes') || r.includes('approved'))).toBe(false);
