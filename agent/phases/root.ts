@@ -10,8 +10,10 @@ import {
   rmSync,
   statfsSync,
   symlinkSync,
+  unlinkSync,
 } from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
+import { TOOLS } from '../sys/tools.ts';
 import { partName } from '../plans/sfdisk.ts';
 import {
   parseProgress2,
@@ -21,11 +23,12 @@ import {
   syncSlotDelay,
   readSlotState,
   renderRecord,
+  SALVAGE,
   SYNC_RSYNC_OPTIONS,
   type SlotAction,
   type SlotFacts,
 } from '../plans/slots.ts';
-import { NO_SYNC_SLOT } from '../contract/syncslot.ts';
+import { NO_ADDRESS_SYNC_SLOT, NO_SYNC_SLOT } from '../contract/syncslot.ts';
 import { info, progress, warn } from '../log.ts';
 import { mkfs, mountFs, repairExt4 } from '../sys/fsutil.ts';
 import { fsckVerdict } from '../plans/fsck.ts';
@@ -60,6 +63,46 @@ export function readSlotFacts(mnt: string): SlotFacts {
   return { dirs, records, current: link('current'), previous: link('previous') };
 }
 
+/** How often a running root sync flushes what it wrote (bounds what a cut loses to about this much). */
+const SYNC_FLUSH_MS = 3_000;
+
+/** Files an interrupted slot changed in its last second are dropped from the salvage (see trimSalvage). */
+const SALVAGE_SETTLE_MS = 1_000;
+
+/**
+ * Keep only what an interrupted sync surely finished: rsync writes each file under a temporary name and renames it
+ * when complete, and ext4 (data=ordered, delayed allocation) never shows a size the data did not reach, so a file
+ * whose data was lost in the cut fails rsync's size check and is fetched again. As a margin, files changed in the
+ * last second of the slot's life (by ctime, on the node's own clock, which runs on within one boot) are dropped,
+ * and so are rsync's temporary files. Returns what is kept and dropped.
+ */
+function trimSalvage(dir: string): { kept: number; keptBytes: number; dropped: number } {
+  const files: Array<{ path: string; ctimeMs: number; size: number }> = [];
+  for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+    if (!e.isFile()) continue;
+    const path = `${e.parentPath}/${e.name}`;
+    const st = lstatSync(path);
+    files.push({ path, ctimeMs: st.ctimeMs, size: st.size });
+  }
+  const last = files.reduce((m, f) => Math.max(m, f.ctimeMs), 0);
+  let kept = 0;
+  let keptBytes = 0;
+  let dropped = 0;
+  for (const f of files) {
+    if (
+      f.ctimeMs > last - SALVAGE_SETTLE_MS ||
+      /^\..+\.[A-Za-z0-9]{6}$/.test(f.path.slice(f.path.lastIndexOf('/') + 1))
+    ) {
+      unlinkSync(f.path);
+      dropped++;
+    } else {
+      kept++;
+      keptBytes += f.size;
+    }
+  }
+  return { kept, keptBytes, dropped };
+}
+
 function flip(mnt: string, link: string, to: string): void {
   const tmp = `${mnt}/.${link}.new`;
   rmSync(tmp, { force: true });
@@ -84,9 +127,12 @@ async function withSyncSlot<T>(f: () => Promise<T>): Promise<T> {
       const m = e instanceof ToolError ? NO_SYNC_SLOT.exec(e.stderrTail) : null;
       if (!m || Date.now() - start > SLOT_PATIENCE_MS) throw e;
       const wait = syncSlotDelay(attempt, Math.random());
+      const own = e instanceof ToolError ? NO_ADDRESS_SYNC_SLOT.exec(e.stderrTail) : null;
       progress(
         'root',
-        `waiting for a sync slot: the master's ${m[1]} are in use; asking again in ${wait.toFixed(1)} s`,
+        own
+          ? `waiting for a sync slot: this node's address ${own[2]} still holds one on the master (an earlier pull not reaped yet); asking again in ${wait.toFixed(1)} s`
+          : `waiting for a sync slot: the master's ${m[1]} are in use; asking again in ${wait.toFixed(1)} s`,
       );
       const end = Date.now() + wait * 1000;
       while (Date.now() < end) {
@@ -104,7 +150,10 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   mkdirSync(dest, { recursive: true });
   syncDisks(); // the slot exists on disk before any byte lands in it: a power cut leaves a visible partial slot
   const src = link.remote(`${masterBase(ctx.params.masterRoot)}${ROOTFS_DIR}/`);
-  const linkDest = a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : [];
+  const linkDest = [
+    ...(a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : []),
+    ...(a.salvage && existsSync(`${ROOT_MNT}/${SALVAGE}`) ? [`--link-dest=${ROOT_MNT}/${SALVAGE}/`] : []),
+  ];
   // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
   const dry = await withSyncSlot(() =>
     link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], {
@@ -129,11 +178,23 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   );
   let lastShown = -100;
   let lastAt = 0;
+  // Flush the slot's finished files every few seconds (a background `sync`, never blocking PID 1): after a cut,
+  // what was renamed into place before the last flush is on the card, and the retry links it (salvage).
+  let flushedAt = Date.now();
+  let flushing: Promise<unknown> | null = null;
+  const flushNow = () => {
+    if (flushing || Date.now() - flushedAt < SYNC_FLUSH_MS) return;
+    flushedAt = Date.now();
+    flushing = Bun.spawn([TOOLS.busybox, 'sync'], { stdout: 'ignore', stderr: 'ignore' }).exited.finally(() => {
+      flushing = null;
+    });
+  };
   const r = await withSyncSlot(() =>
     link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
       timeoutMs: 6 * 3_600_000,
       onLine: (line) => {
         watchdogProgress('rsync output');
+        flushNow();
         const p = parseProgress2(line);
         if (!p) return;
         const now = Date.now();
@@ -206,7 +267,13 @@ export const root: Phase = {
     if (verdict.warning) warn('root', verdict.warning);
     const decision = verdict.decision;
     if (verdict.forceFull) forceFull = true;
-    const plan = planRoot({ state, decision, rollback: ctx.params.rollback, forceFull });
+    const plan = planRoot({
+      state,
+      decision,
+      rollback: ctx.params.rollback,
+      forceFull,
+      salvage: existsSync(`${ROOT_MNT}/${SALVAGE}`),
+    });
     info('root', plan.message, { plan: plan.actions.map((a) => a.describe()), use: plan.use, stale: plan.stale });
     if (ctx.params.dryRun) {
       for (const a of plan.actions) info('root', `dry run: ${a.describe()}`);
@@ -221,6 +288,23 @@ export const root: Phase = {
             info('root', a.describe());
             rmSync(`${ROOT_MNT}/slots/${a.id}.json`, { force: true });
             await rm(`${ROOT_MNT}/slots/${a.id}`, { recursive: true, force: true }); // async: the watchdog keeps being fed
+            break;
+          case 'salvage': {
+            info('root', a.describe());
+            await rm(`${ROOT_MNT}/${SALVAGE}`, { recursive: true, force: true });
+            renameSync(`${ROOT_MNT}/slots/${a.id}`, `${ROOT_MNT}/${SALVAGE}`);
+            rmSync(`${ROOT_MNT}/slots/${a.id}.json`, { force: true });
+            const t = trimSalvage(`${ROOT_MNT}/${SALVAGE}`);
+            syncDisks();
+            info(
+              'root',
+              `the interrupted slot ${a.id} left ${t.kept} finished files (${(t.keptBytes / 1e6).toFixed(1)} MB): the sync links them instead of fetching them again (${t.dropped} written just before the cut dropped)`,
+            );
+            break;
+          }
+          case 'drop-salvage':
+            info('root', a.describe());
+            await rm(`${ROOT_MNT}/${SALVAGE}`, { recursive: true, force: true });
             break;
           case 'sync':
             try {

@@ -59,6 +59,7 @@ describe('readSlotState', () => {
         { id: '17-c', seq: 17, complete: true },
       ],
       partial: ['18-d'],
+      partialDirs: ['18-d'],
       current: { id: '17-c', seq: 17, complete: true },
       previous: { id: '15-b', seq: 15, complete: true, files: 10, bytes: 100 },
       problems: [],
@@ -152,20 +153,26 @@ describe('planRoot', () => {
   const state = readSlotState(FACTS);
   const sync = (id: string, seq: number): RootDecision => ({ action: 'sync', masterStamp: { id, seq } });
 
-  test('sync: delete partials, rsync with link-dest, record, flip previous then current, delete the rest', () => {
+  test('sync: salvage the partial, rsync with link-dest, record, flip previous then current, delete the rest', () => {
     const p = planRoot({ state, decision: sync('19-e', 19), rollback: false });
     expect(shape(p)).toEqual({
       use: 'slots/19-e',
       stale: false,
       actions: [
-        { kind: 'delete-partial', id: '18-d', describe: 'rm -rf slots/18-d slots/18-d.json' },
+        {
+          kind: 'salvage',
+          id: '18-d',
+          describe:
+            'rm -rf salvage && mv slots/18-d salvage && rm -f slots/18-d.json  # its finished files serve the sync, then go',
+        },
         {
           kind: 'sync',
           id: '19-e',
           seq: 19,
           linkDest: 'slots/17-c',
+          salvage: true,
           describe:
-            'rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c master:rootfs/ slots/19-e/',
+            'rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c --link-dest=../../salvage master:rootfs/ slots/19-e/',
         },
         {
           kind: 'write-record',
@@ -188,10 +195,11 @@ describe('planRoot', () => {
         },
         { kind: 'delete-old', id: '12-a', describe: 'rm -f slots/12-a.json && rm -rf slots/12-a' },
         { kind: 'delete-old', id: '15-b', describe: 'rm -f slots/15-b.json && rm -rf slots/15-b' },
+        { kind: 'drop-salvage', describe: 'rm -rf salvage' },
       ],
     });
     expect(p.message).toBe(
-      'syncing master stamp 19-e (seq 19) into slots/19-e against slots/17-c (--link-dest), then booting it',
+      'syncing master stamp 19-e (seq 19) into slots/19-e against slots/17-c (--link-dest), reusing the finished files of the interrupted slots/18-d, then booting it',
     );
   });
 
@@ -233,12 +241,13 @@ describe('planRoot', () => {
     const p = planRoot({ state: s, decision: sync('17-c', 17), rollback: false });
     expect(p.use).toBe('slots/17-c.r2');
     expect(p.actions.map((a) => `${a.kind} ${a.describe()}`)).toEqual([
-      'delete-partial rm -rf slots/17-c.r2 slots/17-c.r2.json',
-      'sync rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c master:rootfs/ slots/17-c.r2/',
+      'salvage rm -rf salvage && mv slots/17-c.r2 salvage && rm -f slots/17-c.r2.json  # its finished files serve the sync, then go',
+      'sync rsync -aHAX --numeric-ids --delete --stats --info=progress2 --link-dest=../17-c --link-dest=../../salvage master:rootfs/ slots/17-c.r2/',
       `write-record sync -f slots/17-c.r2 && printf '%s\\n' '{"id":"17-c.r2","seq":17,"complete":true}' > slots/17-c.r2.json.tmp && sync slots/17-c.r2.json.tmp && mv -T slots/17-c.r2.json.tmp slots/17-c.r2.json`,
       'flip ln -sfn slots/17-c .previous.new && mv -T .previous.new previous',
       'flip ln -sfn slots/17-c.r2 .current.new && mv -T .current.new current',
       'delete-old rm -f slots/16-b.json && rm -rf slots/16-b',
+      'drop-salvage rm -rf salvage',
     ]);
     expect(p.message).toContain('as 17-c.r2: 17-c is already a complete local slot');
     // Taken .r2 (complete) -> .r3; a 64-character id is shortened to stay a valid id.
@@ -282,12 +291,13 @@ describe('planRoot', () => {
     });
     expect(p.use).toBe('slots/17-c.r2');
     expect(p.actions.map((a) => a.kind)).toEqual([
-      'delete-partial',
+      'salvage',
       'sync',
       'write-record',
       'flip',
       'delete-old',
       'delete-old',
+      'drop-salvage',
     ]);
     // previous (15-b) is kept: there was no current to replace it with.
     expect(p.actions.filter((a) => a.kind === 'delete-old').map((a) => (a.kind === 'delete-old' ? a.id : ''))).toEqual([
@@ -397,6 +407,7 @@ interface Disk {
   records: Map<string, string>;
   current: string | null;
   previous: string | null;
+  salvage?: boolean;
 }
 
 const toFacts = (d: Disk): SlotFacts => ({
@@ -412,6 +423,15 @@ function apply(d: Disk, a: SlotAction): void {
     case 'delete-old':
       d.records.delete(a.id);
       d.dirs.delete(a.id);
+      break;
+    case 'salvage':
+      if (!d.dirs.has(a.id)) throw new Error(`salvage of ${a.id}, which is not there`);
+      d.records.delete(a.id);
+      d.dirs.delete(a.id);
+      d.salvage = true;
+      break;
+    case 'drop-salvage':
+      d.salvage = false;
       break;
     case 'sync':
       d.dirs.add(a.id);
@@ -462,7 +482,7 @@ function randomCase(rnd: () => number) {
         ? { id: 'bad/id', seq: 1 }
         : { id: pick([...pool, '7-g', '8-h']), seq: Math.floor(rnd() * 10) };
   const decision: RootDecision = masterStamp ? { action, masterStamp } : { action };
-  return { disk, decision, rollback: rnd() < 0.2, forceFull: rnd() < 0.2 };
+  return { disk, decision, rollback: rnd() < 0.2, forceFull: rnd() < 0.2, salvage: rnd() < 0.3 };
 }
 
 describe('planRoot properties (3000 seeded cases)', () => {
@@ -472,7 +492,13 @@ describe('planRoot properties (3000 seeded cases)', () => {
     for (let i = 0; i < 3000; i++) {
       const c = randomCase(rnd);
       const state: SlotState = readSlotState(toFacts(c.disk));
-      const plan = planRoot({ state, decision: c.decision, rollback: c.rollback, forceFull: c.forceFull });
+      const plan = planRoot({
+        state,
+        decision: c.decision,
+        rollback: c.rollback,
+        forceFull: c.forceFull,
+        salvage: c.salvage,
+      });
       const ctx = `case ${i}: ${JSON.stringify({ facts: toFacts(c.disk), decision: c.decision, rollback: c.rollback, forceFull: c.forceFull })}`;
       const completeIds = new Set(state.complete.map((r) => r.id));
       const synced = plan.actions.flatMap((a) => (a.kind === 'sync' ? [a.id] : []));
@@ -497,9 +523,23 @@ describe('planRoot properties (3000 seeded cases)', () => {
       expect(synced.length).toBeLessThanOrEqual(1);
       for (const id of synced) if (completeIds.has(id)) throw new Error(`sync into complete slot ${id}; ${ctx}`);
       // Partials first; the message is never empty; every describe() is non-empty one-line shell.
-      const firstOther = plan.actions.findIndex((a) => a.kind !== 'delete-partial');
-      if (firstOther >= 0 && plan.actions.slice(firstOther).some((a) => a.kind === 'delete-partial'))
+      const early = (k: string) => k === 'delete-partial' || k === 'salvage';
+      const firstOther = plan.actions.findIndex((a) => !early(a.kind) && a.kind !== 'drop-salvage');
+      if (firstOther >= 0 && plan.actions.slice(firstOther).some((a) => early(a.kind)))
         throw new Error(`partial deleted late; ${ctx}`);
+      // salvage: at most one, of a partial (never a complete or linked slot), only for a sync, which uses it;
+      // whatever the plan, no salvage is left at its end
+      const salvaged = plan.actions.flatMap((a) => (a.kind === 'salvage' ? [a.id] : []));
+      expect(salvaged.length).toBeLessThanOrEqual(1);
+      for (const id of salvaged) {
+        if (!state.partial.includes(id) || completeIds.has(id)) throw new Error(`salvages non-partial ${id}; ${ctx}`);
+        if (!synced.length) throw new Error(`salvage without a sync; ${ctx}`);
+      }
+      const syncA = plan.actions.find((a) => a.kind === 'sync');
+      if (syncA?.kind === 'sync' && syncA.salvage !== (salvaged.length > 0 || (c.salvage && !c.forceFull)))
+        throw new Error(`sync.salvage does not match what is there; ${ctx}`);
+      if ((salvaged.length || c.salvage) && plan.actions.at(-1)?.kind !== 'drop-salvage')
+        throw new Error(`salvage left at the end; ${ctx}`);
       expect(plan.message.length).toBeGreaterThan(0);
       for (const a of plan.actions) {
         const d = a.describe();
@@ -512,6 +552,7 @@ describe('planRoot properties (3000 seeded cases)', () => {
         records: new Map(c.disk.records),
         current: c.disk.current,
         previous: c.disk.previous,
+        salvage: c.salvage,
       };
       const hadCurrent = state.current !== null;
       const useId = plan.use?.replace(/^slots\//, '');
@@ -543,6 +584,7 @@ describe('planRoot properties (3000 seeded cases)', () => {
         throw new Error(`use not complete at the end; ${ctx}`);
       if (synced.length && end.current?.id !== synced[0])
         throw new Error(`current not flipped to the synced slot; ${ctx}`);
+      if (disk.salvage) throw new Error(`salvage still there after the plan; ${ctx}`);
       expect(end.partial.filter((id) => state.partial.includes(id))).toEqual([]);
     }
     // The generator reaches every kind of outcome.
