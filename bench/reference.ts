@@ -3,8 +3,9 @@
 // agent binary. Built once per input hash into .cache/images-ref/<hash>, as test/rig/images.ts does for the
 // agent's images, with the same kernel copied next to it so a benchmark can boot either one.
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, readFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { scriptImage } from '../agent/contract/uimage.ts';
 import { REPO } from '../builder/image/agentbuild.ts';
 import type { Compression } from '../builder/image/compress.ts';
 import { pack, type ExtraFile, type PackResult } from '../builder/image/pack.ts';
@@ -83,4 +84,60 @@ export async function packReference(opts: ReferenceOptions = {}): Promise<Refere
     kernelVersion: sr.kernelVersion,
     pack: result,
   };
+}
+
+/**
+ * The reference's network script (tftp/boot.scr.uimg): the seed's flow, every boot TFTPs the kernel and the
+ * initramfs and boots them; no cache, no checks, no tries. It takes the U-Boot settings the agent's scripts use
+ * (TFTP block size, the initrd left in place), so the two differ only in where the first stage comes from.
+ * `vmlinuz.gz` (default) is the gzip'd kernel `builder stage` serves (booti decompresses it); `vmlinuz` the raw Image.
+ */
+export function referenceNetScript(o: { bootargs: string; kernel?: 'vmlinuz.gz' | 'vmlinuz' }): string {
+  const kernel = o.kernel ?? 'vmlinuz.gz';
+  const fail = (what: string) => `else echo "refboot: TFTP of ${what} failed, resetting in 10s"; sleep 10; reset; fi`;
+  return [
+    '# clusterboot benchmark: the reference network script (the seed flow: kernel + initramfs by TFTP, every boot)',
+    'echo "refboot: reference network script from ${serverip}"',
+    'setenv autoload no',
+    'setenv initrd_high 0xffffffffffffffff',
+    'setenv tftpblocksize 1468',
+    `if tftp \${kernel_addr_r} ${kernel}; then echo "refboot: kernel loaded"; ${fail(kernel)}`,
+    ...(kernel === 'vmlinuz.gz'
+      ? [
+          'setenv kernel_comp_size ${filesize}',
+          'if test -z "${kernel_comp_addr_r}"; then setexpr kernel_comp_addr_r ${ramdisk_addr_r} + 0x6000000; fi',
+        ]
+      : []),
+    `if tftp \${ramdisk_addr_r} initramfs.igz.uimg; then echo "refboot: initramfs loaded"; ${fail('initramfs.igz.uimg')}`,
+    `setenv bootargs "${o.bootargs.replace(/"/g, '')}"`,
+    'booti ${kernel_addr_r} ${ramdisk_addr_r} ${fdtcontroladdr}',
+    'echo "refboot: boot failed, resetting in 10s"',
+    'sleep 10',
+    'reset',
+    '',
+  ].join('\n');
+}
+
+/**
+ * A TFTP folder for the reference on the virtual cluster: `dir` is `<master tftp>/<node IP>`, which dnsmasq
+ * serves to that node alone with `tftp-unique-root=ip` (every other node falls back to the master's own folder).
+ * The kernel is the one `builder stage` wrote (copied from `kernelFrom`), the initramfs the reference's.
+ */
+export function referenceTftp(
+  dir: string,
+  o: { kernelFrom: string; initramfs: string; bootargs: string; kernel?: 'vmlinuz.gz' | 'vmlinuz' },
+): string {
+  mkdirSync(dir, { recursive: true });
+  const kernel = o.kernel ?? 'vmlinuz.gz';
+  copyFileSync(o.kernelFrom, join(dir, kernel));
+  copyFileSync(o.initramfs, join(dir, 'initramfs.igz.uimg'));
+  writeFileSync(
+    join(dir, 'boot.scr.uimg'),
+    scriptImage(referenceNetScript({ bootargs: o.bootargs, kernel }), {
+      arch: 'arm64',
+      name: 'clusterboot reference',
+      time: 0,
+    }),
+  );
+  return dir;
 }

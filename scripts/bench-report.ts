@@ -34,9 +34,25 @@ if (sizes) {
     `Agent binary: ${mb(sizes.agentBinaryBytes)}.`,
     '',
     table(
-      ['initramfs', 'uImage', 'cpio (RAM it holds)', 'kernel unpack', 'first word of /init'],
-      sizes.rows.map((r) => [String(r.name), mb(r.uimageBytes), mb(r.cpioBytes), s(r.unpackSeconds), s(r.firstWordAt)]),
+      [
+        'initramfs',
+        'uImage',
+        'cpio (RAM it holds)',
+        'kernel unpack',
+        'first word of /init',
+        'power-on -> Starting kernel (user-net TFTP)',
+      ],
+      sizes.rows.map((r) => [
+        String(r.name),
+        mb(r.uimageBytes),
+        mb(r.cpioBytes),
+        s(r.unpackSeconds),
+        r.errors ? `did not boot: ${(r.errors as string[])[0] ?? '?'}` : s(r.firstWordAt),
+        s(r.powerOnToKernel),
+      ]),
     ),
+    '',
+    "Kernel unpack: from `Trying to unpack rootfs image as initramfs` to `Freeing initrd memory` (kernel uptime). lz4 is not one of the builder's codecs (builder/image/compress.ts: gzip, zstd, xz, none); bench/lz4.ts makes it from the uncompressed cpio with `lz4 -l -9`. With the first stage cached on the disk only cold boots (and a new first stage) pay for the bytes; every boot pays for the unpack.",
     '',
   );
 }
@@ -206,6 +222,237 @@ if (multi) {
       );
     }
   }
+}
+const kib = (b: unknown) => `${Math.round(Number(b) / 1024)} KiB`;
+const bytes = (b: unknown) => (Number(b) >= 1e6 ? mb(b) : kib(b));
+const x = (v: unknown) => (Number.isFinite(Number(v)) ? `${Number(v).toFixed(2)}x` : '-');
+/** A first-stage section (`firststage`, `debian`): warm boots agent (first stage from the disk) vs the reference (TFTP). */
+function firstStage(f: Row, heading: string): void {
+  const a = (f.warm as { agent: Row }).agent;
+  const r = (f.warm as { reference: Row }).reference;
+  const ratios = f.ratios as Row;
+  const paired = f.pairedRatios as Row;
+  const cold = f.cold as { agent: Row; reference: Row };
+  const change = f.change as { agent: Row; reference: Row; limit: number; changedBytes: number } & Row;
+  const ph = f.phases as { agent: Row; reference: Row };
+  const met = (b: unknown) => (b ? '**met**' : '**not met**');
+  const diff = (row: Row, hi: string, lo: string) => Number(row[hi]) - Number(row[lo]);
+  const over = (got: unknown) => {
+    const extra = Number(got) - Number(change.changedBytes);
+    return `${String(extra)} B (${(extra / Number(f.templateEntries)).toFixed(1)} B)`;
+  };
+  // the fleet's seconds: whole seconds once they are many
+  const secs = (v: unknown) => (Number(v) >= 10 ? `${Math.round(Number(v))} s` : s(v));
+  out.push(
+    heading,
+    '',
+    `Template: ${String(f.template)}: ${Number(f.templateFiles).toLocaleString('en')} files (${Number(f.templateEntries).toLocaleString('en')} entries), ${mb(f.templateBytes)}. Reference: ${String(f.reference)}.`,
+    '',
+    `Virtual cluster (\`scripts/cluster\`'s chain: U-Boot, the master's dnsmasq DHCP + TFTP and sshd on a bridge; one vCPU per node). node1 runs the agent, whose warm boots load the first stage from its disk cache (U-Boot's local script: DHCP, the network script by TFTP, the cache read and CRC-checked); node2 runs the reference, whose TFTP folder is its own (\`tftp/<its IP>/\`, dnsmasq \`tftp-unique-root=ip\`). One boot at a time, alternating agent and reference, ${String(((f.samples as { agent: Record<string, number[]> }).agent.powerOnToSwitchRoot ?? []).length)} runs; the last column is the median of each run's own ratio. Master bytes: the bridge's transmit counter over one boot (TFTP, SSH, DHCP, with their headers).`,
+    '',
+    table(
+      [
+        'warm boot (medians)',
+        'agent: first stage from the disk',
+        'reference: TFTP every boot',
+        'agent / reference',
+        'paired',
+      ],
+      [
+        ['power-on -> Starting kernel (U-Boot; wall)', s(a.powerOnToKernel), s(r.powerOnToKernel), '', ''],
+        ['Starting kernel -> Run /init (kernel, initramfs unpack)', s(a.runInit), s(r.runInit), '', ''],
+        ['Run /init -> first word', s(diff(a, 'firstWord', 'runInit')), s(diff(r, 'firstWord', 'runInit')), '', ''],
+        [
+          'first word -> switch_root',
+          s(diff(a, 'kernelToSwitchRoot', 'firstWord')),
+          s(diff(r, 'kernelToSwitchRoot', 'firstWord')),
+          '',
+          '',
+        ],
+        [
+          'Starting kernel -> switch_root',
+          s(a.kernelToSwitchRoot),
+          s(r.kernelToSwitchRoot),
+          x(ratios.kernelToSwitchRoot),
+          x(paired.kernelToSwitchRoot),
+        ],
+        [
+          '**power-on -> switch_root (QEMU)**',
+          s(a.powerOnToSwitchRoot),
+          s(r.powerOnToSwitchRoot),
+          x(ratios.powerOnToSwitchRoot),
+          `**${x(paired.powerOnToSwitchRoot)}**`,
+        ],
+        ['master bytes per node', bytes(a.masterBytes), bytes(r.masterBytes), '', ''],
+        [
+          'TFTP payload (QEMU wall time for it)',
+          `${bytes(a.tftpBytes)} (${s(a.tftpSeconds)})`,
+          `${bytes(r.tftpBytes)} (${s(r.tftpSeconds)})`,
+          '',
+          '',
+        ],
+        [
+          "U-Boot's reads from the disk (U-Boot's timer); cache read + CRC-32 checks (wall)",
+          `${bytes(a.diskBytes)} (${s(a.diskSeconds)}); ${s(a.cacheLoadSeconds)}`,
+          '-',
+          '',
+          '',
+        ],
+        [
+          `**Pi 4 model: TFTP at ${String(f.pi4TftpMiBps)} MiB/s**`,
+          s(a.pi4PowerOnToSwitchRoot),
+          s(r.pi4PowerOnToSwitchRoot),
+          x(ratios.pi4PowerOnToSwitchRoot),
+          `**${x(paired.pi4PowerOnToSwitchRoot)}**`,
+        ],
+        [
+          `Pi 4 model, and U-Boot reading the SD card at ${String(f.sdMBps)} MB/s`,
+          s(a.pi4SdPowerOnToSwitchRoot),
+          s(r.pi4SdPowerOnToSwitchRoot),
+          x(ratios.pi4SdPowerOnToSwitchRoot),
+          x(paired.pi4SdPowerOnToSwitchRoot),
+        ],
+        [
+          "the agent's handoff phase (closes SSH, pushes the boot report, moves the mounts)",
+          s(a.handoffSeconds),
+          '-',
+          '',
+          '',
+        ],
+      ],
+    ),
+    '',
+    `**Target ${String(f.target)}x the reference or better** (paired ratios): in QEMU ${x(paired.powerOnToSwitchRoot)}, ${met(f.metInQemu)}; in the Pi 4 model ${x(paired.pi4PowerOnToSwitchRoot)}, ${met(f.metInPi4Model)}; with the SD reads at ${String(f.sdMBps)} MB/s ${x(paired.pi4SdPowerOnToSwitchRoot)}, ${met(f.metInPi4SdModel)}. ${f.breakEvenSdMBps === null ? 'No SD card speed brings the model to the target.' : `The model keeps ${String(f.target)}x as long as U-Boot reads the SD card at ${String(f.breakEvenSdMBps)} MB/s or more.`}`,
+    '',
+    `The Pi 4 model: each side's measured power-on -> switch_root in QEMU, minus the wall time its U-Boot spent in TFTP transfers (timed on the host from the console: \`Filename '...'\` to \`Bytes transferred\`), plus the same TFTP bytes at ${String(f.pi4TftpMiBps)} MiB/s (published U-Boot TFTP rates on a Pi 4: 1.4-1.7 MiB/s). Everything else stays at QEMU TCG's speed (kernel, unpack, Bun, the phases; a Pi 4's cores are faster for both sides). QEMU serves the agent's ${bytes(a.diskBytes)} of first stage from the host's page cache in ${s(a.diskSeconds)}; on a Pi they come from the SD card, which the last model row prices at ${String(f.sdMBps)} MB/s (an assumption: a Pi 4's DDR50 SD bus carries at most 50 MB/s).`,
+    '',
+    table(
+      ['agent phase (warm)', 's'],
+      Object.entries(ph.agent).map(([k, v]) => [k, String(v)]),
+    ),
+    '',
+    table(
+      ['reference step (warm)', 's'],
+      Object.entries(ph.reference).map(([k, v]) => [k, String(v)]),
+    ),
+    '',
+    'From a blank disk (cold), once each, before the warm runs:',
+    '',
+    table(
+      ['cold: blank disk -> template init', 'agent', 'reference'],
+      [
+        ['boots (the partitioning reboot, then the sync)', String(cold.agent.boots), String(cold.reference.boots)],
+        ['wall (both boots)', s(cold.agent.wallS), s(cold.reference.wallS)],
+        ['master bytes', mb(cold.agent.masterBytes), mb(cold.reference.masterBytes)],
+        [
+          "of which TFTP payload (gzip'd kernel + initramfs, twice)",
+          mb(cold.agent.tftpBytes),
+          mb(cold.reference.tftpBytes),
+        ],
+        [
+          'root template received by rsync',
+          mb(cold.agent.fullSyncBytesReceived),
+          mb(cold.reference.fullSyncBytesReceived),
+        ],
+      ],
+    ),
+    '',
+    `The agent's cold bytes also hold the first-stage cache: one rsync of the raw kernel and the initramfs at the commit point.`,
+    '',
+    ...(Number(f.templateEntries) > 1000
+      ? [
+          `A changed file is found by rsync's file list, which travels whole on every sync: the bytes beyond the changed file grow with the template's entries (both sides alike). At ${((Number(change.agent.bytesReceived) - Number(change.changedBytes)) / Number(f.templateEntries)).toFixed(1)} B per entry, the bound's ${String(Number(change.limit) - Number(change.changedBytes))} B of slack for a 1 MiB change covers about ${String(Math.round((Number(change.limit) - Number(change.changedBytes)) / ((Number(change.agent.bytesReceived) - Number(change.changedBytes)) / Number(f.templateEntries)) / 100) * 100)} entries.`,
+          '',
+        ]
+      : []),
+    table(
+      ['one 1 MiB file changed (medians)', 'agent', 'reference'],
+      [
+        ['bytes received by rsync', String(change.agent.bytesReceived), String(change.reference.bytesReceived)],
+        [
+          `within 1.1 x ${String(change.changedBytes)} + 64 KiB = ${String(change.limit)}`,
+          change.agentWithinLimit ? 'yes' : 'NO',
+          change.referenceWithinLimit ? 'yes' : 'NO',
+        ],
+        [
+          `received beyond the changed bytes (per entry of the template's ${Number(f.templateEntries).toLocaleString('en')})`,
+          over(change.agent.bytesReceived),
+          over(change.reference.bytesReceived),
+        ],
+        ['Starting kernel -> switch_root', s(change.agent.kernelToSwitchRoot), s(change.reference.kernelToSwitchRoot)],
+        ['master bytes', bytes(change.agent.masterBytes), bytes(change.reference.masterBytes)],
+      ],
+    ),
+    '',
+    "Fleet model with these bytes per node (the master link the bottleneck at 90 % of its rate; a node's own work overlaps with the others' transfers; TFTP with a window of 1 may not fill a 1 Gbit/s link):",
+    '',
+    table(
+      ['nodes', 'master link', 'warm: agent', 'warm: reference', 'cold: agent', 'cold: reference'],
+      (f.fleet as Row[]).map((m) => [
+        String(m.nodes),
+        String(m.link),
+        secs(m.warmAgentSeconds),
+        secs(m.warmReferenceSeconds),
+        secs(m.coldAgentSeconds),
+        secs(m.coldReferenceSeconds),
+      ]),
+    ),
+    '',
+  );
+}
+const fs = j.firststage as Row | undefined;
+if (fs) firstStage(fs, '## Warm boots with the first stage on the disk, against the reference (virtual cluster)');
+const deb = j.debian as Row | undefined;
+if (deb) firstStage(deb, '## A Debian-size root: thousands of files, a real init (virtual cluster)');
+const comp = j.compress as { rows: Row[]; pi4TftpMiBps: number; sdMBps: number } | undefined;
+if (comp) {
+  out.push(
+    '## The compression choice on the warm path (virtual cluster, first stage from the disk)',
+    '',
+    `One agent node; each round boots every codec's initramfs once warm (from the disk cache), restaging it first: that boot TFTPs the new first stage and caches it ("new first stage" columns). Medians of ${String(j.runs)} rounds. Uncompressed (134 MB) is left out: the network script puts the kernel's decompression buffer 96 MiB above the initramfs.`,
+    '',
+    table(
+      [
+        'initramfs',
+        'uImage',
+        'warm: power-on -> switch_root',
+        'warm: Starting kernel -> Run /init (unpack)',
+        'warm: first word',
+        'warm: cache read + CRC-32 (wall)',
+        `warm, Pi 4 model (SD at ${String(comp.sdMBps)} MB/s)`,
+        'new first stage: power-on -> switch_root',
+        `new first stage, Pi 4 model (TFTP at ${String(comp.pi4TftpMiBps)} MiB/s)`,
+      ],
+      comp.rows.map((r) => {
+        const w = r.warm as Row;
+        const f = r.newFirstStage as Row;
+        return r.error && !Number.isFinite(Number(w.powerOnToSwitchRoot))
+          ? [
+              String(r.codec),
+              mb(r.uimageBytes),
+              `failed: ${String(r.error).split('\n')[0] ?? ''}`,
+              '',
+              '',
+              '',
+              '',
+              '',
+              '',
+            ]
+          : [
+              String(r.codec),
+              mb(r.uimageBytes),
+              s(w.powerOnToSwitchRoot),
+              s(w.runInit),
+              s(w.firstWord),
+              s(w.cacheLoadSeconds),
+              s(w.pi4SdPowerOnToSwitchRoot),
+              s(f.powerOnToSwitchRoot),
+              s(f.pi4PowerOnToSwitchRoot),
+            ];
+      }),
+    ),
+    '',
+  );
 }
 writeFileSync(join(REPO, 'docs/bench.md'), `${out.join('\n')}\n`);
 console.error('wrote docs/bench.md');
