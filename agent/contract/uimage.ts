@@ -83,7 +83,7 @@ export function readUImageHeader(buf: Uint8Array): UImageHeader {
   const magic = dv.getUint32(0);
   if (magic !== IH_MAGIC) throw new Error(`bad uImage magic 0x${magic.toString(16)}`);
   const hcrc = dv.getUint32(4);
-  const copy = buf.slice(0, HEADER_SIZE);
+  const copy = new Uint8Array(buf.subarray(0, HEADER_SIZE)); // a copy: Buffer#slice would be a view, and fill() would zero the caller's CRC
   copy.fill(0, 4, 8);
   const want = crc32(copy);
   if (hcrc !== want) throw new Error(`bad uImage header CRC 0x${hcrc.toString(16)} (expected 0x${want.toString(16)})`);
