@@ -31,3 +31,10 @@ export const REPORT_FILE_DIR = `${RUN_DIR}/report`;
 /** On p1: the files clusterboot itself keeps there (rsync of bootfs/ leaves clusterboot.* alone). */
 export const MARKER = 'clusterboot.marker';
 export const BOOT_STAMP = 'clusterboot.bootfs.stamp';
+/**
+ * On p1, during a bootfs update (plans/bootfs.ts): the new set is staged in this directory beside the old one,
+ * then the journal (the new set's names, sizes and sha256) is written, then each file is switched into place.
+ * A journal on p1 means an update was cut after its staging was complete: the next boot finishes it.
+ */
+export const BOOT_STAGING = '.cb-new';
+export const BOOT_JOURNAL = 'clusterboot.bootfs.journal';

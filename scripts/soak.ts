@@ -1,5 +1,7 @@
 // The long soak: N trials per dangerous phase, each with a seeded cut moment (printed, replayable with
-// --seed), and a report of the outcomes per phase in docs/soak.json.
+// --seed), and a report of the outcomes per phase in docs/soak.json. The phases: repartition, format, the
+// first boot copy, the root rsync, and a bootfs update (judged on p1 itself: see test/rig/soak.ts);
+// --phases bootfs,rsync runs some of them (each keeps its seeds).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -12,12 +14,20 @@ const { values } = parseArgs({
     trials: { type: 'string', default: '20' },
     seed: { type: 'string', default: String(Date.now() % 1_000_000) },
     out: { type: 'string', default: join(REPO, 'docs/soak.json') },
+    phases: { type: 'string', default: SOAK_PHASES.join(',') },
   },
 });
 const trials = Number(values.trials);
 const seed = Number(values.seed);
+const phases = values.phases.split(',').filter(Boolean);
+const unknown = phases.filter((p) => !(SOAK_PHASES as readonly string[]).includes(p));
+if (unknown.length) {
+  console.error(`soak: unknown phase ${unknown.join(', ')} (the phases: ${SOAK_PHASES.join(', ')})`);
+  process.exit(2);
+}
+const only = phases.length === SOAK_PHASES.length ? '' : ` --phases ${phases.join(',')}`;
 console.error(
-  `soak: ${trials} trials per phase, seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed})`,
+  `soak: ${trials} trials per phase (${phases.join(', ')}), seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed}${only})`,
 );
 const rig = await startMasterRig('soak', { dataMb: 20 });
 const { img, work, master } = rig;
@@ -44,6 +54,7 @@ function writeReport(done: boolean) {
     commit,
     complete: done,
     seed,
+    phases,
     trialsPerPhase: trials,
     minutes: Math.round((performance.now() - t0) / 600) / 100,
     counts,
@@ -59,6 +70,7 @@ try {
   await soak.prepareGolden();
   for (let i = 0; i < trials; i++) {
     for (const [k, phase] of SOAK_PHASES.entries()) {
+      if (!phases.includes(phase)) continue;
       const s = seed + i * 10 + k;
       const t = await soak.trial(phase, s);
       results.push(t);
