@@ -50,24 +50,23 @@ const report = (mac: string, over: Record<string, unknown> = {}) =>
   JSON.stringify({ schema: 1, mac, result: 'ok', hostname: 'node1', errors: [], ...over });
 
 /** The sink as sshd runs it for the report key: the words of the forced command, stdin, the sender's address. */
+const sinkArgv = (maxFiles: number) => [
+  PYTHON,
+  '-I',
+  join(state, 'report-sink'),
+  join(root, 'reports'),
+  'nobody',
+  join(state, 'report-peers'),
+  leases,
+  String(maxFiles),
+];
 function sink(input: string | Buffer, from: string | null, maxFiles = 100) {
-  const r = spawnSync(
-    PYTHON,
-    [
-      '-I',
-      join(state, 'report-sink'),
-      join(root, 'reports'),
-      'nobody',
-      join(state, 'report-peers'),
-      leases,
-      String(maxFiles),
-    ],
-    {
-      input,
-      encoding: 'utf8',
-      env: from === null ? {} : { SSH_CONNECTION: `${from} 51234 10.77.0.1 22` },
-    },
-  );
+  const [cmd, ...args] = sinkArgv(maxFiles) as [string, ...string[]];
+  const r = spawnSync(cmd, args, {
+    input,
+    encoding: 'utf8',
+    env: from === null ? {} : { SSH_CONNECTION: `${from} 51234 10.77.0.1 22` },
+  });
   return { status: r.status, out: r.stdout + r.stderr };
 }
 const stored = (mac: string) => join(root, 'reports', `${mac.replace(/:/g, '-')}.json`);
@@ -144,19 +143,12 @@ describe('report sink', () => {
 
   test('a sender that never finishes (an rsync client waiting for its greeting) is dropped after the sink timeout', async () => {
     const t0 = performance.now();
-    const p = Bun.spawn(
-      [
-        PYTHON,
-        '-I',
-        join(state, 'report-sink'),
-        join(root, 'reports'),
-        'nobody',
-        join(state, 'report-peers'),
-        leases,
-        '100',
-      ],
-      { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', env: { SSH_CONNECTION: '10.77.0.11 5 10.77.0.1 22' } },
-    );
+    const p = Bun.spawn(sinkArgv(100), {
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      env: { SSH_CONNECTION: '10.77.0.11 5 10.77.0.1 22' },
+    });
     p.stdin.write(new Uint8Array([0x1f, 0, 0, 0])); // and then nothing, with the pipe left open
     p.stdin.flush();
     const code = await p.exited;
