@@ -3,6 +3,8 @@ import { execa, type ResultPromise } from 'execa';
 import { TOOLS, type ToolName } from './tools.ts';
 
 export class ToolError extends Error {
+  /** The whole output, stdout and stderr, for callers that classify a failure by what the tool said. */
+  output = '';
   constructor(
     readonly argv: string[],
     readonly exitCode: number | undefined,
@@ -79,7 +81,9 @@ export async function run(tool: ToolName | `/${string}`, args: string[], opts: R
   const stderr = typeof r.stderr === 'string' ? r.stderr : '';
   const code = r.exitCode ?? -1;
   if (r.timedOut || !(opts.okCodes ?? [0]).includes(code)) {
-    throw new ToolError(argv, r.exitCode, tail(stderr || stdout), Boolean(r.timedOut));
+    const err = new ToolError(argv, r.exitCode, tail(stderr || stdout), Boolean(r.timedOut));
+    err.output = `${stdout}\n${stderr}`.slice(-64 * 1024);
+    throw err;
   }
   return { stdout, stderr, exitCode: code };
 }

@@ -17,7 +17,7 @@ import { info } from '../log.ts';
 import { mount, MS_RDONLY, umount } from './libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
-import { nextFsck, repaired, type FsckResult } from '../plans/fsck.ts';
+import { nextFsck, readErrorIn, repaired, type FsckResult, type FsckRun } from '../plans/fsck.ts';
 import { readSmallFile } from '../contract/smallread.ts';
 
 export const MS_NOATIME = 1024;
@@ -93,9 +93,9 @@ export function umountQuiet(target: string): void {
  * the backup superblocks. Formats nothing: the caller applies its role's fsckVerdict to the result.
  */
 export async function repairExt4(dev: string, phase: string): Promise<FsckResult> {
-  const exits: number[] = [];
-  for (let s = nextFsck(dev, exits); s !== null; s = nextFsck(dev, exits)) {
-    if (exits.length) info(phase, `${s.why}: ${s.describe()}`);
+  const runs: FsckRun[] = [];
+  for (let s = nextFsck(dev, runs); s !== null; s = nextFsck(dev, runs)) {
+    if (runs.length) info(phase, `${s.why}: ${s.describe()}`);
     if (s.delayMs) await Bun.sleep(s.delayMs);
     try {
       const r = await run('e2fsck', s.args, {
@@ -103,15 +103,22 @@ export async function repairExt4(dev: string, phase: string): Promise<FsckResult
         timeoutMs: 30 * 60_000,
         heartbeat: ioHeartbeat(`e2fsck ${dev}`),
       });
-      exits.push(r.exitCode);
+      runs.push({ exit: r.exitCode, ioError: false });
       if (r.exitCode !== 0) info(phase, `e2fsck repaired ${dev} (exit ${r.exitCode})`);
     } catch (e) {
-      exits.push(e instanceof ToolError && e.exitCode !== undefined && !e.timedOut ? e.exitCode : -1);
-      info(phase, `e2fsck could not repair ${dev}: ${e instanceof ToolError ? e.message : String(e)}`);
+      const exit = e instanceof ToolError && e.exitCode !== undefined && !e.timedOut ? e.exitCode : -1;
+      const ioError = e instanceof ToolError && readErrorIn(`${e.output}\n${e.stderrTail}`);
+      runs.push({ exit, ioError });
+      info(
+        phase,
+        `e2fsck could not repair ${dev}: ${e instanceof ToolError ? e.message : String(e)}${ioError ? ' (a read error: the device itself fails)' : ''}`,
+      );
     }
   }
-  const last = exits[exits.length - 1];
-  return { ok: last !== undefined && repaired(last), exits };
+  const exits = runs.map((r) => r.exit);
+  const last = runs[runs.length - 1];
+  if (last !== undefined && repaired(last.exit)) return { ok: true, exits };
+  return { ok: false, exits, ioError: runs.some((r) => r.ioError) };
 }
 
 /** Bytes a process has read and written on storage so far (from /proc/<pid>/io text), or null. */

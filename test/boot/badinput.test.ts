@@ -228,7 +228,9 @@ describe('bad input on the node', () => {
     expect(r.console).toContain('TEMPLATE-P4 before=yes');
   }, 300_000);
 
-  test('I/O errors reading the writable layer (QEMU blkdebug): booted on tmpfs with an ALARM, p3 and p4 untouched', async () => {
+  // A device that fails reads gets no repair at all: e2fsck -y from a backup superblock once replayed p3's
+  // journal half-way through the read errors and lost the probe file (CI, stop 21).
+  test('I/O errors reading the writable layer (QEMU blkdebug): no repair tried, booted on tmpfs with an ALARM, p3 and p4 untouched', async () => {
     copyFileSync(golden(), disk());
     const conf = join(work, 'blkdebug-p3.conf');
     // every read of the 4 KiB block holding p3's primary superblock fails with EIO; writes still land
@@ -243,10 +245,10 @@ describe('bad input on the node', () => {
       timeoutMs: 400_000,
     });
     upOnMastersRoot(r);
-    expect(r.console).toMatch(
-      /ALARM: the writable layer \/dev\/vda3 (could not be repaired|passed e2fsck but could not be mounted)/,
-    );
-    expect(r.console).toMatch(/e2fsck -y /);
+    expect(r.console).toMatch(/ALARM: the writable layer \/dev\/vda3 returns read errors .*no repair was tried/);
+    expect(r.console).toMatch(/a read error: the device itself fails/);
+    expect(r.console).toContain('ddrescue');
+    expect(r.console).not.toMatch(/e2fsck -y /);
     expect(r.console).not.toMatch(/formatting (it|\/dev\/vda3)|mkfs \/dev\/vda3/);
     expect(r.console).toContain('TEMPLATE-PERSIST before=no');
     expect(r.console).toContain('TEMPLATE-P4 before=yes');

@@ -5,24 +5,29 @@ import {
   fsckVerdict,
   nextFsck,
   OPERATIONAL_RETRIES,
+  readErrorIn,
   repaired,
+  type FsckRun,
   type FsckStep,
 } from '../../../../agent/plans/fsck.ts';
 import { rng } from '../../../fixtures/rng.ts';
 
 const DEV = '/dev/vda3';
 
-/** Run the ladder against a fake e2fsck that answers `answers` in turn (then keeps answering the last). */
-function walk(answers: number[]): { steps: FsckStep[]; exits: number[] } {
+/** Run the ladder against a fake e2fsck that answers `answers` in turn (then keeps answering the last); a
+ * number is an exit without a read error, a run says both. */
+function walk(answers: (number | FsckRun)[]): { steps: FsckStep[]; exits: number[] } {
   const steps: FsckStep[] = [];
-  const exits: number[] = [];
-  for (let s = nextFsck(DEV, exits); s !== null; s = nextFsck(DEV, exits)) {
+  const runs: FsckRun[] = [];
+  for (let s = nextFsck(DEV, runs); s !== null; s = nextFsck(DEV, runs)) {
     steps.push(s);
-    exits.push(answers[Math.min(exits.length, answers.length - 1)] ?? 0);
+    const a = answers[Math.min(runs.length, answers.length - 1)] ?? 0;
+    runs.push(typeof a === 'number' ? { exit: a, ioError: false } : a);
     if (steps.length > 50) throw new Error('the ladder does not end');
   }
-  return { steps, exits };
+  return { steps, exits: runs.map((r) => r.exit) };
 }
+const eio: FsckRun = { exit: 8, ioError: true };
 const cmds = (steps: FsckStep[]) => steps.map((s) => s.describe());
 
 describe('nextFsck', () => {
@@ -57,6 +62,35 @@ describe('nextFsck', () => {
     expect(steps[1 + OPERATIONAL_RETRIES]?.args).toEqual(['-y', DEV]);
   });
 
+  test('read errors (the device fails, not the filesystem): -p is retried, then nothing that writes is tried', () => {
+    const { steps } = walk([eio]);
+    expect(cmds(steps)).toEqual(Array.from({ length: 1 + OPERATIONAL_RETRIES }, () => `e2fsck -p ${DEV}`));
+    // a card that settles passes on a retry
+    expect(cmds(walk([eio, 0]).steps)).toEqual([`e2fsck -p ${DEV}`, `e2fsck -p ${DEV}`]);
+    // a read error met by -y (or from a backup) stops the ladder there too
+    expect(cmds(walk([4, eio]).steps)).toEqual([`e2fsck -p ${DEV}`, `e2fsck -y ${DEV}`]);
+    expect(walk([4, 4, eio]).steps.length).toBe(3);
+    // and a read error once seen is not forgotten by a retry that happened to read
+    expect(cmds(walk([8, eio, 8]).steps)).toEqual(Array.from({ length: 3 }, () => `e2fsck -p ${DEV}`));
+  });
+
+  test("e2fsck's words for a failed read are told from a superblock that is only damaged", () => {
+    for (const said of [
+      '/sbin/e2fsck: Input/output error while trying to open /dev/vda3',
+      'Error reading block 1 (Input/output error) while getting next inode from scan.  Ignore error? yes',
+      'e2fsck: Attempt to read block from filesystem resulted in short read while trying to open /dev/vda3',
+      'e2fsck 1.47.0 (5-Feb-2023)\n/sbin/e2fsck: Input/output error while recovering journal of cb-rw',
+    ])
+      expect(readErrorIn(said)).toBe(true);
+    for (const said of [
+      '/sbin/e2fsck: Bad magic number in super-block while trying to open /dev/vda3',
+      'The superblock could not be read or does not describe a valid ext2/ext3/ext4 filesystem.',
+      '/dev/vda3: UNEXPECTED INCONSISTENCY; RUN fsck MANUALLY.',
+      '',
+    ])
+      expect(readErrorIn(said)).toBe(false);
+  });
+
   test('a backup superblock that works ends the ladder', () => {
     expect(cmds(walk([4, 4, 1]).steps)).toEqual([
       `e2fsck -p ${DEV}`,
@@ -76,8 +110,14 @@ describe('nextFsck', () => {
     const codes = [-1, 0, 1, 2, 3, 4, 8, 12, 16, 32, 128];
     const longest = 1 + OPERATIONAL_RETRIES + 1 + BACKUP_SUPERBLOCKS.length;
     for (let i = 0; i < 2000; i++) {
-      const answers = Array.from({ length: 10 }, () => codes[Math.floor(r() * codes.length)] ?? 0);
+      const answers = Array.from({ length: 10 }, () => ({
+        exit: codes[Math.floor(r() * codes.length)] ?? 0,
+        ioError: r() < 0.2,
+      }));
       const { steps, exits } = walk(answers);
+      // after a read error only -p ever runs again
+      const firstEio = answers.findIndex((a, k) => a.ioError && k < steps.length);
+      if (firstEio >= 0) for (const s of steps.slice(firstEio + 1)) expect(s.args).toEqual(['-p', DEV]);
       expect(steps.length).toBeGreaterThanOrEqual(1);
       expect(steps.length).toBeLessThanOrEqual(longest);
       for (const s of steps) {
@@ -104,6 +144,29 @@ describe('fsckVerdict', () => {
     expect(off.action).toBe('fail');
     if (off.action === 'fail') expect(off.remedy).toContain('master');
   });
+  test('a writable layer that returns read errors: tmpfs, an alarm that says no repair was tried, copy it off first', () => {
+    const v = fsckVerdict({
+      role: 'writable',
+      device: DEV,
+      result: { ok: false, exits: [8, 8, 8], ioError: true },
+      online: true,
+    });
+    expect(v.action).toBe('tmpfs');
+    if (v.action === 'tmpfs') {
+      expect(v.alarm).toContain('read errors');
+      expect(v.alarm).toContain('untouched');
+      expect(v.remedy).toContain('ddrescue');
+    }
+    const root = fsckVerdict({
+      role: 'root',
+      device: '/dev/vda2',
+      result: { ok: false, exits: [8, 8, 8], ioError: true },
+      online: true,
+    });
+    expect(root.action).toBe('format');
+    if (root.action === 'format') expect(root.why).toContain('replace the card');
+  });
+
   test('the writable layer is never formatted: tmpfs, the partition untouched, an alarm with a remedy', () => {
     for (const online of [true, false]) {
       const v = fsckVerdict({ role: 'writable', device: DEV, result: failed, online });
