@@ -34,6 +34,7 @@ import {
   renderDoctor,
   runDoctor,
 } from './master/doctor.ts';
+import { INIT_DESCRIBE, initHandler, initOptions } from './master/initcli.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
@@ -563,6 +564,7 @@ await yargs(hideBin(process.argv))
       );
     },
   )
+  .command('init', INIT_DESCRIBE, initOptions, initHandler)
   .command(
     'doctor',
     'check a running master end to end (dnsmasq and TFTP, sshd and the node key, stamps, initramfs size, rsync, key modes, free space); exits 1 if a check fails',

@@ -99,8 +99,8 @@ export class VirtualCluster {
     return this.master.root;
   }
 
-  /** The network: namespace, bridge with the master's address, one tap per node slot. */
-  private network(taps: number): void {
+  /** The network: namespace, bridge with the master's address, one tap per node slot (init.test.ts calls it alone). */
+  network(taps: number): void {
     cleanStaleNamespaces();
     spawnSync('ip', ['netns', 'del', this.ns]);
     sh(['ip', 'netns', 'add', this.ns]);
@@ -141,9 +141,19 @@ export class VirtualCluster {
     );
   }
 
-  /** The master's dnsmasq (DHCP, DNS, TFTP) and sshd, as `builder stage` configured them. */
-  async startMaster(): Promise<void> {
+  /** The master's dnsmasq (DHCP, DNS, TFTP) and sshd, as `builder stage` configured them; `dnsmasq: false`: sshd only
+   *  (`builder init` starts its own dnsmasq). */
+  async startMaster(o: { dnsmasq?: boolean } = {}): Promise<void> {
     const k = testKeys();
+    if (o.dnsmasq === false) {
+      await this.master.start(k.hostKey, {
+        listen: MASTER_IP,
+        port: 22,
+        wrap: this.wrap,
+        authorizedKeys: this.authorizedKeys,
+      });
+      return;
+    }
     const before = this.dnsmasqLog.length;
     this.dnsmasq = Bun.spawn(
       [
