@@ -100,7 +100,7 @@ export function nextFsck(dev: string, runs: readonly FsckRun[]): FsckStep | null
   return next;
 }
 
-/** What the ladder ended in; ioError: the last run met a read error (so nothing was repaired). */
+/** What the ladder ended in; ioError: a run met a read error (so nothing that writes was tried after it). */
 export type FsckResult = { ok: true; exits: number[] } | { ok: false; exits: number[]; ioError?: boolean };
 
 /** What a role does with a partition the ladder could not repair. */

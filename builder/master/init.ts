@@ -907,6 +907,19 @@ function writeRecord(o: InitOptions, plan: InitPlan, kernel: string): void {
   writeAtomic(join(o.stateDir, RECORD_FILE), `${JSON.stringify(rec, null, 2)}\n`, 0o600);
 }
 
+/** Fill a new directory beside `to`, then put it in `to`'s place in two renames; the old one is removed after. */
+function replaceDir(to: string, fill: (next: string) => void): void {
+  const next = `${to}.init-new`;
+  rmSync(next, { recursive: true, force: true });
+  mkdirSync(next, { mode: 0o755 });
+  fill(next);
+  const old = `${to}.init-old`;
+  rmSync(old, { recursive: true, force: true });
+  if (existsSync(to)) renameSync(to, old);
+  renameSync(next, to);
+  rmSync(old, { recursive: true, force: true });
+}
+
 async function apply(a: Action, o: InitOptions, f: InitFacts, plan: InitPlan, say: (s: string) => void): Promise<void> {
   const kernel = f.kernel as { path: string; modules: string };
   switch (a.kind) {
@@ -934,42 +947,27 @@ async function apply(a: Action, o: InitOptions, f: InitFacts, plan: InitPlan, sa
     case 'table':
       writeAtomic(a.path, a.text);
       return;
-    case 'template': {
-      const next = `${a.to}.init-new`;
-      rmSync(next, { recursive: true, force: true });
-      mkdirSync(next, { mode: 0o755 });
-      copySystem(a.from, next, a.cleanup.exclude);
-      for (const r of a.cleanup.rewrite) {
-        const p = join(next, r.path);
-        const mode = lstatSync(p, { throwIfNoEntry: false })?.isFile() ? statSync(p).mode & 0o7777 : 0o644;
-        rmSync(p, { force: true });
-        writeAtomic(p, r.text, mode);
-      }
-      // the new template takes the old one's place in two renames; the old one is removed after
-      const old = `${a.to}.init-old`;
-      rmSync(old, { recursive: true, force: true });
-      if (existsSync(a.to)) renameSync(a.to, old);
-      renameSync(next, a.to);
-      rmSync(old, { recursive: true, force: true });
+    case 'template':
+      replaceDir(a.to, (next) => {
+        copySystem(a.from, next, a.cleanup.exclude);
+        for (const r of a.cleanup.rewrite) {
+          const p = join(next, r.path);
+          const mode = lstatSync(p, { throwIfNoEntry: false })?.isFile() ? statSync(p).mode & 0o7777 : 0o644;
+          rmSync(p, { force: true });
+          writeAtomic(p, r.text, mode);
+        }
+      });
       return;
-    }
-    case 'bootfs': {
-      const next = `${a.to}.init-new`;
-      rmSync(next, { recursive: true, force: true });
-      mkdirSync(next, { mode: 0o755 });
-      for (const c of a.copies) {
-        const to = join(next, c.to.slice(a.to.length + 1));
-        mkdirSync(dirname(to), { recursive: true, mode: 0o755 });
-        cpSync(c.from, to, { dereference: true, preserveTimestamps: true });
-      }
-      writeAtomic(join(next, 'config.txt'), a.config.text);
-      const old = `${a.to}.init-old`;
-      rmSync(old, { recursive: true, force: true });
-      if (existsSync(a.to)) renameSync(a.to, old);
-      renameSync(next, a.to);
-      rmSync(old, { recursive: true, force: true });
+    case 'bootfs':
+      replaceDir(a.to, (next) => {
+        for (const c of a.copies) {
+          const to = join(next, c.to.slice(a.to.length + 1));
+          mkdirSync(dirname(to), { recursive: true, mode: 0o755 });
+          cpSync(c.from, to, { dereference: true, preserveTimestamps: true });
+        }
+        writeAtomic(join(next, 'config.txt'), a.config.text);
+      });
       return;
-    }
     case 'publish': {
       const s = await publish({
         masterRoot: o.masterRoot,
