@@ -1,4 +1,5 @@
 // What a phase is: its needs, its look-ahead, and the facts and context the phases share.
+import type { ManifestVerdict } from './contract/manifest.ts';
 import type { Params } from './cmdline.ts';
 import type { Link } from './net/link.ts';
 import type { ToolName } from './sys/tools.ts';
@@ -82,6 +83,10 @@ export interface MasterWants {
   nodeFiles: boolean;
   /** tftp/firststage.env: the first stage the master serves (null: none announced). */
   firstStage: string | null;
+  /** stamps/rootfs.manifest (+ .sig): the content manifest header (agent/contract/manifest.ts). */
+  rootfsManifest?: StampFile | null;
+  /** What the node made of it (decideManifest), set by the master phase. */
+  manifest?: ManifestVerdict;
 }
 
 export interface DiskFacts {

@@ -237,7 +237,7 @@ await yargs(hideBin(process.argv))
   )
   .command(
     'publish <name>',
-    'write a new stamp for rootfs or bootfs after changing it (atomic)',
+    'freeze rootfs or bootfs into a snapshot, write its content manifest and a new stamp (atomic); also after changing partitions.sfdisk, approval.required or a reset flag',
     (y) =>
       y
         .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })

@@ -56,7 +56,14 @@ export const NODE_FILES_MAX = '64M';
 export function fetchFilter(host: string | undefined, parts: readonly FetchPart[] = ALL_PARTS): string[] {
   const rules: string[] = [];
   if (parts.includes('table')) rules.push(`/${PARTITION_TABLE}`);
-  if (parts.includes('stamps')) rules.push(`/${STAMP_DIR}/`, `/${STAMP_DIR}/*.stamp`, `/${STAMP_DIR}/*.stamp.sig`);
+  if (parts.includes('stamps'))
+    rules.push(
+      `/${STAMP_DIR}/`,
+      `/${STAMP_DIR}/*.stamp`,
+      `/${STAMP_DIR}/*.stamp.sig`,
+      `/${STAMP_DIR}/rootfs.manifest`,
+      `/${STAMP_DIR}/rootfs.manifest.sig`,
+    );
   if (parts.includes('approval')) {
     rules.push(`/${APPROVAL_REQUIRED}`);
     if (host) rules.push(`/${APPROVED_DIR}/`, `/${APPROVED_DIR}/${host}`);

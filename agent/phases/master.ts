@@ -18,7 +18,10 @@ import {
   TFTP_DIR,
 } from '../contract/tree.ts';
 import { ANNOUNCEMENT_FILE } from '../contract/firststage.ts';
-import { sigPath, stampPath, type StampName } from '../contract/stamp.ts';
+import { parseStamp, sigPath, stampPath, type StampName } from '../contract/stamp.ts';
+import { decideManifest, manifestPath, manifestSigPath } from '../contract/manifest.ts';
+import { tableHash } from '../contract/approval.ts';
+import { stampKey } from '../contract/initramfs.ts';
 import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
 import { preconnectReport } from '../net/report.ts';
@@ -39,6 +42,59 @@ function readOr(path: string): string | null {
 function stampFile(name: StampName): StampFile | null {
   const text = readOr(`${FETCH_DIR}/${stampPath(name)}`);
   return text === null ? null : { text, sig: readOr(`${FETCH_DIR}/${sigPath(name)}`)?.trim() ?? null };
+}
+
+function manifestFile(): StampFile | null {
+  const text = readOr(`${FETCH_DIR}/${manifestPath('rootfs')}`);
+  return text === null ? null : { text, sig: readOr(`${FETCH_DIR}/${manifestSigPath('rootfs')}`)?.trim() ?? null };
+}
+
+/**
+ * The small state against the signed manifest: with a stamp key, a table, approval switch or reset flag the
+ * manifest does not carry (or no valid manifest at all) makes the node ignore all three: it keeps its disk and boots
+ * its last root (the root phase refuses the sync too). Without a key a mismatch is only reported.
+ */
+function holdToManifest(wanted: MasterWants, host: string | null): void {
+  const key = stampKey();
+  const parsed = wanted.rootfs ? parseStamp(wanted.rootfs.text) : null;
+  const v = decideManifest({
+    text: wanted.rootfsManifest?.text ?? null,
+    sig: wanted.rootfsManifest?.sig ?? null,
+    publicKeyPem: key,
+    stamp: parsed?.ok ? { id: parsed.stamp.id, seq: parsed.stamp.seq } : null,
+    state: {
+      tableSha256: wanted.table === null ? null : tableHash(wanted.table),
+      approvalRequired: wanted.approvalRequired,
+      reset: wanted.reset,
+      host,
+    },
+  });
+  wanted.manifest = v;
+  const problems = v.ok ? v.stateMismatch : [v.reason];
+  if (key === null) {
+    if (v.ok && problems.length > 0)
+      warn(
+        'master',
+        `the master's state differs from its rootfs manifest (${problems.join('; ')}): run \`builder publish rootfs\` after changing it`,
+      );
+    return;
+  }
+  if (problems.length === 0) return;
+  warn(
+    'master',
+    `refused the master's table, approval switch and reset flag: ${problems.join('; ')}. ` +
+      `Remedy: ${v.ok ? 'run `builder publish rootfs --sign <stamp key>` after changing partitions.sfdisk, approval.required or nodes/<host>/reset' : v.remedy}. The disk is left as it is`,
+  );
+  wanted.table = null;
+  wanted.reset = false;
+  wanted.approvalRequired = false;
+  wanted.approvedHash = null;
+  if (v.ok)
+    wanted.manifest = {
+      ok: false,
+      reason: problems.join('; '),
+      remedy: 'run `builder publish rootfs --sign <stamp key>` after changing the master state',
+    };
 }
 
 export const master: Phase = {
@@ -134,7 +190,9 @@ export const master: Phase = {
       approvedHash: approved === null ? null : approved.trim().toLowerCase(),
       nodeFiles: existsSync(`${FETCH_DIR}/node/${FILES_DIR}`),
       firstStage: readOr(`${FETCH_DIR}/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`),
+      rootfsManifest: manifestFile(),
     };
+    holdToManifest(wanted, node ?? null);
     ctx.facts.wanted = wanted;
     ctx.facts.online = true;
     preconnectReport(ctx);

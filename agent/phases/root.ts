@@ -11,6 +11,7 @@ import {
   statfsSync,
   symlinkSync,
   unlinkSync,
+  writeFileSync,
 } from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
 import { TOOLS } from '../sys/tools.ts';
@@ -39,8 +40,19 @@ import { rm } from 'node:fs/promises';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { stampKey } from '../contract/initramfs.ts';
-import { masterBase, ROOTFS_DIR } from '../contract/tree.ts';
+import { masterBase } from '../contract/tree.ts';
 import { ROOT_MNT } from '../paths.ts';
+import { snapshotPath } from '../contract/manifest.ts';
+import {
+  fetchFileList,
+  prepareDelta,
+  previousList,
+  pruneLists,
+  SlotRefused,
+  storeList,
+  verifySlot,
+} from './rootverify.ts';
+import { FETCH_DIR } from '../paths.ts';
 
 /** What is on the root partition, read raw for the pure slot logic. */
 export function readSlotFacts(mnt: string): SlotFacts {
@@ -149,22 +161,45 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   const dest = `${ROOT_MNT}/slots/${a.id}/`;
   mkdirSync(dest, { recursive: true });
   syncDisks(); // the slot exists on disk before any byte lands in it: a power cut leaves a visible partial slot
-  const src = link.remote(`${masterBase(ctx.params.masterRoot)}${ROOTFS_DIR}/`);
+  // the snapshot the signed manifest describes, never the live rootfs/ (which may be half-edited by now)
+  const m = ctx.facts.wanted?.manifest;
+  if (!m?.ok) throw new SlotRefused(m ? m.reason : 'no rootfs manifest', m ? m.remedy : 'run `builder publish rootfs`');
+  const base = masterBase(ctx.params.masterRoot);
+  const prevId = a.linkDest ? a.linkDest.replace(/^slots\//, '') : null;
+  const list = await withSyncSlot(() => fetchFileList(link, base, m.header, prevId));
+  const src = link.remote(`${base}${snapshotPath('rootfs', m.header.id)}/`);
   const linkDest = [
     ...(a.linkDest ? [`--link-dest=${ROOT_MNT}/${a.linkDest}/`] : []),
     ...(a.salvage && existsSync(`${ROOT_MNT}/${SALVAGE}`) ? [`--link-dest=${ROOT_MNT}/${SALVAGE}/`] : []),
   ];
-  // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
-  const dry = await withSyncSlot(() =>
-    link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], {
-      timeoutMs: 30 * 60_000,
-    }),
-  );
-  const need = parseRsyncStats(dry.stdout)?.literalData ?? 0;
-  const plannedBytes = /Total transferred file size: ([\d,.]+)/.exec(dry.stdout)?.[1]?.replace(/[,.]/g, '') ?? '0';
+  // with the previous slot's verified list: the delta (only the changed paths travel, no whole-tree file list)
+  // (not over transport=rsyncd: a 3.2.7 client's --files-from pull from a 3.5.0 daemon fails with "file has vanished")
+  const prevList = prevId && !a.salvage && ctx.params.transport !== 'rsyncd' ? previousList(prevId) : null;
+  let options: string[] = [...SYNC_RSYNC_OPTIONS, ...linkDest];
+  let want: number;
+  if (prevList && a.linkDest) {
+    const d = prepareDelta(dest.replace(/\/$/, ''), `${ROOT_MNT}/${a.linkDest}`, list.entries, prevList);
+    const from = `${FETCH_DIR}/files-from`;
+    writeFileSync(from, Buffer.from(d.list, 'latin1'));
+    info(
+      'root',
+      `delta against ${a.linkDest}: ${d.paths} paths to fetch (${d.bytes} bytes of changed files), ${d.linked} linked here`,
+    );
+    options = [...SYNC_RSYNC_OPTIONS.filter((o) => o !== '--delete'), `--files-from=${from}`, '--from0'];
+    want = d.bytes;
+  } else {
+    // how much would travel, against the free space (a dry run lists the tree once, transfers nothing)
+    const dry = await withSyncSlot(() =>
+      link.rsync([...SYNC_RSYNC_OPTIONS.filter((o) => !o.startsWith('--info')), '-n', ...linkDest, src, dest], {
+        timeoutMs: 30 * 60_000,
+      }),
+    );
+    const need = parseRsyncStats(dry.stdout)?.literalData ?? 0;
+    const plannedBytes = /Total transferred file size: ([\d,.]+)/.exec(dry.stdout)?.[1]?.replace(/[,.]/g, '') ?? '0';
+    want = Math.max(need, Number(plannedBytes));
+  }
   const fs = statfsSync(ROOT_MNT);
   const free = fs.bavail * fs.bsize;
-  const want = Math.max(need, Number(plannedBytes));
   if (want > free * 0.97) {
     throw new PhaseFailure(
       `root partition too small: the new root needs ${(want / 1e6).toFixed(0)} MB, ${(free / 1e6).toFixed(0)} MB free`,
@@ -190,7 +225,7 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
     });
   };
   const r = await withSyncSlot(() =>
-    link.rsync([...SYNC_RSYNC_OPTIONS, '--timeout=120', ...linkDest, src, dest], {
+    link.rsync([...options, '--timeout=120', src, dest], {
       timeoutMs: 6 * 3_600_000,
       onLine: (line) => {
         watchdogProgress('rsync output');
@@ -208,13 +243,30 @@ async function syncSlot(ctx: Ctx, a: Extract<SlotAction, { kind: 'sync' }>): Pro
   );
   const stats = parseRsyncStats(r.stdout);
   const files = stats?.files ?? 0;
-  const bytes = stats?.bytesReceived ?? 0;
+  // the file list's bytes count too: the honest total of what this sync received
+  const bytes = (stats?.bytesReceived ?? 0) + list.bytes;
   ctx.facts.bytesReceived = (ctx.facts.bytesReceived ?? 0) + bytes;
   info(
     'root',
-    `slot ${a.id} synced: ${files} files, ${stats?.regularTransferred ?? '?'} transferred, ${bytes} bytes received`,
+    `slot ${a.id} synced: ${files} files, ${stats?.regularTransferred ?? '?'} transferred, ${bytes} bytes received (${list.bytes} of them the file list)`,
     { rsync: stats },
   );
+  let check;
+  try {
+    check = await verifySlot(
+      dest.replace(/\/$/, ''),
+      list.entries,
+      a.linkDest ? { dir: `${ROOT_MNT}/${a.linkDest}`, id: a.linkDest.replace(/^slots\//, '') } : null,
+    );
+  } catch (e) {
+    await rm(dest, { recursive: true, force: true });
+    throw e;
+  }
+  info(
+    'root',
+    `slot ${a.id} matches the manifest: ${check.hashed} files hashed (${(check.hashedBytes / 1e6).toFixed(1)} MB), ${check.trusted} hard-linked from the verified ${a.linkDest ?? '-'}, in ${(check.ms / 1000).toFixed(1)} s`,
+  );
+  storeList(a.id, list.text);
   syncDisks();
   return { files, bytes };
 }
@@ -265,7 +317,13 @@ export const root: Phase = {
       recovery: Boolean(ctx.facts.recovery),
     });
     if (verdict.warning) warn('root', verdict.warning);
-    const decision = verdict.decision;
+    let decision = verdict.decision;
+    // a sync needs the content manifest (checked in the master phase): without it the master's root is refused
+    const mv = w?.manifest;
+    if (decision.action === 'sync' && mv && !mv.ok) {
+      warn('root', `refused the master's root ${decision.masterStamp?.id ?? ''}: ${mv.reason}. Remedy: ${mv.remedy}`);
+      decision = { action: 'refuse', ...(decision.masterStamp ? { masterStamp: decision.masterStamp } : {}) };
+    }
     if (verdict.forceFull) forceFull = true;
     const plan = planRoot({
       state,
@@ -322,6 +380,17 @@ export const root: Phase = {
             flip(ROOT_MNT, a.link, a.to);
             break;
         }
+      }
+      pruneLists();
+      if (rsyncFailed instanceof SlotRefused) {
+        const why = `refused the new root before the flip: ${rsyncFailed.message}. Remedy: ${rsyncFailed.remedy}`;
+        if (state.current) {
+          warn('root', `${why}; booting the last complete root ${state.current.id}`);
+          ctx.facts.rootSlot = `${ROOT_MNT}/slots/${state.current.id}`;
+          ctx.facts.rootStale = true;
+          return `new root refused; booting ${state.current.id}`;
+        }
+        throw new PhaseFailure(why, rsyncFailed.remedy, 'sync', { cause: rsyncFailed });
       }
       if (rsyncFailed) {
         const msg =

@@ -1,4 +1,5 @@
-// Publishing on the master: bump a template's stamp (seq+1, atomic, optionally signed) so nodes re-sync it.
+// Publishing on the master: freeze the template into a snapshot with its content manifest (snapshot.ts), then bump
+// its stamp (seq+1, atomic, optionally signed) so nodes re-sync it.
 import { createPrivateKey, createPublicKey, sign, verify } from 'node:crypto';
 import { lstatSync, mkdirSync, readFileSync, readlinkSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
@@ -6,6 +7,7 @@ import { newStamp, parseStamp, renderStamp, sigPath, stampPath } from '../../age
 import type { Stamp, StampName } from '../../agent/contract/stamp.ts';
 import { fsyncDir, writeAtomic } from '../../agent/contract/atomic.ts';
 import { STAMP_DIR } from '../../agent/contract/tree.ts';
+import { freeze, pruneSnapshots, writeManifest } from './snapshot.ts';
 
 function errno(e: unknown): string | undefined {
   return (e as NodeJS.ErrnoException).code;
@@ -98,6 +100,9 @@ export async function publish(opts: {
 
   const stamp = newStamp(name, prev + 1, opts.now ?? new Date());
   const text = renderStamp(stamp);
+  // the content first: the snapshot the stamp names, its file list and the signed header, then the stamp
+  const frozen = await freeze(masterRoot, name, stamp.id);
+  writeManifest(masterRoot, name, stamp, { text: frozen.text, entries: frozen.entries.length }, opts.signKeyPem);
   if (key) {
     const sig = sign(null, Buffer.from(text, 'utf8'), key);
     if (!verify(null, Buffer.from(text, 'utf8'), createPublicKey(key), sig))
@@ -117,5 +122,6 @@ export async function publish(opts: {
       if (errno(e) !== 'ENOENT') throw e;
     }
   }
+  pruneSnapshots(masterRoot, name);
   return stamp;
 }

@@ -11,7 +11,10 @@ describe('what the master phase fetches', () => {
     expect(f).toContain('--include=/nodes/node1/reset');
     expect(f.some((r) => r.includes('***'))).toBe(false);
     expect(f).toContain('--include=/approved/node1');
-    expect(f.some((r) => r.includes('rootfs'))).toBe(false);
+    expect(f.some((r) => r.includes('/rootfs/') || r.includes('snapshots'))).toBe(false);
+    // the small signed manifest header, not the file list (that comes with the root sync)
+    expect(f).toContain('--include=/stamps/rootfs.manifest');
+    expect(f).toContain('--include=/stamps/rootfs.manifest.sig');
     expect(fetchFilter(undefined).some((r) => r.includes('nodes') || r.includes('approved'))).toBe(false);
   });
   test('the first-stage announcement and nothing else of the TFTP folder (no kernel, no initramfs)', () => {

@@ -49,7 +49,12 @@ describe('publish', () => {
       expect(p.ok && p.stamp).toEqual(s);
     }
     expect((await publish({ masterRoot: root, name: 'bootfs' })).seq).toBe(1);
-    expect(readdirSync(join(root, 'stamps')).sort()).toEqual(['bootfs.stamp', 'rootfs.stamp']);
+    expect(readdirSync(join(root, 'stamps')).sort()).toEqual([
+      'bootfs.manifest',
+      'bootfs.stamp',
+      'rootfs.manifest',
+      'rootfs.stamp',
+    ]);
   });
 
   test('signed: the signature verifies with the generated public key; unsigned publish removes the stale .sig', async () => {
@@ -60,7 +65,12 @@ describe('publish', () => {
     await publish({ masterRoot: root, name: 'rootfs', signKeyPem: priv });
     const s2 = await publish({ masterRoot: root, name: 'rootfs', signKeyPem: priv });
     expect(s2.seq).toBe(2);
-    expect(readdirSync(join(root, 'stamps')).sort()).toEqual(['rootfs.stamp', 'rootfs.stamp.sig']);
+    expect(readdirSync(join(root, 'stamps')).sort()).toEqual([
+      'rootfs.manifest',
+      'rootfs.manifest.sig',
+      'rootfs.stamp',
+      'rootfs.stamp.sig',
+    ]);
     const text = read(root, 'rootfs.stamp');
     const sig = read(root, 'rootfs.stamp.sig');
     expect(sig).toMatch(/^[A-Za-z0-9+/]{86}==\n$/);
@@ -70,7 +80,7 @@ describe('publish', () => {
     expect(verifyStamp(text, sig, readFileSync(other.signKeyPub, 'utf8')).ok).toBe(false);
 
     await publish({ masterRoot: root, name: 'rootfs' });
-    expect(readdirSync(join(root, 'stamps'))).toEqual(['rootfs.stamp']);
+    expect(readdirSync(join(root, 'stamps')).sort()).toEqual(['rootfs.manifest', 'rootfs.stamp']);
     expect(verifyStamp(read(root, 'rootfs.stamp'), null, pub)).toEqual({ ok: false, error: 'unsigned stamp' });
   });
 
