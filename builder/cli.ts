@@ -16,6 +16,8 @@ import { scriptImage, type UArch } from '../agent/contract/uimage.ts';
 import { stage } from './master/stage.ts';
 import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
 import { approve } from './master/approve.ts';
+import { renderStatusHtml } from './master/statushtml.ts';
+import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
 import {
@@ -463,20 +465,53 @@ await yargs(hideBin(process.argv))
     'status',
     "the fleet from the master's files: nodes.list, reports/*.json, stamps/rootfs.stamp",
     (y) =>
-      y.option('master-root', { type: 'string', default: '/data/slaves' }).option('json', {
-        type: 'boolean',
-        default: false,
-        describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
-      }),
+      y
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('json', {
+          type: 'boolean',
+          default: false,
+          describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
+        })
+        .option('html', {
+          type: 'string',
+          describe: 'also write a self-contained page to this file: the fleet table and a phase timeline per node',
+        }),
     async (a) => {
       const now = Date.now();
       const s = readStatus(resolve(a['master-root']), now);
+      if (a.html) {
+        writeAtomic(resolve(a.html), renderStatusHtml(s, now), 0o644);
+        say(`wrote ${resolve(a.html)} (${s.rows.length} nodes)`);
+      }
       if (a.json) {
         console.log(JSON.stringify(s, null, 2));
         return;
       }
       for (const w of s.warnings) say(`warning: ${w}`);
       process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
+    },
+  )
+  .command(
+    'watch',
+    'the fleet live: one row per node (phase, progress, last message) from reports/ and the syslog the nodes send to; redrawn in place on a terminal, changed rows as lines otherwise',
+    (y) =>
+      y
+        .option('master-root', { type: 'string', default: '/data/slaves' })
+        .option('syslog', { type: 'string', describe: "the file the master's syslog writes the nodes' lines to" })
+        .option('interval', { type: 'number', default: 1, describe: 'seconds between polls' })
+        .option('once', { type: 'boolean', default: false, describe: 'draw once and exit' }),
+    async (a) => {
+      if (!(a.interval > 0 && a.interval <= 3600)) throw new Error('--interval: seconds, more than 0, at most 3600');
+      await watch({
+        masterRoot: resolve(a['master-root']),
+        syslog: a.syslog ? resolve(a.syslog) : undefined,
+        intervalMs: Math.round(a.interval * 1000),
+        once: a.once,
+        tty: process.stdout.isTTY === true,
+        columns: () => process.stdout.columns || 120,
+        write: (t) => process.stdout.write(t),
+        warn: (t) => say(`warning: ${t}`),
+      });
     },
   )
   .command(

@@ -8,6 +8,8 @@ import { parseArgs } from 'node:util';
 import { REPO } from '../builder/image/agentbuild.ts';
 import { sysroot } from '../test/rig/images.ts';
 import { VirtualCluster, nodeSpecs, type NodeView } from '../test/rig/cluster.ts';
+import { fleetRows, liveFromView, redraw, renderFrame } from '../builder/master/fleetview.ts';
+import { readStatus } from '../builder/master/status.ts';
 
 const { values } = parseArgs({
   options: {
@@ -58,12 +60,19 @@ function table(views: NodeView[]): string {
     .join('\n');
 }
 function draw(): void {
-  const text = table([...vc.views.values()]);
   if (tty) {
-    if (drawn) process.stdout.write(`\x1b[${drawn}A\x1b[J`);
-    process.stdout.write(`${text}\n`);
-    drawn = text.split('\n').length;
-  } else if (text !== last) {
+    // the same rows as `builder watch`: each node's console events, and its last report on the master
+    const live = new Map([...vc.views.values()].map((v) => [v.hostname.toLowerCase(), liveFromView(v)]));
+    const frame = renderFrame(fleetRows(readStatus(vc.masterRoot).rows, live), {
+      columns: process.stdout.columns || 120,
+      color: true,
+    });
+    process.stdout.write(redraw(frame, drawn));
+    drawn = frame.length;
+    return;
+  }
+  const text = table([...vc.views.values()]);
+  if (text !== last) {
     // not a terminal (CI, a pipe): print only what changed, one line per node
     const before = last.split('\n');
     for (const [i, l] of text.split('\n').entries()) if (i > 0 && before[i] !== l) console.log(`  ${l}`);

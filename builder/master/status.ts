@@ -60,6 +60,8 @@ export interface StatusRow {
   totalSeconds: number | null;
   /** Compact phase timings: `master 1.2 disk 0.3 root 4.1!` (`!`: the phase failed). */
   phases: string;
+  /** The same phases one by one, for the timeline of `builder status --html`; absent without a readable report. */
+  phaseTimes?: Array<{ name: string; seconds: number; failed: boolean }>;
   notes: string[];
   /** Present when the last report carries a table change in approval mode. */
   approval?: RowApproval;
@@ -379,6 +381,7 @@ export function statusRows(input: {
       overlay: r.overlay !== null ? clean(r.overlay, 30) : null,
       totalSeconds: Math.round(total * 10) / 10,
       phases: r.phases.map((p) => `${clean(p.name, 20)} ${p.seconds.toFixed(1)}${p.failed ? '!' : ''}`).join(' '),
+      phaseTimes: r.phases.map((p) => ({ name: clean(p.name, 20), seconds: p.seconds, failed: p.failed === true })),
       notes,
       ...(r.hostKeys?.length ? { hostKeys: r.hostKeys } : {}),
       ...(approval ? { approval } : {}),
