@@ -2,6 +2,7 @@
 import { parseButtonParam } from './plans/button.ts';
 import { isHostname } from './plans/hostname.ts';
 import { isStageId, STAGE_SOURCES, type StageSource } from './contract/firststage.ts';
+import { BOOT_SET_SOURCES, type BootSetSource } from './contract/firmware.ts';
 
 /** How the writable layer over the root is provided (seed name `aufs=`, also `overlay=`). */
 export type OverlayMode = 'disk' | 'tmpfs' | 'none';
@@ -71,6 +72,8 @@ export interface Params {
   stageTry?: number;
   /** clusterboot.failed=<id>: the new first stage U-Boot abandoned after its tries. */
   stageFailed?: string;
+  /** clusterboot.set=a|b|net: the Raspberry Pi firmware path; the p1 set (or the TFTP folder) this boot runs. */
+  stageSet?: BootSetSource;
 }
 
 /** Parsed parameters plus what the caller should print: bad values (defaults kept) and tokens nobody owns. */
@@ -659,6 +662,16 @@ const TABLE = table([
     values: '16 hex digits',
     meaning: 'the new first stage U-Boot abandoned after its tries (the boot report names it)',
     parse: text(isStageId, '16 hex digits'),
+  }),
+  row({
+    names: ['clusterboot.set'],
+    field: 'stageSet',
+    default: undefined,
+    defaultText: '(set by the cmdline.txt files of the firmware path)',
+    values: BOOT_SET_SOURCES.join(' | '),
+    meaning:
+      "Raspberry Pi firmware path (no U-Boot): the first stage this boot runs came from p1's set a or b, or from the firmware's TFTP (net); the agent keeps it in a set and takes a new one through tryboot",
+    parse: oneOf(BOOT_SET_SOURCES),
   }),
 ]);
 

@@ -2,7 +2,11 @@
 
 /** A phase that needs a fresh boot (new table, new firmware): logged, synced, then reboot(2). */
 export class RebootRequest extends Error {
-  constructor(readonly reason: string) {
+  /** restartArg: reboot with LINUX_REBOOT_CMD_RESTART2 and this argument (the Pi firmware's "0 tryboot"). */
+  constructor(
+    readonly reason: string,
+    readonly restartArg?: string,
+  ) {
     super(reason);
   }
 }

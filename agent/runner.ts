@@ -52,7 +52,7 @@ export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attemp
     await sendReport(ctx, 'reboot', err.reason);
     syncDisks();
     await Bun.sleep(500);
-    hardReboot();
+    hardReboot('reboot', err.restartArg);
     return;
   }
   const remedy = err instanceof PhaseFailure ? err.remedy : 'see the message above; boot with `rescue` for a shell';

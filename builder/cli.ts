@@ -11,7 +11,7 @@ import { accessFiles, pack, type ExtraFile } from './image/pack.ts';
 import { publish } from './master/publish.ts';
 import { authorizedKeysLine } from './master/keylines.ts';
 import { generateKeys } from './master/keys.ts';
-import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, TEST_KERNEL_PACKAGE } from './image/sysroot.ts';
+import { DEFAULT_PACKAGES, fetchSysroot, kernelsIn, KERNEL_PACKAGES } from './image/sysroot.ts';
 import { scriptImage, type UArch } from '../agent/contract/uimage.ts';
 import { stage } from './master/stage.ts';
 import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
@@ -72,11 +72,11 @@ await yargs(hideBin(process.argv))
         .option('kernel', {
           type: 'boolean',
           default: false,
-          describe: `also fetch ${TEST_KERNEL_PACKAGE} (for QEMU tests)`,
+          describe: `also fetch Debian's kernel for --arch (${Object.values(KERNEL_PACKAGES).join(', ')}; for QEMU tests)`,
         })
         .option('packages', { type: 'string', array: true, describe: 'extra packages' }),
     async (a) => {
-      const pkgs = [...DEFAULT_PACKAGES, ...list(a.packages), ...(a.kernel ? [TEST_KERNEL_PACKAGE] : [])];
+      const pkgs = [...DEFAULT_PACKAGES, ...list(a.packages), ...(a.kernel ? [KERNEL_PACKAGES[a.arch]] : [])];
       const r = await fetchSysroot({ cache: resolve(a.cache), packages: pkgs, arch: a.arch, log: say });
       console.log(JSON.stringify({ root: r.root, packages: r.debs.length, kernels: r.kernels }));
     },
@@ -105,7 +105,11 @@ await yargs(hideBin(process.argv))
           describe: "arm64 root: the slaves' template on a master, or `builder sysroot` output",
         })
         .option('agent', { type: 'string', describe: 'agent executable (default: compile it now)' })
-        .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
+        .option('arch', {
+          choices: ['arm64', 'arm', 'amd64'] as const,
+          default: 'arm64' as const,
+          describe: 'amd64: an x86-64 agent and image (with an amd64 sysroot), for arch=amd64 nodes',
+        })
         .option('kernel-modules', {
           type: 'string',
           describe: "DIR holding modules.dep (default: the sysroot's only /lib/modules/<version>)",
@@ -136,7 +140,7 @@ await yargs(hideBin(process.argv))
       const sysroot = resolve(a.sysroot);
       const agent = a.agent
         ? resolve(a.agent)
-        : (await buildAgent(a.arch === 'arm' ? 'arm64' : 'arm64', join(REPO, 'build'))).path;
+        : (await buildAgent(a.arch === 'amd64' ? 'x64' : 'arm64', join(REPO, 'build'))).path;
       let km = a['kernel-modules'];
       if (!km) {
         const ks = kernelsIn(sysroot);
@@ -157,7 +161,7 @@ await yargs(hideBin(process.argv))
         out: resolve(a.out),
         modules: list(a.modules),
         compress: a.compress as Compression,
-        arch: a.arch as UArch,
+        arch: (a.arch === 'amd64' ? 'x86_64' : a.arch) as UArch,
         sourceDateEpoch: epoch(),
         ...(km ? { kernelModules: resolve(km) } : {}),
         extra: [
@@ -307,6 +311,25 @@ await yargs(hideBin(process.argv))
           default: DEFAULT_BOOTARGS,
           describe: 'kernel command line in boot.scr.uimg',
         })
+        .option('kernel-amd64', {
+          type: 'string',
+          describe:
+            'x86-64 nodes (arch=amd64 in the node list): their kernel (bzImage), copied to <master-root>/tftp/vmlinuz-amd64',
+        })
+        .option('initramfs-amd64', {
+          type: 'string',
+          describe:
+            'x86-64 nodes: the plain initramfs.igz from `builder pack` for amd64, copied to <master-root>/tftp/initramfs-amd64.igz',
+        })
+        .option('bootargs-amd64', {
+          type: 'string',
+          describe: 'x86-64 nodes: kernel command line in clusterboot.ipxe (default: --bootargs with console=ttyS0)',
+        })
+        .option('ipxe-dir', {
+          type: 'string',
+          default: '/usr/lib/ipxe',
+          describe: "x86-64 nodes: Debian's iPXE binaries (undionly.kpxe, snponly.efi), copied to <master-root>/tftp/",
+        })
         .option('arch', {
           choices: ['arm64', 'arm'] as const,
           default: 'arm64' as const,
@@ -385,15 +408,43 @@ await yargs(hideBin(process.argv))
           type: 'boolean',
           describe:
             'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged',
+        })
+        .option('first-stage', {
+          choices: ['uboot', 'firmware'] as const,
+          default: 'uboot' as const,
+          describe:
+            "firmware: also what the Pi 4/5 EEPROM bootloader fetches by TFTP without U-Boot (start4.elf, DTBs, overlays from bootfs/, config.txt, cmdline.txt, kernel, initramfs.cpio.gz) under each node's prefix",
+        })
+        .option('tftp-prefix', {
+          choices: ['serial', 'mac'] as const,
+          default: 'serial' as const,
+          describe: "the nodes' EEPROM TFTP_PREFIX: serial (0, the default; needs --serials) or mac (2)",
+        })
+        .option('serials', {
+          type: 'string',
+          describe: "with --tftp-prefix serial: lines '<hostname or MAC> <serial>' (vcgencmd otp_dump | grep 28:)",
         }),
     async (a) => {
       const r = stage({
+        firstStage: a['first-stage'],
+        tftpPrefix: a['tftp-prefix'],
+        ...(a.serials !== undefined ? { serialsFile: resolve(a.serials) } : {}),
         nodesFile: resolve(a.nodes),
         masterRoot: resolve(a['master-root']),
         kernel: resolve(a.kernel),
         initramfs: resolve(a.initramfs),
         bootargs: a.bootargs,
         arch: a.arch as UArch,
+        ...(a['kernel-amd64'] !== undefined || a['initramfs-amd64'] !== undefined
+          ? {
+              amd64: {
+                kernel: resolve(a['kernel-amd64'] ?? ''),
+                initramfs: resolve(a['initramfs-amd64'] ?? ''),
+                bootargs: a['bootargs-amd64'] ?? a.bootargs.replace(/\bconsole=ttyAMA0\b/g, 'console=ttyS0'),
+              },
+            }
+          : {}),
+        ipxeDir: resolve(a['ipxe-dir']),
         dnsmasqConf: resolve(a['dnsmasq-conf']),
         masterIp: a['master-ip'],
         subnet: a.subnet,
@@ -422,6 +473,10 @@ await yargs(hideBin(process.argv))
       say(
         `first stage ${r.firstStage.id} announced (kernel ${(r.firstStage.kernelGz.size / 1e6).toFixed(1)} MB gzip'd, initramfs ${(r.firstStage.initramfs.size / 1e6).toFixed(1)} MB): nodes that cache it load it from their disk`,
       );
+      if (r.firmware)
+        say(
+          `firmware first stage ${r.firmware.id} in tftp/firmware-${r.firmware.id}/ for ${r.firmware.prefixes.map((x) => `${x.hostname} (${x.prefix}/)`).join(', ') || 'no node'}`,
+        );
       say(`boot reports land in ${r.reportsDir}`);
       say(
         `staged ${r.nodes.length} node${r.nodes.length === 1 ? '' : 's'}: ${r.nodes.map((n) => n.hostname).join(', ')}`,

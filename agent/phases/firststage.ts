@@ -24,6 +24,7 @@ import { partName } from '../plans/sfdisk.ts';
 import { mountFs, umountQuiet } from '../sys/fsutil.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
+import { firmwareFirstStage } from './firmware.ts';
 
 const CACHE = `${ROOT_MNT}/${CACHE_DIR}`;
 /** What the root partition keeps free for the next root sync beyond the cache (a slot's changed files). */
@@ -156,6 +157,8 @@ export const firststage: Phase = {
   name: 'firststage',
   needs: { tools: ['rsync'], modules: ['vfat'] },
   async run(ctx) {
+    // the Raspberry Pi firmware path (no U-Boot): the p1 sets and tryboot, agent/phases/firmware.ts
+    if (ctx.params.stageSet) return firmwareFirstStage(ctx);
     const d = ctx.facts.disk;
     if (!d || !ctx.facts.rootSlot) return 'skipped: no root';
     const text = ctx.facts.wanted?.firstStage ?? null;

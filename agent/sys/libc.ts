@@ -12,6 +12,8 @@ export const MS_MOVE = 8192;
 export const MNT_DETACH = 2;
 export const RB_AUTOBOOT = 0x01234567;
 export const RB_POWER_OFF = 0x4321fedc;
+/** LINUX_REBOOT_CMD_RESTART2: restart with a command string for the firmware. */
+export const RB_RESTART2 = 0xa1b2c3d4;
 export const WNOHANG = 1;
 
 type Lib = ReturnType<typeof open>;
@@ -22,6 +24,7 @@ function open() {
     mount: { args: [FFIType.ptr, FFIType.ptr, FFIType.ptr, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     umount2: { args: [FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     reboot: { args: [FFIType.i32], returns: FFIType.i32 },
+    syscall: { args: [FFIType.i64, FFIType.i64, FFIType.i64, FFIType.i64, FFIType.ptr], returns: FFIType.i64 },
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     waitpid: { args: [FFIType.i32, FFIType.ptr, FFIType.i32], returns: FFIType.i32 },
     sync: { args: [], returns: FFIType.void },
@@ -90,9 +93,14 @@ export function syncDisks(): void {
   libc().sync();
 }
 
-/** reboot(2): never returns when it works. */
-export function hardReboot(how: 'reboot' | 'poweroff' = 'reboot'): void {
+/** reboot(2): never returns when it works. With restartArg: LINUX_REBOOT_CMD_RESTART2 and that argument. */
+export function hardReboot(how: 'reboot' | 'poweroff' = 'reboot', restartArg?: string): void {
   libc().sync();
+  if (how === 'reboot' && restartArg !== undefined) {
+    // glibc's reboot() takes no argument: the raw syscall does (the Pi firmware reads "0 tryboot" from it)
+    const nr = process.arch === 'arm64' ? 142 : process.arch === 'x64' ? 169 : -1;
+    if (nr > 0) libc().syscall(nr, 0xfee1dead, 0x28121969, RB_RESTART2, cstr(restartArg));
+  }
   check('reboot', libc().reboot(how === 'reboot' ? RB_AUTOBOOT : RB_POWER_OFF));
 }
 

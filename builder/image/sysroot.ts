@@ -14,6 +14,12 @@ export const DEFAULT_PACKAGES = [
   'libc6',
 ] as const;
 export const TEST_KERNEL_PACKAGE = 'linux-image-arm64';
+/** Debian's kernel package per node architecture (QEMU tests; an x86-64 node boots linux-image-amd64). */
+export const KERNEL_PACKAGES = {
+  arm64: TEST_KERNEL_PACKAGE,
+  armhf: 'linux-image-armmp',
+  amd64: 'linux-image-amd64',
+} as const;
 
 export interface SysrootOptions {
   cache: string;

@@ -15,6 +15,7 @@ import {
   parseSubnet,
 } from './nodelist.ts';
 import { BOOT_SCRIPT } from '../../agent/contract/tree.ts';
+import { dhcpHostLine, pxeDnsmasqLines } from './pxe.ts';
 /** Everything the dnsmasq configuration is made of; the CLI fills it from its options. */
 export interface StagePlan {
   nodes: NodeEntry[];
@@ -221,12 +222,11 @@ export function renderDnsmasq(plan: StagePlan): string {
     'enable-tftp',
     `tftp-root=${plan.tftpRoot}`,
     "# U-Boot's distro boot runs boot.scr.uimg from the TFTP server",
-    `dhcp-boot=${BOOT_SCRIPT}`,
+    ...pxeDnsmasqLines(plan.nodes, BOOT_SCRIPT),
     'log-dhcp',
     `# ${plan.nodes.length} node${plan.nodes.length === 1 ? '' : 's'}`,
   );
-  for (const n of plan.nodes)
-    out.push(`dhcp-host=${n.mac.toLowerCase()},${n.hostname},${n.ip},${n.lease ?? plan.lease}`);
+  for (const n of plan.nodes) out.push(dhcpHostLine(n, plan.lease));
   for (const n of plan.nodes) out.push(`host-record=${n.hostname}.${plan.domain},${n.hostname},${n.ip}`);
   return `${out.join('\n')}\n`;
 }

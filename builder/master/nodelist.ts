@@ -7,8 +7,34 @@ export interface NodeEntry {
   ip: string;
   /** Lease time from a dnsmasq `dhcp-host=` line; the plan's lease applies when absent. */
   lease?: string;
+  /** The node's architecture (`arch=amd64` in the list); absent: arm64, a U-Boot node. */
+  arch?: NodeArch;
   line: number;
 }
+
+/** What a node runs: arm64 boards through U-Boot (the default), amd64 PCs through PXE and iPXE. */
+export type NodeArch = 'arm64' | 'amd64';
+const ARCH_ALIASES: Readonly<Record<string, NodeArch>> = {
+  arm64: 'arm64',
+  aarch64: 'arm64',
+  amd64: 'amd64',
+  x86_64: 'amd64',
+  'x86-64': 'amd64',
+  x64: 'amd64',
+};
+
+/** `arch=amd64` (or x86_64, x64; arm64, aarch64) -> the arch; null when the field is not arch=; an error for an unknown one. */
+export function parseArchField(f: string): { arch: NodeArch } | { error: string } | null {
+  const m = /^arch=(.*)$/i.exec(f);
+  if (!m) return null;
+  const arch = ARCH_ALIASES[(m[1] as string).toLowerCase()];
+  return arch
+    ? { arch }
+    : { error: `'${f}' names no architecture clusterboot boots: write arch=arm64 (the default) or arch=amd64` };
+}
+
+/** A node's architecture with the default filled in. */
+export const archOf = (n: Pick<NodeEntry, 'arch'>): NodeArch => n.arch ?? 'arm64';
 
 // ---------------------------------------------------------------------------------------------------------------
 // addresses
@@ -95,7 +121,7 @@ export function leaseSeconds(s: string): number | null {
 // ---------------------------------------------------------------------------------------------------------------
 // the node list
 
-export const FORMS = `'MAC HOSTNAME IP' or 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]'`;
+export const FORMS = `'MAC HOSTNAME IP [arch=amd64]' or 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE][,arch=amd64]'`;
 
 // Why: nodes come from the seed's dnsmasq lines or from a plain table; both must land in one checked shape, and every
 // line that is neither is an error with its line number (a typo must not silently drop a node).
@@ -119,6 +145,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       let hostname: string | undefined;
       let ip: string | undefined;
       let lease: string | undefined;
+      let arch: NodeArch | undefined;
       const unsupported = (f: string) => /^(id|set|tag|net):|^\[/.test(f) || f.toLowerCase() === 'ignore';
       if (unsupported(mac))
         return void err(
@@ -126,6 +153,13 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
         );
       for (const f of fields.slice(1)) {
         if (f === '') continue; // the seed's empty client-id field
+        const a = parseArchField(f);
+        if (a && 'error' in a) return void err(a.error);
+        if (a) {
+          if (arch !== undefined) return void err(`dhcp-host= has two arch= fields ('${f}'): one per node`);
+          arch = a.arch;
+          continue;
+        }
         const twice = (what: string) => err(`dhcp-host= has two ${what}s ('${f}'): one node per line, ${FORMS}`);
         if (normalizeMac(f))
           return void err(`dhcp-host= with several MACs ('${f}') is not supported: write one line per MAC`);
@@ -147,7 +181,14 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       }
       if (hostname === undefined) return void err(`dhcp-host= for ${mac} has no host name: expected ${FORMS}`);
       if (ip === undefined) return void err(`dhcp-host= for ${mac} has no IP address: expected ${FORMS}`);
-      nodes.push({ mac: normalizeMac(mac) ?? mac, hostname, ip, ...(lease !== undefined ? { lease } : {}), line });
+      nodes.push({
+        mac: normalizeMac(mac) ?? mac,
+        hostname,
+        ip,
+        ...(lease !== undefined ? { lease } : {}),
+        ...(arch !== undefined ? { arch } : {}),
+        line,
+      });
       return;
     }
     if (/^[A-Za-z][A-Za-z0-9-]*\s*=/.test(body)) {
@@ -156,13 +197,16 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
           "the rest comes from builder stage's options (--range, --domain, --router, --interface, --lease)",
       );
     }
-    const fields = body.split(/[\s,]+/).filter(Boolean);
+    const all = body.split(/[\s,]+/).filter(Boolean);
+    const last = all.length === 4 ? parseArchField(all[3] as string) : null;
+    if (last && 'error' in last) return void err(last.error);
+    const fields = last ? all.slice(0, 3) : all;
     if (fields.length !== 3)
       return void err(
         `expected ${FORMS}, got ${fields.length} field${fields.length === 1 ? '' : 's'}: '${body.slice(0, 60)}'`,
       );
     const [mac, hostname, ip] = fields as [string, string, string];
-    nodes.push({ mac: normalizeMac(mac) ?? mac, hostname, ip, line });
+    nodes.push({ mac: normalizeMac(mac) ?? mac, hostname, ip, ...(last ? { arch: last.arch } : {}), line });
   });
   return { nodes, errors };
 }
@@ -174,7 +218,9 @@ export function renderNodesList(nodes: NodeEntry[], from: string): string {
     '# Do not edit: change the node list and run `builder stage` again.',
     '# MAC HOSTNAME IP',
   ];
-  return `${[...head, ...nodes.map((n) => `${n.mac} ${n.hostname} ${n.ip}`)].join('\n')}\n`;
+  // arm64 (the default) is left out, so a list without other arches reads as it always did
+  const row = (n: NodeEntry) => `${n.mac} ${n.hostname} ${n.ip}${archOf(n) === 'arm64' ? '' : ` arch=${archOf(n)}`}`;
+  return `${[...head, ...nodes.map(row)].join('\n')}\n`;
 }
 
 export const oneLine = (s: string) => s.replace(/[\x00-\x1f\x7f]/g, '?');

@@ -17,6 +17,7 @@ import { dirname, join, resolve } from 'node:path';
 import {
   REPORT_DIR,
   APPROVAL_REQUIRED,
+  BOOTFS_DIR,
   NODES_DIR,
   BOOT_SCRIPT,
   INITRAMFS,
@@ -46,7 +47,18 @@ import {
 import { readUImageHeader, scriptImage, type UArch } from '../../agent/contract/uimage.ts';
 import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines, restrictFrom } from './authkeys.ts';
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
+import {
+  bootfsDirProblem,
+  firmwareSet,
+  nodePrefixes,
+  parseSerials,
+  readBootfs,
+  writeFirmwareStage,
+  type FirmwareSet,
+  type TftpPrefixMode,
+} from './firmware.ts';
 import { type NodeEntry, parseNodeList, renderNodesList } from './nodelist.ts';
+import { type Amd64Stage, pxeFiles, pxeProblems } from './pxe.ts';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import {
   ANNOUNCEMENT_FILE,
@@ -74,6 +86,10 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   initramfs: string;
   bootargs: string;
   arch: UArch;
+  /** The first stage of the node list's arch=amd64 nodes (PXE and iPXE, pxe.ts); needed when it has any. */
+  amd64?: Amd64Stage;
+  /** Where Debian's iPXE binaries are (default /usr/lib/ipxe). */
+  ipxeDir?: string;
   dnsmasqConf: string;
   /** Directory from `builder keys`: node_ed25519.pub and report_ed25519.pub. Absent: no authorized_keys lines. */
   keysDir?: string;
@@ -104,6 +120,12 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   dhcpLeases?: string;
   /** The addresses the node and report keys work from (sshd `from=`); default the cluster subnet; '' for any. */
   keyFrom?: string;
+  /** 'firmware': also the Pi 4/5 EEPROM bootloader's TFTP set (builder/master/firmware.ts); default 'uboot'. */
+  firstStage?: 'uboot' | 'firmware';
+  /** The TFTP prefix the nodes' EEPROMs use: serial (TFTP_PREFIX=0, the default) or mac (TFTP_PREFIX=2). */
+  tftpPrefix?: TftpPrefixMode;
+  /** With tftpPrefix serial: lines '<hostname or MAC> <serial>'. */
+  serialsFile?: string;
 }
 
 export interface StageResult {
@@ -132,6 +154,8 @@ export interface StageResult {
   } | null;
   /** Approval mode after this stage. */
   approvalMode: boolean;
+  /** With --first-stage firmware: the set's id and the prefix each node asks under. */
+  firmware?: { id: string; prefixes: Array<{ hostname: string; prefix: string }> };
   warnings: string[];
 }
 
@@ -380,6 +404,48 @@ export function stage(o: StageOptions): StageResult {
   const rst = statSync(join(masterRoot, REPORT_DIR), { throwIfNoEntry: false });
   if (rst && !rst.isDirectory())
     problems.push(`${join(masterRoot, REPORT_DIR)} exists and is not a directory: move it away`);
+  problems.push(...pxeProblems(parsed.nodes, o.amd64, o.ipxeDir));
+
+  // the firmware first stage: checked in full here, written after the U-Boot files
+  let fw: { set: FirmwareSet; prefixes: Array<{ hostname: string; prefix: string }> } | null = null;
+  if (o.firstStage === 'firmware' && !problems.length) {
+    const bootfsDir = join(masterRoot, BOOTFS_DIR);
+    const missing = bootfsDirProblem(bootfsDir);
+    let serials = new Map<string, string>();
+    if (o.serialsFile !== undefined) {
+      try {
+        const s = parseSerials(readFileSync(o.serialsFile, 'utf8'));
+        problems.push(...s.errors.map((e) => `${o.serialsFile} ${e}`));
+        serials = s.serials;
+      } catch (e) {
+        problems.push(`cannot read the serials file ${o.serialsFile}: ${(e as Error).message}`);
+      }
+    }
+    const pre = nodePrefixes(parsed.nodes, o.tftpPrefix ?? 'serial', serials);
+    problems.push(...pre.problems);
+    if (missing) problems.push(missing);
+    else {
+      const text = (n: string) => {
+        try {
+          return readFileSync(join(bootfsDir, n), 'utf8');
+        } catch {
+          return null;
+        }
+      };
+      const r = firmwareSet({
+        bootfs: readBootfs(bootfsDir),
+        bootfsConfig: text('config.txt'),
+        bootfsAutoboot: text('autoboot.txt'),
+        kernel: rawKernel(readFileSync(o.kernel)),
+        initramfs: new Uint8Array(readFileSync(o.initramfs)),
+        bootargs: o.bootargs,
+      });
+      if (r.ok) {
+        warnings.push(...r.warnings);
+        fw = { set: r.set, prefixes: pre.prefixes };
+      } else problems.push(...r.problems);
+    }
+  }
 
   if (problems.length) throw new StageError(problems);
 
@@ -408,7 +474,14 @@ export function stage(o: StageOptions): StageResult {
   const reports = join(masterRoot, REPORT_DIR);
   mkdirSync(reports, { recursive: true, mode: 0o755 });
   chmodSync(reports, 0o755);
-  put(o.dnsmasqConf, renderDnsmasq(plan));
+  if (o.amd64 && parsed.nodes.some((n) => n.arch === 'amd64'))
+    for (const [name, data] of pxeFiles(o.amd64, o.ipxeDir)) put(join(tftp, name), data);
+  // the Pi EEPROM bootloader takes an offer only with PXE option 43 "Raspberry Pi Boot" (its PXE_OPTION43)
+  const piPxe = fw
+    ? '\n# Raspberry Pi 4/5 EEPROM network boot (--first-stage firmware)\npxe-service=0,"Raspberry Pi Boot"\n'
+    : '';
+  put(o.dnsmasqConf, renderDnsmasq(plan) + piPxe);
+  if (fw) written.push(...writeFirmwareStage(tftp, fw.set, fw.prefixes));
 
   const identities = identity
     ? parsed.nodes.map((n) => ({ hostname: n.hostname, created: ensureIdentity(masterRoot, n.hostname).created }))
@@ -455,6 +528,7 @@ export function stage(o: StageOptions): StageResult {
     identity: identities,
     syncSlot,
     approvalMode: approvalModeOn(masterRoot),
+    ...(fw ? { firmware: { id: fw.set.announcement.id, prefixes: fw.prefixes } } : {}),
     warnings,
   };
 }

@@ -23,6 +23,8 @@ export interface NodeSpec {
   hostname: string;
   mac: string;
   ip: string;
+  /** An x86-64 node (arch=amd64 in the node list): it PXE-boots the `amd64` first stage. */
+  arch?: 'amd64';
 }
 
 /** n nodes named node1..n with QEMU-range MACs and fixed IPs .11, .12, … */
@@ -79,6 +81,8 @@ export class VirtualCluster {
   readonly running = new Map<string, QemuNode>();
   readonly views = new Map<string, NodeView>();
   bootargs: string;
+  /** The amd64 first stage `builder stage` gets (--kernel-amd64 ...) for the nodes with arch amd64. */
+  amd64: { kernel: string; initramfs: string; bootargs: string } | null = null;
 
   constructor(
     readonly dir: string,
@@ -228,7 +232,7 @@ export class VirtualCluster {
     const nodesFile = join(this.dir, 'nodes.txt');
     writeFileSync(
       nodesFile,
-      `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h`).join('\n')}\n`,
+      `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h${n.arch ? `,arch=${n.arch}` : ''}`).join('\n')}\n`,
     );
     const so = this.stageOptions;
     const r = spawnSync(
@@ -257,6 +261,16 @@ export class VirtualCluster {
         ...(so.tries ? ['--first-stage-tries', String(so.tries)] : []),
         '--bootargs',
         this.bootargs,
+        ...(this.amd64
+          ? [
+              '--kernel-amd64',
+              this.amd64.kernel,
+              '--initramfs-amd64',
+              this.amd64.initramfs,
+              '--bootargs-amd64',
+              this.amd64.bootargs,
+            ]
+          : []),
         '--keys',
         k.dir,
         '--dnsmasq-conf',

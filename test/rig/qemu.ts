@@ -27,6 +27,10 @@ export interface NodeOptions {
   wrap?: string[];
   /** Virtual CPUs (default 2). */
   smp?: number;
+  /** The whole QEMU command (after `wrap`) for another machine, e.g. an x86-64 PC (qemu-x86.ts); the options above then do not apply. */
+  argv?: string[];
+  /** Boot these files directly (-kernel/-initrd/-append) instead of U-Boot: what the Pi firmware would load. */
+  direct?: { kernel: string; initrd: string; append: string };
 }
 
 export interface AgentEvent {
@@ -50,8 +54,9 @@ export class QemuNode {
   readonly exited: Promise<number>;
 
   constructor(readonly opts: NodeOptions) {
-    if (!existsSync(UBOOT)) throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
-    const args = [
+    if (!opts.argv && !opts.direct && !existsSync(UBOOT))
+      throw new Error(`${UBOOT} missing: apt-get install u-boot-qemu`);
+    const aarch64 = [
       ...(opts.wrap ?? []),
       'qemu-system-aarch64',
       '-M',
@@ -62,8 +67,9 @@ export class QemuNode {
       String(opts.smp ?? 2),
       '-m',
       String(opts.memoryMb ?? 1024),
-      '-bios',
-      UBOOT,
+      ...(opts.direct
+        ? ['-kernel', opts.direct.kernel, '-initrd', opts.direct.initrd, '-append', opts.direct.append]
+        : ['-bios', UBOOT]),
       '-display',
       'none',
       '-serial',
@@ -85,6 +91,7 @@ export class QemuNode {
       'i6300esb', // a hardware watchdog, as a Pi has one (bcm2835)
       ...(opts.extra ?? []),
     ];
+    const args = opts.argv ? [...(opts.wrap ?? []), ...opts.argv] : aarch64;
     if (opts.logFile) writeFileSync(opts.logFile, `# ${args.join(' ')}\n`, { flag: 'a' });
     this.proc = Bun.spawn(args, { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe' });
     void this.pump(this.proc.stdout);
