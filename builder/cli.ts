@@ -2,7 +2,7 @@
 // `builder`: a thin command line over the builder's functions; every option maps to one field.
 import { appendFileSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import yargs from 'yargs';
+import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { buildAgent, REPO, type AgentArch } from './image/agentbuild.ts';
 import { bootScript, DEFAULT_BOOTARGS } from './image/bootscript.ts';
@@ -16,6 +16,7 @@ import { scriptImage, type UArch } from '../agent/contract/uimage.ts';
 import { stage } from './master/stage.ts';
 import { readStatus, renderStatusTable, approvalList } from './master/status.ts';
 import { approve } from './master/approve.ts';
+import { manPage, overview } from './help.ts';
 import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
@@ -54,27 +55,32 @@ function parseAdd(spec: string): ExtraFile {
   return { path: parts[1] ?? '', data: readFileSync(parts[0] ?? ''), ...(mode ? { mode } : {}) };
 }
 
-await yargs(hideBin(process.argv))
+await overview(yargs(hideBin(process.argv)))
   .scriptName('builder')
+  .usage('$0 <command> [options]: network boot and self-healing local roots for a cluster, run from its master')
+  .wrap(Math.min(120, process.stdout.columns || 120))
   .strict()
   .demandCommand(1)
   .command(
     'sysroot',
     'fetch Debian packages for the nodes into a private apt cache and unpack them',
     (y) =>
-      y
-        .option('cache', {
-          type: 'string',
-          default: join(REPO, '.cache/sysroot-arm64'),
-          describe: 'cache directory (apt state, debs, root/)',
-        })
-        .option('arch', { choices: ['arm64', 'armhf', 'amd64'] as const, default: 'arm64' as const })
-        .option('kernel', {
-          type: 'boolean',
-          default: false,
-          describe: `also fetch Debian's kernel for --arch (${Object.values(KERNEL_PACKAGES).join(', ')}; for QEMU tests)`,
-        })
-        .option('packages', { type: 'string', array: true, describe: 'extra packages' }),
+      manPage(
+        y
+          .option('cache', {
+            type: 'string',
+            default: join(REPO, '.cache/sysroot-arm64'),
+            describe: 'cache directory (apt state, debs, root/)',
+          })
+          .option('arch', { choices: ['arm64', 'armhf', 'amd64'] as const, default: 'arm64' as const })
+          .option('kernel', {
+            type: 'boolean',
+            default: false,
+            describe: `also fetch Debian's kernel for --arch (${Object.values(KERNEL_PACKAGES).join(', ')}; for QEMU tests)`,
+          })
+          .option('packages', { type: 'string', array: true, describe: 'extra packages' }),
+        'sysroot',
+      ),
     async (a) => {
       const pkgs = [...DEFAULT_PACKAGES, ...list(a.packages), ...(a.kernel ? [KERNEL_PACKAGES[a.arch]] : [])];
       const r = await fetchSysroot({ cache: resolve(a.cache), packages: pkgs, arch: a.arch, log: say });
@@ -85,9 +91,12 @@ await yargs(hideBin(process.argv))
     'agent',
     'compile the agent into one executable',
     (y) =>
-      y
-        .option('arch', { choices: ['arm64', 'x64'] as const, default: 'arm64' as const })
-        .option('out', { type: 'string', default: join(REPO, 'build') }),
+      manPage(
+        y
+          .option('arch', { choices: ['arm64', 'x64'] as const, default: 'arm64' as const })
+          .option('out', { type: 'string', default: join(REPO, 'build') }),
+        'agent',
+      ),
     async (a) => {
       const r = await buildAgent(a.arch as AgentArch, resolve(a.out));
       say(`agent ${r.path}: ${(r.bytes / 1e6).toFixed(1)} MB`);
@@ -98,44 +107,47 @@ await yargs(hideBin(process.argv))
     'pack',
     'write initramfs.igz and initramfs.igz.uimg',
     (y) =>
-      y
-        .option('sysroot', {
-          type: 'string',
-          demandOption: true,
-          describe: "arm64 root: the slaves' template on a master, or `builder sysroot` output",
-        })
-        .option('agent', { type: 'string', describe: 'agent executable (default: compile it now)' })
-        .option('arch', {
-          choices: ['arm64', 'arm', 'amd64'] as const,
-          default: 'arm64' as const,
-          describe: 'amd64: an x86-64 agent and image (with an amd64 sysroot), for arch=amd64 nodes',
-        })
-        .option('kernel-modules', {
-          type: 'string',
-          describe: "DIR holding modules.dep (default: the sysroot's only /lib/modules/<version>)",
-        })
-        .option('modules', { type: 'string', array: true, describe: 'extra modules, comma separated' })
-        .option('compress', { choices: ['gzip', 'zstd', 'xz', 'none'] as const, default: 'gzip' as const })
-        .option('skel', { type: 'string', default: join(REPO, 'initramfs-skel') })
-        .option('add', { type: 'string', array: true, describe: 'SRC:DEST[:MODE] extra file' })
-        .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
-        .option('master-host-key', {
-          type: 'string',
-          default: '/etc/ssh/ssh_host_ed25519_key.pub',
-          describe: "the master's host key to pin",
-        })
-        .option('sign', {
-          type: 'boolean',
-          default: false,
-          describe: 'pack the stamp key: nodes then refuse unsigned or older stamps',
-        })
-        .option('report', {
-          type: 'boolean',
-          default: true,
-          describe:
-            'with --keys: pack the report key (report_ed25519) so nodes send boot reports (--no-report: do not)',
-        })
-        .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
+      manPage(
+        y
+          .option('sysroot', {
+            type: 'string',
+            demandOption: true,
+            describe: "arm64 root: the slaves' template on a master, or `builder sysroot` output",
+          })
+          .option('agent', { type: 'string', describe: 'agent executable (default: compile it now)' })
+          .option('arch', {
+            choices: ['arm64', 'arm', 'amd64'] as const,
+            default: 'arm64' as const,
+            describe: 'amd64: an x86-64 agent and image (with an amd64 sysroot), for arch=amd64 nodes',
+          })
+          .option('kernel-modules', {
+            type: 'string',
+            describe: "DIR holding modules.dep (default: the sysroot's only /lib/modules/<version>)",
+          })
+          .option('modules', { type: 'string', array: true, describe: 'extra modules, comma separated' })
+          .option('compress', { choices: ['gzip', 'zstd', 'xz', 'none'] as const, default: 'gzip' as const })
+          .option('skel', { type: 'string', default: join(REPO, 'initramfs-skel') })
+          .option('add', { type: 'string', array: true, describe: 'SRC:DEST[:MODE] extra file' })
+          .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
+          .option('master-host-key', {
+            type: 'string',
+            default: '/etc/ssh/ssh_host_ed25519_key.pub',
+            describe: "the master's host key to pin",
+          })
+          .option('sign', {
+            type: 'boolean',
+            default: false,
+            describe: 'pack the stamp key: nodes then refuse unsigned or older stamps',
+          })
+          .option('report', {
+            type: 'boolean',
+            default: true,
+            describe:
+              'with --keys: pack the report key (report_ed25519) so nodes send boot reports (--no-report: do not)',
+          })
+          .option('out', { type: 'string', default: join(REPO, 'build/tftp') }),
+        'pack',
+      ),
     async (a) => {
       const sysroot = resolve(a.sysroot);
       const agent = a.agent
@@ -189,14 +201,17 @@ await yargs(hideBin(process.argv))
     'bootscript',
     'write boot.scr.uimg for U-Boot',
     (y) =>
-      y
-        .option('out', { type: 'string', default: join(REPO, 'build/tftp/boot.scr.uimg') })
-        .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
-        .option('kernel', { type: 'string', default: 'vmlinuz' })
-        .option('initramfs', { type: 'string', default: 'initramfs.igz.uimg' })
-        .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS })
-        .option('master', { type: 'string', describe: 'adds masterip=' })
-        .option('fdt', { type: 'string' }),
+      manPage(
+        y
+          .option('out', { type: 'string', default: join(REPO, 'build/tftp/boot.scr.uimg') })
+          .option('arch', { choices: ['arm64', 'arm'] as const, default: 'arm64' as const })
+          .option('kernel', { type: 'string', default: 'vmlinuz' })
+          .option('initramfs', { type: 'string', default: 'initramfs.igz.uimg' })
+          .option('bootargs', { type: 'string', default: DEFAULT_BOOTARGS })
+          .option('master', { type: 'string', describe: 'adds masterip=' })
+          .option('fdt', { type: 'string' }),
+        'bootscript',
+      ),
     async (a) => {
       const bootargs = a.master ? `${a.bootargs} masterip=${a.master}` : a.bootargs;
       const text = bootScript({
@@ -218,13 +233,16 @@ await yargs(hideBin(process.argv))
     'keys',
     'create (once) the node key and the stamp signing key; print the authorized_keys line',
     (y) =>
-      y
-        .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('install', {
-          type: 'string',
-          describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present',
-        }),
+      manPage(
+        y
+          .option('dir', { type: 'string', default: '/etc/clusterboot', describe: 'where the keys live on the master' })
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('install', {
+            type: 'string',
+            describe: 'append the line to this authorized_keys file (e.g. /root/.ssh/authorized_keys) unless present',
+          }),
+        'keys',
+      ),
     async (a) => {
       const k = generateKeys(resolve(a.dir));
       const line = authorizedKeysLine(readFileSync(k.nodeKeyPub, 'utf8'), resolve(a['master-root']));
@@ -245,13 +263,16 @@ await yargs(hideBin(process.argv))
     'publish <name>',
     'freeze rootfs or bootfs into a snapshot, write its content manifest and a new stamp (atomic); also after changing partitions.sfdisk, approval.required or a reset flag',
     (y) =>
-      y
-        .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('sign', {
-          type: 'string',
-          describe: 'Ed25519 private key (PEM) to sign the stamp with, e.g. /etc/clusterboot/stamp_ed25519.pem',
-        }),
+      manPage(
+        y
+          .positional('name', { choices: ['rootfs', 'bootfs'] as const, demandOption: true })
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('sign', {
+            type: 'string',
+            describe: 'Ed25519 private key (PEM) to sign the stamp with, e.g. /etc/clusterboot/stamp_ed25519.pem',
+          }),
+        'publish',
+      ),
     async (a) => {
       const s = await publish({
         masterRoot: resolve(a['master-root']),
@@ -265,165 +286,174 @@ await yargs(hideBin(process.argv))
     'stage',
     'from a node list: the dnsmasq configuration, the TFTP folder, nodes.list, reports/ and the authorized_keys lines',
     (y) =>
-      y
-        .option('nodes', {
-          type: 'string',
-          demandOption: true,
-          describe: "node list: lines 'MAC HOSTNAME IP' or the seed's 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]'; # comments",
-        })
-        .option('master-ip', {
-          type: 'string',
-          demandOption: true,
-          describe: "the master's address on the cluster LAN (DNS, TFTP server = DHCP option 66)",
-        })
-        .option('subnet', {
-          type: 'string',
-          demandOption: true,
-          describe: 'the cluster LAN in CIDR form, e.g. 10.77.0.0/24',
-        })
-        .option('range', {
-          type: 'string',
-          describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)',
-        })
-        .option('interface', {
-          type: 'string',
-          describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0',
-        })
-        .option('domain', { type: 'string', default: 'cluster.lan', describe: 'DNS domain of the nodes' })
-        .option('router', {
-          type: 'string',
-          describe: 'default gateway for the nodes (dhcp-option=3); default: dnsmasq announces the master',
-        })
-        .option('lease', { type: 'string', default: '1h', describe: 'lease time (dnsmasq syntax: 1h, 30m, infinite)' })
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('kernel', {
-          type: 'string',
-          demandOption: true,
-          describe: 'node kernel, copied to <master-root>/tftp/vmlinuz',
-        })
-        .option('initramfs', {
-          type: 'string',
-          default: join(REPO, 'build/tftp/initramfs.igz.uimg'),
-          describe: 'initramfs.igz.uimg from `builder pack`, copied to <master-root>/tftp/',
-        })
-        .option('bootargs', {
-          type: 'string',
-          default: DEFAULT_BOOTARGS,
-          describe: 'kernel command line in boot.scr.uimg',
-        })
-        .option('kernel-amd64', {
-          type: 'string',
-          describe:
-            'x86-64 nodes (arch=amd64 in the node list): their kernel (bzImage), copied to <master-root>/tftp/vmlinuz-amd64',
-        })
-        .option('initramfs-amd64', {
-          type: 'string',
-          describe:
-            'x86-64 nodes: the plain initramfs.igz from `builder pack` for amd64, copied to <master-root>/tftp/initramfs-amd64.igz',
-        })
-        .option('bootargs-amd64', {
-          type: 'string',
-          describe: 'x86-64 nodes: kernel command line in clusterboot.ipxe (default: --bootargs with console=ttyS0)',
-        })
-        .option('ipxe-dir', {
-          type: 'string',
-          default: '/usr/lib/ipxe',
-          describe: "x86-64 nodes: Debian's iPXE binaries (undionly.kpxe, snponly.efi), copied to <master-root>/tftp/",
-        })
-        .option('arch', {
-          choices: ['arm64', 'arm'] as const,
-          default: 'arm64' as const,
-          describe: 'boot script: booti (arm64) or bootz (arm)',
-        })
-        .option('keys', {
-          type: 'string',
-          describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)',
-        })
-        .option('dnsmasq-conf', {
-          type: 'string',
-          default: '/etc/dnsmasq.d/clusterboot.conf',
-          describe: 'where the dnsmasq configuration goes',
-        })
-        .option('authorized-keys', {
-          type: 'string',
-          describe: 'append the two lines to this authorized_keys file unless present (default: print them)',
-        })
-        .option('identity', {
-          type: 'boolean',
-          default: false,
-          describe:
-            'also make per-node identity files (hostname, machine-id, SSH host keys) on the master in <master-root>/nodes/<host>/files: the old way, whose private keys the node key can read; by default each node makes its own keys at first boot and keeps them on its disk',
-        })
-        .option('sync-slots', {
-          type: 'number',
-          default: DEFAULT_SYNC_SLOTS,
-          describe: "at most N nodes sync their root at once (sync-slot in the node key's line); 0: no limit",
-        })
-        .option('key-from', {
-          type: 'string',
-          describe:
-            "the addresses the node and report keys work from (sshd from=, e.g. 10.77.0.0/24); default the cluster's --subnet; '' for any",
-        })
-        .option('report-user', {
-          type: 'string',
-          default: 'nobody',
-          describe:
-            "the report sink (the report key's only command) stores reports as this unprivileged user; reports/ is chowned to it",
-        })
-        .option('dhcp-leases', {
-          type: 'string',
-          default: '/var/lib/misc/dnsmasq.leases',
-          describe:
-            "dnsmasq's lease file: a node missing from the node list may report only for the MAC its address was leased to",
-        })
-        .option('state-dir', {
-          type: 'string',
-          default: DEFAULT_STATE_DIR,
-          describe: 'where the sync-slot script and its slot files live',
-        })
-        .option('sync-lease', {
-          type: 'number',
-          default: DEFAULT_SYNC_LEASE,
-          describe:
-            'a root sync is stopped (its slot freed) this many seconds after it got its slot; raise it for roots that take longer to pull; 0: no lease',
-        })
-        .option('sync-stall', {
-          type: 'number',
-          default: DEFAULT_SYNC_STALL,
-          describe:
-            "the master's rsync stops a root sync it could not send anything to for this many seconds (rsync --timeout); 0: off",
-        })
-        .option('sync-per-address', {
-          type: 'number',
-          default: DEFAULT_SYNC_PER_ADDRESS,
-          describe: 'at most N root syncs at once from one client address; 0: no per-address limit',
-        })
-        .option('first-stage-tries', {
-          type: 'number',
-          default: DEFAULT_TRIES,
-          describe:
-            'a new first stage (kernel + initramfs) that fails this many boots in a row is abandoned: nodes boot their cached one until another is staged',
-        })
-        .option('approval', {
-          type: 'boolean',
-          describe:
-            'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged',
-        })
-        .option('first-stage', {
-          choices: ['uboot', 'firmware'] as const,
-          default: 'uboot' as const,
-          describe:
-            "firmware: also what the Pi 4/5 EEPROM bootloader fetches by TFTP without U-Boot (start4.elf, DTBs, overlays from bootfs/, config.txt, cmdline.txt, kernel, initramfs.cpio.gz) under each node's prefix",
-        })
-        .option('tftp-prefix', {
-          choices: ['serial', 'mac'] as const,
-          default: 'serial' as const,
-          describe: "the nodes' EEPROM TFTP_PREFIX: serial (0, the default; needs --serials) or mac (2)",
-        })
-        .option('serials', {
-          type: 'string',
-          describe: "with --tftp-prefix serial: lines '<hostname or MAC> <serial>' (vcgencmd otp_dump | grep 28:)",
-        }),
+      manPage(
+        y
+          .option('nodes', {
+            type: 'string',
+            demandOption: true,
+            describe:
+              "node list: lines 'MAC HOSTNAME IP' or the seed's 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]'; # comments",
+          })
+          .option('master-ip', {
+            type: 'string',
+            demandOption: true,
+            describe: "the master's address on the cluster LAN (DNS, TFTP server = DHCP option 66)",
+          })
+          .option('subnet', {
+            type: 'string',
+            demandOption: true,
+            describe: 'the cluster LAN in CIDR form, e.g. 10.77.0.0/24',
+          })
+          .option('range', {
+            type: 'string',
+            describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)',
+          })
+          .option('interface', {
+            type: 'string',
+            describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0',
+          })
+          .option('domain', { type: 'string', default: 'cluster.lan', describe: 'DNS domain of the nodes' })
+          .option('router', {
+            type: 'string',
+            describe: 'default gateway for the nodes (dhcp-option=3); default: dnsmasq announces the master',
+          })
+          .option('lease', {
+            type: 'string',
+            default: '1h',
+            describe: 'lease time (dnsmasq syntax: 1h, 30m, infinite)',
+          })
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('kernel', {
+            type: 'string',
+            demandOption: true,
+            describe: 'node kernel, copied to <master-root>/tftp/vmlinuz',
+          })
+          .option('initramfs', {
+            type: 'string',
+            default: join(REPO, 'build/tftp/initramfs.igz.uimg'),
+            describe: 'initramfs.igz.uimg from `builder pack`, copied to <master-root>/tftp/',
+          })
+          .option('bootargs', {
+            type: 'string',
+            default: DEFAULT_BOOTARGS,
+            describe: 'kernel command line in boot.scr.uimg',
+          })
+          .option('kernel-amd64', {
+            type: 'string',
+            describe:
+              'x86-64 nodes (arch=amd64 in the node list): their kernel (bzImage), copied to <master-root>/tftp/vmlinuz-amd64',
+          })
+          .option('initramfs-amd64', {
+            type: 'string',
+            describe:
+              'x86-64 nodes: the plain initramfs.igz from `builder pack` for amd64, copied to <master-root>/tftp/initramfs-amd64.igz',
+          })
+          .option('bootargs-amd64', {
+            type: 'string',
+            describe: 'x86-64 nodes: kernel command line in clusterboot.ipxe (default: --bootargs with console=ttyS0)',
+          })
+          .option('ipxe-dir', {
+            type: 'string',
+            default: '/usr/lib/ipxe',
+            describe:
+              "x86-64 nodes: Debian's iPXE binaries (undionly.kpxe, snponly.efi), copied to <master-root>/tftp/",
+          })
+          .option('arch', {
+            choices: ['arm64', 'arm'] as const,
+            default: 'arm64' as const,
+            describe: 'boot script: booti (arm64) or bootz (arm)',
+          })
+          .option('keys', {
+            type: 'string',
+            describe: 'key directory from `builder keys` (node and report keys for the authorized_keys lines)',
+          })
+          .option('dnsmasq-conf', {
+            type: 'string',
+            default: '/etc/dnsmasq.d/clusterboot.conf',
+            describe: 'where the dnsmasq configuration goes',
+          })
+          .option('authorized-keys', {
+            type: 'string',
+            describe: 'append the two lines to this authorized_keys file unless present (default: print them)',
+          })
+          .option('identity', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'also make per-node identity files (hostname, machine-id, SSH host keys) on the master in <master-root>/nodes/<host>/files: the old way, whose private keys the node key can read; by default each node makes its own keys at first boot and keeps them on its disk',
+          })
+          .option('sync-slots', {
+            type: 'number',
+            default: DEFAULT_SYNC_SLOTS,
+            describe: "at most N nodes sync their root at once (sync-slot in the node key's line); 0: no limit",
+          })
+          .option('key-from', {
+            type: 'string',
+            describe:
+              "the addresses the node and report keys work from (sshd from=, e.g. 10.77.0.0/24); default the cluster's --subnet; '' for any",
+          })
+          .option('report-user', {
+            type: 'string',
+            default: 'nobody',
+            describe:
+              "the report sink (the report key's only command) stores reports as this unprivileged user; reports/ is chowned to it",
+          })
+          .option('dhcp-leases', {
+            type: 'string',
+            default: '/var/lib/misc/dnsmasq.leases',
+            describe:
+              "dnsmasq's lease file: a node missing from the node list may report only for the MAC its address was leased to",
+          })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'where the sync-slot script and its slot files live',
+          })
+          .option('sync-lease', {
+            type: 'number',
+            default: DEFAULT_SYNC_LEASE,
+            describe:
+              'a root sync is stopped (its slot freed) this many seconds after it got its slot; raise it for roots that take longer to pull; 0: no lease',
+          })
+          .option('sync-stall', {
+            type: 'number',
+            default: DEFAULT_SYNC_STALL,
+            describe:
+              "the master's rsync stops a root sync it could not send anything to for this many seconds (rsync --timeout); 0: off",
+          })
+          .option('sync-per-address', {
+            type: 'number',
+            default: DEFAULT_SYNC_PER_ADDRESS,
+            describe: 'at most N root syncs at once from one client address; 0: no per-address limit',
+          })
+          .option('first-stage-tries', {
+            type: 'number',
+            default: DEFAULT_TRIES,
+            describe:
+              'a new first stage (kernel + initramfs) that fails this many boots in a row is abandoned: nodes boot their cached one until another is staged',
+          })
+          .option('approval', {
+            type: 'boolean',
+            describe:
+              'approval mode: nodes wait for `builder approve` before a table change (creates <master-root>/approval.required); --no-approval removes it; absent: unchanged',
+          })
+          .option('first-stage', {
+            choices: ['uboot', 'firmware'] as const,
+            default: 'uboot' as const,
+            describe:
+              "firmware: also what the Pi 4/5 EEPROM bootloader fetches by TFTP without U-Boot (start4.elf, DTBs, overlays from bootfs/, config.txt, cmdline.txt, kernel, initramfs.cpio.gz) under each node's prefix",
+          })
+          .option('tftp-prefix', {
+            choices: ['serial', 'mac'] as const,
+            default: 'serial' as const,
+            describe: "the nodes' EEPROM TFTP_PREFIX: serial (0, the default; needs --serials) or mac (2)",
+          })
+          .option('serials', {
+            type: 'string',
+            describe: "with --tftp-prefix serial: lines '<hostname or MAC> <serial>' (vcgencmd otp_dump | grep 28:)",
+          }),
+        'stage',
+      ),
     async (a) => {
       const r = stage({
         firstStage: a['first-stage'],
@@ -520,17 +550,20 @@ await yargs(hideBin(process.argv))
     'status',
     "the fleet from the master's files: nodes.list, reports/*.json, stamps/rootfs.stamp",
     (y) =>
-      y
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('json', {
-          type: 'boolean',
-          default: false,
-          describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
-        })
-        .option('html', {
-          type: 'string',
-          describe: 'also write a self-contained page to this file: the fleet table and a phase timeline per node',
-        }),
+      manPage(
+        y
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('json', {
+            type: 'boolean',
+            default: false,
+            describe: 'print { masterStamp, rows, warnings } as JSON, for scripts',
+          })
+          .option('html', {
+            type: 'string',
+            describe: 'also write a self-contained page to this file: the fleet table and a phase timeline per node',
+          }),
+        'status',
+      ),
     async (a) => {
       const now = Date.now();
       const s = readStatus(resolve(a['master-root']), now);
@@ -550,11 +583,14 @@ await yargs(hideBin(process.argv))
     'watch',
     'the fleet live: one row per node (phase, progress, last message) from reports/ and the syslog the nodes send to; redrawn in place on a terminal, changed rows as lines otherwise',
     (y) =>
-      y
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('syslog', { type: 'string', describe: "the file the master's syslog writes the nodes' lines to" })
-        .option('interval', { type: 'number', default: 1, describe: 'seconds between polls' })
-        .option('once', { type: 'boolean', default: false, describe: 'draw once and exit' }),
+      manPage(
+        y
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('syslog', { type: 'string', describe: "the file the master's syslog writes the nodes' lines to" })
+          .option('interval', { type: 'number', default: 1, describe: 'seconds between polls' })
+          .option('once', { type: 'boolean', default: false, describe: 'draw once and exit' }),
+        'watch',
+      ),
     async (a) => {
       if (!(a.interval > 0 && a.interval <= 3600)) throw new Error('--interval: seconds, more than 0, at most 3600');
       await watch({
@@ -573,27 +609,30 @@ await yargs(hideBin(process.argv))
     'known-hosts',
     "write the cluster's ssh_known_hosts from the host keys the nodes made themselves (their boot reports carry the public halves); trust on first use: a key that changes is shown and kept out until --accept names the host",
     (y) =>
-      y
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('out', {
-          type: 'string',
-          default: '/etc/ssh/ssh_known_hosts.d/clusterboot',
-          describe: 'the known_hosts file to write (read first: the keys it holds are kept)',
-        })
-        .option('domain', { type: 'string', describe: 'also name each node <host>.<domain>' })
-        .option('accept', {
-          type: 'string',
-          array: true,
-          default: [],
-          describe: 'take the newly reported keys of these hosts (after a newidentity boot or a new card)',
-        })
-        .option('ca', {
-          type: 'string',
-          describe:
-            "sign each node's ed25519 key with this CA private key (ssh-keygen -s) into nodes/<host>/files/; clients then trust `@cert-authority *.<domain> <ca.pub>`",
-        })
-        .example('$0 known-hosts --domain cluster.lan', 'write /etc/ssh/ssh_known_hosts.d/clusterboot')
-        .example('$0 known-hosts --accept rpinode03', 'rpinode03 was re-imaged with newidentity: take its new keys'),
+      manPage(
+        y
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('out', {
+            type: 'string',
+            default: '/etc/ssh/ssh_known_hosts.d/clusterboot',
+            describe: 'the known_hosts file to write (read first: the keys it holds are kept)',
+          })
+          .option('domain', { type: 'string', describe: 'also name each node <host>.<domain>' })
+          .option('accept', {
+            type: 'string',
+            array: true,
+            default: [],
+            describe: 'take the newly reported keys of these hosts (after a newidentity boot or a new card)',
+          })
+          .option('ca', {
+            type: 'string',
+            describe:
+              "sign each node's ed25519 key with this CA private key (ssh-keygen -s) into nodes/<host>/files/; clients then trust `@cert-authority *.<domain> <ca.pub>`",
+          })
+          .example('$0 known-hosts --domain cluster.lan', 'write /etc/ssh/ssh_known_hosts.d/clusterboot')
+          .example('$0 known-hosts --accept rpinode03', 'rpinode03 was re-imaged with newidentity: take its new keys'),
+        'known-hosts',
+      ),
     async (a) => {
       const root = resolve(a['master-root']);
       const out = resolve(a.out);
@@ -625,16 +664,24 @@ await yargs(hideBin(process.argv))
     'approve [nodes..]',
     "approval mode: approve the master's current partitions.sfdisk for these nodes (they repartition at their next boot)",
     (y) =>
-      y
-        .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
-        .option('all', { type: 'boolean', default: false, describe: 'every node in nodes.list' })
-        .option('force', { type: 'boolean', default: false, describe: 'also approve names that are not in nodes.list' })
-        .option('list', {
-          type: 'boolean',
-          default: false,
-          describe: 'show the nodes waiting for approval and which are approved for the current table; approve nothing',
-        })
-        .option('master-root', { type: 'string', default: '/data/slaves' }),
+      manPage(
+        y
+          .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
+          .option('all', { type: 'boolean', default: false, describe: 'every node in nodes.list' })
+          .option('force', {
+            type: 'boolean',
+            default: false,
+            describe: 'also approve names that are not in nodes.list',
+          })
+          .option('list', {
+            type: 'boolean',
+            default: false,
+            describe:
+              'show the nodes waiting for approval and which are approved for the current table; approve nothing',
+          })
+          .option('master-root', { type: 'string', default: '/data/slaves' }),
+        'approve',
+      ),
     async (a) => {
       const root = resolve(a['master-root']);
       const names = (a.nodes ?? []).map(String);
@@ -654,28 +701,31 @@ await yargs(hideBin(process.argv))
       );
     },
   )
-  .command('init', INIT_DESCRIBE, initOptions, initHandler)
+  .command('init', INIT_DESCRIBE, (y: Argv) => manPage(initOptions(y), 'init'), initHandler)
   .command(
     'doctor',
     'check a running master end to end (dnsmasq and TFTP, sshd and the node key, stamps, initramfs size, rsync, key modes, free space); exits 1 if a check fails',
     (y) =>
-      y
-        .option('master-root', { type: 'string', default: '/data/slaves' })
-        .option('master-ip', {
-          type: 'string',
-          describe: "the master's address on the cluster LAN (default: dhcp-option=66 of --dnsmasq-conf)",
-        })
-        .option('keys', { type: 'string', default: DEFAULT_KEYS_DIR, describe: 'key directory from `builder keys`' })
-        .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
-        .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
-        .option('dnsmasq-conf', { type: 'string', default: DEFAULT_DNSMASQ_CONF })
-        .option('master-host-key', {
-          type: 'string',
-          default: DEFAULT_MASTER_HOST_KEY,
-          describe: 'the host key the initramfs pins (as given to `builder pack`)',
-        })
-        .option('master-port', { type: 'number', default: 22, describe: "sshd's port" })
-        .option('json', { type: 'boolean', default: false, describe: 'print { checks, ok, warn, fail } as JSON' }),
+      manPage(
+        y
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('master-ip', {
+            type: 'string',
+            describe: "the master's address on the cluster LAN (default: dhcp-option=66 of --dnsmasq-conf)",
+          })
+          .option('keys', { type: 'string', default: DEFAULT_KEYS_DIR, describe: 'key directory from `builder keys`' })
+          .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
+          .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
+          .option('dnsmasq-conf', { type: 'string', default: DEFAULT_DNSMASQ_CONF })
+          .option('master-host-key', {
+            type: 'string',
+            default: DEFAULT_MASTER_HOST_KEY,
+            describe: 'the host key the initramfs pins (as given to `builder pack`)',
+          })
+          .option('master-port', { type: 'number', default: 22, describe: "sshd's port" })
+          .option('json', { type: 'boolean', default: false, describe: 'print { checks, ok, warn, fail } as JSON' }),
+        'doctor',
+      ),
     async (a) => {
       const r = await runDoctor({
         masterRoot: resolve(a['master-root']),
