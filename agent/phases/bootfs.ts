@@ -17,20 +17,18 @@ import type { Link } from '../net/link.ts';
 import { partName } from '../plans/sfdisk.ts';
 import { decideStamp, parseStamp } from '../contract/stamp.ts';
 import { info, progress, warn } from '../log.ts';
-import { ioHeartbeat, mountFs, readSmall, umountQuiet } from '../sys/fsutil.ts';
+import { checkVfat, mountFs, readSmall, umountQuiet } from '../sys/fsutil.ts';
 import { fsyncDir, writeAtomic } from '../contract/atomic.ts';
 import { type Ctx, type Phase, type StampFile } from '../phase.ts';
 import { PhaseFailure, RebootRequest } from '../errors.ts';
 import { stampKey } from '../contract/initramfs.ts';
 import { mount, syncDisks } from '../sys/libc.ts';
-import { run, ToolError } from '../sys/exec.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { BOOTFS_DIR, masterBase } from '../contract/tree.ts';
 import { MARKER, BOOT_MNT, BOOT_STAMP, BOOT_STAGING, BOOT_JOURNAL } from '../paths.ts';
 import {
   BOOT_EXCLUDES,
   bootUpdatePlan,
-  fsckNext,
   key,
   ownedByFirstStage,
   parseJournal,
@@ -43,7 +41,6 @@ import {
   type BootAction,
   type BootSet,
   type Entry,
-  type FsckRun,
   type P1State,
 } from '../plans/bootfs.ts';
 
@@ -90,43 +87,6 @@ function mountRw(p1: string): void {
       'fsck.fat passed it, so the card itself may fail: check dmesg, replace the card',
       'disk',
       { cause: e },
-    );
-  }
-}
-
-async function fsckRun(p1: string, flag: '-n' | '-a'): Promise<FsckRun> {
-  try {
-    const r = await run('fsckVfat', [flag, p1], {
-      okCodes: [0, 1],
-      timeoutMs: 10 * 60_000,
-      heartbeat: ioHeartbeat(`fsck.fat ${p1}`),
-    });
-    return { flag, code: r.exitCode, output: `${r.stdout}\n${r.stderr}` };
-  } catch (e) {
-    if (e instanceof ToolError) return { flag, code: e.exitCode ?? null, output: e.stderrTail || e.message };
-    return { flag, code: null, output: String(e) };
-  }
-}
-
-/** fsck.fat on the unmounted p1 before anything writes to it: clean, repaired, or a PhaseFailure (never a format). */
-async function checkP1(p1: string): Promise<'clean' | 'repaired'> {
-  const done: FsckRun[] = [];
-  for (;;) {
-    const step = fsckNext(done);
-    if ('run' in step) {
-      done.push(await fsckRun(p1, step.run));
-      continue;
-    }
-    if (step.verdict === 'clean') return 'clean';
-    if (step.verdict === 'repaired') {
-      warn('bootfs', `fsck.fat repaired the boot partition ${p1}: ${step.findings}`);
-      return 'repaired';
-    }
-    throw new PhaseFailure(
-      `the boot partition ${p1} is damaged and fsck.fat cannot repair it: ${step.findings}`,
-      "p1 is left as it is, neither written nor formatted: rewrite it by hand (mkfs.fat, then copy the master's bootfs/), " +
-        `or zero its start (dd if=/dev/zero of=${p1} bs=64k count=2) and the node formats p1 and fills it from the master at its next boot`,
-      'fsck',
     );
   }
 }
@@ -271,7 +231,7 @@ async function resume(ctx: Ctx, p1: string, text: string, online: boolean): Prom
     }
     return 'dry run';
   }
-  await checkP1(p1);
+  await checkVfat(p1, 'bootfs');
   mountRw(p1);
   try {
     const plan = resumePlan(j.set, readState(j.set.files));
@@ -360,7 +320,7 @@ async function stage(
 /** The update: fsck, stage, journal, switch; the live files change only after the journal. */
 async function update(ctx: Ctx, link: Link, p1: string, stamp: StampFile, reason: string): Promise<string> {
   progress('bootfs', `updating the boot partition ${p1}: ${reason}`);
-  await checkP1(p1);
+  await checkVfat(p1, 'bootfs');
   mountRw(p1);
   let committed = false;
   const kept = (why: string) => {
@@ -436,7 +396,7 @@ export const bootfs: Phase = {
           'disk',
           { cause: e },
         );
-      if (ctx.params.dryRun || (await checkP1(p1)) === 'clean') throw cannot(mountError);
+      if (ctx.params.dryRun || (await checkVfat(p1, 'bootfs')) === 'clean') throw cannot(mountError);
       try {
         seen = peek(p1);
       } catch (e) {

@@ -32,7 +32,7 @@ import type { Ctx } from '../phase.ts';
 import { BOOT_MNT, RUN_DIR } from '../paths.ts';
 import { planTryboot, type TrybootAction, type TrybootPlan } from '../plans/tryboot.ts';
 import { partName } from '../plans/sfdisk.ts';
-import { mountFs, umountQuiet } from '../sys/fsutil.ts';
+import { checkVfat, mountFs, umountQuiet } from '../sys/fsutil.ts';
 import { syncDisks } from '../sys/libc.ts';
 
 /** The firmware puts the tryboot flag it booted with here (a big-endian u32). */
@@ -156,9 +156,11 @@ export async function firmwareFirstStage(ctx: Ctx): Promise<string> {
   const parsed = text === null ? null : parseFirmwareAnnouncement(text);
   const p1 = partName(d.device, 1);
   try {
+    // p1 holds the firmware and both sets: checked by fsck.fat before this phase may write to it (once per boot)
+    if (!ctx.params.dryRun) await checkVfat(p1, 'firststage');
     mountFs(p1, BOOT_MNT, 'vfat');
   } catch (e) {
-    warn('firststage', `cannot mount the boot partition ${p1}: ${(e as Error).message}; the p1 sets stay as they are`);
+    warn('firststage', `cannot use the boot partition ${p1}: ${(e as Error).message}; the p1 sets stay as they are`);
     return 'skipped: p1 unreadable';
   }
   try {

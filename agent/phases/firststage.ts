@@ -21,7 +21,7 @@ import { info, progress, warn } from '../log.ts';
 import { BOOT_MNT, ROOT_MNT } from '../paths.ts';
 import { planFirstStage, type BootedStage, type FirstStagePlan } from '../plans/firststage.ts';
 import { partName } from '../plans/sfdisk.ts';
-import { mountFs, umountQuiet } from '../sys/fsutil.ts';
+import { checkVfat, mountFs, umountQuiet } from '../sys/fsutil.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { firmwareFirstStage } from './firmware.ts';
@@ -132,6 +132,8 @@ async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1:
   }
   const onP1 = plan.actions.filter((x) => x !== 'cache');
   if (!onP1.length) return;
+  // p1 holds the firmware and U-Boot: checked by fsck.fat before anything writes to it (once per boot)
+  await checkVfat(p1, 'firststage');
   mountFs(p1, BOOT_MNT, 'vfat');
   try {
     if (onP1.includes('clear-tries')) rmSync(`${BOOT_MNT}/${TRIES_FILE}`, { force: true });
@@ -155,7 +157,7 @@ function bootedStage(ctx: Ctx): BootedStage {
 
 export const firststage: Phase = {
   name: 'firststage',
-  needs: { tools: ['rsync'], modules: ['vfat'] },
+  needs: { tools: ['rsync', 'fsckVfat'], modules: ['vfat'] },
   async run(ctx) {
     // the Raspberry Pi firmware path (no U-Boot): the p1 sets and tryboot, agent/phases/firmware.ts
     if (ctx.params.stageSet) return firmwareFirstStage(ctx);

@@ -13,7 +13,9 @@ import {
   writeFileSync,
 } from 'node:fs';
 import { run, ToolError } from './exec.ts';
-import { info } from '../log.ts';
+import { info, warn } from '../log.ts';
+import { PhaseFailure } from '../errors.ts';
+import { fsckNext, type FsckRun as VfatRun } from '../plans/bootfs.ts';
 import { mount, MS_RDONLY, umount } from './libc.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
@@ -180,5 +182,49 @@ export function readSmall(path: string, max = 64 * 1024): { text: string | null;
       return { text: null, refused: `${r.size} bytes (at most ${max})` };
     case 'failed':
       return { text: null, refused: `unreadable: ${r.message}` };
+  }
+}
+
+async function fsckVfatRun(p1: string, flag: '-n' | '-a'): Promise<VfatRun> {
+  try {
+    const r = await run('fsckVfat', [flag, p1], {
+      okCodes: [0, 1],
+      timeoutMs: 10 * 60_000,
+      heartbeat: ioHeartbeat(`fsck.fat ${p1}`),
+    });
+    return { flag, code: r.exitCode, output: `${r.stdout}\n${r.stderr}` };
+  } catch (e) {
+    if (e instanceof ToolError) return { flag, code: e.exitCode ?? null, output: e.stderrTail || e.message };
+    return { flag, code: null, output: String(e) };
+  }
+}
+
+/** The boot partitions fsck.fat passed (or repaired) in this boot: PID 1 is their only writer, so once is enough. */
+const vfatChecked = new Set<string>();
+
+/**
+ * fsck.fat on the unmounted p1 before anything writes to it (the bootfs update, the first-stage cache's script
+ * and try counter, the firmware path's sets): clean, repaired, or a PhaseFailure, never a format. Once per boot.
+ */
+export async function checkVfat(p1: string, phase: string): Promise<'clean' | 'repaired'> {
+  if (vfatChecked.has(p1)) return 'clean';
+  const done: VfatRun[] = [];
+  for (;;) {
+    const step = fsckNext(done);
+    if ('run' in step) {
+      done.push(await fsckVfatRun(p1, step.run));
+      continue;
+    }
+    if (step.verdict === 'clean' || step.verdict === 'repaired') {
+      vfatChecked.add(p1);
+      if (step.verdict === 'repaired') warn(phase, `fsck.fat repaired the boot partition ${p1}: ${step.findings}`);
+      return step.verdict;
+    }
+    throw new PhaseFailure(
+      `the boot partition ${p1} is damaged and fsck.fat cannot repair it: ${step.findings}`,
+      "p1 is left as it is, neither written nor formatted: rewrite it by hand (mkfs.fat, then copy the master's bootfs/), " +
+        `or zero its start (dd if=/dev/zero of=${p1} bs=64k count=2) and the node formats p1 and fills it from the master at its next boot`,
+      'fsck',
+    );
   }
 }

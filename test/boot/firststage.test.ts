@@ -69,6 +69,22 @@ function brokenInitramfs(): string {
   return path;
 }
 
+/** Set the FAT dirty bit of the disk image's p1 (sector 2048), as a power cut during a write would leave it. */
+function setP1Dirty(disk: string): void {
+  const p1 = 2048 * 512;
+  const h = openSync(disk, 'r+');
+  try {
+    const boot = Buffer.alloc(512);
+    readSync(h, boot, 0, 512, p1);
+    const off = boot.toString('latin1', 82, 87) === 'FAT32' ? 0x41 : 0x25;
+    boot[off] = (boot[off] ?? 0) | 1;
+    writeSync(h, boot, off, 1, p1 + off);
+    fsyncSync(h);
+  } finally {
+    closeSync(h);
+  }
+}
+
 /** Flip one byte inside a file on the disk image's root partition (p2 at sector 67584), as SD-card rot would. */
 function flipByteInP2(disk: string, path: string): void {
   const p2 = 67584 * 512;
@@ -173,8 +189,11 @@ describe('verified local first stage', () => {
     vc.stage({ initramfs: img2.initramfs });
     secondId = announced();
     expect(secondId).not.toBe(firstId);
+    // p1 as a cut write leaves it: this boot's bootfs is up to date, so the first-stage commit is what writes p1
+    setP1Dirty(vc.disk(a));
     const r1 = await vc.bootOnce(a, { tap: 0 });
     expect(r1.ending).toBe('template');
+    expect(r1.console).toMatch(/firststage\].*fsck\.fat repaired the boot partition \/dev\/vda1: .*[Dd]irty bit/);
     expect(uboot(r1)).toContain(`new first stage ${secondId}: try 1 of 3`);
     expect(uboot(r1)).toContain(`first stage ${secondId} loaded by TFTP`);
     expect(r1.console).toContain(`first stage ${secondId} booted well: cached, ${firstId} kept as the previous one`);
