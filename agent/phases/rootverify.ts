@@ -24,7 +24,8 @@ import {
 import { readSmallFile } from '../contract/smallread.ts';
 import { writeAtomic } from '../contract/atomic.ts';
 import type { Link } from '../net/link.ts';
-import { hashFile, walkTree } from '../sys/tree.ts';
+import { hashFile, walkTree, yieldToTimers } from '../sys/tree.ts';
+import { info } from '../log.ts';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { FETCH_DIR, ROOT_MNT } from '../paths.ts';
 
@@ -118,11 +119,27 @@ export async function verifySlot(
   const bySha = new Map(entries.map((e) => [e.path, e]));
   let hashedBytes = 0;
   const buf = Buffer.alloc(1 << 20);
-  for (const path of plan.hash) {
+  let lastYield = performance.now();
+  let lastSay = lastYield;
+  for (const [i, path] of plan.hash.entries()) {
     if (problems.length >= 5) break;
     const e = bySha.get(path) as Entry;
     const got = await hashFile(`${slotDir}/${path}`, tick, buf);
     hashedBytes += e.size;
+    // small files never reach hashFile's own yield: feed the watchdog and let its timer run between files
+    tick();
+    const now = performance.now();
+    if (now - lastYield > 100) {
+      await yieldToTimers();
+      lastYield = now;
+    }
+    if (now - lastSay > 5000) {
+      info(
+        'root',
+        `checking the new root against the manifest: ${i + 1} of ${plan.hash.length} files, ${(hashedBytes / 1e6).toFixed(1)} MB`,
+      );
+      lastSay = now;
+    }
     if (got !== e.sha256)
       problems.push(
         `${JSON.stringify(Buffer.from(path, 'latin1').toString('utf8'))} has sha256 ${got.slice(0, 12)}…, the manifest says ${e.sha256?.slice(0, 12)}…`,

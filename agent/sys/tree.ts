@@ -124,7 +124,7 @@ export async function walkTree(root: string, tick: () => void = () => {}): Promi
     out.set(rel, o);
     if (++n % 500 === 0) {
       tick();
-      await Promise.resolve();
+      await yieldToTimers();
     }
     if (o.type !== 'd') continue;
     const dir = Buffer.from(rel === '.' ? root : `${root}/${rel}`, 'latin1');
@@ -138,6 +138,14 @@ export async function walkTree(root: string, tick: () => void = () => {}): Promi
 
 const CHUNK = 1 << 20;
 
+/**
+ * Let timers run (the watchdog feeder is a setInterval in this process): an await of a resolved promise is only a
+ * microtask and lets no timer in, so a long walk or hash must come back through the event loop now and then.
+ */
+export function yieldToTimers(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** sha256 hex of a regular file, read in 1 MiB chunks, never through a link; tick() after each chunk. */
 export async function hashFile(path: string, tick: () => void = () => {}, buf = Buffer.alloc(CHUNK)): Promise<string> {
   const h = new Bun.CryptoHasher('sha256');
@@ -150,7 +158,7 @@ export async function hashFile(path: string, tick: () => void = () => {}, buf = 
       h.update(buf.subarray(0, n));
       if (++chunks % 16 === 0) {
         tick();
-        await Promise.resolve();
+        await yieldToTimers();
       }
     }
   } finally {
