@@ -164,24 +164,28 @@ describe('bad input from the master', () => {
     }
   }, 300_000);
 
-  test('a template without /sbin/init: a visible failure with the remedy, never a handoff into nothing', async () => {
+  test('a template without its init: a visible failure with the remedy, never a handoff into nothing', async () => {
     copyFileSync(golden(), disk());
     const init = join(master.root, 'rootfs/sbin/init');
-    // `builder publish` refuses a template without /sbin/init, so the tree loses it after publishing
-    // (an admin editing rootfs/ in place): the node syncs the new stamp and finds no init
+    // `builder publish` refuses a template without /sbin/init; an admin who then edits rootfs/ in place changes
+    // nothing a node gets, since nodes sync the snapshot publish froze (the signed manifest's tree)
     writeFileSync(join(master.root, 'rootfs/etc/template-version'), '8\n');
     await master.publish('rootfs');
     renameSync(init, `${init}.away`);
     try {
-      const r = await go(disk(), 'rescue=0');
+      const live = await go(disk(), 'rescue=0');
+      expect(live.ending).toBe('template');
+      expect(live.console).toContain('TEMPLATE-INIT pid=1 version=8');
+      // an init the root does not have (init= names another program): stopped before switch_root, with the remedy
+      const r = await go(disk(), 'rescue=0 init=/sbin/no-such-init');
       expect(r.ending).toBe('fatal');
-      expect(r.console).toContain('the root has no /sbin/init');
-      expect(r.console).toMatch(/remedy: the template must contain \/sbin\/init/);
+      expect(r.console).toContain('the root has no /sbin/no-such-init');
+      expect(r.console).toMatch(/remedy: the template must contain \/sbin\/no-such-init/);
     } finally {
       renameSync(`${init}.away`, init);
       await master.publish('rootfs');
     }
-  }, 300_000);
+  }, 400_000);
 });
 
 describe('bad input on the node', () => {
