@@ -15,6 +15,7 @@ import { AMD64_INIT, addAmd64Init, imagesAmd64, kvmWorks, x86Argv, type Amd64Ima
 import { sysroot } from '../rig/images.ts';
 import { templateSum, testKeys } from '../rig/master.ts';
 import { QemuNode } from '../rig/qemu.ts';
+import { PHASE_NAMES } from '../../agent/sequence.ts';
 
 let vc: VirtualCluster;
 let work: string;
@@ -23,20 +24,6 @@ let kvm = false;
 const [arm] = nodeSpecs(1) as [NodeSpec];
 const pc: NodeSpec = { hostname: 'pc1', mac: '52:54:00:c1:00:21', ip: '10.77.0.31', arch: 'amd64' };
 const PC_DISK = '/dev/nvme0n1';
-const PHASES = [
-  'early',
-  'modules',
-  'network',
-  'master',
-  'disk',
-  'partitions',
-  'bootfs',
-  'root',
-  'firststage',
-  'overlay',
-  'identity',
-  'handoff',
-];
 
 beforeAll(async () => {
   const sr = await sysroot();
@@ -137,7 +124,7 @@ describe('x86-64 node', () => {
     const started = [
       ...new Set(pcBoots.flatMap((r) => r.events.filter((e) => e.kind === 'phase-start').map((e) => e.phase))),
     ];
-    expect(started).toEqual(PHASES);
+    expect(started).toEqual([...PHASE_NAMES]);
     // the disk is an NVMe namespace: partitioned and formatted as the master's table says
     expect(pcBoots[0]?.console).toMatch(
       /\[5\/12 disk\] \/dev\/nvme0n1: .*serial cbx86disk, no partition table; blank disk/,

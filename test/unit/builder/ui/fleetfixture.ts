@@ -8,21 +8,10 @@ import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
 import { humanLine, type Event } from '../../../../agent/log.ts';
 import { formatSyslog, severityOf } from '../../../../agent/plans/syslog.ts';
 import { renderNodesList } from '../../../../builder/master/nodelist.ts';
+import { BOOT_PHASES } from '../../../../builder/master/fleetview.ts';
 
-export const PHASES = [
-  'early',
-  'modules',
-  'network',
-  'master',
-  'disk',
-  'partitions',
-  'bootfs',
-  'root',
-  'firststage',
-  'overlay',
-  'identity',
-  'handoff',
-] as const;
+/** The agent's phases in boot order, as the fleet view knows them. */
+export const PHASES = BOOT_PHASES;
 
 /** Seconds per phase of a cold boot (the root phase syncs the whole template) and of a warm one. */
 export const COLD = [0.05, 0.42, 2.31, 0.84, 0.12, 0.21, 0.35, 41.2, 1.52, 0.18, 0.09, 0.31];
