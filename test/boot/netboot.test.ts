@@ -62,6 +62,9 @@ describe('netboot through U-Boot', () => {
         host: '10.0.2.2',
         from: 'masterip=',
       });
+      // the rig's flash environment (ubootenv.ts) is U-Boot's own default with bootdelay=0: no idle countdown
+      expect(node.console).toContain('Loading Environment from Flash... OK');
+      expect(node.console).toMatch(/Hit any key to stop autoboot: +0/);
       const kernelAt = node.console.indexOf('Starting kernel');
       expect(kernelAt).toBeGreaterThan(0);
     } finally {

@@ -1,7 +1,9 @@
 // One QEMU arm64 node on the real chain: U-Boot firmware, DHCP and TFTP from QEMU's user network,
 // a virtio disk; the console is captured so tests can wait for phase lines with deadlines.
 import { appendFileSync, existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Subprocess } from 'bun';
+import { fastEnvFlash } from './ubootenv';
 
 export const UBOOT = '/usr/lib/u-boot/qemu_arm64/u-boot.bin';
 
@@ -40,6 +42,12 @@ export interface AgentEvent {
   [k: string]: unknown;
 }
 
+/** The bootdelay=0 environment (ubootenv.ts) as QEMU's second flash bank, when it could be made. */
+function envFlash(): string[] {
+  const img = fastEnvFlash(UBOOT, join(import.meta.dir, '..', '..', '.cache'));
+  return img ? ['-drive', `if=pflash,unit=1,format=raw,readonly=on,file=${img}`] : [];
+}
+
 /** U-Boot never runs a PCI option ROM; without this QEMU wants efi-virtio.rom, which only ipxe-qemu (a Recommends) ships. */
 export const NO_ROM = 'romfile=';
 
@@ -69,7 +77,7 @@ export class QemuNode {
       String(opts.memoryMb ?? 1024),
       ...(opts.direct
         ? ['-kernel', opts.direct.kernel, '-initrd', opts.direct.initrd, '-append', opts.direct.append]
-        : ['-bios', UBOOT]),
+        : ['-bios', UBOOT, ...envFlash()]),
       '-display',
       'none',
       '-serial',
