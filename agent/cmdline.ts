@@ -50,6 +50,8 @@ export interface Params {
   quiet: boolean;
   /** retries=: bounded master retries before the fallback. */
   retries: number;
+  /** retrywait=: seconds between a failure and the reboot that retries (doubled per further failure in one boot, at most 300). */
+  retryWait: number;
   /** hostname= override of the DHCP-provided name. */
   hostname?: string;
   /** ip=: unset means dhcp; any other value (static form) is kept as given. */
@@ -555,6 +557,15 @@ const TABLE = table([
     values: '0..100',
     meaning: 'attempts to reach the master before the fallback',
     parse: int(0, 100, 'an integer 0..100'),
+  }),
+  row({
+    names: ['retrywait'],
+    field: 'retryWait',
+    default: 15,
+    values: '1..300 (seconds)',
+    meaning:
+      'after a failure, the wait (console and LED showing it) before the node reboots to try again; doubled for each further failure within one boot, at most 300 s',
+    parse: int(1, 300, 'an integer 1..300'),
   }),
   row({
     names: ['hostname'],

@@ -44,6 +44,12 @@ export function startLookaheads(later: readonly Phase[], done: string, ctx: Ctx)
   }
 }
 
+/** Seconds before the reboot that retries, after `attempt` earlier failures in this same boot
+ * (a rescue shell left, a reboot that did not happen): base, doubling, at most 300. */
+export function retryWaitS(base: number, attempt: number): number {
+  return Math.min(300, base * 2 ** Math.min(attempt, 4));
+}
+
 /** The one fatal path: say what failed and what to do, then reboot, shell, or wait and retry. */
 export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attempt: number): Promise<void> {
   if (err instanceof RebootRequest) {
@@ -57,7 +63,7 @@ export async function fatal(err: unknown, phase: string, ctx: Ctx | null, attemp
   }
   const remedy = err instanceof PhaseFailure ? err.remedy : 'see the message above; boot with `rescue` for a shell';
   const message = err instanceof Error ? err.message : String(err);
-  const waitS = Math.min(300, 15 * 2 ** Math.min(attempt, 4));
+  const waitS = retryWaitS(ctx?.params.retryWait ?? 15, attempt);
   const next = ctx?.params.rescue ? 'rescue shell (kernel parameter `rescue`)' : `reboot in ${waitS}s to try again`;
   emit({
     kind: 'fatal',

@@ -56,7 +56,7 @@ const uboot = (r: BootResult) =>
     .filter((l) => l.startsWith('clusterboot: ') && !/^clusterboot: +\d/.test(l))
     .join('\n');
 
-/** A first stage whose /init is not a program: the kernel finds no init and panics (panic=10 reboots). */
+/** A first stage whose /init is not a program: the kernel finds no init and panics (the rig's panic=1 reboots). */
 function brokenInitramfs(): string {
   const cpio = writeCpio([{ kind: 'file', path: 'init', data: Buffer.from('this is not a program\n'), mode: 0o755 }], {
     mtime: 0,

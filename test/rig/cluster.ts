@@ -94,7 +94,8 @@ export class VirtualCluster {
     this.master = new TestMaster(dir, busybox);
     this.nodes = nodes;
     this.bootargs =
-      o.bootargs ?? `console=ttyAMA0 panic=10 disk=/dev/vda retries=3 leds=gpiochip0:4,5,6 syslog=${MASTER_IP}`;
+      o.bootargs ??
+      `console=ttyAMA0 panic=1 disk=/dev/vda retries=3 retrywait=1 leds=gpiochip0:4,5,6 syslog=${MASTER_IP}`;
     for (const n of nodes)
       this.views.set(n.hostname, { hostname: n.hostname, boots: 0, phase: '-', step: '', detail: 'off', state: 'off' });
   }

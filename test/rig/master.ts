@@ -267,7 +267,7 @@ export class TestMaster {
 
   /** Kernel parameters that point a QEMU user-network guest at this master. */
   bootargs(extra = ''): string {
-    return `console=ttyAMA0 panic=10 masterip=10.0.2.2 masterport=${this.port} disk=/dev/vda retries=2 ${extra}`.trim();
+    return `console=ttyAMA0 panic=1 masterip=10.0.2.2 masterport=${this.port} disk=/dev/vda retries=2 retrywait=1 ${extra}`.trim();
   }
 }
 

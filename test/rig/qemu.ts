@@ -48,6 +48,14 @@ function envFlash(): string[] {
   return img ? ['-drive', `if=pflash,unit=1,format=raw,readonly=on,file=${img}`] : [];
 }
 
+/** CLUSTERBOOT_TRACE=1: every console line in the log file starts with the seconds since QEMU started (where time goes). */
+const TRACE = process.env.CLUSTERBOOT_TRACE === '1';
+
+function stamped(text: string, t0: number): string {
+  const at = `[${((performance.now() - t0) / 1000).toFixed(2).padStart(7)}] `;
+  return text.replace(/\n(?=.)/g, `\n${at}`);
+}
+
 /** U-Boot never runs a PCI option ROM; without this QEMU wants efi-virtio.rom, which only ipxe-qemu (a Recommends) ships. */
 export const NO_ROM = 'romfile=';
 
@@ -126,7 +134,7 @@ export class QemuNode {
       // only the new text (and the few bytes before it a line may straddle) is searched, not the whole console each time
       if (this.kernelAtMs === undefined && this.console.includes('Starting kernel', Math.max(0, before - 16)))
         this.kernelAtMs = performance.now() - this.startedAt;
-      if (this.opts.logFile) appendFileSync(this.opts.logFile, text);
+      if (this.opts.logFile) appendFileSync(this.opts.logFile, TRACE ? stamped(text, this.startedAt) : text);
       if (this.opts.echo) process.stderr.write(text);
       this.wake();
     }

@@ -25,6 +25,7 @@ const DEFAULTS: Params = {
   newIdentity: false,
   quiet: false,
   retries: 5,
+  retryWait: 15,
   watchdog: 15,
   leds: 'gpiochip0:22,23,24',
 };
@@ -84,6 +85,7 @@ describe('parseCmdline', () => {
         'newidentity',
         'quiet',
         'retries=0',
+        'retrywait=2',
         'hostname=node-07',
         'ip=10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off',
         'syslog=10.0.0.1:5514',
@@ -115,6 +117,7 @@ describe('parseCmdline', () => {
       newIdentity: true,
       quiet: true,
       retries: 0,
+      retryWait: 2,
       hostname: 'node-07',
       ip: '10.0.0.7::10.0.0.1:255.255.255.0:node-07:eth0:off',
       syslog: '10.0.0.1:5514',
@@ -148,6 +151,7 @@ describe('parseCmdline', () => {
     const cases: [string, Partial<Params>, string][] = [
       ['aufs=bogus', { overlay: 'disk' }, 'aufs=bogus: expected disk|tmpfs|none; using disk'],
       ['retries=abc', { retries: 5 }, 'retries=abc: expected an integer 0..100; using 5'],
+      ['retrywait=0', { retryWait: 15 }, 'retrywait=0: expected an integer 1..300; using 15'],
       ['masterport=99999', { masterPort: 22 }, 'masterport=99999: expected a port 1..65535; using 22'],
       ['masterport=0', { masterPort: 22 }, 'masterport=0: expected a port 1..65535; using 22'],
       ['transport=ftp', { transport: 'ssh' }, 'transport=ftp: expected ssh|rsyncd; using ssh'],
@@ -244,7 +248,7 @@ describe('parseCmdline', () => {
   });
 
   test('PARAM_DOCS has one row per Params field', () => {
-    expect(PARAM_DOCS).toHaveLength(32);
+    expect(PARAM_DOCS).toHaveLength(33);
     for (const row of PARAM_DOCS) {
       for (const v of [row.name, row.values, row.default, row.meaning]) expect(v.length).toBeGreaterThan(0);
     }

@@ -10,7 +10,7 @@ import { parseStat, pidsWithPidfd } from '../../../agent/sys/reaper.ts';
 import { IFREQ_SIZE, ifreq } from '../../../agent/sys/libc.ts';
 import { parseCmdline } from '../../../agent/cmdline.ts';
 import { lookaheadResult, type Ctx, type Phase } from '../../../agent/phase.ts';
-import { startLookaheads } from '../../../agent/runner.ts';
+import { retryWaitS, startLookaheads } from '../../../agent/runner.ts';
 import { PHASE_NAMES, SEQUENCE } from '../../../agent/sequence.ts';
 
 describe('disk identity', () => {
@@ -138,6 +138,11 @@ describe('network choices', () => {
   });
   test('master retries back off exponentially up to 30 s', () => {
     expect([0, 1, 2, 3, 4, 10].map(backoff)).toEqual([2, 4, 8, 16, 30, 30]);
+  });
+  test('after a failure the node waits retrywait= seconds before it reboots, doubled per further failure, at most 300', () => {
+    expect([0, 1, 2, 3, 4, 9].map((a) => retryWaitS(15, a))).toEqual([15, 30, 60, 120, 240, 240]);
+    expect([0, 1, 4].map((a) => retryWaitS(1, a))).toEqual([1, 2, 16]);
+    expect(retryWaitS(300, 1)).toBe(300);
   });
   test('ssh failures are told apart: host key, refused key, master down', () => {
     expect(
