@@ -11,9 +11,9 @@
 //
 // Paths are byte strings: a "latin1 string" holds one byte per character, so any file name round-trips
 // (Buffer.from(p, 'latin1') for fs calls). In the text every byte <= 0x20, >= 0x7f and '%' ',' '=' is %XX.
-import { createHash, createPublicKey, verify } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { STAMP_DIR } from './tree.ts';
-import type { StampName } from './stamp.ts';
+import { verifyEd25519, type StampName } from './stamp.ts';
 
 export const MANIFEST_HEADER = 'clusterboot-manifest 1';
 export const FILES_HEADER = 'clusterboot-files 1';
@@ -321,24 +321,16 @@ export function parseManifest(text: string): { ok: true; header: ManifestHeader 
   };
 }
 
-/** Ed25519 over the header's exact bytes, as the stamp (stamp.ts); null key: nothing to check. */
+/** Ed25519 over the header's exact bytes, checked as the stamp is (stamp.ts); null key: nothing to check. */
 export function verifyManifestSig(
   text: string,
   sigBase64: string | null,
   publicKeyPem: string | null,
 ): { ok: true } | { ok: false; error: string } {
-  if (publicKeyPem === null) return { ok: true };
-  const sig = (sigBase64 ?? '').trim();
-  if (sig === '') return { ok: false, error: 'the manifest is unsigned' };
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sig)) return { ok: false, error: 'the manifest signature is not base64' };
-  const raw = Buffer.from(sig, 'base64');
-  try {
-    const key = createPublicKey(publicKeyPem);
-    if (raw.length === 64 && verify(null, Buffer.from(text, 'utf8'), key, raw)) return { ok: true };
-  } catch {
-    // an unreadable key or signature is a non-verifying one
-  }
-  return { ok: false, error: 'the manifest signature does not verify with the packed key' };
+  return verifyEd25519(text, sigBase64, publicKeyPem, {
+    unsigned: 'the manifest is unsigned',
+    bad: 'the manifest signature does not verify with the packed key',
+  });
 }
 
 /** The master's state a node fetched, to hold against the header's. */

@@ -110,15 +110,25 @@ export function renderStamp(s: Stamp): string {
   return text;
 }
 
-// Why: with a key packed in the initramfs, only stamps signed by the master's stamp key may trigger a sync.
-export function verifyStamp(
+/** What an Ed25519 check says when it fails, in the words of the thing checked (a stamp, a manifest header). */
+export interface SignatureWords {
+  /** no signature at all */
+  unsigned: string;
+  /** a signature that does not verify; malformed ones add why in parentheses */
+  bad: string;
+}
+
+// Why: one check for everything the master signs with its stamp key (stamps here, the manifest header in
+// manifest.ts): Ed25519 over the exact bytes; a null key means signing is off and nothing is checked.
+export function verifyEd25519(
   text: string,
   sigBase64: string | null,
   publicKeyPem: string | null,
+  words: SignatureWords,
 ): { ok: true } | { ok: false; error: string } {
   if (publicKeyPem === null) return { ok: true };
   const sig = (sigBase64 ?? '').trim();
-  if (sig === '') return { ok: false, error: 'unsigned stamp' };
+  if (sig === '') return { ok: false, error: words.unsigned };
   let key;
   try {
     key = createPublicKey(publicKeyPem);
@@ -127,15 +137,25 @@ export function verifyStamp(
   }
   if (key.asymmetricKeyType !== 'ed25519')
     return { ok: false, error: `packed stamp key is ${key.asymmetricKeyType ?? 'unknown'}, not ed25519` };
-  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sig)) return { ok: false, error: `${BAD_SIG} (signature is not base64)` };
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(sig)) return { ok: false, error: `${words.bad} (signature is not base64)` };
   const raw = Buffer.from(sig, 'base64');
-  if (raw.length !== 64) return { ok: false, error: `${BAD_SIG} (signature is ${raw.length} bytes, Ed25519 needs 64)` };
+  if (raw.length !== 64)
+    return { ok: false, error: `${words.bad} (signature is ${raw.length} bytes, Ed25519 needs 64)` };
   try {
     if (verify(null, Buffer.from(text, 'utf8'), key, raw)) return { ok: true };
   } catch {
     // fall through: any crypto failure is a non-verifying signature
   }
-  return { ok: false, error: BAD_SIG };
+  return { ok: false, error: words.bad };
+}
+
+// Why: with a key packed in the initramfs, only stamps signed by the master's stamp key may trigger a sync.
+export function verifyStamp(
+  text: string,
+  sigBase64: string | null,
+  publicKeyPem: string | null,
+): { ok: true } | { ok: false; error: string } {
+  return verifyEd25519(text, sigBase64, publicKeyPem, { unsigned: 'unsigned stamp', bad: BAD_SIG });
 }
 
 /** What the agent does with one root template after comparing stamps. */
