@@ -45,3 +45,63 @@ export function knownHostsLine(hostKeyPub: string): string {
   const k = parsePubKey(hostKeyPub, 'knownHostsLine');
   return `${HOST_ALIAS} ${k.type} ${k.blob}`;
 }
+
+/** Text from a process or a file, as one printable line. */
+export function oneLine(s: string, max = 200): string {
+  const t = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
+  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
+}
+
+export interface KeyOption {
+  name: string;
+  /** The option's value without its quotes; null for a flag. */
+  value: string | null;
+}
+
+export interface ParsedKeyLine {
+  options: KeyOption[];
+  type: string;
+  blob: string;
+  comment: string;
+}
+
+const KEY_TYPE = /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$/;
+
+/** One authorized_keys line, as sshd splits it (options with quoted values, then type, key, comment); null if none. */
+export function parseKeyLine(line: string): ParsedKeyLine | null {
+  const t = line.trim();
+  if (t === '' || t.startsWith('#')) return null;
+  const options: KeyOption[] = [];
+  let rest = t;
+  if (!KEY_TYPE.test(t.split(/\s+/)[0] ?? '')) {
+    let cur = '';
+    let quoted = false;
+    let i = 0;
+    const push = () => {
+      const eq = cur.indexOf('=');
+      options.push(eq < 0 ? { name: cur, value: null } : { name: cur.slice(0, eq), value: cur.slice(eq + 1) });
+      cur = '';
+    };
+    for (; i < t.length; i++) {
+      const c = t[i] as string;
+      if (quoted) {
+        if (c === '\\' && t[i + 1] === '"') {
+          cur += '"';
+          i++;
+        } else if (c === '"') quoted = false;
+        else cur += c;
+      } else if (c === '"') quoted = true;
+      else if (c === ',') {
+        if (cur === '') return null;
+        push();
+      } else if (c === ' ' || c === '\t') break;
+      else cur += c;
+    }
+    if (quoted || cur === '') return null;
+    push();
+    rest = t.slice(i).trim();
+  }
+  const m = /^(\S+)\s+([A-Za-z0-9+/]+={0,2})(?:\s+(.*))?$/.exec(rest);
+  if (!m || !KEY_TYPE.test(m[1] as string)) return null;
+  return { options, type: m[1] as string, blob: m[2] as string, comment: (m[3] ?? '').trim() };
+}

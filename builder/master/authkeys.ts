@@ -1,14 +1,13 @@
 // Merging the node and report key lines into the master's authorized_keys: never twice, an older line of
 // stage's own replaced in place, any other conflicting line pointed out. Pure.
+import { parseKeyLine } from '../sshkeys.ts';
+import { parseNodeCommand, parseReportCommand } from './keylines.ts';
 // ---------------------------------------------------------------------------------------------------------------
 // authorized_keys
 
-/** One OpenSSH key line's key blob (the field after the type), or null. */
+/** One OpenSSH key line's key blob (the field after the type), or null: as sshd reads the line (parseKeyLine). */
 export function keyBlob(line: string): string | null {
-  const m = /(?:^|\s)(?:ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+)\s+([A-Za-z0-9+/]+={0,2})(?:\s|$)/.exec(
-    line,
-  );
-  return m ? (m[1] as string) : null;
+  return parseKeyLine(line)?.blob ?? null;
 }
 
 // Why: installing twice must not duplicate lines, and an older line for the same key with other options (another
@@ -37,31 +36,25 @@ export function restrictFrom(line: string, patterns: string): string {
   return line.replace(/^restrict,/, `restrict,from="${patterns}",`);
 }
 
-// The options prefix stage writes: restrict, optionally from="...", then the command.
-const OWN = /^restrict,(?:from="[^"]*",)?command="([^"]*)" /;
+// The options stage writes: restrict, optionally from="...", then the command, nothing else. Its command, or null.
+function ownCommand(line: string): string | null {
+  const o = parseKeyLine(line)?.options ?? [];
+  const names = o.map((x) => x.name).join(',');
+  if (names !== 'restrict,command' && names !== 'restrict,from,command') return null;
+  return o.at(-1)?.value ?? null;
+}
 
 // The node key's line as `builder stage` writes it for this master root, with or without the sync-slot limiter.
 function isOwnNodeLine(line: string, masterRoot: string): boolean {
-  const m = OWN.exec(line);
-  if (!m) return false;
-  const words = (m[1] as string).split(' ');
-  const tail = words.slice(-3);
-  if (tail[1] !== '-ro' || tail[2] !== masterRoot || !(tail[0] as string).endsWith('/rrsync')) return false;
-  return (
-    words.length === 3 ||
-    (words.length === 6 && (words[0] as string).endsWith('/sync-slot') && /^\d+$/.test(words[1] as string))
-  );
+  const c = ownCommand(line);
+  return c !== null && parseNodeCommand(c, masterRoot).ok;
 }
 
 // The report key's line as `builder stage` writes it for this master root: the write-only rrsync of older stages,
 // or the report sink.
 function isOwnReportLine(line: string, masterRoot: string): boolean {
-  const m = OWN.exec(line);
-  if (!m) return false;
-  const w = (m[1] as string).split(' ');
-  const reports = `${masterRoot.replace(/\/+$/, '')}/reports`;
-  if (w.length === 5 && (w[0] as string).endsWith('/rrsync') && w[1] === '-wo' && w[4] === reports) return true;
-  return w.length === 8 && w[1] === '-I' && (w[2] as string).endsWith('/report-sink') && w[3] === reports;
+  const c = ownCommand(line);
+  return c !== null && parseReportCommand(c, masterRoot) !== null;
 }
 
 const isOwnLine = (line: string, masterRoot: string) =>

@@ -22,7 +22,7 @@ import {
 } from 'node:fs';
 import { isIPv6 } from 'node:net';
 import { tmpdir } from 'node:os';
-import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { ANNOUNCEMENT_FILE, KERNEL_GZ, parseAnnouncement, type Announcement } from '../../agent/contract/firststage.ts';
 import { HOST_ALIAS } from '../../agent/contract/initramfs.ts';
@@ -40,10 +40,10 @@ import {
   TFTP_DIR,
 } from '../../agent/contract/tree.ts';
 import { readUImageHeader } from '../../agent/contract/uimage.ts';
-import { knownHostsLine, parsePubKey } from '../sshkeys.ts';
+import { knownHostsLine, oneLine, parseKeyLine, parsePubKey, type ParsedKeyLine } from '../sshkeys.ts';
 import { keyBlob } from './authkeys.ts';
+import { parseNodeCommand, parseReportCommand, trimSlash, type NodeCommand } from './keylines.ts';
 import { PYTHON } from './reportsink.ts';
-import { SLOTS_DIR, SYNC_SLOT_SCRIPT } from './syncslot.ts';
 
 export const DEFAULT_KEYS_DIR = '/etc/clusterboot';
 export const DEFAULT_AUTHORIZED_KEYS = '/root/.ssh/authorized_keys';
@@ -67,12 +67,6 @@ const ok = (detail: string): Verdict => ({ level: 'ok', detail });
 const warn = (detail: string, remedy: string): Verdict => ({ level: 'warn', detail, remedy });
 const fail = (detail: string, remedy: string): Verdict => ({ level: 'fail', detail, remedy });
 const named = (name: string, v: Verdict): Check => ({ name, ...v });
-
-/** Text from a process or a file, as one printable line. */
-export function oneLine(s: string, max = 200): string {
-  const t = s.replace(/[\x00-\x1f\x7f]+/g, ' ').trim();
-  return t.length > max ? `${t.slice(0, max - 1)}…` : t;
-}
 
 /** The line of an ssh or rsync run's stderr that says why: rrsync's or sync-slot's own, else the last one. */
 const why = (s: string) =>
@@ -132,60 +126,6 @@ export function checkInitramfsSize(bytes: number | null): Verdict {
 // ---------------------------------------------------------------------------------------------------------------
 // authorized_keys lines
 
-export interface KeyOption {
-  name: string;
-  /** The option's value without its quotes; null for a flag. */
-  value: string | null;
-}
-
-export interface ParsedKeyLine {
-  options: KeyOption[];
-  type: string;
-  blob: string;
-  comment: string;
-}
-
-const KEY_TYPE = /^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9-]+@openssh\.com)$/;
-
-/** One authorized_keys line, as sshd splits it (options with quoted values, then type, key, comment); null if none. */
-export function parseKeyLine(line: string): ParsedKeyLine | null {
-  const t = line.trim();
-  if (t === '' || t.startsWith('#')) return null;
-  const options: KeyOption[] = [];
-  let rest = t;
-  if (!KEY_TYPE.test(t.split(/\s+/)[0] ?? '')) {
-    let cur = '';
-    let quoted = false;
-    let i = 0;
-    const push = () => {
-      const eq = cur.indexOf('=');
-      options.push(eq < 0 ? { name: cur, value: null } : { name: cur.slice(0, eq), value: cur.slice(eq + 1) });
-      cur = '';
-    };
-    for (; i < t.length; i++) {
-      const c = t[i] as string;
-      if (quoted) {
-        if (c === '\\' && t[i + 1] === '"') {
-          cur += '"';
-          i++;
-        } else if (c === '"') quoted = false;
-        else cur += c;
-      } else if (c === '"') quoted = true;
-      else if (c === ',') {
-        if (cur === '') return null;
-        push();
-      } else if (c === ' ' || c === '\t') break;
-      else cur += c;
-    }
-    if (quoted || cur === '') return null;
-    push();
-    rest = t.slice(i).trim();
-  }
-  const m = /^(\S+)\s+([A-Za-z0-9+/]+={0,2})(?:\s+(.*))?$/.exec(rest);
-  if (!m || !KEY_TYPE.test(m[1] as string)) return null;
-  return { options, type: m[1] as string, blob: m[2] as string, comment: (m[3] ?? '').trim() };
-}
-
 /** Options that only take rights away (restrict already implies the no-* ones). */
 const NARROWING = new Set([
   'restrict',
@@ -197,8 +137,6 @@ const NARROWING = new Set([
   'expiry-time',
   'verify-required',
 ]);
-
-const trimSlash = (p: string) => p.replace(/(.)\/+$/, '$1');
 
 /** The checks every forced-command line shares: restrict, nothing that widens it, one command, from=. */
 function lineOptions(p: ParsedKeyLine): {
@@ -229,61 +167,6 @@ function lineOptions(p: ParsedKeyLine): {
     command: commands.length === 1 ? (commands[0]?.value ?? null) : null,
     from: froms[0]?.value ?? null,
   };
-}
-
-/** What the node key's forced command runs, when it is the read-only rrsync of `builder stage`. */
-export interface NodeCommand {
-  rrsync: string;
-  root: string;
-  /** The sync-slot wrapper in front of it, when there is one. */
-  syncSlot: { script: string; slots: number; slotsDir: string } | null;
-}
-
-/** The node key's command split into its parts, or why it is not stage's read-only rrsync. */
-export function parseNodeCommand(
-  command: string,
-  masterRoot: string,
-): { ok: true; cmd: NodeCommand } | { ok: false; why: string } {
-  const w = command.split(' ');
-  if (w.some((x) => !/^[A-Za-z0-9._+/=-]+$/.test(x)))
-    return { ok: false, why: `the command \`${oneLine(command, 120)}\` is not one of plain words` };
-  let k = 0;
-  let syncSlot: NodeCommand['syncSlot'] = null;
-  if (basename(w[0] ?? '') === SYNC_SLOT_SCRIPT) {
-    const [script, n, slotsDir] = w as [string, string?, string?];
-    if (
-      !isAbsolute(script) ||
-      n === undefined ||
-      !/^[1-9]\d*$/.test(n) ||
-      slotsDir !== join(dirname(script), SLOTS_DIR)
-    )
-      return {
-        ok: false,
-        why: `\`${oneLine(command, 120)}\` is not \`sync-slot N <state-dir>/slots rrsync -ro <root>\``,
-      };
-    syncSlot = { script, slots: Number(n), slotsDir };
-    k = 3;
-  }
-  const rrsync = w[k] ?? '';
-  if (!isAbsolute(rrsync) || basename(rrsync) !== 'rrsync')
-    return {
-      ok: false,
-      why: `the command runs \`${oneLine(rrsync, 60)}\`, not rrsync: the key can do whatever it does`,
-    };
-  const args = w.slice(k + 1);
-  const root = trimSlash(masterRoot);
-  if (args.includes('-wo'))
-    return {
-      ok: false,
-      why: `\`rrsync -wo\`: the key can write into ${args.at(-1) ?? 'the tree'}, and cannot read it`,
-    };
-  if (!args.includes('-ro'))
-    return { ok: false, why: `rrsync without -ro: the key can write into ${args.at(-1) ?? 'the tree'}` };
-  if (args.length !== 2 || args[0] !== '-ro')
-    return { ok: false, why: `\`rrsync ${args.join(' ')}\` is not \`rrsync -ro ${root}\`` };
-  if (trimSlash(args[1] as string) !== root)
-    return { ok: false, why: `the key reads ${args[1]}, not the master root ${root}` };
-  return { ok: true, cmd: { rrsync, root, syncSlot } };
 }
 
 // Why: the node key is in the initramfs anyone on the LAN can TFTP, so its line is all that keeps them from
@@ -318,25 +201,10 @@ export function checkReportKeyLine(line: string, masterRoot: string): Verdict & 
   let sink: string | undefined;
   let old = false;
   if (o.command !== null) {
-    const w = o.command.split(' ');
-    if (
-      w.length === 8 &&
-      w[0] === PYTHON &&
-      w[1] === '-I' &&
-      basename(w[2] ?? '') === 'report-sink' &&
-      w[3] === reports
-    )
-      sink = w[2];
-    else if (
-      w.length === 5 &&
-      basename(w[0] ?? '') === 'rrsync' &&
-      w[1] === '-wo' &&
-      w[2] === '-no-lock' &&
-      w[3] === '-no-del' &&
-      w[4] === reports
-    )
-      old = true;
-    else o.fails.push(`the command \`${oneLine(o.command, 120)}\` is not the report sink for ${reports}`);
+    const c = parseReportCommand(o.command, masterRoot);
+    if (c === null) o.fails.push(`the command \`${oneLine(o.command, 120)}\` is not the report sink for ${reports}`);
+    else if (c.kind === 'sink') sink = c.sink;
+    else old = true;
   }
   if (o.fails.length) return fail(o.fails.join('; '), remedy);
   if (old)

@@ -23,13 +23,13 @@ import {
   checkTftp,
   checkTree,
   masterIpFromConf,
-  parseKeyLine,
   renderDoctor,
   tftpGet,
   TFTP_CEILING,
   type EntryKind,
   type TftpResult,
 } from '../../../../builder/master/doctor.ts';
+import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 
 const KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKx3Kk7tGl0o0b9p4HQq3HfS0W9vQe1J2j7m2h6H5c8x clusterboot-node';
 const REPORT = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBq1c2yq8m9Jm1w5vV3xk0H0dJ6Q3sYw2cW7n8Q1aZ9R clusterboot-report';

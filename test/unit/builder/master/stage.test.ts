@@ -358,6 +358,18 @@ describe('mergeAuthorizedKeys', () => {
     expect(replaceOwnNodeLines(`${wo}\n`, [slot], '/data/slaves').replaced).toEqual([]);
     // the same line: nothing to replace
     expect(replaceOwnNodeLines(`${slot}\n`, [slot], '/data/slaves').replaced).toEqual([]);
+    // stage's own is read as sshd reads it (the parser doctor uses): another option (a widening permitopen, a pty),
+    // a read-write rrsync or a slot dir that is not the script's own is someone else's line, left for doctor to flag
+    for (const foreign of [
+      ro.replace('restrict,', 'restrict,pty,'),
+      ro.replace('restrict,', 'restrict,permitopen="*:*",'),
+      ro.replace(' -ro ', ' '),
+      slot.replace('/var/lib/clusterboot/slots', '/tmp/slots'),
+    ])
+      expect(replaceOwnNodeLines(`${foreign}\n`, [slot], '/data/slaves').replaced).toEqual([]);
+    // with from= (stage --key-from) it is still stage's own
+    const fromRo = ro.replace('restrict,', 'restrict,from="10.0.0.0/24",');
+    expect(replaceOwnNodeLines(`${fromRo}\n`, [slot], '/data/slaves').replaced).toEqual([fromRo]);
   });
   test('an older line for the same key (another master root) is reported: sshd would use it, not the new one', () => {
     const old = ro.replace('/data/slaves', '/srv/old');
