@@ -3,13 +3,14 @@
 // arm64 one, so one template serves both kinds of node in the virtual cluster.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAgent, REPO } from '../../builder/image/agentbuild.ts';
 import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, KERNEL_PACKAGES } from '../../builder/image/sysroot.ts';
 import { AMD64_MODULES } from '../../builder/master/pxe.ts';
 import { CACHE, hashTree } from './images.ts';
+import { withCacheLock } from './cachelock.ts';
 import { TEMPLATE_INIT } from './master.ts';
 
 export interface Amd64Images {
@@ -23,12 +24,14 @@ export interface Amd64Images {
 }
 
 export async function sysrootAmd64(): Promise<{ root: string; kernelVersion: string }> {
-  const r = await fetchSysroot({
-    cache: join(CACHE, 'sysroot-amd64'),
-    packages: [...DEFAULT_PACKAGES, KERNEL_PACKAGES.amd64],
-    arch: 'amd64',
-    log: (s) => console.error(s),
-  });
+  const r = await withCacheLock(CACHE, 'sysroot-amd64', () =>
+    fetchSysroot({
+      cache: join(CACHE, 'sysroot-amd64'),
+      packages: [...DEFAULT_PACKAGES, KERNEL_PACKAGES.amd64],
+      arch: 'amd64',
+      log: (s) => console.error(s),
+    }),
+  );
   const kernelVersion = r.kernels[0];
   if (!kernelVersion) throw new Error('the amd64 sysroot has no kernel: linux-image-amd64 did not unpack');
   return { root: r.root, kernelVersion };
@@ -41,7 +44,10 @@ export async function agentBinaryX64(): Promise<string> {
   h.update(readFileSync(join(REPO, 'package.json')));
   const dir = join(CACHE, 'agent', `${h.digest('hex').slice(0, 16)}-x64`);
   const path = join(dir, 'clusterboot-agent-x64');
-  if (!existsSync(path)) await buildAgent('x64', dir);
+  if (!existsSync(path))
+    await withCacheLock(CACHE, 'agent x64', async () => {
+      if (!existsSync(path)) await buildAgent('x64', dir);
+    });
   return path;
 }
 
@@ -60,23 +66,26 @@ export async function imagesAmd64(opts: { extra?: ExtraFile[] } = {}): Promise<A
   }
   const dir = join(CACHE, 'images', `${h.digest('hex').slice(0, 16)}-amd64`);
   const manifest = join(dir, 'initramfs.manifest.json');
-  let result: PackResult;
-  if (existsSync(manifest)) result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
-  else {
-    result = await pack({
-      sysroot: sr.root,
-      agent,
-      skel: join(REPO, 'initramfs-skel'),
-      out: dir,
-      arch: 'x86_64',
-      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
-      modules: AMD64_MODULES,
-      compress: 'gzip',
-      sourceDateEpoch: 0,
-      extra: opts.extra ?? [],
+  if (!existsSync(manifest))
+    await withCacheLock(CACHE, 'initramfs amd64', async () => {
+      if (existsSync(manifest)) return;
+      // the kernel first: pack writes the manifest last, and whoever sees it uses the folder without the lock
+      mkdirSync(dir, { recursive: true });
+      copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
+      await pack({
+        sysroot: sr.root,
+        agent,
+        skel: join(REPO, 'initramfs-skel'),
+        out: dir,
+        arch: 'x86_64',
+        kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+        modules: AMD64_MODULES,
+        compress: 'gzip',
+        sourceDateEpoch: 0,
+        extra: opts.extra ?? [],
+      });
     });
-    copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
-  }
+  const result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
   return {
     kernel: join(dir, 'vmlinuz'),
     initramfs: join(dir, 'initramfs.igz'),

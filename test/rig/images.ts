@@ -18,6 +18,7 @@ import type { Compression } from '../../builder/image/compress.ts';
 import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, TEST_KERNEL_PACKAGE } from '../../builder/image/sysroot.ts';
 import { scriptImage } from '../../agent/contract/uimage.ts';
+import { withCacheLock } from './cachelock.ts';
 
 export const CACHE = join(REPO, '.cache');
 
@@ -44,12 +45,14 @@ export function hashTree(h: ReturnType<typeof createHash>, dir: string): void {
 }
 
 export async function sysroot(): Promise<{ root: string; kernelVersion: string }> {
-  const r = await fetchSysroot({
-    cache: join(CACHE, 'sysroot-arm64'),
-    packages: [...DEFAULT_PACKAGES, TEST_KERNEL_PACKAGE],
-    arch: 'arm64',
-    log: (s) => console.error(s),
-  });
+  const r = await withCacheLock(CACHE, 'sysroot-arm64', () =>
+    fetchSysroot({
+      cache: join(CACHE, 'sysroot-arm64'),
+      packages: [...DEFAULT_PACKAGES, TEST_KERNEL_PACKAGE],
+      arch: 'arm64',
+      log: (s) => console.error(s),
+    }),
+  );
   const kernelVersion = r.kernels[0];
   if (!kernelVersion) throw new Error('the sysroot has no kernel: linux-image-arm64 did not unpack');
   return { root: r.root, kernelVersion };
@@ -65,7 +68,10 @@ export function agentBinary(): Promise<string> {
     h.update(readFileSync(join(REPO, 'package.json')));
     const dir = join(CACHE, 'agent', h.digest('hex').slice(0, 16));
     const path = join(dir, 'clusterboot-agent-arm64');
-    if (!existsSync(path)) await buildAgent('arm64', dir);
+    if (!existsSync(path))
+      await withCacheLock(CACHE, 'agent arm64', async () => {
+        if (!existsSync(path)) await buildAgent('arm64', dir);
+      });
     return path;
   })();
   return agentPromise;
@@ -88,24 +94,8 @@ export async function images(
   }
   const dir = join(CACHE, 'images', h.digest('hex').slice(0, 16));
   const manifest = join(dir, 'initramfs.manifest.json');
-  let result: PackResult;
-  if (existsSync(manifest)) {
-    result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
-  } else {
-    result = await pack({
-      sysroot: sr.root,
-      agent,
-      skel: join(REPO, 'initramfs-skel'),
-      out: dir,
-      arch: 'arm64',
-      kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
-      modules: opts.modules ?? ['i6300esb'],
-      compress: opts.compress ?? 'gzip',
-      sourceDateEpoch: 0,
-      extra: opts.extra ?? [],
-    });
-    copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
-  }
+  if (!existsSync(manifest)) await withCacheLock(CACHE, 'initramfs', () => packImages(sr, agent, dir, opts));
+  const result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
   return {
     dir,
     kernel: join(dir, 'vmlinuz'),
@@ -114,6 +104,33 @@ export async function images(
     kernelVersion: sr.kernelVersion,
     pack: result,
   };
+}
+
+/**
+ * Packs into `dir` unless another process did while this one waited for the lock. The kernel goes in first:
+ * pack writes initramfs.manifest.json last, and a process that sees it uses the folder without the lock.
+ */
+async function packImages(
+  sr: { root: string; kernelVersion: string },
+  agent: string,
+  dir: string,
+  opts: { compress?: Compression; extra?: ExtraFile[]; modules?: string[] },
+): Promise<void> {
+  if (existsSync(join(dir, 'initramfs.manifest.json'))) return;
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
+  await pack({
+    sysroot: sr.root,
+    agent,
+    skel: join(REPO, 'initramfs-skel'),
+    out: dir,
+    arch: 'arm64',
+    kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+    modules: opts.modules ?? ['i6300esb'],
+    compress: opts.compress ?? 'gzip',
+    sourceDateEpoch: 0,
+    extra: opts.extra ?? [],
+  });
 }
 
 /** A TFTP folder for one node: links to the shared kernel and initramfs, and its own boot script. */
