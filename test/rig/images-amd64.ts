@@ -3,13 +3,13 @@
 // arm64 one, so one template serves both kinds of node in the virtual cluster.
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildAgent, REPO } from '../../builder/image/agentbuild.ts';
-import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
+import { type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, KERNEL_PACKAGES } from '../../builder/image/sysroot.ts';
 import { AMD64_MODULES } from '../../builder/master/pxe.ts';
-import { CACHE, hashTree } from './images.ts';
+import { CACHE, hashTree, packOnce } from './images.ts';
 import { withCacheLock } from './cachelock.ts';
 import { TEMPLATE_INIT } from './master.ts';
 
@@ -65,27 +65,17 @@ export async function imagesAmd64(opts: { extra?: ExtraFile[] } = {}): Promise<A
     h.update(x.data);
   }
   const dir = join(CACHE, 'images', `${h.digest('hex').slice(0, 16)}-amd64`);
-  const manifest = join(dir, 'initramfs.manifest.json');
-  if (!existsSync(manifest))
-    await withCacheLock(CACHE, 'initramfs amd64', async () => {
-      if (existsSync(manifest)) return;
-      // the kernel first: pack writes the manifest last, and whoever sees it uses the folder without the lock
-      mkdirSync(dir, { recursive: true });
-      copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
-      await pack({
-        sysroot: sr.root,
-        agent,
-        skel: join(REPO, 'initramfs-skel'),
-        out: dir,
-        arch: 'x86_64',
-        kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
-        modules: AMD64_MODULES,
-        compress: 'gzip',
-        sourceDateEpoch: 0,
-        extra: opts.extra ?? [],
-      });
-    });
-  const result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
+  const result = await packOnce(dir, join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), {
+    sysroot: sr.root,
+    agent,
+    skel: join(REPO, 'initramfs-skel'),
+    arch: 'x86_64',
+    kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+    modules: AMD64_MODULES,
+    compress: 'gzip',
+    sourceDateEpoch: 0,
+    extra: opts.extra ?? [],
+  });
   return {
     kernel: join(dir, 'vmlinuz'),
     initramfs: join(dir, 'initramfs.igz'),

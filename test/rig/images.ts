@@ -15,7 +15,7 @@ import { join, relative } from 'node:path';
 import { buildAgent, REPO } from '../../builder/image/agentbuild.ts';
 import { bootScript } from '../../builder/image/bootscript.ts';
 import type { Compression } from '../../builder/image/compress.ts';
-import { pack, type ExtraFile, type PackResult } from '../../builder/image/pack.ts';
+import { pack, type ExtraFile, type PackOptions, type PackResult } from '../../builder/image/pack.ts';
 import { DEFAULT_PACKAGES, fetchSysroot, TEST_KERNEL_PACKAGE } from '../../builder/image/sysroot.ts';
 import { scriptImage } from '../../agent/contract/uimage.ts';
 import { withCacheLock } from './cachelock.ts';
@@ -93,9 +93,17 @@ export async function images(
     h.update(x.data);
   }
   const dir = join(CACHE, 'images', h.digest('hex').slice(0, 16));
-  const manifest = join(dir, 'initramfs.manifest.json');
-  if (!existsSync(manifest)) await withCacheLock(CACHE, 'initramfs', () => packImages(sr, agent, dir, opts));
-  const result = JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
+  const result = await packOnce(dir, join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), {
+    sysroot: sr.root,
+    agent,
+    skel: join(REPO, 'initramfs-skel'),
+    arch: 'arm64',
+    kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
+    modules: opts.modules ?? ['i6300esb'],
+    compress: opts.compress ?? 'gzip',
+    sourceDateEpoch: 0,
+    extra: opts.extra ?? [],
+  });
   return {
     dir,
     kernel: join(dir, 'vmlinuz'),
@@ -107,30 +115,20 @@ export async function images(
 }
 
 /**
- * Packs into `dir` unless another process did while this one waited for the lock. The kernel goes in first:
- * pack writes initramfs.manifest.json last, and a process that sees it uses the folder without the lock.
+ * The kernel and initramfs in `dir`, packed once across test processes (the .cache lock): whoever holds the lock
+ * checks again, and the kernel goes in first, since pack writes initramfs.manifest.json last and a process that
+ * sees it uses the folder without the lock. Returns what pack recorded.
  */
-async function packImages(
-  sr: { root: string; kernelVersion: string },
-  agent: string,
-  dir: string,
-  opts: { compress?: Compression; extra?: ExtraFile[]; modules?: string[] },
-): Promise<void> {
-  if (existsSync(join(dir, 'initramfs.manifest.json'))) return;
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(join(sr.root, 'boot', `vmlinuz-${sr.kernelVersion}`), join(dir, 'vmlinuz'));
-  await pack({
-    sysroot: sr.root,
-    agent,
-    skel: join(REPO, 'initramfs-skel'),
-    out: dir,
-    arch: 'arm64',
-    kernelModules: join(sr.root, 'lib/modules', sr.kernelVersion),
-    modules: opts.modules ?? ['i6300esb'],
-    compress: opts.compress ?? 'gzip',
-    sourceDateEpoch: 0,
-    extra: opts.extra ?? [],
-  });
+export async function packOnce(dir: string, kernel: string, o: Omit<PackOptions, 'out'>): Promise<PackResult> {
+  const manifest = join(dir, 'initramfs.manifest.json');
+  if (!existsSync(manifest))
+    await withCacheLock(CACHE, `initramfs ${o.arch}`, async () => {
+      if (existsSync(manifest)) return;
+      mkdirSync(dir, { recursive: true });
+      copyFileSync(kernel, join(dir, 'vmlinuz'));
+      await pack({ ...o, out: dir });
+    });
+  return JSON.parse(readFileSync(manifest, 'utf8')) as PackResult;
 }
 
 /** A TFTP folder for one node: links to the shared kernel and initramfs, and its own boot script. */
