@@ -283,7 +283,7 @@ describe('readApprovals on a hostile approved/', () => {
     writeFileSync(join(dir, '\x1b[2Jevil'), `${h}\n`);
     const t0 = performance.now();
     const r = readApprovals(root);
-    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(performance.now() - t0).toBeLessThan(20_000); // the FIFO is not opened (that would hang)
     expect(r.approvals).toEqual(new Map([['rpinode01', h]]));
     const skip = (n: string, what: string) =>
       `${join(dir, n)} is ${what}, not a regular file: skipped, not read (an approval is a regular file)`;

@@ -634,7 +634,7 @@ describe('hostile reports directory', () => {
     expect(farMs).toBeGreaterThan(YEAR_2099); // the OS keeps at most 2446-05-10 of @99999999999999: still the future
     const t0 = performance.now();
     const s = readStatus(root, now);
-    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(performance.now() - t0).toBeLessThan(20_000); // no FIFO opened, nothing huge read: no hang
     const row = (h: string | null) => s.rows.find((r) => r.hostname === h) as StatusRow;
     const victim = row('rpinode01');
     expect(victim.result).toBe('FATAL');

@@ -276,7 +276,7 @@ describe('sync-slot (the script, for real)', () => {
       expect(r.stderr).toBe(`${noSlotMessage(1)}\n`);
       expect(r.stderr).toBe('clusterboot: no sync slot free (1 in use); retry later\n');
       expect(r.stdout).toBe('');
-      expect(r.ms).toBeLessThan(5000); // turned away at once, not queued
+      expect(r.ms).toBeLessThan(30_000); // turned away, not queued behind a holder that never lets go
     }
     await release();
     const r = run(s, 1, ROOT_PULL, '/bin/echo', 'ran', 'with args');
@@ -451,7 +451,7 @@ describe('sync-slot limits: lease, stall timeout, per address', () => {
     expect(end.stderr).toContain(`${leaseOverMessage(2)}\n`);
     expect(SYNC_LEASE_OVER.exec(end.stderr)?.[1]).toBe('2');
     expect(ms).toBeGreaterThanOrEqual(1900);
-    expect(ms).toBeLessThan(5000);
+    expect(ms).toBeLessThan(30_000); // killed at its lease, not left to run its sleep 600
     expect(gone(child)).toBe(true);
     expect(isLocked(slot0)).toBe(false);
     expect(run(s, 1, ROOT_PULL, '/bin/echo', 'ran')).toMatchObject({ status: 0, stdout: 'ran\n', stderr: '' });
@@ -500,7 +500,7 @@ describe('sync-slot limits: lease, stall timeout, per address', () => {
       // agents that know only the plain line still recognise it, and retry
       expect(NO_SYNC_SLOT.exec(r.stderr)?.[1]).toBe('1');
       expect(NO_ADDRESS_SYNC_SLOT.exec(r.stderr)?.slice(1)).toEqual(['1', '10.0.0.5']);
-      expect(r.ms).toBeLessThan(5000);
+      expect(r.ms).toBeLessThan(30_000); // turned away, not queued
     }
     expect(NO_ADDRESS_SYNC_SLOT.test(noSlotMessage(8))).toBe(false);
     // other addresses get the other slots; the same address's other pulls never wait
@@ -724,12 +724,12 @@ describe('sync-slot in front of rrsync -ro', () => {
         expect(serverRsyncs(m.root).length).toBe(1);
         expect(isLocked(m.slot0)).toBe(true);
         expect(fullPull(m, '10.0.0.9')).toMatchObject({ status: expect.any(Number), whole: false }); // busy
-        const ms = await freedWithin(m.slot0, 10_000);
+        const ms = await freedWithin(m.slot0, 30_000);
         const after = Date.now() - hung.stoppedAt;
         // the master's rsync gave up on its own --timeout=2, long before the lease
         expect(ms).not.toBe(-1);
         expect(after).toBeGreaterThanOrEqual(1000);
-        expect(after).toBeLessThan(6000);
+        expect(after).toBeLessThan(30_000); // far from the other limit (lease 120 s, or never)
         expect(hung.stderr()).toContain('io timeout after 2 seconds');
         expect(hung.stderr()).not.toContain('lease');
         expect(serverRsyncs(m.root)).toEqual([]);
@@ -740,7 +740,7 @@ describe('sync-slot in front of rrsync -ro', () => {
         await hung.end();
       }
     },
-    30_000,
+    90_000,
   );
 
   test.skipIf(!haveRsync)(
@@ -751,11 +751,11 @@ describe('sync-slot in front of rrsync -ro', () => {
       const hung = await stalledPull(m, '10.0.0.8');
       try {
         expect(serverRsyncs(m.root).length).toBe(1);
-        const ms = await freedWithin(m.slot0, 10_000);
+        const ms = await freedWithin(m.slot0, 30_000);
         const after = Date.now() - t;
         expect(ms).not.toBe(-1);
         expect(after).toBeGreaterThanOrEqual(1900);
-        expect(after).toBeLessThan(6000);
+        expect(after).toBeLessThan(30_000); // killed at its lease, not left stalled (no stall timeout here)
         // the master's rsync does not linger (on SIGTERM it would, telling the stalled client)
         const t2 = Date.now();
         while (serverRsyncs(m.root).length && Date.now() - t2 < 2000) await Bun.sleep(50);
@@ -769,6 +769,6 @@ describe('sync-slot in front of rrsync -ro', () => {
         await hung.end();
       }
     },
-    30_000,
+    90_000,
   );
 });
