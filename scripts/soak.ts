@@ -1,13 +1,16 @@
 // The long soak: N trials per dangerous phase, each with a seeded cut moment (printed, replayable with
 // --seed), and a report of the outcomes per phase in docs/soak.json. The phases: repartition, format, the
 // first boot copy, the root rsync, and a bootfs update (judged on p1 itself: see test/rig/soak.ts);
-// --phases bootfs,rsync runs some of them (each keeps its seeds).
+// --phases bootfs,rsync runs some of them (each keeps its seeds). --root debian makes the root a Debian-size one:
+// the arm64 sysroot's tree (a real Debian userland, 511 MB in 8768 files) under the template's data, on a
+// disk with a 1.5 GiB root partition, so the rsync phase cuts a long sync of many files (--cut-max-ms: how far
+// into it, default 3500 ms for the tiny root, 100000 for the Debian one).
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { REPO } from '../builder/image/agentbuild.ts';
 import { startMasterRig, stopMasterRig } from '../test/rig/master.ts';
-import { GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
+import { addDebianTree, DEBIAN_ROOT, GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
 
 const { values } = parseArgs({
   options: {
@@ -15,8 +18,16 @@ const { values } = parseArgs({
     seed: { type: 'string', default: String(Date.now() % 1_000_000) },
     out: { type: 'string', default: join(REPO, 'docs/soak.json') },
     phases: { type: 'string', default: SOAK_PHASES.join(',') },
+    root: { type: 'string', default: 'tiny' },
+    'cut-max-ms': { type: 'string' },
   },
 });
+if (values.root !== 'tiny' && values.root !== 'debian') {
+  console.error(`soak: --root ${values.root}: expected tiny or debian`);
+  process.exit(2);
+}
+const debian = values.root === 'debian';
+const cutMaxMs = Number(values['cut-max-ms'] ?? (debian ? DEBIAN_ROOT.cutMaxMs : 3500));
 const trials = Number(values.trials);
 const seed = Number(values.seed);
 const phases = values.phases.split(',').filter(Boolean);
@@ -25,13 +36,17 @@ if (unknown.length) {
   console.error(`soak: unknown phase ${unknown.join(', ')} (the phases: ${SOAK_PHASES.join(', ')})`);
   process.exit(2);
 }
-const only = phases.length === SOAK_PHASES.length ? '' : ` --phases ${phases.join(',')}`;
+const only =
+  (phases.length === SOAK_PHASES.length ? '' : ` --phases ${phases.join(',')}`) +
+  (debian ? ' --root debian' : '') +
+  (values['cut-max-ms'] ? ` --cut-max-ms ${cutMaxMs}` : '');
 console.error(
   `soak: ${trials} trials per phase (${phases.join(', ')}), seed ${seed} (replay: scripts/soak --trials ${trials} --seed ${seed}${only})`,
 );
-const rig = await startMasterRig('soak', { dataMb: 20 });
+const rig = await startMasterRig('soak', { dataMb: 20, ...(debian ? { table: DEBIAN_ROOT.table } : {}) });
 const { img, work, master } = rig;
 const results: Trial[] = [];
+let debianSize = '';
 const t0 = performance.now();
 const git = (args: string[]) =>
   Bun.spawnSync(['git', '-C', REPO, ...args])
@@ -55,6 +70,8 @@ function writeReport(done: boolean) {
     complete: done,
     seed,
     phases,
+    root: debian ? `debian (the arm64 sysroot, ${debianSize})` : 'tiny (20 MiB of data)',
+    rsyncCutMaxMs: cutMaxMs,
     trialsPerPhase: trials,
     minutes: Math.round((performance.now() - t0) / 600) / 100,
     counts,
@@ -66,8 +83,16 @@ function writeReport(done: boolean) {
   return { counts, bad };
 }
 try {
-  const soak = new Soak(img, master, work, master.bootargs());
+  const soak = new Soak(img, master, work, master.bootargs(), {
+    diskMb: debian ? DEBIAN_ROOT.diskMb : 1024,
+    rsyncMaxDelayMs: cutMaxMs,
+  });
   await soak.prepareGolden();
+  if (debian) {
+    // after the golden disk: every trial's boot syncs the whole Debian tree to a disk that has the tiny root
+    debianSize = addDebianTree(master.root, img.sysroot).text;
+    console.error(`soak: Debian-size root: ${debianSize}; cuts up to ${cutMaxMs} ms into the sync`);
+  }
   for (let i = 0; i < trials; i++) {
     for (const [k, phase] of SOAK_PHASES.entries()) {
       if (!phases.includes(phase)) continue;

@@ -9,7 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { boot, type BootResult } from './boot.ts';
 import type { Images } from './images.ts';
-import { randomBytes, templateSum, type TestMaster } from './master.ts';
+import { randomBytes, templateSum, TEST_TABLE, type TestMaster } from './master.ts';
 import { blankDisk } from './qemu.ts';
 import { rng } from '../fixtures/rng.ts';
 import { sigPath, stampPath } from '../../agent/contract/stamp.ts';
@@ -37,6 +37,45 @@ const BOOTFS_CUT = {
   staging: { on: /updating the boot partition \/dev\/vda1/, maxDelayMs: 1800 },
   switch: { on: /switching \d+ files into place/, maxDelayMs: 70 },
 } as const;
+
+/**
+ * A Debian-size root for the rsync phase: the arm64 sysroot's tree (a real Debian userland: 511 MB, 8768 files,
+ * the kernel's modules included; its usr/ alone is 161 MB in 4782 files) under the template's data, so the sum
+ * the template's init prints covers it. The test table with p2 (the root, which holds the booted slot beside
+ * the one being synced) grown to 1.5 GiB and p3, p4 moved up behind it. The whole tree syncs in about 110 s on
+ * the rig (QEMU TCG, ~5 MB/s), so the cut may fall up to cutMaxMs into it.
+ */
+export const DEBIAN_ROOT = {
+  table: TEST_TABLE.replace(/size= +786432/, 'size=     3145728')
+    .replace(/start= +854016/, 'start=     3213312')
+    .replace(/start= +1378304/, 'start=     3737600'),
+  diskMb: 2100,
+  cutMaxMs: 100_000,
+} as const;
+
+/**
+ * Copies the sysroot, or one folder of it (`only`, e.g. 'usr'), into the master's rootfs/ (published by the
+ * next trial); says how many regular files that is, and how many bytes.
+ */
+export function addDebianTree(
+  masterRoot: string,
+  sysroot: string,
+  only?: string,
+): { files: number; bytes: number; text: string } {
+  const dst = join(masterRoot, 'rootfs/usr/share/data/debian', only ?? '');
+  mkdirSync(dirname(dst), { recursive: true });
+  const out = (cmd: string, ...args: string[]) => {
+    const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || `exit ${r.status}`}`);
+    return r.stdout;
+  };
+  out('/bin/cp', '-a', join(sysroot, only ?? ''), dst);
+  const size = out('/usr/bin/du', '-sh', '--apparent-size', dst).split('\t')[0];
+  const bytes = Number(out('/usr/bin/du', '-sb', '--apparent-size', dst).split('\t')[0]);
+  const files = out('/usr/bin/find', dst, '-type', 'f').split('\n').filter(Boolean).length;
+  const entries = out('/usr/bin/find', dst).split('\n').filter(Boolean).length - 1;
+  return { files, bytes, text: `${size}B, ${files} files in ${entries} entries` };
+}
 
 export type Outcome =
   | 'up-correct'
@@ -359,13 +398,23 @@ export class Soak {
   readonly bootA = bootSetA();
   private stampA: { text: string; sig: string | null } | null = null;
 
+  /** The disk size (MB) and the longest cut delay into the root sync (ms): larger for a Debian-size root. */
+  readonly diskMb: number;
+  readonly rsyncMaxDelayMs: number;
+  /** The console line the root-sync cut counts from (default: the sync's first line). */
+  readonly rsyncCutOn: RegExp;
+
   constructor(
     readonly img: Images,
     readonly master: TestMaster,
     readonly work: string,
     readonly bootargs: string,
+    opts: { diskMb?: number; rsyncMaxDelayMs?: number; rsyncCutOn?: RegExp } = {},
   ) {
     this.golden = join(work, 'golden.img');
+    this.diskMb = opts.diskMb ?? 1024;
+    this.rsyncMaxDelayMs = opts.rsyncMaxDelayMs ?? CUT.rsync.maxDelayMs;
+    this.rsyncCutOn = opts.rsyncCutOn ?? CUT.rsync.on;
   }
 
   private go(disk: string, extra: { killOn?: RegExp; killDelayMs?: number } = {}): Promise<BootResult> {
@@ -391,7 +440,7 @@ export class Soak {
       }
     };
     this.stampA = { text: read(stampPath('bootfs')) ?? '', sig: read(sigPath('bootfs')) };
-    blankDisk(this.golden, 1024);
+    blankDisk(this.golden, this.diskMb);
     for (let i = 0; i < 4; i++) {
       const r = await this.go(this.golden);
       if (r.ending === 'template') return;
@@ -415,6 +464,9 @@ export class Soak {
     for (let i = 0; i < 5 && last.ending !== 'template'; i++) {
       last = await this.go(disk);
       t.boots++;
+      // what the retry sent again: a cut sync's finished files are salvaged, not fetched twice
+      const synced = /slot \S+ synced: (.*)/.exec(last.console)?.[1];
+      if (synced) t.detail = [t.detail, `boot ${t.boots}: ${synced}`].filter(Boolean).join('; ');
       if (last.ending === 'fatal' || last.ending === 'other') break;
     }
     if (last.ending === 'fatal') {
@@ -440,7 +492,7 @@ export class Soak {
     // seed 0 ran as 1 before the shared generator: keeps every printed soak seed replaying the same cut
     const r = rng(seed >>> 0 || 1);
     if (phase === 'bootfs') return this.bootfsTrial(seed, r);
-    const delayMs = Math.floor(r() * CUT[phase].maxDelayMs);
+    const delayMs = Math.floor(r() * (phase === 'rsync' ? this.rsyncMaxDelayMs : CUT[phase].maxDelayMs));
     const disk = join(this.work, 'trial.img');
     rmSync(disk, { force: true });
     let p1Before: string | null = null;
@@ -455,11 +507,15 @@ export class Soak {
         );
       await this.master.publish('rootfs');
     } else {
-      blankDisk(disk, 1024);
+      blankDisk(disk, this.diskMb);
     }
     const want = templateSum(this.master.root);
-    const cut = await this.go(disk, { killOn: CUT[phase].on, killDelayMs: delayMs });
+    const cut = await this.go(disk, {
+      killOn: phase === 'rsync' ? this.rsyncCutOn : CUT[phase].on,
+      killDelayMs: delayMs,
+    });
     const t: Trial = { phase, seed, delayMs, outcome: 'stuck', boots: 1, detail: '' };
+    if (cut.ending !== 'other') t.detail = `the boot ended ${cut.ending} before the cut`;
     const last = await this.untilUp(disk, t, cut, want);
     if (!last) return t;
     if (phase === 'rsync') {
