@@ -21,6 +21,7 @@ import { watchdogProgress } from '../devices/watchdog.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
 import { nextFsck, readErrorIn, repaired, type FsckResult, type FsckRun } from '../plans/fsck.ts';
 import { readSmallFile } from '../contract/smallread.ts';
+import { parseStat } from './reaper.ts';
 
 export const MS_NOATIME = 1024;
 
@@ -130,18 +131,29 @@ export function ioBytes(procIo: string): number | null {
   return r || w ? Number(r?.[1] ?? 0) + Number(w?.[1] ?? 0) : null;
 }
 
-function pidIo(pid: number): number | null {
-  try {
-    return ioBytes(readFileSync(`/proc/${pid}/io`, 'utf8'));
-  } catch {
-    return null;
-  }
+/** The work a process has done so far: its storage I/O bytes plus its CPU ticks; either growing is progress. */
+function pidWork(pid: number): number | null {
+  const read = (what: string) => {
+    try {
+      return readFileSync(`/proc/${pid}/${what}`, 'utf8');
+    } catch {
+      return '';
+    }
+  };
+  const io = ioBytes(read('io'));
+  const cpu = parseStat(read('stat'))?.cpuTicks ?? null;
+  return io === null && cpu === null ? null : (io ?? 0) + (cpu ?? 0);
 }
 
-/** A silent mkfs or e2fsck is progress for the watchdog while its disk I/O grows; a stuck one is not. */
+/**
+ * A silent mkfs or e2fsck is progress for the watchdog while its disk I/O or its CPU time grows; a stuck one
+ * (in D state, or asleep) is not. The CPU counts because e2fsck's passes over a damaged filesystem can run for
+ * minutes on blocks already in the page cache, which read_bytes does not count (a watchdog reset in the middle
+ * of a repair was seen on a loaded rig). A tool that loops for ever is still ended by its own timeout.
+ */
 export function ioHeartbeat(
   what: string,
-  read: (pid: number) => number | null = pidIo,
+  read: (pid: number) => number | null = pidWork,
   tell = watchdogProgress,
 ): (pid: number) => void {
   let last = -1;

@@ -4,13 +4,17 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { reapPid } from './libc.ts';
 
 /** Parse /proc/<pid>/stat: state and ppid (the command name may hold spaces and parens). */
-export function parseStat(text: string): { state: string; ppid: number } | null {
+export function parseStat(text: string): { state: string; ppid: number; cpuTicks: number | null } | null {
   const close = text.lastIndexOf(')');
   if (close < 0) return null;
   const rest = text.slice(close + 2).split(' ');
   const ppid = Number(rest[1]);
   if (!rest[0] || !Number.isInteger(ppid)) return null;
-  return { state: rest[0], ppid };
+  // fields 14 and 15, utime and stime (clock ticks); rest[0] is field 3
+  const utime = Number(rest[11]);
+  const stime = Number(rest[12]);
+  const cpuTicks = Number.isSafeInteger(utime) && Number.isSafeInteger(stime) ? utime + stime : null;
+  return { state: rest[0], ppid, cpuTicks };
 }
 
 /** Pids Bun watches through a pidfd, read from /proc/self/fdinfo. */

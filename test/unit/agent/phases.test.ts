@@ -1,5 +1,6 @@
 // The small decisions inside the phases: whose disk, which NIC, which master, what to load, where init is.
 import { describe, expect, test } from 'bun:test';
+import { readFileSync } from 'node:fs';
 import { classifySshError } from '../../../agent/net/link.ts';
 import { diskVerdict, findDisk, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
 import { resolveInRoot } from '../../../agent/plans/rootpath.ts';
@@ -188,7 +189,7 @@ describe('modules and handoff', () => {
 
 describe('reaper', () => {
   test('/proc/<pid>/stat parses even with spaces and parens in the name', () => {
-    expect(parseStat('1234 (ssh (mux) x) Z 1 1234 1234 0 -1')).toEqual({ state: 'Z', ppid: 1 });
+    expect(parseStat('1234 (ssh (mux) x) Z 1 1234 1234 0 -1')).toEqual({ state: 'Z', ppid: 1, cpuTicks: null });
     expect(parseStat('garbage')).toBeNull();
   });
   test('pids Bun holds a pidfd for are read from fdinfo', () => {
@@ -212,6 +213,14 @@ describe('watchdog heartbeat for silent tools', () => {
     );
     for (let i = 0; i < 4; i++) beat(42);
     expect(told).toEqual(['mkfs /dev/vda2 busy', 'mkfs /dev/vda2 busy']);
+  });
+
+  test('/proc/<pid>/stat gives the CPU ticks (utime + stime), whatever the command name holds', () => {
+    // fields 14 and 15 (utime 7, stime 5) after a name with a space and a ')'
+    const line = '42 (e2fsck x) y) R 1 42 42 0 -1 4194304 100 0 0 0 7 5 0 0 20 0 1 0 99 1000 10';
+    expect(parseStat(line)).toEqual({ state: 'R', ppid: 1, cpuTicks: 12 });
+    const own = parseStat(readFileSync('/proc/self/stat', 'utf8'));
+    expect(own?.cpuTicks).toBeGreaterThan(0); // this test process has used some CPU
   });
 });
 
