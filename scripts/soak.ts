@@ -27,7 +27,8 @@ if (values.root !== 'tiny' && values.root !== 'debian') {
   process.exit(2);
 }
 const debian = values.root === 'debian';
-const cutMaxMs = Number(values['cut-max-ms'] ?? (debian ? DEBIAN_ROOT.cutMaxMs : 3500));
+// unset for the tiny root: the Soak's own default (the rsync cut of test/rig/soak.ts)
+const cutMaxMs = values['cut-max-ms'] ? Number(values['cut-max-ms']) : debian ? DEBIAN_ROOT.cutMaxMs : undefined;
 const trials = Number(values.trials);
 const seed = Number(values.seed);
 const phases = values.phases.split(',').filter(Boolean);
@@ -47,6 +48,7 @@ const rig = await startMasterRig('soak', { dataMb: 20, ...(debian ? { table: DEB
 const { img, work, master } = rig;
 const results: Trial[] = [];
 let debianSize = '';
+let soak: Soak | undefined;
 const t0 = performance.now();
 const git = (args: string[]) =>
   Bun.spawnSync(['git', '-C', REPO, ...args])
@@ -71,7 +73,7 @@ function writeReport(done: boolean) {
     seed,
     phases,
     root: debian ? `debian (the arm64 sysroot, ${debianSize})` : 'tiny (20 MiB of data)',
-    rsyncCutMaxMs: cutMaxMs,
+    rsyncCutMaxMs: soak?.rsyncCut.maxDelayMs,
     trialsPerPhase: trials,
     minutes: Math.round((performance.now() - t0) / 600) / 100,
     counts,
@@ -83,15 +85,15 @@ function writeReport(done: boolean) {
   return { counts, bad };
 }
 try {
-  const soak = new Soak(img, master, work, master.bootargs(), {
+  soak = new Soak(img, master, work, master.bootargs(), {
     diskMb: debian ? DEBIAN_ROOT.diskMb : 1024,
-    rsyncMaxDelayMs: cutMaxMs,
+    ...(cutMaxMs === undefined ? {} : { rsyncMaxDelayMs: cutMaxMs }),
   });
   await soak.prepareGolden();
   if (debian) {
     // after the golden disk: every trial's boot syncs the whole Debian tree to a disk that has the tiny root
     debianSize = addDebianTree(master.root, img.sysroot).text;
-    console.error(`soak: Debian-size root: ${debianSize}; cuts up to ${cutMaxMs} ms into the sync`);
+    console.error(`soak: Debian-size root: ${debianSize}; cuts up to ${soak.rsyncCut.maxDelayMs} ms into the sync`);
   }
   for (let i = 0; i < trials; i++) {
     for (const [k, phase] of SOAK_PHASES.entries()) {

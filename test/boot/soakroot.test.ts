@@ -1,7 +1,8 @@
 // The short soak of a Debian-size root: one seeded power cut during the sync of a real Debian userland (the
 // arm64 sysroot's usr/, 161 MB in 4782 files; the long run takes the whole 511 MB tree) to a provisioned disk,
 // then boots until the node is up on the master's exact root with p4 kept and p1 unchanged. The retry reuses
-// what the cut sync had finished (the salvage), so it receives less than the whole tree. `scripts/soak --root debian --phases rsync` is the long run.
+// what the cut sync had finished (the salvage), so it receives less than the whole tree.
+// `scripts/soak --root debian --phases rsync` is the long run.
 // This suite's cut is not timed against the guest's clock (any moment of a long sync will do), so it runs in
 // a lane beside other suites, unlike soak.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';

@@ -70,11 +70,11 @@ export function addDebianTree(
     return r.stdout;
   };
   out('/bin/cp', '-a', join(sysroot, only ?? ''), dst);
-  const size = out('/usr/bin/du', '-sh', '--apparent-size', dst).split('\t')[0];
   const bytes = Number(out('/usr/bin/du', '-sb', '--apparent-size', dst).split('\t')[0]);
-  const files = out('/usr/bin/find', dst, '-type', 'f').split('\n').filter(Boolean).length;
-  const entries = out('/usr/bin/find', dst).split('\n').filter(Boolean).length - 1;
-  return { files, bytes, text: `${size}B, ${files} files in ${entries} entries` };
+  // one walk: a type letter per entry below dst (f for a regular file)
+  const types = out('/usr/bin/find', dst, '-mindepth', '1', '-printf', '%y\n').split('\n').filter(Boolean);
+  const files = types.filter((y) => y === 'f').length;
+  return { files, bytes, text: `${Math.round(bytes / (1 << 20))} MiB, ${files} files in ${types.length} entries` };
 }
 
 export type Outcome =
@@ -398,11 +398,10 @@ export class Soak {
   readonly bootA = bootSetA();
   private stampA: { text: string; sig: string | null } | null = null;
 
-  /** The disk size (MB) and the longest cut delay into the root sync (ms): larger for a Debian-size root. */
+  /** The disk size (MB): larger for a Debian-size root. */
   readonly diskMb: number;
-  readonly rsyncMaxDelayMs: number;
-  /** The console line the root-sync cut counts from (default: the sync's first line). */
-  readonly rsyncCutOn: RegExp;
+  /** The root-sync cut: the console line it counts from and its longest delay (default CUT.rsync). */
+  readonly rsyncCut: { on: RegExp; maxDelayMs: number };
 
   constructor(
     readonly img: Images,
@@ -413,8 +412,10 @@ export class Soak {
   ) {
     this.golden = join(work, 'golden.img');
     this.diskMb = opts.diskMb ?? 1024;
-    this.rsyncMaxDelayMs = opts.rsyncMaxDelayMs ?? CUT.rsync.maxDelayMs;
-    this.rsyncCutOn = opts.rsyncCutOn ?? CUT.rsync.on;
+    this.rsyncCut = {
+      on: opts.rsyncCutOn ?? CUT.rsync.on,
+      maxDelayMs: opts.rsyncMaxDelayMs ?? CUT.rsync.maxDelayMs,
+    };
   }
 
   private go(disk: string, extra: { killOn?: RegExp; killDelayMs?: number } = {}): Promise<BootResult> {
@@ -492,7 +493,8 @@ export class Soak {
     // seed 0 ran as 1 before the shared generator: keeps every printed soak seed replaying the same cut
     const r = rng(seed >>> 0 || 1);
     if (phase === 'bootfs') return this.bootfsTrial(seed, r);
-    const delayMs = Math.floor(r() * (phase === 'rsync' ? this.rsyncMaxDelayMs : CUT[phase].maxDelayMs));
+    const at = phase === 'rsync' ? this.rsyncCut : CUT[phase];
+    const delayMs = Math.floor(r() * at.maxDelayMs);
     const disk = join(this.work, 'trial.img');
     rmSync(disk, { force: true });
     let p1Before: string | null = null;
@@ -510,10 +512,7 @@ export class Soak {
       blankDisk(disk, this.diskMb);
     }
     const want = templateSum(this.master.root);
-    const cut = await this.go(disk, {
-      killOn: phase === 'rsync' ? this.rsyncCutOn : CUT[phase].on,
-      killDelayMs: delayMs,
-    });
+    const cut = await this.go(disk, { killOn: at.on, killDelayMs: delayMs });
     const t: Trial = { phase, seed, delayMs, outcome: 'stuck', boots: 1, detail: '' };
     if (cut.ending !== 'other') t.detail = `the boot ended ${cut.ending} before the cut`;
     const last = await this.untilUp(disk, t, cut, want);
