@@ -49,24 +49,31 @@ export function armWatchdog(wantedS: number): void {
       if (e.phase !== 'watchdog') policy?.progress(Date.now(), `${e.phase} ${e.kind}`); // our own warning is not progress
     });
     feed();
-    timer = setInterval(
-      () => {
-        if (!policy || fd === null) return;
-        const now = Date.now();
-        if (policy.shouldFeed(now)) {
-          warned = false;
-          feed();
-        } else if (!warned) {
-          warned = true;
-          const last = policy.lastProgress;
-          warn(
-            'watchdog',
-            `no progress for ${Math.round(policy.stalledFor(now) / 1000)} s since "${last?.what ?? '?'}": not feeding, the node resets within ${seconds} s`,
-          );
-        }
-      },
-      Math.max(1000, (seconds * 1000) / 3),
-    );
+    const tickMs = Math.max(1000, (seconds * 1000) / 3);
+    let lastTick = performance.now();
+    timer = setInterval(() => {
+      if (!policy || fd === null) return;
+      // a tick far behind its time means PID 1's event loop was blocked: said, since it explains a reset
+      const late = performance.now() - lastTick - tickMs;
+      lastTick = performance.now();
+      if (late > tickMs)
+        warn(
+          'watchdog',
+          `the agent's event loop was blocked for ${(late / 1000).toFixed(1)} s (the watchdog was not fed)`,
+        );
+      const now = Date.now();
+      if (policy.shouldFeed(now)) {
+        warned = false;
+        feed();
+      } else if (!warned) {
+        warned = true;
+        const last = policy.lastProgress;
+        warn(
+          'watchdog',
+          `no progress for ${Math.round(policy.stalledFor(now) / 1000)} s since "${last?.what ?? '?'}": not feeding, the node resets within ${seconds} s`,
+        );
+      }
+    }, tickMs);
     info(
       'modules',
       `watchdog ${identity || WATCHDOG_DEV} armed: ${seconds} s timeout, fed while the boot makes progress (stall limit ${policy.stallS} s)`,

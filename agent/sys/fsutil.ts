@@ -22,6 +22,7 @@ import { resolveInRoot } from '../plans/rootpath.ts';
 import { nextFsck, readErrorIn, repaired, type FsckResult, type FsckRun } from '../plans/fsck.ts';
 import { readSmallFile } from '../contract/smallread.ts';
 import { parseStat } from './reaper.ts';
+import { RUN_DIR } from '../paths.ts';
 
 export const MS_NOATIME = 1024;
 
@@ -105,6 +106,9 @@ export async function repairExt4(dev: string, phase: string): Promise<FsckResult
         okCodes: [0, 1, 2, 3],
         timeoutMs: 30 * 60_000,
         heartbeat: ioHeartbeat(`e2fsck ${dev}`),
+        // a line per fix (tens of thousands on a smashed inode table): to a file, never through PID 1's event loop;
+        // the booted system finds the last run's in /run/clusterboot
+        outputFile: `${RUN_DIR}/e2fsck-${dev.split('/').pop()}.log`,
       });
       runs.push({ exit: r.exitCode, ioError: false });
       if (r.exitCode !== 0) info(phase, `e2fsck repaired ${dev} (exit ${r.exitCode})`);

@@ -52,7 +52,14 @@ export async function boot(img: Images, work: string, o: BootOptions): Promise<B
   } finally {
     await node.kill();
   }
-  return resultOf(node, t0);
+  const r = resultOf(node, t0);
+  // CI keeps no console.log: a boot that ended with no verdict from the agent (a reset, a panic) shows its last
+  // lines in the test's own output, where a failed run can be read
+  if (r.ending === 'other' && !o.killOn)
+    console.error(
+      `boot ended with no verdict from the agent (QEMU exit ${r.exitCode} after ${r.seconds.toFixed(1)} s); console tail:\n${node.tail(30)}`,
+    );
+  return r;
 }
 
 /** What a finished QEMU run shows: the agent's and template's lines, its events, and how it ended. */
