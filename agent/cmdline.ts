@@ -10,7 +10,10 @@ export type OverlayMode = 'disk' | 'tmpfs' | 'none';
 // Names, defaults, accepted values and docs of each field live in one place: TABLE below.
 /** Everything the agent takes from the kernel command line; absent optional fields mean "not given". */
 export interface Params {
-  /** masterip=IP (seed name) or master=HOST; unset: the agent works it out from the DHCP lease. */
+  /**
+   * masterip=IP (seed name) or master=HOST, or an ordered list of them (`a,b,c`: the first that answers serves the
+   * boot); unset: the agent works it out from the DHCP lease. Kept as written; masterList() splits it.
+   */
   master?: string;
   /** masteruser=: ssh user on the master (restricted by rrsync -ro there). */
   masterUser: string;
@@ -236,9 +239,20 @@ function isIPv6(value: string): boolean {
   return doubles === 1 ? width < 8 : width === 8;
 }
 
+/** At most this many masters in masterip=/master= (each unreachable one costs a connect timeout per round). */
+export const MAX_MASTERS = 8;
+
+/** The masters of masterip=/master= (or DHCP option 66) in order, each once: "a, b,a" is [a, b]. */
+export function masterList(value: string): string[] {
+  return [...new Set(value.split(/[,\s]+/).filter(Boolean))];
+}
+
 function isHost(value: string): boolean {
   return isIPv4(value) || isIPv6(value) || isHostname(value);
 }
+
+/** A master's name as ssh may take it: an address or an RFC 1123 host name (never an option). */
+export const masterHost = isHost;
 
 // host[:port] or [v6]:port; port 1..65535.
 function isHostPort(value: string): boolean {
@@ -378,13 +392,17 @@ const TABLE = table([
     field: 'master',
     default: undefined,
     defaultText: '(unset: from the DHCP lease)',
-    values: 'IP address (masterip) or host name or IP (master)',
-    meaning: 'the master that serves the partition table and the root template',
+    values: `IP address (masterip) or host name or IP (master); a comma-separated list of up to ${MAX_MASTERS}`,
+    meaning:
+      'the master that serves the partition table and the root template; with a list, the first that answers (in order, each round) serves the boot',
     // The seed's masterip= takes only an address; master= also takes a host name.
     parse: (value, { name }) => {
-      const v = value ?? '';
-      if (name === 'masterip') return isIPv4(v) || isIPv6(v) ? v : new Bad('an IP address');
-      return isHost(v) ? v : new Bad('a host name or IP address');
+      const list = masterList(value ?? '');
+      const one = name === 'masterip' ? (v: string) => isIPv4(v) || isIPv6(v) : isHost;
+      const what = name === 'masterip' ? 'an IP address' : 'a host name or IP address';
+      if (list.length === 0 || list.length > MAX_MASTERS || !list.every(one))
+        return new Bad(`${what}, or a comma-separated list of up to ${MAX_MASTERS}`);
+      return list.join(',');
     },
   }),
   row({

@@ -30,7 +30,12 @@ export interface Lease {
 export interface Facts {
   kernel?: string;
   lease?: Lease;
+  /** The masters to try, in order (masterip= / master= list, or from the lease). */
+  masters?: string[];
+  /** The master in use: the first candidate until the master phase connects, then the one that answered. */
   master?: string;
+  /** Masters tried before the one that served this boot, each with why it was passed over. */
+  masterFailover?: string[];
   hostname?: string;
   /** Where the hostname came from: a fixed DHCP lease, or hostname= on the command line. */
   hostnameFrom?: 'dhcp' | 'cmdline';

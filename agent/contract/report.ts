@@ -70,6 +70,10 @@ export interface BootReport {
   alarms?: string[];
   /** The node's public SSH host keys (`type base64`), for `builder known-hosts`; the private halves never leave it. */
   hostKeys?: string[];
+  /** The master that served this boot (absent: offline, or no master known). */
+  master?: string;
+  /** Masters tried before it (masterip=a,b,c), each with why it was passed over. */
+  failover?: string[];
 }
 
 /** One public SSH host key as a report carries it: `type base64`, no comment. */
@@ -94,7 +98,17 @@ export interface ReportEvent {
 /** What a report is built from: its own fields, plus the event history and the stamps as separate facts. */
 export interface ReportInput extends Omit<
   BootReport,
-  'schema' | 'mac' | 'phases' | 'stamps' | 'errors' | 'approval' | 'firstStage' | 'alarms' | 'hostKeys'
+  | 'schema'
+  | 'mac'
+  | 'phases'
+  | 'stamps'
+  | 'errors'
+  | 'approval'
+  | 'firstStage'
+  | 'alarms'
+  | 'hostKeys'
+  | 'master'
+  | 'failover'
 > {
   events: readonly ReportEvent[];
   mac: string | null;
@@ -105,6 +119,8 @@ export interface ReportInput extends Omit<
   firstStage?: FirstStageReport | undefined;
   alarms?: string[] | undefined;
   hostKeys?: string[] | undefined;
+  master?: string | undefined;
+  failover?: string[] | undefined;
 }
 
 const MAX_ERRORS = 20;
@@ -162,6 +178,8 @@ export function buildReport(i: ReportInput): BootReport {
     ...(i.firstStage ? { firstStage: i.firstStage } : {}),
     ...(i.alarms?.length ? { alarms: i.alarms.slice(0, MAX_ERRORS).map(clip) } : {}),
     ...(i.hostKeys?.length ? { hostKeys: i.hostKeys.slice(0, 8) } : {}),
+    ...(i.master ? { master: i.master } : {}),
+    ...(i.failover?.length ? { failover: i.failover.slice(0, 8).map(clip) } : {}),
   };
 }
 

@@ -39,6 +39,8 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     ...(f.firstStage ? { firstStage: f.firstStage } : {}),
     ...(f.alarms?.length ? { alarms: f.alarms } : {}),
     ...(f.hostKeys?.length ? { hostKeys: f.hostKeys } : {}),
+    ...(f.online && f.master ? { master: f.master } : {}),
+    ...(f.masterFailover?.length ? { failover: f.masterFailover } : {}),
   });
 }
 

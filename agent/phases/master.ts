@@ -26,11 +26,7 @@ import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
 import { preconnectReport } from '../net/report.ts';
 import { readSmall } from '../sys/fsutil.ts';
-
-/** Bounded retries with exponential backoff: seconds to wait before attempt n (0-based). */
-export function backoff(attempt: number): number {
-  return Math.min(30, 2 * 2 ** attempt);
-}
+import { askAgain, masterAttempts } from '../plans/masters.ts';
 
 /** A file of the fetch, read bounded and never through a link: a hostile or broken master must not stall PID 1. */
 function readOr(path: string): string | null {
@@ -101,36 +97,67 @@ export const master: Phase = {
   name: 'master',
   needs: { tools: ['ssh', 'rsync'] },
   async run(ctx) {
-    const host = ctx.facts.master;
-    if (!host) {
+    const hosts = ctx.facts.masters?.length ? ctx.facts.masters : ctx.facts.master ? [ctx.facts.master] : [];
+    if (hosts.length === 0) {
       ctx.facts.online = false;
       warn('master', 'no master known (masterip= or DHCP): continuing offline');
       return 'offline: no master';
     }
     const p = ctx.params;
-    const link: Link =
+    const linkTo = (host: string): Link =>
       p.transport === 'rsyncd'
         ? new RsyncdLink({ host, user: p.masterUser, port: p.masterPort === 22 ? 873 : p.masterPort })
         : new MasterLink({ host, user: p.masterUser, port: p.masterPort });
     const tries = Math.max(1, ctx.params.retries);
-    for (let attempt = 0; ; attempt++) {
+    const attempts = masterAttempts(hosts, tries);
+    const passedOver = new Map<string, PhaseFailure>();
+    const why = new Map<string, string>();
+    let link: Link | null = null;
+    let host = hosts[0] as string;
+    let last: PhaseFailure | null = null;
+    for (const [i, a] of attempts.entries()) {
+      if (passedOver.has(a.host)) continue;
+      if (a.waitS > 0) {
+        warn('master', `${last?.message ?? 'no master answered'}; round ${a.round + 1}/${tries} in ${a.waitS}s`);
+        await Bun.sleep(a.waitS * 1000);
+      }
       const t0 = uptime();
+      const l = linkTo(a.host);
       try {
-        await link.open();
-        info('master', `connected to ${host}:${link.target.port} in ${(uptime() - t0).toFixed(2)}s`);
+        await l.open();
+        link = l;
+        host = a.host;
+        info('master', `connected to ${a.host}:${l.target.port} in ${(uptime() - t0).toFixed(2)}s`);
         break;
       } catch (e) {
         const f = e instanceof PhaseFailure ? e : new PhaseFailure(String(e), 'check the master', 'master');
-        if (f.ledCode === 'hostkey') throw f;
-        if (attempt + 1 >= tries) {
-          ctx.facts.online = false;
-          warn('master', `${f.message} after ${tries} attempts: continuing offline (no disk changes)`);
-          return 'offline: master unreachable';
-        }
-        const wait = backoff(attempt);
-        warn('master', `${f.message}; attempt ${attempt + 1}/${tries}, retrying in ${wait}s`);
-        await Bun.sleep(wait * 1000);
+        last = f;
+        why.set(a.host, f.message);
+        if (!askAgain(f.ledCode === 'hostkey' ? 'refused' : 'down')) passedOver.set(a.host, f);
+        const next = attempts.slice(i + 1).find((n) => !passedOver.has(n.host));
+        if (hosts.length > 1)
+          warn(
+            'master',
+            `master ${a.host}: ${f.message}${next && next.round === a.round ? `; failing over to ${next.host}` : ''}`,
+          );
       }
+    }
+    if (!link) {
+      // a master that answered with the wrong host key is someone else, or a reinstalled master: loud, never offline
+      const refused = [...passedOver.values()][0];
+      if (refused && passedOver.size === hosts.length) throw refused;
+      ctx.facts.online = false;
+      warn(
+        'master',
+        `${hosts.length > 1 ? `none of the masters ${hosts.join(', ')} answered` : (last?.message ?? 'no answer')} after ${tries} attempts: continuing offline (no disk changes)`,
+      );
+      return 'offline: master unreachable';
+    }
+    ctx.facts.master = host;
+    const failover = hosts.slice(0, hosts.indexOf(host)).map((h) => `${h}: ${why.get(h) ?? 'not asked'}`);
+    if (failover.length) {
+      ctx.facts.masterFailover = failover;
+      warn('master', `served by ${host} after failing over from ${failover.join('; ')}`);
     }
     ctx.facts.link = link;
     rmSync(FETCH_DIR, { recursive: true, force: true });

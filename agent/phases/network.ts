@@ -8,6 +8,7 @@ import { startSyslog } from '../devices/syslog.ts';
 import { linkUp } from '../sys/libc.ts';
 import { LEASE_FILE } from '../paths.ts';
 import { isHostname, printable } from '../plans/hostname.ts';
+import { masterHost, masterList, MAX_MASTERS } from '../cmdline.ts';
 
 /** Pick the interface to configure: wired names first, in a stable order. */
 export function chooseInterface(names: string[]): string | null {
@@ -37,12 +38,17 @@ export function parseLease(text: string): Lease {
   };
 }
 
-/** The master: masterip= wins, then DHCP option 66 (TFTP server), next-server, the DHCP server. */
-export function chooseMaster(param: string | undefined, lease: Lease): { host: string; from: string } | null {
-  if (param) return { host: param, from: 'masterip=' };
-  if (lease.tftp) return { host: lease.tftp, from: 'DHCP option 66' };
-  if (lease.siaddr && lease.siaddr !== '0.0.0.0') return { host: lease.siaddr, from: 'DHCP next-server' };
-  if (lease.serverid) return { host: lease.serverid, from: 'DHCP server' };
+/**
+ * The masters, in the order to try them: masterip= wins, then DHCP option 66 (TFTP server; a comma-separated list
+ * there is a list of masters too), next-server, the DHCP server.
+ */
+export function chooseMasters(param: string | undefined, lease: Lease): { hosts: string[]; from: string } | null {
+  if (param) return { hosts: masterList(param), from: 'masterip=' };
+  // a DHCP answer becomes ssh's host argument: only host names and addresses (never "-oProxyCommand=...")
+  const tftp = masterList(lease.tftp).filter(masterHost).slice(0, MAX_MASTERS);
+  if (tftp.length) return { hosts: tftp, from: 'DHCP option 66' };
+  if (lease.siaddr && lease.siaddr !== '0.0.0.0') return { hosts: [lease.siaddr], from: 'DHCP next-server' };
+  if (lease.serverid) return { hosts: [lease.serverid], from: 'DHCP server' };
   return null;
 }
 
@@ -149,14 +155,16 @@ export const network: Phase = {
           '(add it to the node list and run `builder stage`), or set hostname=',
       );
     }
-    const master = chooseMaster(ctx.params.master, lease);
-    if (master) ctx.facts.master = master.host;
-    else warn('network', 'no master known: give masterip= on the kernel command line or DHCP option 66');
+    const master = chooseMasters(ctx.params.master, lease);
+    if (master) {
+      ctx.facts.masters = master.hosts;
+      ctx.facts.master = master.hosts[0];
+    } else warn('network', 'no master known: give masterip= on the kernel command line or DHCP option 66');
     startSyslog(ctx);
     info(
       'network',
       `lease ${lease.ip}/${lease.mask} on ${ifname} from ${lease.serverid}, router ${lease.router || '-'}, ` +
-        `hostname ${hostname ?? '(none)'}, master ${master ? `${master.host} (${master.from})` : '(none)'}`,
+        `hostname ${hostname ?? '(none)'}, master ${master ? `${master.hosts.join(', ')} (${master.from})` : '(none)'}`,
       { lease, master },
     );
     return `${lease.ip} on ${ifname}`;

@@ -67,6 +67,8 @@ export interface StatusRow {
   approval?: RowApproval;
   /** The public host keys the node's last report carries (`type base64`); absent without them. */
   hostKeys?: string[];
+  /** The master that served the node's last boot (escaped); absent in older reports or an offline boot. */
+  master?: string;
 }
 
 export interface ReportFile {
@@ -182,6 +184,13 @@ export function parseReport(text: string): Parsed {
       (r.hostKeys as unknown[]).some((k) => typeof k !== 'string' || !HOST_KEY_LINE.test(k)))
   )
     return fail('hostKeys is not an array of "type base64" public keys');
+  if (r.master !== undefined && (typeof r.master !== 'string' || r.master.length > 255))
+    return fail('master is not a host name or address');
+  if (
+    r.failover !== undefined &&
+    (!Array.isArray(r.failover) || (r.failover as unknown[]).some((e) => typeof e !== 'string'))
+  )
+    return fail('failover is not an array of strings');
   if (r.approval !== undefined) {
     const a = r.approval as Record<string, unknown> | null;
     if (
@@ -338,6 +347,8 @@ export function statusRows(input: {
     if (listed && r.ip !== null && r.ip !== listed.ip)
       notes.push(`booted with IP ${clean(r.ip, 40)}, nodes.list says ${listed.ip}`);
     for (const a of r.alarms ?? []) notes.push(`ALARM: ${clean(a)}`);
+    if (r.failover?.length)
+      notes.push(`served by ${clean(r.master ?? '?', 63)} after failing over from ${clean(r.failover.join('; '))}`);
     if (r.errors.length)
       notes.push(
         `${r.errors.length} error${r.errors.length === 1 ? '' : 's'} in the report, first: ${clean(r.errors[0] as string)}`,
@@ -384,6 +395,7 @@ export function statusRows(input: {
       phaseTimes: r.phases.map((p) => ({ name: clean(p.name, 20), seconds: p.seconds, failed: p.failed === true })),
       notes,
       ...(r.hostKeys?.length ? { hostKeys: r.hostKeys } : {}),
+      ...(r.master !== undefined ? { master: clean(r.master, 63) } : {}),
       ...(approval ? { approval } : {}),
     };
   };

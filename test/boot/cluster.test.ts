@@ -168,6 +168,7 @@ describe('virtual cluster', () => {
       expect(r?.hostnameFrom).toBe('dhcp');
       expect(r?.ip).toBe(n.ip);
       expect(r?.stamps).toEqual({ rootBefore: null, rootAfter: stamp, masterRoot: stamp });
+      expect([r?.master, r?.failover]).toEqual([MASTER_IP, undefined]);
       expect(r?.bytesReceived).toBeGreaterThan(4 * 1024 * 1024);
       expect(r?.overlay).toBe('disk (overlay)');
       expect((r?.phases as { name: string }[]).map((p) => p.name)).toEqual([
@@ -401,6 +402,7 @@ describe('virtual cluster', () => {
     const json = JSON.parse(vc.status(true)) as { rows: Array<Record<string, unknown>> };
     const rows = json.rows;
     expect(rows.find((r) => r.mac === a.mac)?.result).toBe('ok');
+    expect(rows.find((r) => r.mac === a.mac)?.master).toBe(MASTER_IP);
     expect(rows.find((r) => r.mac === stranger.mac)?.result).toBe('reboot');
   });
 

@@ -169,6 +169,23 @@ describe('master trouble', () => {
     T,
   );
 
+  // #19 item 2: masterip=a,b,c. 10.0.2.9 is on QEMU's user network, where nothing answers it (no ARP reply):
+  // the guest's connect fails inside QEMU and nothing leaves this machine
+  test(
+    'a dead first master in masterip=: the node fails over to the next one, boots its root and says which served it',
+    async () => {
+      const r = await boot(img, work, { disk: disk(), bootargs: master.bootargs('masterip=10.0.2.9,10.0.2.2') });
+      expect(r.ending).toBe('template');
+      expect(/TEMPLATE-SUM (\S+)/.exec(r.console)?.[1]).toBe(templateSum(master.root));
+      expect(r.console).toMatch(/\[\d+\/\d+ network\] .*master 10\.0\.2\.9, 10\.0\.2\.2 \(masterip=\)/);
+      expect(r.console).toMatch(/master 10\.0\.2\.9: master unreachable: .*; failing over to 10\.0\.2\.2/);
+      expect(r.console).toMatch(/connected to 10\.0\.2\.2:\d+/);
+      expect(r.console).toMatch(/served by 10\.0\.2\.2 after failing over from 10\.0\.2\.9: master unreachable/);
+      expect(r.console).not.toMatch(/continuing offline/);
+    },
+    T,
+  );
+
   test(
     'master down: the node boots its last complete root; a blank disk is not written',
     async () => {

@@ -133,6 +133,8 @@ describe('parseCmdline', () => {
     expect(one('aufs=none').params.overlay).toBe('none');
     expect(one('ip=dhcp').params.ip).toBe('dhcp');
     expect(one('masterip=fd00::1').params.master).toBe('fd00::1');
+    expect(one('masterip=10.0.0.1,10.0.0.2,10.0.0.1').params.master).toBe('10.0.0.1,10.0.0.2');
+    expect(one('master=m1.lan,10.0.0.9').params.master).toBe('m1.lan,10.0.0.9');
     expect(one('syslog=[fd00::1]:514 leds=gpiochip1:5').params).toMatchObject({
       syslog: '[fd00::1]:514',
       leds: 'gpiochip1:5',
@@ -172,14 +174,18 @@ describe('parseCmdline', () => {
         { leds: 'gpiochip0:22,23,24' },
         'leds=blue: expected off or gpiochipN:line[,line...]; using gpiochip0:22,23,24',
       ],
-      ['masterip=999.1.1.1', {}, 'masterip=999.1.1.1: expected an IP address; using unset'],
+      [
+        'masterip=999.1.1.1',
+        {},
+        'masterip=999.1.1.1: expected an IP address, or a comma-separated list of up to 8; using unset',
+      ],
       ['masterroot=../etc', { masterRoot: '' }, `masterroot=../etc: expected a path without ".."; using ''`],
       ['init=sbin/init', { init: '/sbin/init' }, 'init=sbin/init: expected an absolute path; using /sbin/init'],
       ['rescue=maybe', { rescue: false }, 'rescue=maybe: expected a bare flag or rescue=0|1; using false'],
       ['hostname=-bad-', {}, 'hostname=-bad-: expected a host name (letters, digits, "-", dots); using unset'],
       ['syslog=host:0', {}, 'syslog=host:0: expected host[:port]; using unset'],
       ['modules=ok,b@d', { modules: [] }, 'modules=ok,b@d: expected comma-separated module names; using none'],
-      ['masterip', {}, 'masterip: expected an IP address; using unset'],
+      ['masterip', {}, 'masterip: expected an IP address, or a comma-separated list of up to 8; using unset'],
       ['ip=bogus', {}, 'ip=bogus: expected dhcp or client:server:gw:netmask:host:dev:autoconf; using unset'],
     ];
     for (const [line, params, warning] of cases) {

@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import { classifySshError } from '../../../agent/net/link.ts';
 import { diskVerdict, findDisk, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
 import { resolveInRoot } from '../../../agent/plans/rootpath.ts';
-import { backoff } from '../../../agent/phases/master.ts';
+import { askAgain, backoff, masterAttempts } from '../../../agent/plans/masters.ts';
 import { loaderFor, moduleBase, planModules } from '../../../agent/phases/modules.ts';
-import { chooseInterface, chooseMaster, parseLease } from '../../../agent/phases/network.ts';
+import { chooseInterface, chooseMasters, parseLease } from '../../../agent/phases/network.ts';
 import { parseStat, pidsWithPidfd } from '../../../agent/sys/reaper.ts';
 import { IFREQ_SIZE, ifreq } from '../../../agent/sys/libc.ts';
 import { parseCmdline } from '../../../agent/cmdline.ts';
@@ -117,13 +117,29 @@ describe('network choices', () => {
   });
   test('masterip= wins, then option 66, next-server, the DHCP server', () => {
     const l = parseLease('serverid=10.0.0.1\nsiaddr=10.0.0.2\ntftp=10.0.0.3\n');
-    expect(chooseMaster('192.168.2.1', l)).toEqual({ host: '192.168.2.1', from: 'masterip=' });
-    expect(chooseMaster(undefined, l)).toEqual({ host: '10.0.0.3', from: 'DHCP option 66' });
-    expect(chooseMaster(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({
-      host: '10.0.0.1',
+    expect(chooseMasters('192.168.2.1', l)).toEqual({ hosts: ['192.168.2.1'], from: 'masterip=' });
+    expect(chooseMasters(undefined, l)).toEqual({ hosts: ['10.0.0.3'], from: 'DHCP option 66' });
+    expect(chooseMasters(undefined, parseLease('serverid=10.0.0.1\nsiaddr=0.0.0.0\n'))).toEqual({
+      hosts: ['10.0.0.1'],
       from: 'DHCP server',
     });
-    expect(chooseMaster(undefined, parseLease(''))).toBeNull();
+    expect(chooseMasters(undefined, parseLease(''))).toBeNull();
+  });
+  test('a list of masters keeps its order, each once; option 66 may carry a list too', () => {
+    const l = parseLease('serverid=10.0.0.1\ntftp=10.0.0.7,10.0.0.8 10.0.0.7\n');
+    expect(chooseMasters('10.0.0.5,10.0.0.6,10.0.0.5', l)).toEqual({
+      hosts: ['10.0.0.5', '10.0.0.6'],
+      from: 'masterip=',
+    });
+    expect(chooseMasters(undefined, l)).toEqual({ hosts: ['10.0.0.7', '10.0.0.8'], from: 'DHCP option 66' });
+  });
+  test('option 66 names only hosts and addresses ssh may take: an option-like or garbage entry is dropped', () => {
+    const hostile = parseLease('serverid=10.0.0.1\ntftp=-oProxyCommand=sh,m1.lan,a b\n');
+    expect(chooseMasters(undefined, hostile)).toEqual({ hosts: ['m1.lan', 'a', 'b'], from: 'DHCP option 66' });
+    expect(chooseMasters(undefined, parseLease('serverid=10.0.0.1\ntftp=-oX\n'))).toEqual({
+      hosts: ['10.0.0.1'],
+      from: 'DHCP server',
+    });
   });
   test("link up builds the kernel's struct ifreq: the name NUL-padded in 16 bytes, flags zero, 40 bytes in all", () => {
     const req = ifreq('eth0');
@@ -139,6 +155,21 @@ describe('network choices', () => {
   });
   test('master retries back off exponentially up to 30 s', () => {
     expect([0, 1, 2, 3, 4, 10].map(backoff)).toEqual([2, 4, 8, 16, 30, 30]);
+  });
+  test('each master is asked once per round, in order; only the first of a later round waits', () => {
+    expect(masterAttempts(['a', 'b', 'c'], 2)).toEqual([
+      { host: 'a', round: 0, waitS: 0 },
+      { host: 'b', round: 0, waitS: 0 },
+      { host: 'c', round: 0, waitS: 0 },
+      { host: 'a', round: 1, waitS: 2 },
+      { host: 'b', round: 1, waitS: 0 },
+      { host: 'c', round: 1, waitS: 0 },
+    ]);
+    expect(masterAttempts(['m'], 3).map((a) => a.waitS)).toEqual([0, 2, 4]);
+    expect(masterAttempts(['m'], 0)).toEqual([{ host: 'm', round: 0, waitS: 0 }]);
+  });
+  test('a master that did not answer is asked again; one that refused (host key, node key) is passed over', () => {
+    expect([askAgain('down'), askAgain('refused')]).toEqual([true, false]);
   });
   test('after a failure the node waits retrywait= seconds before it reboots, doubled per further failure, at most 300', () => {
     expect([0, 1, 2, 3, 4, 9].map((a) => retryWaitS(15, a))).toEqual([15, 30, 60, 120, 240, 240]);

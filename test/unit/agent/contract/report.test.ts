@@ -76,6 +76,13 @@ describe('buildReport', () => {
     expect(r.reason?.length).toBeLessThanOrEqual(400);
   });
 
+  test('the master that served the boot and the ones failed over from; absent when none', () => {
+    const r = buildReport({ ...base, events: [], master: '10.0.0.2', failover: ['10.0.0.9: master unreachable'] });
+    expect([r.master, r.failover]).toEqual(['10.0.0.2', ['10.0.0.9: master unreachable']]);
+    const plain = buildReport({ ...base, events: [], failover: [] });
+    expect(['master' in plain, 'failover' in plain]).toEqual([false, false]);
+  });
+
   test('report file names come from the MAC and contain no path separators', () => {
     expect(reportName('52:54:00:AA:00:01')).toBe('52-54-00-aa-00-01.json');
     expect(reportName('unknown')).toBe('unknown.json');

@@ -227,6 +227,26 @@ describe('statusRows', () => {
     ]);
   });
 
+  test('the master that served the boot is in the row; a failover is a note; a bad master or failover field is refused', () => {
+    const one = (over: Partial<BootReport>) =>
+      statusRows({
+        nodes: [NODES[0] as NodeEntry],
+        masterStamp: renderStamp(MASTER),
+        now: NOW,
+        reports: [file(report(over), 1)],
+      })[0];
+    expect(one({ master: '10.77.0.2' })).toMatchObject({ master: '10.77.0.2', notes: [] });
+    const failed = one({ master: '10.77.0.1', failover: ['10.77.0.3: master unreachable: No route to host'] });
+    expect([failed?.master, failed?.notes]).toEqual([
+      '10.77.0.1',
+      ['served by 10.77.0.1 after failing over from 10.77.0.3: master unreachable: No route to host'],
+    ]);
+    expect(one({}) && 'master' in (one({}) as StatusRow)).toBe(false);
+    expect(parseReport(JSON.stringify({ ...report(), master: 7 })).ok).toBe(false);
+    expect(parseReport(JSON.stringify({ ...report(), failover: 'x' })).ok).toBe(false);
+    expect(parseReport(JSON.stringify({ ...report(), failover: ['a', 2] })).ok).toBe(false);
+  });
+
   test('no master stamp or no rootAfter: root unknown; the newest of two reports for one MAC wins', () => {
     const rs = statusRows({
       nodes: [NODES[0] as NodeEntry],
