@@ -26,7 +26,7 @@ import { PhaseFailure } from '../errors.ts';
 import { FETCH_DIR } from '../paths.ts';
 import { preconnectReport } from '../net/report.ts';
 import { readSmall } from '../sys/fsutil.ts';
-import { askAgain, masterAttempts } from '../plans/masters.ts';
+import { askAgain, masterAttempts, nextAttempt } from '../plans/masters.ts';
 
 /** A file of the fetch, read bounded and never through a link: a hostile or broken master must not stall PID 1. */
 function readOr(path: string): string | null {
@@ -111,15 +111,16 @@ export const master: Phase = {
     const tries = Math.max(1, ctx.params.retries);
     const attempts = masterAttempts(hosts, tries);
     const passedOver = new Map<string, PhaseFailure>();
+    const skip = new Set<string>();
     const why = new Map<string, string>();
     let link: Link | null = null;
     let host = hosts[0] as string;
     let last: PhaseFailure | null = null;
-    for (const [i, a] of attempts.entries()) {
-      if (passedOver.has(a.host)) continue;
-      if (a.waitS > 0) {
-        warn('master', `${last?.message ?? 'no master answered'}; round ${a.round + 1}/${tries} in ${a.waitS}s`);
-        await Bun.sleep(a.waitS * 1000);
+    for (let n = nextAttempt(attempts, 0, skip); n; n = nextAttempt(attempts, n.index + 1, skip)) {
+      const a = n.attempt;
+      if (n.waitS > 0) {
+        warn('master', `${last?.message ?? 'no master answered'}; round ${a.round + 1}/${tries} in ${n.waitS}s`);
+        await Bun.sleep(n.waitS * 1000);
       }
       const t0 = uptime();
       const l = linkTo(a.host);
@@ -133,8 +134,11 @@ export const master: Phase = {
         const f = e instanceof PhaseFailure ? e : new PhaseFailure(String(e), 'check the master', 'master');
         last = f;
         why.set(a.host, f.message);
-        if (!askAgain(f.ledCode === 'hostkey' ? 'refused' : 'down')) passedOver.set(a.host, f);
-        const next = attempts.slice(i + 1).find((n) => !passedOver.has(n.host));
+        if (!askAgain(f.ledCode === 'hostkey' ? 'refused' : 'down')) {
+          passedOver.set(a.host, f);
+          skip.add(a.host);
+        }
+        const next = nextAttempt(attempts, n.index + 1, skip)?.attempt;
         if (hosts.length > 1)
           warn(
             'master',

@@ -30,3 +30,21 @@ export function masterAttempts(hosts: readonly string[], rounds: number): Master
 export function askAgain(failure: 'down' | 'refused'): boolean {
   return failure === 'down';
 }
+
+/**
+ * The next attempt to make from index `from` on, skipping the masters passed over; a skipped attempt's wait goes
+ * to the next one made, so a later round still backs off. Null: no attempt is left.
+ */
+export function nextAttempt(
+  attempts: readonly MasterAttempt[],
+  from: number,
+  passedOver: ReadonlySet<string>,
+): { index: number; attempt: MasterAttempt; waitS: number } | null {
+  let carried = 0;
+  for (let index = from; index < attempts.length; index++) {
+    const attempt = attempts[index] as MasterAttempt;
+    if (!passedOver.has(attempt.host)) return { index, attempt, waitS: Math.max(attempt.waitS, carried) };
+    carried = Math.max(carried, attempt.waitS);
+  }
+  return null;
+}

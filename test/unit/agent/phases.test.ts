@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { classifySshError } from '../../../agent/net/link.ts';
 import { diskVerdict, findDisk, hasOurLabelId, LABEL_ID } from '../../../agent/plans/disk.ts';
 import { resolveInRoot } from '../../../agent/plans/rootpath.ts';
-import { askAgain, backoff, masterAttempts } from '../../../agent/plans/masters.ts';
+import { askAgain, backoff, masterAttempts, nextAttempt } from '../../../agent/plans/masters.ts';
 import { loaderFor, moduleBase, planModules } from '../../../agent/phases/modules.ts';
 import { chooseInterface, chooseMasters, parseLease } from '../../../agent/phases/network.ts';
 import { parseStat, pidsWithPidfd } from '../../../agent/sys/reaper.ts';
@@ -170,6 +170,18 @@ describe('network choices', () => {
   });
   test('a master that did not answer is asked again; one that refused (host key, node key) is passed over', () => {
     expect([askAgain('down'), askAgain('refused')]).toEqual([true, false]);
+  });
+  test('a passed-over master is skipped, and its round wait goes to the next one asked', () => {
+    const plan = masterAttempts(['a', 'b'], 3);
+    const walk = (skip: Set<string>) => {
+      const out: string[] = [];
+      for (let n = nextAttempt(plan, 0, skip); n; n = nextAttempt(plan, n.index + 1, skip))
+        out.push(`${n.attempt.host}${n.waitS ? `+${n.waitS}s` : ''}`);
+      return out;
+    };
+    expect(walk(new Set())).toEqual(['a', 'b', 'a+2s', 'b', 'a+4s', 'b']);
+    expect(walk(new Set(['a']))).toEqual(['b', 'b+2s', 'b+4s']);
+    expect(walk(new Set(['a', 'b']))).toEqual([]);
   });
   test('after a failure the node waits retrywait= seconds before it reboots, doubled per further failure, at most 300', () => {
     expect([0, 1, 2, 3, 4, 9].map((a) => retryWaitS(15, a))).toEqual([15, 30, 60, 120, 240, 240]);
