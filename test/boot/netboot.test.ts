@@ -58,8 +58,8 @@ describe('netboot through U-Boot', () => {
         serverid: '10.0.2.2',
         router: '10.0.2.2',
       });
-      expect((lease?.data as { master: { host: string; from: string } }).master).toEqual({
-        host: '10.0.2.2',
+      expect((lease?.data as { master: { hosts: string[]; from: string } }).master).toEqual({
+        hosts: ['10.0.2.2'],
         from: 'masterip=',
       });
       // the rig's flash environment (ubootenv.ts) is U-Boot's own default with bootdelay=0: no idle countdown
