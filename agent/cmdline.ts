@@ -242,7 +242,7 @@ function isIPv6(value: string): boolean {
 /** At most this many masters in masterip=/master= (each unreachable one costs a connect timeout per round). */
 export const MAX_MASTERS = 8;
 
-/** The masters of masterip=/master= (or DHCP option 66) in order, each once: "a, b,a" is [a, b]. */
+/** The masters of masterip=/master= (or a DHCP option) in order, each once: "a, b,a" is [a, b]. */
 export function masterList(value: string): string[] {
   return [...new Set(value.split(/[,\s]+/).filter(Boolean))];
 }

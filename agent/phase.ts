@@ -24,6 +24,8 @@ export interface Lease {
   hostname: string;
   domain: string;
   tftp: string;
+  /** The masters in MASTERS_OPTION, as sent (comma-separated; '' when absent or not printable). */
+  masters: string;
 }
 
 /** Facts gathered by earlier phases for later ones; every field starts empty. */

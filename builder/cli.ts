@@ -292,7 +292,7 @@ await overview(yargs(hideBin(process.argv)))
             type: 'string',
             demandOption: true,
             describe:
-              "node list: lines 'MAC HOSTNAME IP' or the seed's 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]'; # comments",
+              "node list: lines 'MAC HOSTNAME IP' or the seed's 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE]', each with optional arch=amd64 and master=IP (the node's own master or mirror, the primary after it); # comments",
           })
           .option('master-ip', {
             type: 'string',

@@ -9,6 +9,7 @@ import { linkUp } from '../sys/libc.ts';
 import { LEASE_FILE } from '../paths.ts';
 import { isHostname, printable } from '../plans/hostname.ts';
 import { masterHost, masterList, MAX_MASTERS } from '../cmdline.ts';
+import { MASTERS_LEASE_KEY, MASTERS_OPTION, mastersFromHex } from '../contract/dhcp.ts';
 
 /** Pick the interface to configure: wired names first, in a stable order. */
 export function chooseInterface(names: string[]): string | null {
@@ -35,17 +36,21 @@ export function parseLease(text: string): Lease {
     hostname: g('hostname'),
     domain: g('domain'),
     tftp: g('tftp'),
+    masters: mastersFromHex(g(MASTERS_LEASE_KEY)),
   };
 }
 
 /**
- * The masters, in the order to try them: masterip= wins, then DHCP option 66 (TFTP server; a comma-separated list
- * there is a list of masters too), next-server, the DHCP server.
+ * The masters, in the order to try them: masterip= wins, then the list the master's dnsmasq sends a node with its
+ * own master (MASTERS_OPTION), DHCP option 66 (TFTP server), next-server, the DHCP server. What DHCP names becomes
+ * ssh's host argument: only host names and addresses are taken (never "-oProxyCommand=...").
  */
 export function chooseMasters(param: string | undefined, lease: Lease): { hosts: string[]; from: string } | null {
   if (param) return { hosts: masterList(param), from: 'masterip=' };
-  // a DHCP answer becomes ssh's host argument: only host names and addresses (never "-oProxyCommand=...")
-  const tftp = masterList(lease.tftp).filter(masterHost).slice(0, MAX_MASTERS);
+  const fromDhcp = (v: string) => masterList(v).filter(masterHost).slice(0, MAX_MASTERS);
+  const listed = fromDhcp(lease.masters);
+  if (listed.length) return { hosts: listed, from: `DHCP option ${MASTERS_OPTION}` };
+  const tftp = fromDhcp(lease.tftp);
   if (tftp.length) return { hosts: tftp, from: 'DHCP option 66' };
   if (lease.siaddr && lease.siaddr !== '0.0.0.0') return { hosts: [lease.siaddr], from: 'DHCP next-server' };
   if (lease.serverid) return { hosts: [lease.serverid], from: 'DHCP server' };
@@ -120,6 +125,8 @@ export const network: Phase = {
           '/etc/udhcpc/default.script',
           '-O',
           'tftp',
+          '-O',
+          String(MASTERS_OPTION),
         ],
         { timeoutMs: 90_000 },
       );

@@ -9,6 +9,11 @@ export interface NodeEntry {
   lease?: string;
   /** The node's architecture (`arch=amd64` in the list); absent: arm64, a U-Boot node. */
   arch?: NodeArch;
+  /**
+   * The master this node syncs from first (`master=10.77.0.2` in the list: a mirror, or a second master); its
+   * DHCP option 66 then lists it before the primary, which the agent falls back to. Absent: the primary only.
+   */
+  master?: string;
   line: number;
 }
 
@@ -31,6 +36,16 @@ export function parseArchField(f: string): { arch: NodeArch } | { error: string 
   return arch
     ? { arch }
     : { error: `'${f}' names no architecture clusterboot boots: write arch=arm64 (the default) or arch=amd64` };
+}
+
+/** `master=10.77.0.2` -> the address; null when the field is not master=; an error for anything but an IPv4 address. */
+export function parseMasterField(f: string): { master: string } | { error: string } | null {
+  const m = /^master=(.*)$/i.exec(f);
+  if (!m) return null;
+  const ip = m[1] as string;
+  return parseIPv4(ip) !== null
+    ? { master: ip }
+    : { error: `'${oneLine(f)}' is not master=<IPv4 address of the master or mirror this node syncs from>` };
 }
 
 /** A node's architecture with the default filled in. */
@@ -121,7 +136,7 @@ export function leaseSeconds(s: string): number | null {
 // ---------------------------------------------------------------------------------------------------------------
 // the node list
 
-export const FORMS = `'MAC HOSTNAME IP [arch=amd64]' or 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE][,arch=amd64]'`;
+export const FORMS = `'MAC HOSTNAME IP [arch=amd64] [master=IP]' or 'dhcp-host=MAC,,HOSTNAME,IP[,LEASE][,arch=amd64][,master=IP]'`;
 
 // Why: nodes come from the seed's dnsmasq lines or from a plain table; both must land in one checked shape, and every
 // line that is neither is an error with its line number (a typo must not silently drop a node).
@@ -146,6 +161,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       let ip: string | undefined;
       let lease: string | undefined;
       let arch: NodeArch | undefined;
+      let master: string | undefined;
       const unsupported = (f: string) => /^(id|set|tag|net):|^\[/.test(f) || f.toLowerCase() === 'ignore';
       if (unsupported(mac))
         return void err(
@@ -158,6 +174,13 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
         if (a) {
           if (arch !== undefined) return void err(`dhcp-host= has two arch= fields ('${f}'): one per node`);
           arch = a.arch;
+          continue;
+        }
+        const ms = parseMasterField(f);
+        if (ms && 'error' in ms) return void err(ms.error);
+        if (ms) {
+          if (master !== undefined) return void err(`dhcp-host= has two master= fields ('${f}'): one per node`);
+          master = ms.master;
           continue;
         }
         const twice = (what: string) => err(`dhcp-host= has two ${what}s ('${f}'): one node per line, ${FORMS}`);
@@ -187,6 +210,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
         ip,
         ...(lease !== undefined ? { lease } : {}),
         ...(arch !== undefined ? { arch } : {}),
+        ...(master !== undefined ? { master } : {}),
         line,
       });
       return;
@@ -198,15 +222,39 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       );
     }
     const all = body.split(/[\s,]+/).filter(Boolean);
-    const last = all.length === 4 ? parseArchField(all[3] as string) : null;
-    if (last && 'error' in last) return void err(last.error);
-    const fields = last ? all.slice(0, 3) : all;
+    // after MAC HOSTNAME IP: arch= and master=, each at most once, in any order
+    let arch: NodeArch | undefined;
+    let master: string | undefined;
+    let extras = 0;
+    for (const f of all.slice(3)) {
+      const a = parseArchField(f);
+      const ms = a ? null : parseMasterField(f);
+      const e = a ?? ms;
+      if (!e) break;
+      if ('error' in e) return void err(e.error);
+      if ('arch' in e) {
+        if (arch !== undefined) return void err(`two arch= fields ('${f}'): one per node`);
+        arch = e.arch;
+      } else {
+        if (master !== undefined) return void err(`two master= fields ('${f}'): one per node`);
+        master = e.master;
+      }
+      extras++;
+    }
+    const fields = all.slice(0, all.length - extras);
     if (fields.length !== 3)
       return void err(
         `expected ${FORMS}, got ${fields.length} field${fields.length === 1 ? '' : 's'}: '${body.slice(0, 60)}'`,
       );
     const [mac, hostname, ip] = fields as [string, string, string];
-    nodes.push({ mac: normalizeMac(mac) ?? mac, hostname, ip, ...(last ? { arch: last.arch } : {}), line });
+    nodes.push({
+      mac: normalizeMac(mac) ?? mac,
+      hostname,
+      ip,
+      ...(arch !== undefined ? { arch } : {}),
+      ...(master !== undefined ? { master } : {}),
+      line,
+    });
   });
   return { nodes, errors };
 }
@@ -219,7 +267,8 @@ export function renderNodesList(nodes: NodeEntry[], from: string): string {
     '# MAC HOSTNAME IP',
   ];
   // arm64 (the default) is left out, so a list without other arches reads as it always did
-  const row = (n: NodeEntry) => `${n.mac} ${n.hostname} ${n.ip}${archOf(n) === 'arm64' ? '' : ` arch=${archOf(n)}`}`;
+  const row = (n: NodeEntry) =>
+    `${n.mac} ${n.hostname} ${n.ip}${archOf(n) === 'arm64' ? '' : ` arch=${archOf(n)}`}${n.master ? ` master=${n.master}` : ''}`;
   return `${[...head, ...nodes.map(row)].join('\n')}\n`;
 }
 

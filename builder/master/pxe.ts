@@ -49,10 +49,10 @@ export function pxeDnsmasqLines(nodes: readonly NodeEntry[], ubootScript: string
   ];
 }
 
-/** A node's dhcp-host line: amd64 nodes carry the tag the PXE lines match on. */
-export function dhcpHostLine(n: NodeEntry, lease: string): string {
-  const tag = archOf(n) === 'amd64' ? `set:${TAG_AMD64},` : '';
-  return `dhcp-host=${n.mac.toLowerCase()},${tag}${n.hostname},${n.ip},${n.lease ?? lease}`;
+/** A node's dhcp-host line: amd64 nodes carry the tag the PXE lines match on, nodes with master= their master's. */
+export function dhcpHostLine(n: NodeEntry, lease: string, extraTags: readonly string[] = []): string {
+  const tags = [...(archOf(n) === 'amd64' ? [TAG_AMD64] : []), ...extraTags].map((t) => `set:${t},`).join('');
+  return `dhcp-host=${n.mac.toLowerCase()},${tags}${n.hostname},${n.ip},${n.lease ?? lease}`;
 }
 
 /**

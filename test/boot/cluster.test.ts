@@ -474,4 +474,37 @@ describe('virtual cluster', () => {
     const status = JSON.parse(vc.status(true)) as { rows: Array<Record<string, unknown>> };
     expect(status.rows.find((x) => x.mac === a.mac)?.result).toBe('ok');
   });
+
+  // #19 item 2: the node list names a node's own master (a mirror); dnsmasq lists it before the primary in option
+  // 224. Nothing answers 10.77.0.9 on the namespace's bridge (no ARP reply): the node fails over to the primary
+  test('a node whose master= does not answer fails over to the primary: up on its root; the report and builder status say which served it', async () => {
+    b.master = '10.77.0.9';
+    try {
+      vc.stage();
+      expect(readFileSync(vc.conf, 'utf8')).toContain(`dhcp-option=tag:cb-master-1,224,"10.77.0.9,${MASTER_IP}"`);
+      await vc.stopMaster();
+      await vc.startMaster();
+      const r = await vc.bootOnce(b, { tap: 1 });
+      expect(r.ending).toBe('template');
+      expect(r.console).toContain(`master 10.77.0.9, ${MASTER_IP} (DHCP option 224)`);
+      expect(r.console).toMatch(
+        new RegExp(`master 10\\.77\\.0\\.9: master unreachable: .*; failing over to ${MASTER_IP}`),
+      );
+      const rep = report(b.mac);
+      expect([rep?.result, rep?.master]).toEqual(['ok', MASTER_IP]);
+      expect(rep?.failover).toEqual([expect.stringMatching(/^10\.77\.0\.9: master unreachable: /)]);
+      const row = (JSON.parse(vc.status(true)) as { rows: Array<Record<string, any>> }).rows.find(
+        (x) => x.mac === b.mac,
+      );
+      expect(row?.master).toBe(MASTER_IP);
+      expect(row?.notes).toContainEqual(
+        expect.stringMatching(/^served by 10\.77\.0\.1 after failing over from 10\.77\.0\.9: /),
+      );
+    } finally {
+      delete b.master;
+      vc.stage();
+      await vc.stopMaster();
+      await vc.startMaster();
+    }
+  }, 600_000);
 });

@@ -25,6 +25,8 @@ export interface NodeSpec {
   ip: string;
   /** An x86-64 node (arch=amd64 in the node list): it PXE-boots the `amd64` first stage. */
   arch?: 'amd64';
+  /** master= in the node list: the master (a mirror) this node syncs from first, the primary after. */
+  master?: string;
 }
 
 /** n nodes named node1..n with QEMU-range MACs and fixed IPs .11, .12, … */
@@ -233,7 +235,7 @@ export class VirtualCluster {
     const nodesFile = join(this.dir, 'nodes.txt');
     writeFileSync(
       nodesFile,
-      `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h${n.arch ? `,arch=${n.arch}` : ''}`).join('\n')}\n`,
+      `# the virtual cluster's nodes, in the seed's dnsmasq form\n${this.nodes.map((n) => `dhcp-host=${n.mac},,${n.hostname},${n.ip},1h${n.arch ? `,arch=${n.arch}` : ''}${n.master ? `,master=${n.master}` : ''}`).join('\n')}\n`,
     );
     const so = this.stageOptions;
     const r = spawnSync(

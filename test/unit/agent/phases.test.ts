@@ -113,6 +113,7 @@ describe('network choices', () => {
       hostname: 'rpinode05',
       serverid: '192.168.2.1',
       tftp: '',
+      masters: '',
     });
   });
   test('masterip= wins, then option 66, next-server, the DHCP server', () => {
@@ -125,13 +126,22 @@ describe('network choices', () => {
     });
     expect(chooseMasters(undefined, parseLease(''))).toBeNull();
   });
-  test('a list of masters keeps its order, each once; option 66 may carry a list too', () => {
+  test('a list of masters keeps its order, each once, from masterip= or a DHCP option', () => {
     const l = parseLease('serverid=10.0.0.1\ntftp=10.0.0.7,10.0.0.8 10.0.0.7\n');
     expect(chooseMasters('10.0.0.5,10.0.0.6,10.0.0.5', l)).toEqual({
       hosts: ['10.0.0.5', '10.0.0.6'],
       from: 'masterip=',
     });
     expect(chooseMasters(undefined, l)).toEqual({ hosts: ['10.0.0.7', '10.0.0.8'], from: 'DHCP option 66' });
+  });
+  test('the master list of option 224 (hex from udhcpc) comes before option 66; garbage there counts as none', () => {
+    const hex = Buffer.from('10.0.0.7,10.0.0.1').toString('hex');
+    const l = parseLease(`serverid=10.0.0.1\ntftp=10.0.0.1\nmasters=${hex}\n`);
+    expect(l.masters).toBe('10.0.0.7,10.0.0.1');
+    expect(chooseMasters(undefined, l)).toEqual({ hosts: ['10.0.0.7', '10.0.0.1'], from: 'DHCP option 224' });
+    expect(chooseMasters('10.0.0.5', l)).toEqual({ hosts: ['10.0.0.5'], from: 'masterip=' });
+    for (const bad of ['zz', '4', Buffer.from('a\nb').toString('hex'), Buffer.from('-oProxyCommand=x').toString('hex')])
+      expect(chooseMasters(undefined, parseLease(`tftp=10.0.0.1\nmasters=${bad}\n`))?.from).toBe('DHCP option 66');
   });
   test('option 66 names only hosts and addresses ssh may take: an option-like or garbage entry is dropped', () => {
     const hostile = parseLease('serverid=10.0.0.1\ntftp=-oProxyCommand=sh,m1.lan,a b\n');

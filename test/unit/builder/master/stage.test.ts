@@ -24,6 +24,7 @@ import { renderDnsmasq, validateStage, type StagePlan } from '../../../../builde
 import { parseNodeList, parseSubnet, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { syncSlotScript } from '../../../../builder/master/syncslot.ts';
 import { crc32, readUImageHeader, writeUImage } from '../../../../agent/contract/uimage.ts';
+import { stagePlan } from '../../../fixtures/stageplan.ts';
 
 let tmp = '';
 let n = 0;
@@ -37,16 +38,7 @@ const NODES = [
   node(1, 'b8:27:eb:cb:63:18', 'rpinode01', '10.77.0.11'),
   node(2, 'dc:a6:32:00:00:02', 'rpinode02', '10.77.0.12'),
 ];
-const plan = (over: Partial<StagePlan> = {}): StagePlan => ({
-  nodes: NODES,
-  nodesFile: 'nodes.txt',
-  masterIp: '10.77.0.1',
-  subnet: '10.77.0.0/24',
-  domain: 'cluster.lan',
-  lease: '1h',
-  tftpRoot: '/data/slaves/tftp',
-  ...over,
-});
+const plan = (over: Partial<StagePlan> = {}): StagePlan => stagePlan(NODES, over);
 
 describe('parseNodeList', () => {
   test("reads the seed's dhcp-host form and the plain form, skips comments and blank lines", () => {

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { renderDnsmasq, type StagePlan } from '../../../../builder/master/dnsmasq.ts';
+import { renderDnsmasq } from '../../../../builder/master/dnsmasq.ts';
 import { parseNodeList, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
 import {
   dhcpHostLine,
@@ -22,6 +22,7 @@ import { ESP_GUID, espProblem, layoutTable, renderLayout } from '../../../../bui
 import { hasOurLabelId } from '../../../../agent/plans/disk.ts';
 import { parseSfdiskDump, partName, planPartitions, validateTable } from '../../../../agent/plans/sfdisk.ts';
 import { writeUImage } from '../../../../agent/contract/uimage.ts';
+import { stagePlan } from '../../../fixtures/stageplan.ts';
 
 const node = (line: number, mac: string, hostname: string, ip: string, arch?: 'amd64' | 'arm64'): NodeEntry => ({
   mac,
@@ -30,15 +31,7 @@ const node = (line: number, mac: string, hostname: string, ip: string, arch?: 'a
   ...(arch ? { arch } : {}),
   line,
 });
-const plan = (nodes: NodeEntry[]): StagePlan => ({
-  nodes,
-  nodesFile: 'nodes.txt',
-  masterIp: '10.77.0.1',
-  subnet: '10.77.0.0/24',
-  domain: 'cluster.lan',
-  lease: '1h',
-  tftpRoot: '/data/slaves/tftp',
-});
+const plan = (nodes: NodeEntry[]) => stagePlan(nodes);
 
 describe('node list: arch', () => {
   test('plain and dhcp-host forms take arch=, with aliases; absent means arm64 and stays absent', () => {
