@@ -10,7 +10,6 @@ import {
   rmSync,
   statfsSync,
   symlinkSync,
-  unlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { ToolError } from '../sys/exec.ts';
@@ -90,11 +89,16 @@ const SALVAGE_SETTLE_MS = 1_000;
  */
 function trimSalvage(dir: string): { kept: number; keptBytes: number; dropped: number } {
   const files: Array<{ path: string; ctimeMs: number; size: number }> = [];
+  const seen = new Set<string>();
   for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) {
     if (!e.isFile()) continue;
     const path = `${e.parentPath}/${e.name}`;
-    const st = lstatSync(path);
-    files.push({ path, ctimeMs: st.ctimeMs, size: st.size });
+    // the Debian-root soak saw one path listed twice (usr/share/perl/5.36/warnings/register.pm): its second unlink
+    // failed with ENOENT and made the root phase fatal; each path is taken once, and a missing one is no failure
+    if (seen.has(path)) continue;
+    seen.add(path);
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st) files.push({ path, ctimeMs: st.ctimeMs, size: st.size });
   }
   const last = files.reduce((m, f) => Math.max(m, f.ctimeMs), 0);
   let kept = 0;
@@ -105,7 +109,7 @@ function trimSalvage(dir: string): { kept: number; keptBytes: number; dropped: n
       f.ctimeMs > last - SALVAGE_SETTLE_MS ||
       /^\..+\.[A-Za-z0-9]{6}$/.test(f.path.slice(f.path.lastIndexOf('/') + 1))
     ) {
-      unlinkSync(f.path);
+      rmSync(f.path, { force: true });
       dropped++;
     } else {
       kept++;
