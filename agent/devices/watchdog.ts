@@ -54,8 +54,9 @@ export function armWatchdog(wantedS: number): void {
     timer = setInterval(() => {
       if (!policy || fd === null) return;
       // a tick far behind its time means PID 1's event loop was blocked: said, since it explains a reset
-      const late = performance.now() - lastTick - tickMs;
-      lastTick = performance.now();
+      const tick = performance.now();
+      const late = tick - lastTick - tickMs;
+      lastTick = tick;
       if (late > tickMs)
         warn(
           'watchdog',

@@ -111,12 +111,11 @@ export const master: Phase = {
     const tries = Math.max(1, ctx.params.retries);
     const attempts = masterAttempts(hosts, tries);
     const passedOver = new Map<string, PhaseFailure>();
-    const skip = new Set<string>();
     const why = new Map<string, string>();
     let link: Link | null = null;
     let host = hosts[0] as string;
     let last: PhaseFailure | null = null;
-    for (let n = nextAttempt(attempts, 0, skip); n; n = nextAttempt(attempts, n.index + 1, skip)) {
+    for (let n = nextAttempt(attempts, 0, passedOver); n; n = nextAttempt(attempts, n.index + 1, passedOver)) {
       const a = n.attempt;
       if (n.waitS > 0) {
         warn('master', `${last?.message ?? 'no master answered'}; round ${a.round + 1}/${tries} in ${n.waitS}s`);
@@ -134,11 +133,8 @@ export const master: Phase = {
         const f = e instanceof PhaseFailure ? e : new PhaseFailure(String(e), 'check the master', 'master');
         last = f;
         why.set(a.host, f.message);
-        if (!askAgain(f.ledCode === 'hostkey' ? 'refused' : 'down')) {
-          passedOver.set(a.host, f);
-          skip.add(a.host);
-        }
-        const next = nextAttempt(attempts, n.index + 1, skip)?.attempt;
+        if (!askAgain(f.ledCode === 'hostkey' ? 'refused' : 'down')) passedOver.set(a.host, f);
+        const next = nextAttempt(attempts, n.index + 1, passedOver)?.attempt;
         if (hosts.length > 1)
           warn(
             'master',

@@ -38,7 +38,7 @@ export function askAgain(failure: 'down' | 'refused'): boolean {
 export function nextAttempt(
   attempts: readonly MasterAttempt[],
   from: number,
-  passedOver: ReadonlySet<string>,
+  passedOver: { has(host: string): boolean },
 ): { index: number; attempt: MasterAttempt; waitS: number } | null {
   let carried = 0;
   for (let index = from; index < attempts.length; index++) {

@@ -48,6 +48,23 @@ export function parseMasterField(f: string): { master: string } | { error: strin
     : { error: `'${oneLine(f)}' is not master=<IPv4 address of the master or mirror this node syncs from>` };
 }
 
+/** A node line's optional fields after MAC, HOSTNAME and IP. */
+type Extras = Pick<NodeEntry, 'arch' | 'master'>;
+
+/**
+ * Take `f` into `into` when it is one of the optional fields (arch=, master=), each at most once: 'taken', an
+ * error (`where` starts the one for a second field), or null when `f` is none of them.
+ */
+function takeExtra(f: string, into: Extras, where: string): 'taken' | { error: string } | null {
+  const e = parseArchField(f) ?? parseMasterField(f);
+  if (!e) return null;
+  if ('error' in e) return e;
+  const key = 'arch' in e ? 'arch' : 'master';
+  if (into[key] !== undefined) return { error: `${where}two ${key}= fields ('${f}'): one per node` };
+  Object.assign(into, e);
+  return 'taken';
+}
+
 /** A node's architecture with the default filled in. */
 export const archOf = (n: Pick<NodeEntry, 'arch'>): NodeArch => n.arch ?? 'arm64';
 
@@ -160,8 +177,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       let hostname: string | undefined;
       let ip: string | undefined;
       let lease: string | undefined;
-      let arch: NodeArch | undefined;
-      let master: string | undefined;
+      const extras: Extras = {};
       const unsupported = (f: string) => /^(id|set|tag|net):|^\[/.test(f) || f.toLowerCase() === 'ignore';
       if (unsupported(mac))
         return void err(
@@ -169,20 +185,9 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
         );
       for (const f of fields.slice(1)) {
         if (f === '') continue; // the seed's empty client-id field
-        const a = parseArchField(f);
-        if (a && 'error' in a) return void err(a.error);
-        if (a) {
-          if (arch !== undefined) return void err(`dhcp-host= has two arch= fields ('${f}'): one per node`);
-          arch = a.arch;
-          continue;
-        }
-        const ms = parseMasterField(f);
-        if (ms && 'error' in ms) return void err(ms.error);
-        if (ms) {
-          if (master !== undefined) return void err(`dhcp-host= has two master= fields ('${f}'): one per node`);
-          master = ms.master;
-          continue;
-        }
+        const x = takeExtra(f, extras, 'dhcp-host= has ');
+        if (x === 'taken') continue;
+        if (x) return void err(x.error);
         const twice = (what: string) => err(`dhcp-host= has two ${what}s ('${f}'): one node per line, ${FORMS}`);
         if (normalizeMac(f))
           return void err(`dhcp-host= with several MACs ('${f}') is not supported: write one line per MAC`);
@@ -209,8 +214,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
         hostname,
         ip,
         ...(lease !== undefined ? { lease } : {}),
-        ...(arch !== undefined ? { arch } : {}),
-        ...(master !== undefined ? { master } : {}),
+        ...extras,
         line,
       });
       return;
@@ -223,25 +227,15 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
     }
     const all = body.split(/[\s,]+/).filter(Boolean);
     // after MAC HOSTNAME IP: arch= and master=, each at most once, in any order
-    let arch: NodeArch | undefined;
-    let master: string | undefined;
-    let extras = 0;
+    const extras: Extras = {};
+    let taken = 0;
     for (const f of all.slice(3)) {
-      const a = parseArchField(f);
-      const ms = a ? null : parseMasterField(f);
-      const e = a ?? ms;
-      if (!e) break;
-      if ('error' in e) return void err(e.error);
-      if ('arch' in e) {
-        if (arch !== undefined) return void err(`two arch= fields ('${f}'): one per node`);
-        arch = e.arch;
-      } else {
-        if (master !== undefined) return void err(`two master= fields ('${f}'): one per node`);
-        master = e.master;
-      }
-      extras++;
+      const x = takeExtra(f, extras, '');
+      if (!x) break;
+      if (x !== 'taken') return void err(x.error);
+      taken++;
     }
-    const fields = all.slice(0, all.length - extras);
+    const fields = all.slice(0, all.length - taken);
     if (fields.length !== 3)
       return void err(
         `expected ${FORMS}, got ${fields.length} field${fields.length === 1 ? '' : 's'}: '${body.slice(0, 60)}'`,
@@ -251,8 +245,7 @@ export function parseNodeList(text: string): { nodes: NodeEntry[]; errors: strin
       mac: normalizeMac(mac) ?? mac,
       hostname,
       ip,
-      ...(arch !== undefined ? { arch } : {}),
-      ...(master !== undefined ? { master } : {}),
+      ...extras,
       line,
     });
   });
