@@ -22,6 +22,9 @@ export const KEPT = `${ROOT_MNT}/node-files`;
 export const KEPT_ID = `${ROOT_MNT}/identity/machine-id`;
 /** The SSH host keys the node made itself (identity born on the node): p2, outside the slots, never sent. */
 export const KEPT_KEYS = `${ROOT_MNT}/identity/ssh`;
+/** The enrolment key the node made itself (id_ed25519): p2, outside the slots; its public half goes in the report. */
+export const KEPT_ENROL = `${ROOT_MNT}/identity/enrol`;
+export const ENROL_KEY = `${KEPT_ENROL}/id_ed25519`;
 /** The shared SSH connection's control socket. */
 export const SOCKET = `${RUN_DIR}/ssh.sock`;
 /** The report key's own connection, opened early so its handshake is off the boot path. */

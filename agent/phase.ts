@@ -66,6 +66,8 @@ export interface Facts {
   alarms?: string[];
   /** The public halves of the host keys laid into the new root (the boot report carries them). */
   hostKeys?: string[];
+  /** The public half of the node's enrolment key (the boot report carries it, for `builder enrol`). */
+  enrolKey?: string;
   bytesReceived?: number;
   /** The first stage this boot runs, what the master announces, and what the disk caches now. */
   firstStage?: FirstStageReport;
@@ -88,6 +90,8 @@ export interface MasterWants {
   approvedHash: string | null;
   /** nodes/<hostname>/files/ exists on the master (fetched to FETCH_DIR/node/files). */
   nodeFiles: boolean;
+  /** nodes/<hostname>/enrolled exists: `builder enrol` took this node's enrolment key; its private files await. */
+  enrolled?: boolean;
   /** tftp/firststage.env: the first stage the master serves (null: none announced). */
   firstStage: string | null;
   /** stamps/rootfs.manifest (+ .sig): the content manifest header (agent/contract/manifest.ts). */

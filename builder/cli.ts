@@ -20,7 +20,9 @@ import { manPage, overview } from './help.ts';
 import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
+import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized } from './master/enrol.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
+import { keyFingerprint } from '../agent/contract/report.ts';
 import {
   DEFAULT_STATE_DIR,
   DEFAULT_SYNC_LEASE,
@@ -658,6 +660,74 @@ await overview(yargs(hideBin(process.argv)))
         say(`signed host certificates for ${signed.length} node(s); they lay them in at their next boot`);
       }
       if (plan.changed.length) process.exitCode = 1;
+    },
+  )
+  .command(
+    'enrol [nodes..]',
+    "give these nodes their private files: each node's own enrolment key (made on the node, its public half in its boot report) may then read <state-dir>/private/<host>/, from the node's address only; trust on first use: a key that changes is shown and kept out until --replace",
+    (y) =>
+      manPage(
+        y
+          .positional('nodes', { type: 'string', array: true, describe: 'host names from nodes.list' })
+          .option('all', {
+            type: 'boolean',
+            default: false,
+            describe: 'every listed node that reports a key and has none enrolled',
+          })
+          .option('replace', {
+            type: 'boolean',
+            default: false,
+            describe: 'take the newly reported key of these nodes (a new card, or a newidentity boot)',
+          })
+          .option('list', {
+            type: 'boolean',
+            default: false,
+            describe: "show each listed node's reported key fingerprint and whether it is enrolled; enrol nothing",
+          })
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'holds private/<host>/files/, the private per-node files (outside the master root)',
+          })
+          .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
+          .example(
+            '$0 enrol --list',
+            "compare each fingerprint with the node's console line `enrolment key SHA256:...`",
+          )
+          .example(
+            '$0 enrol rpinode01 rpinode02',
+            'enrol two nodes; put their secrets in /var/lib/clusterboot/private/<host>/files/',
+          )
+          .example('$0 enrol --replace rpinode03', 'rpinode03 got a new card: take its new key'),
+        'enrol',
+      ),
+    async (a) => {
+      const root = resolve(a['master-root']);
+      const stateDir = resolve(a['state-dir']);
+      const file = resolve(a['authorized-keys']);
+      const names = (a.nodes ?? []).map(String);
+      const s = readStatus(root);
+      for (const w of s.warnings) say(`warning: ${w}`);
+      const before = readAuthorized(file);
+      const states = enrolStates(s.rows, before, stateDir);
+      if (a.list) {
+        if (names.length || a.all) throw new Error('--list enrols nothing: leave out the node names and --all');
+        process.stdout.write(enrolList(states));
+        return;
+      }
+      if (!names.length && !a.all) throw new Error('name the nodes to enrol, or --all (see --list)');
+      const plan = enrolPlan(states, before, { hosts: names, all: a.all, replace: a.replace, stateDir });
+      applyEnrol(plan, states, { masterRoot: root, stateDir, authorizedKeys: file });
+      for (const h of [...plan.enrolled, ...plan.replaced]) {
+        const st = states.find((x) => x.host === h);
+        say(
+          `${plan.replaced.includes(h) ? 're-enrolled' : 'enrolled'} ${h} (${st?.ip}) with ${st?.reported ? keyFingerprint(st.reported) : '?'}: its private files go in ${join(stateDir, 'private', h, 'files')}/, laid at its next boot`,
+        );
+      }
+      if (plan.already.length) say(`already enrolled: ${plan.already.join(', ')}`);
+      for (const p of plan.problems) say(`warning: ${p}`);
+      if (plan.problems.length) process.exitCode = 1;
     },
   )
   .command(

@@ -126,6 +126,17 @@ export const MAN: Readonly<Record<string, ManPage>> = {
     examples: [],
     exit: '0 when written; 1 when a node reported other keys than the kept ones (they stay out until --accept).',
   },
+  enrol: {
+    examples: [],
+    files: [
+      '/var/lib/clusterboot/private/<host>/files/   the private per-node files (outside the master root; root only)',
+      `${ROOT}/nodes/<host>/enrolled   public marker: the node asks for its private files with its key`,
+      '/root/.ssh/authorized_keys   one `restrict,from="<ip>",command="rrsync -ro .../private/<host>"` line per node',
+    ],
+    exit: '0 when every named node is enrolled; 1 when one is not (no key reported, a changed key without --replace).',
+    notes:
+      "A report is a claim: compare the fingerprint with the node's console (`enrolment key SHA256:...`) before enrolling.",
+  },
   approve: {
     examples: [
       ['$0 approve --list', 'who waits for approval, and for which table'],

@@ -1,5 +1,6 @@
 // The boot report a node sends to the master at the end of every boot (and on failure when it can).
 // Pure: the agent builds it from its event history and facts; `builder status` reads it back.
+import { createHash } from 'node:crypto';
 import type { FirstStageReport } from './firststage.ts';
 
 // On the master a report lands as reports/<mac>.json (MAC lower case, ':' replaced by '-'), written
@@ -70,6 +71,8 @@ export interface BootReport {
   alarms?: string[];
   /** The node's public SSH host keys (`type base64`), for `builder known-hosts`; the private halves never leave it. */
   hostKeys?: string[];
+  /** The node's enrolment key, public half (`ssh-ed25519 base64`), for `builder enrol`; the private half never leaves it. */
+  enrolKey?: string;
   /** The master that served this boot (absent: offline, or no master known). */
   master?: string;
   /** Masters tried before it (masterip=a,b,c), each with why it was passed over. */
@@ -78,6 +81,16 @@ export interface BootReport {
 
 /** One public SSH host key as a report carries it: `type base64`, no comment. */
 export const HOST_KEY_LINE = /^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]{20,2000}={0,2}$/;
+
+/** A node's public enrolment key as a report carries it: an ed25519 key, `type base64`, no comment. */
+export const ENROL_KEY_LINE = /^ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}$/;
+
+/** A public key's fingerprint as `ssh-keygen -l` prints it (`SHA256:` + unpadded base64): what an admin compares. */
+export function keyFingerprint(line: string): string {
+  const blob = line.trim().split(/\s+/)[1] ?? '';
+  const hash = createHash('sha256').update(Buffer.from(blob, 'base64')).digest('base64');
+  return `SHA256:${hash.replace(/=+$/, '')}`;
+}
 
 /** File name of a node's report on the master. */
 export function reportName(mac: string): string {
@@ -107,6 +120,7 @@ export interface ReportInput extends Omit<
   | 'firstStage'
   | 'alarms'
   | 'hostKeys'
+  | 'enrolKey'
   | 'master'
   | 'failover'
 > {
@@ -119,6 +133,7 @@ export interface ReportInput extends Omit<
   firstStage?: FirstStageReport | undefined;
   alarms?: string[] | undefined;
   hostKeys?: string[] | undefined;
+  enrolKey?: string | undefined;
   master?: string | undefined;
   failover?: string[] | undefined;
 }
@@ -178,6 +193,7 @@ export function buildReport(i: ReportInput): BootReport {
     ...(i.firstStage ? { firstStage: i.firstStage } : {}),
     ...(i.alarms?.length ? { alarms: i.alarms.slice(0, MAX_ERRORS).map(clip) } : {}),
     ...(i.hostKeys?.length ? { hostKeys: i.hostKeys.slice(0, 8) } : {}),
+    ...(i.enrolKey && ENROL_KEY_LINE.test(i.enrolKey) ? { enrolKey: i.enrolKey } : {}),
     ...(i.master ? { master: i.master } : {}),
     ...(i.failover?.length ? { failover: i.failover.slice(0, 8).map(clip) } : {}),
   };

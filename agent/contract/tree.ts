@@ -20,6 +20,11 @@ export const NODES_DIR = 'nodes';
 export const FILES_DIR = 'files';
 /** nodes/<host>/reset: wipe that node's writable layer at its next boot. */
 export const RESET_FLAG = 'reset';
+/**
+ * nodes/<host>/enrolled: written by `builder enrol`; the node then fetches its private files (`files/` under its
+ * own enrolment key's rrsync root, outside the master root) with its enrolment key. Public: it holds no secret.
+ */
+export const ENROLLED_FLAG = 'enrolled';
 /** reports/<mac>.json: the nodes' boot reports (report.ts has the format). */
 export const REPORT_DIR = 'reports';
 /** The node list `builder stage` writes and `builder status` reads. */
@@ -75,6 +80,7 @@ export function fetchFilter(host: string | undefined, parts: readonly FetchPart[
       `/${NODES_DIR}/`,
       `/${NODES_DIR}/${host}/`,
       `/${NODES_DIR}/${host}/${RESET_FLAG}`,
+      `/${NODES_DIR}/${host}/${ENROLLED_FLAG}`,
       `/${NODES_DIR}/${host}/${FILES_DIR}/`,
     );
   // the first-stage announcement (agent/contract/firststage.ts), a few hundred bytes

@@ -168,6 +168,16 @@ export class MasterLink implements Link {
     return `${this.target.host}:${path}`;
   }
 
+  /**
+   * rsync with another key (the node's enrolment key) over a connection of its own: the shared one is the node
+   * key's, and sshd picks the forced command by the key that logged in. Paths are relative to that key's rrsync root.
+   */
+  rsyncAs(key: string, args: string[], opts: RunOptions = {}): Promise<{ stdout: string; stderr: string }> {
+    this.handshakes++;
+    const rsh = [TOOLS.ssh, ...sshOptions(this.target, { key, shared: false })].join(' ');
+    return run('rsync', ['-e', rsh, ...args], { timeoutMs: 600_000, ...opts });
+  }
+
   /** Close the shared connection: nothing of ours may outlive the handoff. */
   async close(): Promise<void> {
     if (!this.proc) return;

@@ -39,6 +39,7 @@ export function makeReport(ctx: Ctx, result: BootResult, reason?: string, remedy
     ...(f.firstStage ? { firstStage: f.firstStage } : {}),
     ...(f.alarms?.length ? { alarms: f.alarms } : {}),
     ...(f.hostKeys?.length ? { hostKeys: f.hostKeys } : {}),
+    ...(f.enrolKey ? { enrolKey: f.enrolKey } : {}),
     ...(f.online && f.master ? { master: f.master } : {}),
     ...(f.masterFailover?.length ? { failover: f.masterFailover } : {}),
   });

@@ -11,17 +11,19 @@ import {
   statSync,
   unlinkSync,
 } from 'node:fs';
-import { run } from '../sys/exec.ts';
+import { run, ToolError } from '../sys/exec.ts';
 import { writeAtomic } from '../contract/atomic.ts';
-import { machineId, planIdentity, type IdentityStep } from '../plans/identity.ts';
+import { machineId, planEnrolment, planIdentity, type IdentityStep } from '../plans/identity.ts';
 import { info, warn } from '../log.ts';
 import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { lstatLink, readSmall, writeInRoot } from '../sys/fsutil.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
-import { ROOT_MNT, FETCHED_FILES, KEPT, KEPT_ID, KEPT_KEYS, NEWROOT } from '../paths.ts';
+import { ROOT_MNT, ENROL_KEY, FETCHED_FILES, KEPT, KEPT_ENROL, KEPT_ID, KEPT_KEYS, NEWROOT } from '../paths.ts';
 import type { Ctx } from '../phase.ts';
-import { HOST_KEY_LINE } from '../contract/report.ts';
+import { ENROL_KEY_LINE, HOST_KEY_LINE, keyFingerprint } from '../contract/report.ts';
+import { FILES_DIR, NODE_FILES_MAX } from '../contract/tree.ts';
+import { MasterLink } from '../net/link.ts';
 
 /** The host key types a node makes for itself: fast to make on a Pi (RSA takes seconds) and what OpenSSH prefers. */
 export const NODE_KEY_TYPES = ['ed25519', 'ecdsa'] as const;
@@ -74,21 +76,66 @@ async function apply(s: IdentityStep, ctx: Ctx): Promise<void> {
 }
 
 // Made into a fresh folder, then swapped in: a power cut leaves the old keys or the new ones, never half a set.
-async function makeHostKeys(host: string): Promise<void> {
-  const tmp = `${KEPT_KEYS}.new`;
+async function makeKeys(dir: string, keys: Array<{ file: string; type: string; comment: string }>): Promise<void> {
+  const tmp = `${dir}.new`;
   rmSync(tmp, { recursive: true, force: true });
   mkdirSync(tmp, { recursive: true, mode: 0o700 });
-  for (const t of NODE_KEY_TYPES)
-    await run('sshKeygen', ['-q', '-t', t, '-N', '', '-C', `root@${host}`, '-f', `${tmp}/ssh_host_${t}_key`], {
+  for (const k of keys)
+    await run('sshKeygen', ['-q', '-t', k.type, '-N', '', '-C', k.comment, '-f', `${tmp}/${k.file}`], {
       timeoutMs: 120_000,
     });
   syncDisks();
-  rmSync(`${KEPT_KEYS}.old`, { recursive: true, force: true });
-  if (existsSync(KEPT_KEYS)) renameSync(KEPT_KEYS, `${KEPT_KEYS}.old`);
-  renameSync(tmp, KEPT_KEYS);
-  rmSync(`${KEPT_KEYS}.old`, { recursive: true, force: true });
+  rmSync(`${dir}.old`, { recursive: true, force: true });
+  if (existsSync(dir)) renameSync(dir, `${dir}.old`);
+  renameSync(tmp, dir);
+  rmSync(`${dir}.old`, { recursive: true, force: true });
   syncDisks();
+}
+
+async function makeHostKeys(host: string): Promise<void> {
+  await makeKeys(
+    KEPT_KEYS,
+    NODE_KEY_TYPES.map((t) => ({ file: `ssh_host_${t}_key`, type: t, comment: `root@${host}` })),
+  );
   info('identity', `made this node's own SSH host keys (${NODE_KEY_TYPES.join(', ')}), kept on the root partition`);
+}
+
+/** The enrolment key's public half, `ssh-ed25519 base64`, or null (none, or not one). */
+function enrolPublicKey(): string | null {
+  const line = readSmall(`${ENROL_KEY}.pub`, 4096).text?.trim().split(/\s+/).slice(0, 2).join(' ') ?? '';
+  return ENROL_KEY_LINE.test(line) ? line : null;
+}
+
+/**
+ * This node's private files (`files/` under its enrolment key's rrsync root on the master, outside the master root)
+ * over its own connection, into the fetched per-node files: they win over the public ones of the same name.
+ * False when they could not come (the kept copy is laid instead, as on an offline boot).
+ */
+async function fetchPrivateFiles(ctx: Ctx): Promise<boolean> {
+  const link = ctx.facts.link;
+  if (!(link instanceof MasterLink)) return false;
+  mkdirSync(FETCHED_FILES, { recursive: true });
+  try {
+    await link.rsyncAs(ENROL_KEY, [
+      '-rlpt',
+      `--max-size=${NODE_FILES_MAX}`,
+      '--timeout=60',
+      link.remote(`${FILES_DIR}/`),
+      `${FETCHED_FILES}/`,
+    ]);
+    info('identity', "private files fetched with this node's enrolment key");
+    return true;
+  } catch (e) {
+    const tail = e instanceof ToolError ? e.stderrTail : String(e);
+    const refused = /Permission denied|publickey/i.test(tail);
+    warn(
+      'identity',
+      refused
+        ? `the master refused this node's enrolment key ${keyFingerprint(enrolPublicKey() ?? '')} (enrolled with another key, or from another address). Remedy: compare the fingerprint and run \`builder enrol --replace ${ctx.facts.hostname ?? '<host>'}\` on the master. The kept copy of the per-node files is laid`
+        : `could not fetch this node's private files: ${tail.split('\n').pop() ?? tail}; the kept copy of the per-node files is laid`,
+    );
+    return false;
+  }
 }
 
 // The node's keys into the new root (0600 / 0644), and the template's other host keys hidden: a template copied
@@ -133,8 +180,38 @@ export const identity: Phase = {
   name: 'identity',
   needs: { tools: ['rsync', 'sshKeygen'] },
   async run(ctx) {
-    const online = Boolean(ctx.facts.online);
-    const masterFiles = Boolean(ctx.facts.wanted?.nodeFiles) && existsSync(FETCHED_FILES);
+    const host = ctx.facts.hostname ?? null;
+    const enrol = planEnrolment({
+      keptKey: existsSync(ENROL_KEY) && enrolPublicKey() !== null,
+      renew: ctx.params.newIdentity,
+      online: Boolean(ctx.facts.online),
+      enrolled: Boolean(ctx.facts.wanted?.enrolled),
+      transport: ctx.params.transport,
+      overlay: ctx.params.overlay,
+      hostname: host,
+    });
+    if (enrol.make && !ctx.params.dryRun) {
+      await makeKeys(KEPT_ENROL, [
+        { file: 'id_ed25519', type: 'ed25519', comment: `clusterboot-enrol@${host ?? 'node'}` },
+      ]);
+    }
+    const enrolKey = enrolPublicKey();
+    if (enrolKey) {
+      ctx.facts.enrolKey = enrolKey;
+      info(
+        'identity',
+        `enrolment key ${keyFingerprint(enrolKey)}${enrol.make ? ' (made now)' : ''}${ctx.facts.wanted?.enrolled ? '' : `: \`builder enrol ${host ?? '<host>'}\` on the master gives this node its private files`}`,
+      );
+    }
+    if (enrol.note) warn('identity', enrol.note);
+    // enrolled, but the private files cannot come: the per-node files are laid from the kept copy, as offline
+    const privateOk =
+      enrol.privateFiles === 'fetch' && !ctx.params.dryRun
+        ? await fetchPrivateFiles(ctx)
+        : enrol.privateFiles !== 'unavailable';
+    const online = Boolean(ctx.facts.online) && privateOk;
+    const masterFiles =
+      (Boolean(ctx.facts.wanted?.nodeFiles) || enrol.privateFiles === 'fetch') && existsSync(FETCHED_FILES);
     const source = online ? (masterFiles ? FETCHED_FILES : null) : existsSync(KEPT) ? KEPT : null;
     const plan = planIdentity({
       online,
@@ -170,7 +247,7 @@ export const identity: Phase = {
         : '(none)';
     info(
       'identity',
-      `machine-id ${id}; ${masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`,
+      `machine-id ${id}; ${online && masterFiles ? 'per-node files from the master' : online ? 'no per-node files on the master' : existsSync(KEPT) ? 'per-node files kept from the last online boot' : 'no per-node files'}`,
     );
     return laid.length ? laid.join(', ') : 'nothing to lay';
   },

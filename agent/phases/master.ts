@@ -7,6 +7,7 @@ import { type MasterWants, type Phase, type StampFile } from '../phase.ts';
 import {
   APPROVAL_REQUIRED,
   APPROVED_DIR,
+  ENROLLED_FLAG,
   fetchFilter,
   FILES_DIR,
   masterBase,
@@ -216,6 +217,7 @@ export const master: Phase = {
       approvalRequired: existsSync(`${FETCH_DIR}/${APPROVAL_REQUIRED}`),
       approvedHash: approved === null ? null : approved.trim().toLowerCase(),
       nodeFiles: existsSync(`${FETCH_DIR}/node/${FILES_DIR}`),
+      enrolled: existsSync(`${FETCH_DIR}/node/${ENROLLED_FLAG}`),
       firstStage: readOr(`${FETCH_DIR}/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`),
       rootfsManifest: manifestFile(),
     };
@@ -228,7 +230,7 @@ export const master: Phase = {
       'master',
       `master ${host}: table ${wanted.table ? 'present' : 'MISSING'}, rootfs stamp ${id(wanted.rootfs)}, ` +
         `bootfs stamp ${id(wanted.bootfs)}${wanted.reset ? ', reset flag set for this node' : ''}` +
-        `${wanted.nodeFiles ? ', per-node files' : ''}${wanted.approvalRequired ? `, approval mode (${wanted.approvedHash ? 'an approval' : 'no approval'} for this node)` : ''}`,
+        `${wanted.nodeFiles ? ', per-node files' : ''}${wanted.enrolled ? ', enrolled (private files)' : ''}${wanted.approvalRequired ? `, approval mode (${wanted.approvedHash ? 'an approval' : 'no approval'} for this node)` : ''}`,
       { handshakes: link.handshakes },
     );
     if (!wanted.table) warn('master', 'the master has no partitions.sfdisk: the disk will not be partitioned');

@@ -63,3 +63,50 @@ export function machineId(random: Uint8Array): string {
   const hex = Buffer.from(random.subarray(0, 16)).toString('hex').padEnd(32, '0');
   return /^0+$/.test(hex) ? `${hex.slice(0, 31)}1` : hex;
 }
+
+export interface EnrolFacts {
+  /** the node made its enrolment key on an earlier boot (kept on p2, outside the slots) */
+  keptKey: boolean;
+  /** newidentity: a new enrolment key too (the master must enrol it again) */
+  renew: boolean;
+  online: boolean;
+  /** nodes/<host>/enrolled on the master: an enrolment key is enrolled for this host name */
+  enrolled: boolean;
+  transport: 'ssh' | 'rsyncd';
+  overlay: 'disk' | 'tmpfs' | 'none';
+  hostname: string | null;
+}
+
+export interface EnrolPlan {
+  /** make the enrolment key (first boot, or newidentity) */
+  make: boolean;
+  /** 'fetch': get the private files with the key; 'unavailable': enrolled, but they cannot come this boot (lay the kept copy) */
+  privateFiles: 'fetch' | 'none' | 'unavailable';
+  /** why the private files cannot come, with the remedy (null: nothing to say) */
+  note: string | null;
+}
+
+/**
+ * The enrolment key and the private files. A key the node has just made cannot be the enrolled one, so it never
+ * asks with it: the master would refuse it, and the kept copy of the private files serves until the admin enrols
+ * the new key. The key lives on the root partition: with overlay=none the node writes nothing there.
+ */
+export function planEnrolment(f: EnrolFacts): EnrolPlan {
+  const make = f.overlay !== 'none' && (!f.keptKey || f.renew);
+  const host = f.hostname ?? '<host>';
+  if (!f.online || !f.enrolled) return { make, privateFiles: 'none', note: null };
+  if (f.transport !== 'ssh')
+    return {
+      make,
+      privateFiles: 'unavailable',
+      note: 'this node is enrolled, but transport=rsyncd has no keys: its private files come only over SSH (the kept copy is laid)',
+    };
+  if (make)
+    return {
+      make,
+      privateFiles: 'unavailable',
+      note: `${f.renew ? 'newidentity made a new enrolment key' : 'this node has no enrolment key any more (a new card?) and made one'}; the master has enrolled another: check the fingerprint below and run \`builder enrol --replace ${host}\` on the master`,
+    };
+  if (!f.keptKey) return { make, privateFiles: 'unavailable', note: 'overlay=none: no enrolment key on this node' };
+  return { make, privateFiles: 'fetch', note: null };
+}

@@ -31,6 +31,8 @@ import { parseStamp, sigPath, stampPath, verifyStamp, type StampName } from '../
 import {
   BOOT_SCRIPT,
   BOOTFS_DIR,
+  FILES_DIR,
+  NODES_DIR,
   INITRAMFS,
   NODES_LIST,
   PARTITION_TABLE,
@@ -44,6 +46,7 @@ import { knownHostsLine, oneLine, parseKeyLine, parsePubKey, type ParsedKeyLine 
 import { keyBlob } from './authkeys.ts';
 import { parseNodeCommand, parseReportCommand, trimSlash, type NodeCommand } from './keylines.ts';
 import { PYTHON } from './reportsink.ts';
+import { parseEnrolLine, PRIVATE_DIR } from './enrol.ts';
 
 export const DEFAULT_KEYS_DIR = '/etc/clusterboot';
 export const DEFAULT_AUTHORIZED_KEYS = '/root/.ssh/authorized_keys';
@@ -425,6 +428,74 @@ export function checkFreeSpace(f: SpaceFacts): Verdict {
 }
 
 export type EntryKind = 'file' | 'directory' | 'symlink' | 'other' | 'missing';
+
+// ---------------------------------------------------------------------------------------------------------------
+// what the node key reads is public (#14 item 2)
+
+/**
+ * The master root is public: the node key that reads it is in the initramfs anyone on the LAN can TFTP. So the
+ * private per-node tree must lie outside it, and a private key in nodes/<host>/files/ (an older `builder stage
+ * --identity` made host keys there) is readable by anyone on the LAN.
+ */
+export function checkPrivateFiles(f: {
+  root: string;
+  stateDir: string;
+  /** Files under nodes/<host>/files/ that hold a private key (relative to the root). */
+  publicSecrets: readonly string[];
+  /** Hosts with an enrolment line in authorized_keys. */
+  enrolled: readonly string[];
+}): Verdict {
+  const priv = join(f.stateDir, PRIVATE_DIR);
+  const under = (a: string, b: string) => a === b || a.startsWith(`${trimSlash(b)}/`);
+  if (under(priv, f.root))
+    return fail(
+      `the private per-node files (${priv}) are inside the master root: the node key, which anyone on the LAN can take from the initramfs, reads them`,
+      'use a --state-dir outside the master root (default /var/lib/clusterboot) and move private/ there',
+    );
+  if (f.publicSecrets.length)
+    return warn(
+      `private keys in the public tree, readable by anyone on the LAN with the node key: ${f.publicSecrets.slice(0, 4).join(', ')}${f.publicSecrets.length > 4 ? ` and ${f.publicSecrets.length - 4} more` : ''}`,
+      `delete the host keys (each node makes its own; then \`builder known-hosts --accept <host>\`), or move secrets to ${priv}/<host>/files/ and \`builder enrol <host>\``,
+    );
+  return ok(
+    `no private key in the public tree; ${f.enrolled.length} node(s) enrolled for private files (${priv}/<host>/files/)`,
+  );
+}
+
+/** Files under <root>/nodes/<host>/files/ that hold a private key: by name or by their first bytes (bounded walk). */
+export function publicSecrets(root: string, max = 20_000): string[] {
+  const found: string[] = [];
+  const nodes = join(root, NODES_DIR);
+  let seen = 0;
+  const walk = (dir: string): void => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      if (++seen > max) return;
+      const p = join(dir, n);
+      const s = lst(p);
+      if (s?.isDirectory()) walk(p);
+      else if (s?.isFile()) {
+        const head = s.size <= 1 << 20 ? (smallText(p, 256).text ?? '') : '';
+        if (/^ssh_host_[a-z0-9]+_key$/.test(n) || /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(head))
+          found.push(p.slice(root.length + 1));
+      }
+    }
+  };
+  for (const host of (() => {
+    try {
+      return readdirSync(nodes).sort();
+    } catch {
+      return [];
+    }
+  })())
+    walk(join(nodes, host, FILES_DIR));
+  return found;
+}
 
 /** What the nodes read from the master tree, and whether it is there in the form they fetch it. */
 export function checkTree(root: string, e: Record<string, EntryKind>): Verdict {
@@ -1003,6 +1074,19 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
   ])
     entries[rel] = kindOf(lst(join(root, rel)));
   add('tree', checkTree(root, entries));
+  const authText = smallText(authFile, 1 << 20).text ?? '';
+  add(
+    'private files',
+    checkPrivateFiles({
+      root,
+      stateDir,
+      publicSecrets: publicSecrets(root),
+      enrolled: authText
+        .split('\n')
+        .map((l) => parseEnrolLine(l.trim(), stateDir)?.host)
+        .filter((h): h is string => h !== undefined),
+    }),
+  );
 
   // the first stage as announced, and dnsmasq
   const ann = smallText(join(tftpDir, ANNOUNCEMENT_FILE), 4096);

@@ -10,7 +10,7 @@ import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
 import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
-import { HOST_KEY_LINE } from '../../agent/contract/report.ts';
+import { ENROL_KEY_LINE, HOST_KEY_LINE } from '../../agent/contract/report.ts';
 import {
   readApprovals,
   readTableHash,
@@ -67,6 +67,8 @@ export interface StatusRow {
   approval?: RowApproval;
   /** The public host keys the node's last report carries (`type base64`); absent without them. */
   hostKeys?: string[];
+  /** The public enrolment key the node's last report carries (`ssh-ed25519 base64`), for `builder enrol`. */
+  enrolKey?: string;
   /** The master that served the node's last boot (escaped); absent in older reports or an offline boot. */
   master?: string;
 }
@@ -184,6 +186,8 @@ export function parseReport(text: string): Parsed {
       (r.hostKeys as unknown[]).some((k) => typeof k !== 'string' || !HOST_KEY_LINE.test(k)))
   )
     return fail('hostKeys is not an array of "type base64" public keys');
+  if (r.enrolKey !== undefined && (typeof r.enrolKey !== 'string' || !ENROL_KEY_LINE.test(r.enrolKey)))
+    return fail('enrolKey is not an "ssh-ed25519 base64" public key');
   if (r.master !== undefined && (typeof r.master !== 'string' || r.master.length > 255))
     return fail('master is not a host name or address');
   if (
@@ -395,6 +399,7 @@ export function statusRows(input: {
       phaseTimes: r.phases.map((p) => ({ name: clean(p.name, 20), seconds: p.seconds, failed: p.failed === true })),
       notes,
       ...(r.hostKeys?.length ? { hostKeys: r.hostKeys } : {}),
+      ...(r.enrolKey !== undefined ? { enrolKey: r.enrolKey } : {}),
       ...(r.master !== undefined ? { master: clean(r.master, 63) } : {}),
       ...(approval ? { approval } : {}),
     };

@@ -10,7 +10,8 @@ import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
-import { DYNAMIC, MASTER_IP, VirtualCluster, nodeSpecs, type NodeSpec } from '../rig/cluster.ts';
+import { BRIDGE, DYNAMIC, MASTER_IP, VirtualCluster, nodeSpecs, type NodeSpec } from '../rig/cluster.ts';
+import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { sfdiskDump, type BootResult } from '../rig/boot.ts';
 import { TEST_TABLE } from '../rig/master.ts';
 
@@ -49,29 +50,29 @@ const ident = (r: BootResult | undefined) => {
 };
 const coldIds = new Map<string, ReturnType<typeof ident>>();
 
-/** The base64 body of the node's own ed25519 host key, read off its disk image's p2 (identity/ssh) with debugfs. */
-function privateKeyBody(disk: string): string {
+/** One file off the node's disk image's p2 (outside the slots: identity/, node-files/) with debugfs; null: none. */
+function p2Cat(disk: string, path: string): string | null {
   const loop = execFileSync(
     'losetup',
     ['-f', '--show', '-r', '-o', String(67584 * 512), '--sizelimit', String(786432 * 512), disk],
-    {
-      encoding: 'utf8',
-    },
+    { encoding: 'utf8' },
   ).trim();
   try {
-    const pem = execFileSync('debugfs', ['-R', 'cat identity/ssh/ssh_host_ed25519_key', loop], {
-      encoding: 'utf8',
-      stdio: ['ignore', 'pipe', 'ignore'],
-    });
-    // the key's secret lines (the PEM armour and the public part excepted): long enough to find verbatim
-    return pem
-      .split('\n')
-      .filter((l) => /^[A-Za-z0-9+/=]{60,}$/.test(l))
-      .slice(1)
-      .join('');
+    const r = spawnSync('debugfs', ['-R', `cat ${path}`, loop], { encoding: 'utf8' });
+    return r.status === 0 && !/File not found/.test(r.stderr) ? r.stdout : null;
   } finally {
     execFileSync('losetup', ['-d', loop]);
   }
+}
+/** The base64 body of the node's own ed25519 host key, read off its disk image's p2 (identity/ssh) with debugfs. */
+function privateKeyBody(disk: string): string {
+  const pem = p2Cat(disk, 'identity/ssh/ssh_host_ed25519_key') ?? '';
+  // the key's secret lines (the PEM armour and the public part excepted): long enough to find verbatim
+  return pem
+    .split('\n')
+    .filter((l) => /^[A-Za-z0-9+/=]{60,}$/.test(l))
+    .slice(1)
+    .join('');
 }
 /** Files under dir whose bytes contain needle's lines (each 70-character line of the PEM body is searched). */
 function grepTree(dir: string, body: string): string[] {
@@ -109,6 +110,28 @@ function findFiles(dir: string, name: RegExp): string[] {
     if (e.isFile() && name.test(e.name)) out.push(join(e.parentPath ?? dir, e.name));
   }
   return out;
+}
+/** A command run from inside the cluster LAN (the namespace), as an attacker there would. */
+const attacker = (argv: string[], input: string | Buffer = '') =>
+  spawnSync('ip', ['netns', 'exec', vc.ns, ...argv], { input, encoding: 'utf8', timeout: 120_000, maxBuffer: 1 << 24 });
+/** ssh as rsync's -e with a stolen key (and a source address to bind to). */
+const attackerSsh = (key: string, bind?: string) =>
+  [
+    'ssh',
+    '-i',
+    key,
+    ...(bind ? ['-b', bind] : []),
+    '-o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o BatchMode=yes',
+  ].join(' ');
+/** Files under dir that contain text. */
+function grepText(dir: string, text: string): string[] {
+  return findFiles(dir, /./).filter((f) => {
+    try {
+      return readFileSync(f, 'latin1').includes(text);
+    } catch {
+      return false;
+    }
+  });
 }
 const report = (mac: string) => vc.reports().get(`${mac.replace(/:/g, '-')}.json`) as Record<string, any> | undefined;
 
@@ -343,6 +366,126 @@ describe('virtual cluster', () => {
     const again = await vc.bootOnce(b, { tap: 1 });
     expect(ident(again)).toEqual(renewed);
     coldIds.set(b.hostname, renewed);
+  }, 600_000);
+
+  // #14 item 2: what the node key reads (the master root) is public; a node's secrets are outside it, readable with
+  // that node's own enrolment key only, from its own address, after the admin enrolled it
+  test("private files reach their node only: `builder enrol` takes the key node1 made and reported; the node key, node2 and node1's key from elsewhere read nothing of them", async () => {
+    const k1 = report(a.mac)?.enrolKey as string;
+    const k2 = report(b.mac)?.enrolKey as string;
+    expect(k1).toMatch(ENROL_KEY_LINE);
+    expect(k2).toMatch(ENROL_KEY_LINE);
+    expect(k1).not.toBe(k2);
+    const enrol = (...args: string[]) =>
+      vc.builder(
+        'enrol',
+        '--master-root',
+        vc.masterRoot,
+        '--state-dir',
+        vc.stateDir,
+        '--authorized-keys',
+        vc.authorizedKeys,
+        ...args,
+      );
+    const list = enrol('--list');
+    expect(list.status).toBe(0);
+    expect(list.output).toContain(`${keyFingerprint(k1)}`);
+    expect(list.output).toContain('not enrolled: builder enrol node1');
+    const e = enrol('node1');
+    expect(e.status).toBe(0);
+    expect(e.output).toContain(`enrolled node1 (${a.ip}) with ${keyFingerprint(k1)}`);
+    const secret1 = `node1-secret-${process.pid}`;
+    const secret2 = `node2-secret-${process.pid}`;
+    mkdirSync(join(vc.stateDir, 'private/node1/files/etc'), { recursive: true });
+    writeFileSync(join(vc.stateDir, 'private/node1/files/etc/cluster-secret'), `${secret1}\n`, { mode: 0o600 });
+    // node2 has private files too, but is not enrolled: nothing reaches it, nor anyone else
+    mkdirSync(join(vc.stateDir, 'private/node2/files/etc'), { recursive: true });
+    writeFileSync(join(vc.stateDir, 'private/node2/files/etc/cluster-secret'), `${secret2}\n`, { mode: 0o600 });
+
+    const [r1, r2] = await Promise.all([vc.bootOnce(a, { tap: 0 }), vc.bootOnce(b, { tap: 1 })]);
+    expect(r1?.ending).toBe('template');
+    expect(r2?.ending).toBe('template');
+    expect(r1?.console).toContain(`enrolment key ${keyFingerprint(k1)}`);
+    expect(r1?.console).toContain("private files fetched with this node's enrolment key");
+    expect(r2?.console).toContain(`builder enrol node2\` on the master gives this node its private files`);
+    // laid into node1's root (the role file from the public files/ still there) and kept for offline boots
+    expect(ident(r1)?.role).toBe('storage');
+    expect(p2Cat(vc.disk(a), 'node-files/etc/cluster-secret')).toBe(`${secret1}\n`);
+    expect(p2Cat(vc.disk(b), 'node-files/etc/cluster-secret')).toBeNull();
+
+    // a LAN attacker with the node key out of the TFTP'd initramfs: the whole master root holds no secret
+    const nodeKey = join(work, 'stolen_node_key');
+    writeFileSync(
+      nodeKey,
+      unpackFromInitramfs(join(vc.masterRoot, 'tftp/initramfs.igz.uimg'), 'etc/clusterboot/node_key'),
+      { mode: 0o600 },
+    );
+    const grab = join(work, 'grabbed');
+    rmSync(grab, { recursive: true, force: true });
+    const names = attacker(['rsync', '-e', attackerSsh(nodeKey), '-r', '--list-only', `root@${MASTER_IP}:./`]);
+    expect(names.status).toBe(0);
+    expect(names.stdout).toContain('nodes/node1/files/etc/role'); // it did read the whole master root
+    expect(names.stdout).not.toContain('cluster-secret');
+    // and every small file's content (the templates left out: they are the published roots)
+    const small = ['--exclude=/rootfs/', '--exclude=/snapshots/', '--exclude=/bootfs/', '--exclude=/tftp/'];
+    const all = attacker(['rsync', '-e', attackerSsh(nodeKey), '-r', ...small, `root@${MASTER_IP}:./`, `${grab}/`]);
+    expect(all.status).toBe(0);
+    expect(findFiles(grab, /^role$/).length).toBe(1);
+    expect(grepText(grab, secret1)).toEqual([]);
+    expect(grepText(grab, secret2)).toEqual([]);
+    const up = attacker([
+      'rsync',
+      '-e',
+      attackerSsh(nodeKey),
+      `root@${MASTER_IP}:../private/node1/files/`,
+      `${grab}/x/`,
+    ]);
+    expect(up.status).not.toBe(0);
+    expect(up.stderr).toMatch(/do not use \.\.|unsafe/);
+
+    // node1's enrolment key off its disk: from any other address sshd refuses it (from=)
+    const enrolKey = join(work, 'node1_enrol_key');
+    writeFileSync(enrolKey, p2Cat(vc.disk(a), 'identity/enrol/id_ed25519') ?? '', { mode: 0o600 });
+    const elsewhere = attacker(['rsync', '-e', attackerSsh(enrolKey), '-r', `root@${MASTER_IP}:files/`, `${grab}/e/`]);
+    expect(elsewhere.status).not.toBe(0);
+    expect(elsewhere.stderr).toMatch(/Permission denied/);
+    // from node1's own address (node1 is off): its own files, and nothing of node2's
+    spawnSync('ip', ['-n', vc.ns, 'addr', 'add', `${a.ip}/32`, 'dev', BRIDGE]);
+    try {
+      const own = attacker([
+        'rsync',
+        '-e',
+        attackerSsh(enrolKey, a.ip),
+        '-r',
+        `root@${MASTER_IP}:files/`,
+        `${grab}/o/`,
+      ]);
+      expect(own.status).toBe(0);
+      expect(readFileSync(join(grab, 'o/etc/cluster-secret'), 'utf8')).toBe(`${secret1}\n`);
+      const other = attacker([
+        'rsync',
+        '-e',
+        attackerSsh(enrolKey, a.ip),
+        '-r',
+        `root@${MASTER_IP}:../node2/files/`,
+        `${grab}/n2/`,
+      ]);
+      expect(other.status).not.toBe(0);
+      expect(grepText(grab, secret2)).toEqual([]);
+      // read-only: nothing can be written into its own tree either
+      writeFileSync(join(work, 'planted'), 'x\n');
+      const put = attacker([
+        'rsync',
+        '-e',
+        attackerSsh(enrolKey, a.ip),
+        join(work, 'planted'),
+        `root@${MASTER_IP}:files/`,
+      ]);
+      expect(put.status).not.toBe(0);
+      expect(findFiles(join(vc.stateDir, 'private'), /^planted$/)).toEqual([]);
+    } finally {
+      spawnSync('ip', ['-n', vc.ns, 'addr', 'del', `${a.ip}/32`, 'dev', BRIDGE]);
+    }
   }, 600_000);
 
   test('approval mode: a changed table leaves the disk alone until `builder approve`, then applies', async () => {

@@ -68,6 +68,7 @@ function failsWith(d: ReturnType<typeof doctor>, name: string, says: string, rem
 
 const NAMES = [
   'tree',
+  'private files',
   'first stage',
   'dnsmasq',
   'tftp boot.scr.uimg',

@@ -16,7 +16,7 @@ import { resultOf, type BootResult } from './boot.ts';
 export const MASTER_IP = '10.77.0.1';
 export const SUBNET = '10.77.0.0/24';
 export const DYNAMIC = '10.77.0.200,10.77.0.250';
-const BRIDGE = 'cbbr0';
+export const BRIDGE = 'cbbr0';
 const BUN = join(REPO, 'node_modules/.bin/bun');
 
 export interface NodeSpec {

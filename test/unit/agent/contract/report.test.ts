@@ -83,6 +83,13 @@ describe('buildReport', () => {
     expect(['master' in plain, 'failover' in plain]).toEqual([false, false]);
   });
 
+  test('the enrolment key travels as its public half only, and only when it is one ed25519 key', () => {
+    const key = `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${'Q'.repeat(43)}`;
+    expect(buildReport({ ...base, events: [], enrolKey: key }).enrolKey).toBe(key);
+    for (const bad of [`${key} comment`, '-----BEGIN OPENSSH PRIVATE KEY-----', `ssh-rsa ${'A'.repeat(68)}`])
+      expect('enrolKey' in buildReport({ ...base, events: [], enrolKey: bad })).toBe(false);
+  });
+
   test('report file names come from the MAC and contain no path separators', () => {
     expect(reportName('52:54:00:AA:00:01')).toBe('52-54-00-aa-00-01.json');
     expect(reportName('unknown')).toBe('unknown.json');

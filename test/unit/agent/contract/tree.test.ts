@@ -9,6 +9,8 @@ describe('what the master phase fetches', () => {
     // the files/ folder itself only: its content is the second, per-node fetch
     expect(f).toContain('--include=/nodes/node1/files/');
     expect(f).toContain('--include=/nodes/node1/reset');
+    // the public marker that this node is enrolled (its private files are outside the master root)
+    expect(f).toContain('--include=/nodes/node1/enrolled');
     expect(f.some((r) => r.includes('***'))).toBe(false);
     expect(f).toContain('--include=/approved/node1');
     expect(f.some((r) => r.includes('/rootfs/') || r.includes('snapshots'))).toBe(false);

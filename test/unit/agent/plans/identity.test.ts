@@ -1,6 +1,12 @@
 // The identity plan: each node gets its own hostname and machine-id, online or not.
 import { describe, expect, test } from 'bun:test';
-import { machineId, planIdentity, type IdentityFacts } from '../../../../agent/plans/identity.ts';
+import {
+  machineId,
+  planEnrolment,
+  planIdentity,
+  type EnrolFacts,
+  type IdentityFacts,
+} from '../../../../agent/plans/identity.ts';
 
 const idf = (over: Partial<IdentityFacts>): IdentityFacts => ({
   online: true,
@@ -93,5 +99,54 @@ describe('identity plan', () => {
   test('machine-ids: 32 hex digits, never all zero', () => {
     expect(machineId(new Uint8Array(16).fill(0xab))).toBe('ab'.repeat(16));
     expect(machineId(new Uint8Array(16))).toMatch(/^0{31}1$/);
+  });
+});
+
+// #14 item 2: the enrolment key is made once on the node; the private files come only with the enrolled key
+const ef = (over: Partial<EnrolFacts>): EnrolFacts => ({
+  keptKey: true,
+  renew: false,
+  online: true,
+  enrolled: true,
+  transport: 'ssh',
+  overlay: 'disk',
+  hostname: 'node1',
+  ...over,
+});
+
+describe('enrolment plan', () => {
+  test('first boot: make the key; not enrolled yet, so nothing to fetch and nothing to say', () => {
+    expect(planEnrolment(ef({ keptKey: false, enrolled: false }))).toEqual({
+      make: true,
+      privateFiles: 'none',
+      note: null,
+    });
+  });
+  test('enrolled with the kept key: fetch the private files with it; the key stays', () => {
+    expect(planEnrolment(ef({}))).toEqual({ make: false, privateFiles: 'fetch', note: null });
+  });
+  test('offline or not enrolled: no fetch, and the kept copy is not held back', () => {
+    expect(planEnrolment(ef({ online: false })).privateFiles).toBe('none');
+    expect(planEnrolment(ef({ enrolled: false })).privateFiles).toBe('none');
+  });
+  test('newidentity makes a new key, which the master cannot have enrolled: no fetch, the kept copy, the remedy', () => {
+    const p = planEnrolment(ef({ renew: true }));
+    expect(p.make).toBe(true);
+    expect(p.privateFiles).toBe('unavailable');
+    expect(p.note).toContain('builder enrol --replace node1');
+  });
+  test('enrolled, but the key is gone (a new card): a new key, no fetch with it, the remedy', () => {
+    const p = planEnrolment(ef({ keptKey: false }));
+    expect(p).toMatchObject({ make: true, privateFiles: 'unavailable' });
+    expect(p.note).toContain('new card');
+  });
+  test('transport=rsyncd carries no keys: enrolled private files are not fetched, the kept copy is laid', () => {
+    const p = planEnrolment(ef({ transport: 'rsyncd' }));
+    expect(p.privateFiles).toBe('unavailable');
+    expect(p.note).toContain('rsyncd');
+  });
+  test('overlay=none writes nothing on the root partition: no key is made', () => {
+    expect(planEnrolment(ef({ overlay: 'none', keptKey: false, enrolled: false })).make).toBe(false);
+    expect(planEnrolment(ef({ overlay: 'none', keptKey: false })).privateFiles).toBe('unavailable');
   });
 });

@@ -4,6 +4,9 @@ import { afterAll, describe, expect, test } from 'bun:test';
 import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
 import { crc32 } from 'node:zlib';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
 import { scriptImage } from '../../../../agent/contract/uimage.ts';
 import {
@@ -28,6 +31,8 @@ import {
   TFTP_CEILING,
   type EntryKind,
   type TftpResult,
+  checkPrivateFiles,
+  publicSecrets,
 } from '../../../../builder/master/doctor.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 
@@ -218,6 +223,45 @@ describe('checkStamp: parseStamp and the signature', () => {
     expect(checkStamp('bootfs', stamp).detail).toContain("names 'rootfs'");
     const link = checkStamp('rootfs', null, { unreadable: 'is a symbolic link' });
     expect(link.detail).toContain('is a symbolic link: nodes never fetch it');
+  });
+});
+
+describe('checkPrivateFiles: what the node key reads is public', () => {
+  test('a private key in nodes/<host>/files/ (by name or by its armour) is named; public files are not', () => {
+    const root = mkdtempSync(join(tmpdir(), 'doctor-private-'));
+    try {
+      mkdirSync(join(root, 'nodes/n1/files/etc/ssh'), { recursive: true });
+      mkdirSync(join(root, 'nodes/n2/files/etc'), { recursive: true });
+      writeFileSync(join(root, 'nodes/n1/files/etc/ssh/ssh_host_ed25519_key'), 'x');
+      writeFileSync(join(root, 'nodes/n1/files/etc/ssh/ssh_host_ed25519_key.pub'), 'ssh-ed25519 AAAA');
+      writeFileSync(join(root, 'nodes/n2/files/etc/tls.pem'), '-----BEGIN EC PRIVATE KEY-----\nMHcC\n');
+      writeFileSync(join(root, 'nodes/n2/files/etc/role'), 'storage\n');
+      const found = publicSecrets(root);
+      expect(found).toEqual(['nodes/n1/files/etc/ssh/ssh_host_ed25519_key', 'nodes/n2/files/etc/tls.pem']);
+      const v = checkPrivateFiles({ root, stateDir: '/var/lib/clusterboot', publicSecrets: found, enrolled: [] });
+      expect(v.level).toBe('warn');
+      expect(v.detail).toContain('nodes/n2/files/etc/tls.pem');
+      expect(v.remedy).toContain('builder enrol <host>');
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+  test('a state dir inside the master root fails: the node key would read the private files', () => {
+    const v = checkPrivateFiles({
+      root: '/data/slaves',
+      stateDir: '/data/slaves/state',
+      publicSecrets: [],
+      enrolled: [],
+    });
+    expect(v.level).toBe('fail');
+    const fine = checkPrivateFiles({
+      root: '/data/slaves',
+      stateDir: '/data/slaves-state',
+      publicSecrets: [],
+      enrolled: ['n1'],
+    });
+    expect(fine.level).toBe('ok');
+    expect(fine.detail).toContain('1 node(s) enrolled');
   });
 });
 

@@ -285,6 +285,7 @@ describe('statusRows', () => {
     expect(parseReport(JSON.stringify({ ...report(), stamps: null })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), errors: [1] })).ok).toBe(false);
     expect(parseReport(JSON.stringify({ ...report(), extraFieldFromANewerAgent: true })).ok).toBe(true);
+    expect(parseReport(JSON.stringify({ ...report(), enrolKey: 'ssh-ed25519 AAAA; rm -rf /' })).ok).toBe(false);
     const [r] = statusRows({
       nodes: [],
       masterStamp: null,
