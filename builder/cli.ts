@@ -555,6 +555,11 @@ await overview(yargs(hideBin(process.argv)))
       manPage(
         y
           .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'holds nodes.list and reports/ (outside the master root: the node key does not read them)',
+          })
           .option('json', {
             type: 'boolean',
             default: false,
@@ -568,7 +573,7 @@ await overview(yargs(hideBin(process.argv)))
       ),
     async (a) => {
       const now = Date.now();
-      const s = readStatus(resolve(a['master-root']), now);
+      const s = readStatus({ masterRoot: resolve(a['master-root']), stateDir: resolve(a['state-dir']) }, now);
       if (a.html) {
         writeAtomic(resolve(a.html), renderStatusHtml(s, now), 0o644);
         say(`wrote ${resolve(a.html)} (${s.rows.length} nodes)`);
@@ -588,6 +593,11 @@ await overview(yargs(hideBin(process.argv)))
       manPage(
         y
           .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'holds nodes.list and reports/ (outside the master root: the node key does not read them)',
+          })
           .option('syslog', { type: 'string', describe: "the file the master's syslog writes the nodes' lines to" })
           .option('interval', { type: 'number', default: 1, describe: 'seconds between polls' })
           .option('once', { type: 'boolean', default: false, describe: 'draw once and exit' }),
@@ -597,6 +607,7 @@ await overview(yargs(hideBin(process.argv)))
       if (!(a.interval > 0 && a.interval <= 3600)) throw new Error('--interval: seconds, more than 0, at most 3600');
       await watch({
         masterRoot: resolve(a['master-root']),
+        stateDir: resolve(a['state-dir']),
         syslog: a.syslog ? resolve(a.syslog) : undefined,
         intervalMs: Math.round(a.interval * 1000),
         once: a.once,
@@ -614,6 +625,11 @@ await overview(yargs(hideBin(process.argv)))
       manPage(
         y
           .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'holds nodes.list and reports/ (outside the master root: the node key does not read them)',
+          })
           .option('out', {
             type: 'string',
             default: '/etc/ssh/ssh_known_hosts.d/clusterboot',
@@ -638,7 +654,7 @@ await overview(yargs(hideBin(process.argv)))
     async (a) => {
       const root = resolve(a['master-root']);
       const out = resolve(a.out);
-      const s = readStatus(root);
+      const s = readStatus({ masterRoot: root, stateDir: resolve(a['state-dir']) });
       for (const w of s.warnings) say(`warning: ${w}`);
       const previous = existsSync(out) ? parseKnownHosts(readFileSync(out, 'utf8')) : new Map();
       const plan = knownHostsPlan(s.rows, previous, {
@@ -688,7 +704,7 @@ await overview(yargs(hideBin(process.argv)))
           .option('state-dir', {
             type: 'string',
             default: DEFAULT_STATE_DIR,
-            describe: 'holds private/<host>/files/, the private per-node files (outside the master root)',
+            describe: 'holds private/<host>/files/ (the private per-node files), nodes.list and reports/',
           })
           .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
           .example(
@@ -707,7 +723,7 @@ await overview(yargs(hideBin(process.argv)))
       const stateDir = resolve(a['state-dir']);
       const file = resolve(a['authorized-keys']);
       const names = (a.nodes ?? []).map(String);
-      const s = readStatus(root);
+      const s = readStatus({ masterRoot: root, stateDir });
       for (const w of s.warnings) say(`warning: ${w}`);
       const before = readAuthorized(file);
       const states = enrolStates(s.rows, before, stateDir);
@@ -749,7 +765,12 @@ await overview(yargs(hideBin(process.argv)))
             describe:
               'show the nodes waiting for approval and which are approved for the current table; approve nothing',
           })
-          .option('master-root', { type: 'string', default: '/data/slaves' }),
+          .option('master-root', { type: 'string', default: '/data/slaves' })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe: 'holds nodes.list and reports/ (outside the master root: the node key does not read them)',
+          }),
         'approve',
       ),
     async (a) => {
@@ -757,12 +778,12 @@ await overview(yargs(hideBin(process.argv)))
       const names = (a.nodes ?? []).map(String);
       if (a.list) {
         if (names.length || a.all) throw new Error('--list approves nothing: leave out the node names and --all');
-        const s = readStatus(root);
+        const s = readStatus({ masterRoot: root, stateDir: resolve(a['state-dir']) });
         for (const w of s.warnings) say(`warning: ${w}`);
         process.stdout.write(approvalList(s).text);
         return;
       }
-      const r = approve({ masterRoot: root, names, all: a.all, force: a.force });
+      const r = approve({ masterRoot: root, stateDir: resolve(a['state-dir']), names, all: a.all, force: a.force });
       for (const w of r.warnings) say(`warning: ${w}`);
       if (r.approved.length) say(`approved ${r.approved.join(', ')}`);
       if (r.already.length) say(`already approved: ${r.already.join(', ')}`);

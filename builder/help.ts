@@ -100,7 +100,7 @@ export const MAN: Readonly<Record<string, ManPage>> = {
     ],
     files: [
       `${ROOT}/tftp/   boot.scr.uimg, vmlinuz(.gz), initramfs.igz.uimg, firststage.env (what nodes boot and cache)`,
-      `${ROOT}/nodes.list, reports/   the node list as staged; where boot reports land`,
+      '/var/lib/clusterboot/nodes.list, reports/   the node list as staged; where boot reports land (--state-dir)',
       '/etc/dnsmasq.d/clusterboot.conf   DHCP and TFTP for the cluster (--dnsmasq-conf)',
     ],
     notes:
@@ -163,7 +163,7 @@ const OVERVIEW = [
   'Then after each change:   builder publish rootfs   (nodes re-sync at their next boot)',
   'Watch it:                 builder status / builder watch / builder doctor',
   '',
-  `FILES  ${ROOT}/ (rootfs/, bootfs/, partitions.sfdisk, stamps/, snapshots/, nodes/, reports/, tftp/), /etc/clusterboot/`,
+  `FILES  ${ROOT}/ (rootfs/, bootfs/, partitions.sfdisk, stamps/, snapshots/, nodes/, tftp/: public), /var/lib/clusterboot/ (nodes.list, reports/, private/), /etc/clusterboot/`,
   'EXIT STATUS  0 on success; 1 with "error: ..." and the remedy.',
   "SEE ALSO  README.md (the kernel parameters, LED codes, what a node does with bad input), 'builder <command> --help'",
 ].join('\n');

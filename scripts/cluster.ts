@@ -63,7 +63,7 @@ function draw(): void {
   if (tty) {
     // the same rows as `builder watch`: each node's console events, and its last report on the master
     const live = new Map([...vc.views.values()].map((v) => [v.hostname.toLowerCase(), liveFromView(v)]));
-    const frame = renderFrame(fleetRows(readStatus(vc.masterRoot).rows, live), {
+    const frame = renderFrame(fleetRows(readStatus({ masterRoot: vc.masterRoot, stateDir: vc.stateDir }).rows, live), {
       columns: process.stdout.columns || 120,
       color: true,
     });

@@ -184,8 +184,8 @@ export class ApproveError extends Error {
   }
 }
 
-function readNodes(masterRoot: string): NodeEntry[] {
-  const file = join(masterRoot, NODES_LIST);
+function readNodes(stateDir: string): NodeEntry[] {
+  const file = join(stateDir, NODES_LIST);
   try {
     return parseNodeList(readFileSync(file, 'utf8')).nodes;
   } catch (e) {
@@ -196,10 +196,17 @@ function readNodes(masterRoot: string): NodeEntry[] {
 
 // Why: the effect of `builder approve`: every name checked first, then one atomic file per node, for the table the
 // master has right now (a node that fetched an older table sees a hash that does not match, and keeps waiting).
-export function approve(o: { masterRoot: string; names: string[]; all?: boolean; force?: boolean }): ApproveResult {
+export function approve(o: {
+  masterRoot: string;
+  /** Holds nodes.list (outside the master root). */
+  stateDir: string;
+  names: string[];
+  all?: boolean;
+  force?: boolean;
+}): ApproveResult {
   const table = join(o.masterRoot, PARTITION_TABLE);
   const hash = readTableHash(o.masterRoot);
-  const t = approvalTargets(readNodes(o.masterRoot), o.names, {
+  const t = approvalTargets(readNodes(o.stateDir), o.names, {
     ...(o.all !== undefined ? { all: o.all } : {}),
     ...(o.force !== undefined ? { force: o.force } : {}),
   });

@@ -196,18 +196,26 @@ export function checkKeyLine(line: string, masterRoot: string): Verdict & { comm
 // the write-only rrsync of reports/) and nothing else.
 /** Whether one authorized_keys line gives the report key only the report sink (or the old write-only reports/). */
 export function checkReportKeyLine(line: string, masterRoot: string): Verdict & { sink?: string } {
-  const reports = `${trimSlash(masterRoot)}/${REPORT_DIR}`;
-  const remedy = `replace the line with the one \`builder stage --keys <dir> --state-dir <dir> --authorized-keys <file>\` writes (restrict,command="${PYTHON} -I <state-dir>/report-sink ${reports} …"): delete it, then run builder stage again`;
+  const publicReports = `${trimSlash(masterRoot)}/${REPORT_DIR}`;
+  const remedy = `replace the line with the one \`builder stage --keys <dir> --state-dir <dir> --authorized-keys <file>\` writes (restrict,command="${PYTHON} -I <state-dir>/report-sink <state-dir>/${REPORT_DIR} …"): delete it, then run builder stage again`;
   const p = parseKeyLine(line);
   if (!p) return fail(`not an authorized_keys line: ${oneLine(line, 80)}`, remedy);
   const o = lineOptions(p);
   let sink: string | undefined;
+  let reports = publicReports;
   let old = false;
   if (o.command !== null) {
     const c = parseReportCommand(o.command, masterRoot);
-    if (c === null) o.fails.push(`the command \`${oneLine(o.command, 120)}\` is not the report sink for ${reports}`);
-    else if (c.kind === 'sink') sink = c.sink;
-    else old = true;
+    if (c === null)
+      o.fails.push(`the command \`${oneLine(o.command, 120)}\` is not the report sink of \`builder stage\``);
+    else if (c.kind === 'sink') {
+      sink = c.sink;
+      reports = c.reports;
+      if (c.publicReports)
+        o.warns.push(
+          `the reports land in ${reports}, inside the master root, which the node key (anyone with the initramfs) reads: run \`builder stage\` (it moves them into the state dir)`,
+        );
+    } else old = true;
   }
   if (o.fails.length) return fail(o.fails.join('; '), remedy);
   if (old)
@@ -444,6 +452,8 @@ export function checkPrivateFiles(f: {
   publicSecrets: readonly string[];
   /** Hosts with an enrolment line in authorized_keys. */
   enrolled: readonly string[];
+  /** nodes.list or reports/ still in the master root (an older stage put them there). */
+  leftovers?: readonly string[];
 }): Verdict {
   const priv = join(f.stateDir, PRIVATE_DIR);
   const under = (a: string, b: string) => a === b || a.startsWith(`${trimSlash(b)}/`);
@@ -451,6 +461,11 @@ export function checkPrivateFiles(f: {
     return fail(
       `the private per-node files (${priv}) are inside the master root: the node key, which anyone on the LAN can take from the initramfs, reads them`,
       'use a --state-dir outside the master root (default /var/lib/clusterboot) and move private/ there',
+    );
+  if (f.leftovers?.length)
+    return warn(
+      `${f.leftovers.join(' and ')} in the master root, which the node key (anyone with the initramfs) reads: the node list and the reports now live in ${f.stateDir}`,
+      'run `builder stage` (it moves them out), or delete them',
     );
   if (f.publicSecrets.length)
     return warn(
@@ -512,8 +527,8 @@ export function checkTree(root: string, e: Record<string, EntryKind>): Verdict {
   want(`${ROOTFS_DIR}/sbin/init`, 'file', 'a template without /sbin/init is fatal on every node');
   want(STAMP_DIR, 'directory', '`builder publish` writes the stamps there');
   want(TFTP_DIR, 'directory', "dnsmasq's tftp-root");
-  want(NODES_LIST, 'file', "`builder status`'s fleet", true);
-  want(REPORT_DIR, 'directory', 'where boot reports land', true);
+  want(NODES_LIST, 'file', "in the state dir: `builder status`'s fleet", true);
+  want(REPORT_DIR, 'directory', 'in the state dir: where boot reports land', true);
   const remedy = `lay out ${root} as README's 'A real master' shows, then run \`builder stage\` and \`builder publish rootfs\` / \`bootfs\``;
   if (fails.length) return fail(fails.join('; '), remedy);
   if (warns.length) return warn(warns.join('; '), 'run `builder stage` (it writes nodes.list and reports/)');
@@ -1062,17 +1077,10 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
 
   // the tree
   const entries: Record<string, EntryKind> = {};
-  for (const rel of [
-    PARTITION_TABLE,
-    BOOTFS_DIR,
-    ROOTFS_DIR,
-    `${ROOTFS_DIR}/sbin/init`,
-    STAMP_DIR,
-    TFTP_DIR,
-    NODES_LIST,
-    REPORT_DIR,
-  ])
+  for (const rel of [PARTITION_TABLE, BOOTFS_DIR, ROOTFS_DIR, `${ROOTFS_DIR}/sbin/init`, STAMP_DIR, TFTP_DIR])
     entries[rel] = kindOf(lst(join(root, rel)));
+  // the node list and the reports: in the state dir, out of the node key's reach
+  for (const rel of [NODES_LIST, REPORT_DIR]) entries[rel] = kindOf(lst(join(stateDir, rel)));
   add('tree', checkTree(root, entries));
   const authText = smallText(authFile, 1 << 20).text ?? '';
   add(
@@ -1081,6 +1089,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
       root,
       stateDir,
       publicSecrets: publicSecrets(root),
+      leftovers: [NODES_LIST, REPORT_DIR].filter((rel) => lst(join(root, rel)) !== null),
       enrolled: authText
         .split('\n')
         .map((l) => parseEnrolLine(l.trim(), stateDir)?.host)

@@ -348,7 +348,7 @@ export function filesOf(
     case 'stage':
       return [
         ...[KERNEL, KERNEL_GZ, INITRAMFS, BOOT_SCRIPT, ANNOUNCEMENT_FILE].map((f) => join(tftp, f)),
-        join(o.masterRoot, NODES_LIST),
+        join(o.stateDir, NODES_LIST),
         o.dnsmasqConf,
         join(o.stateDir, 'sync-slot'),
         join(o.stateDir, 'report-sink'),
@@ -600,7 +600,7 @@ export function planInit(f: InitFacts, o: InitOptions): InitPlan {
   const tftp = join(root, TFTP_DIR);
   const outputs = [
     ...[KERNEL, KERNEL_GZ, INITRAMFS, BOOT_SCRIPT, ANNOUNCEMENT_FILE].map((x) => join(tftp, x)),
-    join(root, NODES_LIST),
+    join(o.stateDir, NODES_LIST),
     o.dnsmasqConf,
   ];
   const stageWhy = packWhy
@@ -787,7 +787,7 @@ export function gatherFacts(o: InitOptions): InitFacts {
     join(root, STAMP_DIR, 'bootfs.stamp'),
     join(o.stateDir, FIRSTSTAGE_DIR, INITRAMFS),
     ...[KERNEL, KERNEL_GZ, INITRAMFS, BOOT_SCRIPT, ANNOUNCEMENT_FILE].map((x) => join(root, TFTP_DIR, x)),
-    join(root, NODES_LIST),
+    join(o.stateDir, NODES_LIST),
     o.dnsmasqConf,
     o.masterHostKey,
     ...Object.keys(TOOL_PACKAGE).map((t) => join(o.sysroot, t)),

@@ -89,22 +89,30 @@ export function parseNodeCommand(
   return { ok: true, cmd: { rrsync, root, syncSlot } };
 }
 
-/** The report key's command as stage writes it: the report sink, or the write-only rrsync of older stages; else null. */
+/**
+ * The report key's command as stage writes it: the report sink (its reports/ in the state dir beside the sink, or,
+ * from older stages, in the master root), or the write-only rrsync of older stages still; else null.
+ */
 export function parseReportCommand(
   command: string,
   masterRoot: string,
-): { kind: 'sink'; sink: string } | { kind: 'rrsync-wo' } | null {
-  const reports = `${trimSlash(masterRoot)}/${REPORT_DIR}`;
+): { kind: 'sink'; sink: string; reports: string; publicReports: boolean } | { kind: 'rrsync-wo' } | null {
+  const old = `${trimSlash(masterRoot)}/${REPORT_DIR}`;
   const w = command.split(' ');
-  if (w.length === 8 && w[0] === PYTHON && w[1] === '-I' && basename(w[2] ?? '') === 'report-sink' && w[3] === reports)
-    return { kind: 'sink', sink: w[2] as string };
+  if (w.length === 8 && w[0] === PYTHON && w[1] === '-I' && basename(w[2] ?? '') === 'report-sink') {
+    const sink = w[2] as string;
+    const reports = w[3] as string;
+    if (reports === `${dirname(sink)}/${REPORT_DIR}` || reports === old)
+      return { kind: 'sink', sink, reports, publicReports: reports === old };
+    return null;
+  }
   if (
     w.length === 5 &&
     basename(w[0] ?? '') === 'rrsync' &&
     w[1] === '-wo' &&
     w[2] === '-no-lock' &&
     w[3] === '-no-del' &&
-    w[4] === reports
+    w[4] === old
   )
     return { kind: 'rrsync-wo' };
   return null;

@@ -4,7 +4,6 @@
 // unprivileged user, with the master's clock. Nothing else: no symlink, no mode, no mtime, no other name.
 import { chmodSync, chownSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { REPORT_SCHEMA } from '../../agent/contract/report.ts';
 import { REPORT_DIR } from '../../agent/contract/tree.ts';
@@ -125,15 +124,19 @@ sys.stdout.write("clusterboot: report stored as " + name + "\\n")
 `;
 }
 
-export function reportSinkPaths(stateDir: string): { script: string; peers: string } {
+/** The sink's files in the state dir; reports/ too (outside the master root, which the node key reads). */
+export function reportSinkPaths(stateDir: string): { script: string; peers: string; reports: string } {
   const base = stateDir.replace(/(.)\/+$/, '$1');
-  return { script: `${base}/${REPORT_SINK_SCRIPT}`, peers: `${base}/${REPORT_PEERS}` };
+  return {
+    script: `${base}/${REPORT_SINK_SCRIPT}`,
+    peers: `${base}/${REPORT_PEERS}`,
+    reports: `${base}/${REPORT_DIR}`,
+  };
 }
 
 /** The report key's authorized_keys line: the sink, and nothing else (restrict: no pty, no forwarding). */
 export function reportSinkKeysLine(
   reportKeyPub: string,
-  masterRoot: string,
   stateDir: string,
   o: { user?: string; leases?: string; maxFiles: number },
 ): string {
@@ -142,14 +145,12 @@ export function reportSinkKeysLine(
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user))
     throw new Error(`reportSinkKeysLine: user ${JSON.stringify(user)} is not a user name`);
   checkCommandPaths('reportSinkKeysLine', [
-    ['masterRoot', masterRoot],
     ['stateDir', stateDir],
     ['leases', leases],
   ]);
   const p = reportSinkPaths(stateDir);
-  const reports = `${masterRoot.replace(/\/+$/, '')}/${REPORT_DIR}`;
   return keyLine(
-    `restrict,command="${PYTHON} -I ${p.script} ${reports} ${user} ${p.peers} ${leases} ${o.maxFiles}"`,
+    `restrict,command="${PYTHON} -I ${p.script} ${p.reports} ${user} ${p.peers} ${leases} ${o.maxFiles}"`,
     reportKeyPub,
     'reportSinkKeysLine',
   );
@@ -175,7 +176,6 @@ export function reportSinkProblems(user: string): string[] {
 // Why: the effect half: the script, the peers, and reports/ owned by the sink's user (it writes there, and only there).
 export function installReportSink(
   stateDir: string,
-  masterRoot: string,
   user: string,
   nodes: readonly NodeEntry[],
 ): { script: string; peers: string; reports: string } {
@@ -183,7 +183,7 @@ export function installReportSink(
   mkdirSync(stateDir, { recursive: true, mode: 0o755 });
   writeAtomic(p.script, reportSinkScript(), 0o644);
   writeAtomic(p.peers, reportPeers(nodes), 0o644);
-  const reports = join(masterRoot, REPORT_DIR);
+  const reports = p.reports;
   if (!existsSync(reports)) mkdirSync(reports, { recursive: true });
   chmodSync(reports, 0o755);
   const ids = spawnSync('id', ['-u', user], { encoding: 'utf8' });
@@ -191,5 +191,5 @@ export function installReportSink(
   const uid = Number(ids.stdout.trim());
   if (process.getuid?.() === 0 && Number.isInteger(uid) && statSync(reports).uid !== uid)
     chownSync(reports, uid, Number(gid.stdout.trim()));
-  return { ...p, reports };
+  return p;
 }

@@ -7,10 +7,13 @@ import {
   closeSync,
   constants,
   existsSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readFileSync,
   readSync,
+  renameSync,
+  rmSync,
   statSync,
 } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -27,7 +30,7 @@ import {
 } from '../../agent/contract/tree.ts';
 import { approvalModeOn, setApprovalMode } from './approve.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
-import { authorizedKeysLine, reportKeysLine } from './keylines.ts';
+import { authorizedKeysLine } from './keylines.ts';
 import {
   DEFAULT_REPORT_USER,
   installReportSink,
@@ -37,6 +40,7 @@ import {
 } from './reportsink.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import {
+  DEFAULT_STATE_DIR,
   DEFAULT_SYNC_LEASE,
   DEFAULT_SYNC_PER_ADDRESS,
   DEFAULT_SYNC_STALL,
@@ -102,8 +106,11 @@ export interface StageOptions extends Omit<StagePlan, 'nodes' | 'tftpRoot'> {
   identity?: boolean;
   /** At most this many root pulls at once (sync-slot in the node key's line); 0 or absent: no limit, plain rrsync. */
   syncSlots?: number;
-  /** Where the sync-slot script and its slots live; required when syncSlots > 0. */
-  stateDir?: string;
+  /**
+   * The master's own state, outside the master root (the node key, which anyone can take from the initramfs, reads
+   * the whole master root): nodes.list, reports/, the report sink, the sync-slot script and its slots, private/.
+   */
+  stateDir: string;
   /** A root pull is killed this many seconds after it took its slot (default 3600); 0: no lease. */
   syncLease?: number;
   /** The master's rsync gives up on a root pull it could not write to for this long (default 300); 0: off. */
@@ -213,11 +220,54 @@ export function announce(
   return { id: stageId(k.sha256, r.sha256), kernel: k, kernelGz: stageFile(kernelGz), initramfs: r, bootargs, tries };
 }
 
+/**
+ * Older stages kept nodes.list and reports/ in the master root, where the node key (public: it is in the initramfs)
+ * reads them. Moved once into the state dir: reports/ renamed when the state dir has none yet, nodes.list removed
+ * (stage has just written it there). Across file systems, or with reports/ in both places, the admin is told.
+ */
+export function moveOutOfPublicTree(masterRoot: string, stateDir: string): { written: string[]; warnings: string[] } {
+  const written: string[] = [];
+  const warnings: string[] = [];
+  const oldList = join(masterRoot, NODES_LIST);
+  if (lstatSync(oldList, { throwIfNoEntry: false })?.isFile()) {
+    rmSync(oldList);
+    written.push(oldList);
+    warnings.push(`removed ${oldList}: the node list now lives in ${stateDir}, out of the node key's reach`);
+  }
+  const oldReports = join(masterRoot, REPORT_DIR);
+  if (lstatSync(oldReports, { throwIfNoEntry: false })?.isDirectory()) {
+    const now = join(stateDir, REPORT_DIR);
+    let moved = false;
+    if (!existsSync(now)) {
+      mkdirSync(stateDir, { recursive: true, mode: 0o755 });
+      try {
+        renameSync(oldReports, now);
+        moved = true;
+      } catch {
+        // another file system: left to the admin
+      }
+    }
+    if (moved) {
+      written.push(now);
+      warnings.push(`moved ${oldReports} to ${now}, out of the node key's reach`);
+    } else
+      warnings.push(
+        `${oldReports} is left from an older stage (the node key can read it); the reports now land in ${now}: delete the old folder`,
+      );
+  }
+  return { written, warnings };
+}
+
 export function stage(o: StageOptions): StageResult {
   const problems: string[] = [];
   const warnings: string[] = [];
   const masterRoot = resolve(o.masterRoot);
+  const stateDir = resolve(o.stateDir);
   const tftp = join(masterRoot, TFTP_DIR);
+  if (stateDir === masterRoot || stateDir.startsWith(`${masterRoot}/`))
+    problems.push(
+      `--state-dir ${stateDir} is inside the master root: the node key (in the initramfs, which anyone on the LAN can TFTP) reads all of ${masterRoot}, and the state dir holds the node list, the reports and the private per-node files; use a directory outside it (default ${DEFAULT_STATE_DIR})`,
+    );
 
   let text = '';
   let unreadable = false;
@@ -288,17 +338,13 @@ export function stage(o: StageOptions): StageResult {
     problems.push(
       `--sync-slots ${slots} must be a whole number from 0 (no limit) to 1000: the number of nodes that may sync their root at once`,
     );
-  } else if (slots > 0 && o.stateDir === undefined) {
-    problems.push(
-      '--sync-slots needs --state-dir: where the sync-slot script and its slot files live (e.g. /var/lib/clusterboot)',
-    );
   }
   const limits = {
     leaseSeconds: o.syncLease ?? DEFAULT_SYNC_LEASE,
     stallSeconds: o.syncStall ?? DEFAULT_SYNC_STALL,
     perAddress: o.syncPerAddress ?? DEFAULT_SYNC_PER_ADDRESS,
   };
-  if (slots > 0 && o.stateDir !== undefined) problems.push(...syncSlotProblems(resolve(o.stateDir), limits));
+  if (slots > 0) problems.push(...syncSlotProblems(stateDir, limits));
 
   const identity = o.identity ?? false;
   if (identity) {
@@ -341,27 +387,20 @@ export function stage(o: StageOptions): StageResult {
     };
     if (node !== null) {
       line(() =>
-        slots > 0 && o.stateDir !== undefined
-          ? syncSlotKeysLine(node, masterRoot, resolve(o.stateDir), slots, o.rrsync)
+        slots > 0
+          ? syncSlotKeysLine(node, masterRoot, stateDir, slots, o.rrsync)
           : authorizedKeysLine(node, masterRoot, o.rrsync),
       );
     }
     if (report !== null)
       line(() =>
-        o.stateDir !== undefined
-          ? reportSinkKeysLine(report, masterRoot, resolve(o.stateDir), {
-              ...(o.reportUser !== undefined ? { user: o.reportUser } : {}),
-              ...(o.dhcpLeases !== undefined ? { leases: resolve(o.dhcpLeases) } : {}),
-              maxFiles: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
-            })
-          : reportKeysLine(report, masterRoot, o.rrsync),
+        reportSinkKeysLine(report, stateDir, {
+          ...(o.reportUser !== undefined ? { user: o.reportUser } : {}),
+          ...(o.dhcpLeases !== undefined ? { leases: resolve(o.dhcpLeases) } : {}),
+          maxFiles: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
+        }),
       );
-    if (report !== null && o.stateDir !== undefined)
-      problems.push(...reportSinkProblems(o.reportUser ?? DEFAULT_REPORT_USER));
-    if (report !== null && o.stateDir === undefined)
-      warnings.push(
-        'no --state-dir: the report key gets the old write-only rsync line instead of the report sink, so anyone with the initramfs can write any file into reports/',
-      );
+    if (report !== null) problems.push(...reportSinkProblems(o.reportUser ?? DEFAULT_REPORT_USER));
     // the keys are public (TFTP), but they work from the cluster's own subnet only
     const from = o.keyFrom ?? o.subnet;
     if (from !== '')
@@ -388,22 +427,20 @@ export function stage(o: StageOptions): StageResult {
     [join(tftp, INITRAMFS), 'TFTP file'],
     [join(tftp, BOOT_SCRIPT), 'TFTP file'],
     [join(tftp, ANNOUNCEMENT_FILE), 'TFTP file'],
-    [join(masterRoot, NODES_LIST), 'node list'],
-    [join(masterRoot, REPORT_DIR, 'x'), 'reports folder'],
+    [join(stateDir, NODES_LIST), 'node list'],
+    [join(stateDir, REPORT_DIR, 'x'), 'reports folder'],
     [o.dnsmasqConf, 'dnsmasq configuration'],
     ...(o.authorizedKeys !== undefined ? [[o.authorizedKeys, 'authorized_keys'] as [string, string]] : []),
     ...(identity ? [[join(masterRoot, NODES_DIR, 'x'), 'node identity folder'] as [string, string]] : []),
-    ...(slots > 0 && o.stateDir !== undefined
-      ? [[join(resolve(o.stateDir), 'sync-slot'), 'sync-slot script'] as [string, string]]
-      : []),
+    ...(slots > 0 ? [[join(stateDir, 'sync-slot'), 'sync-slot script'] as [string, string]] : []),
   ];
   for (const [p, what] of targets) {
     const w = writableProblem(p, what);
     if (w) problems.push(w);
   }
-  const rst = statSync(join(masterRoot, REPORT_DIR), { throwIfNoEntry: false });
+  const rst = statSync(join(stateDir, REPORT_DIR), { throwIfNoEntry: false });
   if (rst && !rst.isDirectory())
-    problems.push(`${join(masterRoot, REPORT_DIR)} exists and is not a directory: move it away`);
+    problems.push(`${join(stateDir, REPORT_DIR)} exists and is not a directory: move it away`);
   problems.push(...pxeProblems(parsed.nodes, o.amd64, o.ipxeDir));
 
   // the firmware first stage: checked in full here, written after the U-Boot files
@@ -470,8 +507,11 @@ export function stage(o: StageOptions): StageResult {
     scriptImage(renderNetScript(announcement), { arch: o.arch, name: 'clusterboot boot script', time: o.time ?? 0 }),
   );
   put(join(tftp, ANNOUNCEMENT_FILE), renderAnnouncement(announcement));
-  put(join(masterRoot, NODES_LIST), renderNodesList(parsed.nodes, o.nodesFile));
-  const reports = join(masterRoot, REPORT_DIR);
+  put(join(stateDir, NODES_LIST), renderNodesList(parsed.nodes, o.nodesFile));
+  const moved = moveOutOfPublicTree(masterRoot, stateDir);
+  warnings.push(...moved.warnings);
+  written.push(...moved.written);
+  const reports = join(stateDir, REPORT_DIR);
   mkdirSync(reports, { recursive: true, mode: 0o755 });
   chmodSync(reports, 0o755);
   if (o.amd64 && parsed.nodes.some((n) => n.arch === 'amd64'))
@@ -487,13 +527,13 @@ export function stage(o: StageOptions): StageResult {
     ? parsed.nodes.map((n) => ({ hostname: n.hostname, created: ensureIdentity(masterRoot, n.hostname).created }))
     : [];
   let syncSlot: StageResult['syncSlot'] = null;
-  if (slots > 0 && o.stateDir !== undefined) {
-    syncSlot = { ...installSyncSlot(resolve(o.stateDir), limits), slots, ...limits };
+  if (slots > 0) {
+    syncSlot = { ...installSyncSlot(stateDir, limits), slots, ...limits };
     written.push(syncSlot.script);
   }
   if (o.approval !== undefined) setApprovalMode(masterRoot, o.approval);
-  if (o.keysDir !== undefined && o.stateDir !== undefined) {
-    const sink = installReportSink(resolve(o.stateDir), masterRoot, o.reportUser ?? DEFAULT_REPORT_USER, parsed.nodes);
+  if (o.keysDir !== undefined) {
+    const sink = installReportSink(stateDir, o.reportUser ?? DEFAULT_REPORT_USER, parsed.nodes);
     written.push(sink.script, sink.peers);
   }
 

@@ -510,11 +510,21 @@ export const MAX_REPORT = 64 * 1024;
 /** Skipped files named one by one in the warnings; the rest are counted. */
 const MAX_SKIP_WARNINGS = 20;
 
+/**
+ * Where the fleet's own files are: the master root (public: the stamps, the approvals) and the state dir (the node
+ * list and the reports, kept out of the node key's reach).
+ */
+export interface FleetPaths {
+  masterRoot: string;
+  stateDir: string;
+}
+
 // Why: the I/O half of `builder status`: every file is optional, so a fresh master shows what it has.
-export function readStatus(masterRoot: string, now = Date.now()): Status {
+export function readStatus(paths: FleetPaths, now = Date.now()): Status {
+  const { masterRoot, stateDir } = paths;
   const warnings: string[] = [];
   let nodes: NodeEntry[] = [];
-  const listFile = join(masterRoot, NODES_LIST);
+  const listFile = join(stateDir, NODES_LIST);
   try {
     const p = parseNodeList(readFileSync(listFile, 'utf8'));
     nodes = p.nodes;
@@ -525,7 +535,7 @@ export function readStatus(masterRoot: string, now = Date.now()): Status {
     else warnings.push(`cannot read ${listFile}: ${(e as Error).message}`);
   }
   const reports: ReportFile[] = [];
-  const dir = join(masterRoot, REPORT_DIR);
+  const dir = join(stateDir, REPORT_DIR);
   let names: DirName[] = [];
   try {
     names = listNames(dir).filter((n) => n.name.endsWith('.json') && !n.name.startsWith('.'));

@@ -65,6 +65,8 @@ export class LogFollower {
 
 export interface WatchOptions {
   masterRoot: string;
+  /** Holds nodes.list and reports/. */
+  stateDir: string;
   syslog?: string | undefined;
   intervalMs: number;
   once: boolean;
@@ -77,11 +79,11 @@ export interface WatchOptions {
 
 /** One poll: the rows now, and the follower's state carried on. */
 export function poll(
-  o: Pick<WatchOptions, 'masterRoot'>,
+  o: Pick<WatchOptions, 'masterRoot' | 'stateDir'>,
   follower: LogFollower | null,
   live: Map<string, NodeLive>,
 ): { rows: FleetRow[]; live: Map<string, NodeLive>; warnings: string[] } {
-  const s = readStatus(o.masterRoot);
+  const s = readStatus({ masterRoot: o.masterRoot, stateDir: o.stateDir });
   const next = follower ? foldSyslog(live, follower.read()) : live;
   const warnings = [...s.warnings, ...(follower?.problem ? [follower.problem] : [])];
   return { rows: fleetRows(s.rows, next), live: next, warnings };

@@ -290,7 +290,17 @@ describe('virtual cluster', () => {
 
   test("`builder known-hosts` writes both nodes' keys from their reports; a changed key is held back until --accept", () => {
     const out = join(work, 'known_hosts');
-    const first = vc.builder('known-hosts', '--master-root', vc.masterRoot, '--out', out, '--domain', 'cluster.lan');
+    const first = vc.builder(
+      'known-hosts',
+      '--master-root',
+      vc.masterRoot,
+      '--state-dir',
+      vc.stateDir,
+      '--out',
+      out,
+      '--domain',
+      'cluster.lan',
+    );
     expect(first.status).toBe(0);
     expect(first.output).toContain('2 new: node1 node2');
     const text = readFileSync(out, 'utf8');
@@ -301,7 +311,17 @@ describe('virtual cluster', () => {
     // a forged key in the file stands for "known before": the node's real report is then a change, not taken
     const forged = text.replace(coldIds.get('node2')?.hostKey ?? 'x', `AAAAC3NzaC1lZDI1NTE5AAAAI${'F'.repeat(43)}`);
     writeFileSync(out, forged);
-    const held = vc.builder('known-hosts', '--master-root', vc.masterRoot, '--out', out, '--domain', 'cluster.lan');
+    const held = vc.builder(
+      'known-hosts',
+      '--master-root',
+      vc.masterRoot,
+      '--state-dir',
+      vc.stateDir,
+      '--out',
+      out,
+      '--domain',
+      'cluster.lan',
+    );
     expect(held.status).toBe(1);
     expect(held.output).toContain('node2 reports other host keys than the ones kept');
     expect(readFileSync(out, 'utf8')).toBe(forged);
@@ -309,6 +329,8 @@ describe('virtual cluster', () => {
       'known-hosts',
       '--master-root',
       vc.masterRoot,
+      '--state-dir',
+      vc.stateDir,
       '--out',
       out,
       '--domain',
@@ -559,7 +581,7 @@ describe('virtual cluster', () => {
         mode: 0o600,
       },
     );
-    const dir = join(vc.masterRoot, 'reports');
+    const dir = join(vc.stateDir, 'reports');
     const snapshot = () =>
       readdirSync(dir)
         .sort()

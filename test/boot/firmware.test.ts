@@ -41,6 +41,7 @@ function stageFirmware(bootargs: string): { id: string; dir: string } {
   const r = stage({
     nodesFile: join(rig.work, 'nodes.txt'),
     masterRoot: rig.master.root,
+    stateDir: join(rig.work, 'state'),
     kernel: rig.img.kernel,
     initramfs: rig.img.initramfs,
     bootargs,

@@ -195,14 +195,11 @@ describe('builder init', () => {
         .join('\n'),
     );
     const root = vc.masterRoot;
-    for (const p of [
-      'partitions.sfdisk',
-      'stamps/rootfs.stamp',
-      'stamps/bootfs.stamp',
-      'tftp/boot.scr.uimg',
-      'nodes.list',
-    ])
+    for (const p of ['partitions.sfdisk', 'stamps/rootfs.stamp', 'stamps/bootfs.stamp', 'tftp/boot.scr.uimg'])
       expect(existsSync(join(root, p))).toBe(true);
+    // the node list and the reports: in the state dir, not in the master root the node key reads
+    expect(existsSync(join(vc.stateDir, 'nodes.list'))).toBe(true);
+    expect(existsSync(join(root, 'nodes.list'))).toBe(false);
     for (const k of ['node_ed25519', 'report_ed25519', 'stamp_ed25519.pem'])
       expect(statSync(join(prefix, 'etc/clusterboot', k)).mode & 0o777).toBe(0o600);
     const t = parseSfdiskDump(readFileSync(join(root, 'partitions.sfdisk'), 'utf8'));

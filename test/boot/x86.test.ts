@@ -96,7 +96,7 @@ describe('x86-64 node', () => {
     for (const f of [KERNEL_AMD64, INITRAMFS_AMD64, IPXE_SCRIPT, 'undionly.kpxe', 'snponly.efi'])
       expect(existsSync(join(tftp, f))).toBe(true);
     expect(readFileSync(join(tftp, IPXE_SCRIPT), 'utf8')).toContain(`disk=${PC_DISK}`);
-    expect(readFileSync(join(vc.masterRoot, 'nodes.list'), 'utf8')).toContain(`${pc.mac} pc1 ${pc.ip} arch=amd64`);
+    expect(readFileSync(join(vc.stateDir, 'nodes.list'), 'utf8')).toContain(`${pc.mac} pc1 ${pc.ip} arch=amd64`);
   });
 
   test('from blank disks at once: the PC PXE-boots through iPXE, the arm64 node through U-Boot; both run every phase and hand off', async () => {

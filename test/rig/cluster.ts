@@ -306,9 +306,21 @@ export class VirtualCluster {
 
   /** `builder approve` on this master. */
   approve(...args: string[]): string {
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'approve', '--master-root', this.masterRoot, ...args], {
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      BUN,
+      [
+        join(REPO, 'builder/cli.ts'),
+        'approve',
+        '--master-root',
+        this.masterRoot,
+        '--state-dir',
+        this.stateDir,
+        ...args,
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
     if (r.status !== 0) throw new Error(`builder approve failed: ${r.stderr}`);
     return r.stdout + r.stderr;
   }
@@ -432,9 +444,9 @@ export class VirtualCluster {
     return out;
   }
 
-  /** Reports on the master: file name -> parsed JSON. */
+  /** Reports on the master (in its state dir, out of the node key's reach): file name -> parsed JSON. */
   reports(): Map<string, Record<string, unknown>> {
-    const dir = join(this.masterRoot, 'reports');
+    const dir = join(this.stateDir, 'reports');
     const m = new Map<string, Record<string, unknown>>();
     if (!existsSync(dir)) return m;
     for (const f of readdirSync(dir).filter((x) => x.endsWith('.json')))
@@ -446,7 +458,15 @@ export class VirtualCluster {
   status(json = false): string {
     const r = spawnSync(
       BUN,
-      [join(REPO, 'builder/cli.ts'), 'status', '--master-root', this.masterRoot, ...(json ? ['--json'] : [])],
+      [
+        join(REPO, 'builder/cli.ts'),
+        'status',
+        '--master-root',
+        this.masterRoot,
+        '--state-dir',
+        this.stateDir,
+        ...(json ? ['--json'] : []),
+      ],
       { encoding: 'utf8' },
     );
     if (r.status !== 0) throw new Error(`builder status failed: ${r.stderr}`);

@@ -89,7 +89,7 @@ describe('hashes and approval files', () => {
 describe('approve', () => {
   test('writes approved/<host> = sha256 of partitions.sfdisk + newline, 0644, atomically (no temp file left)', () => {
     const root = master();
-    const r = approve({ masterRoot: root, names: ['rpinode01'] });
+    const r = approve({ masterRoot: root, stateDir: root, names: ['rpinode01'] });
     expect(r).toMatchObject({ approved: ['rpinode01'], already: [], hash: sha256sum(join(root, 'partitions.sfdisk')) });
     expect(readFileSync(join(root, 'approved/rpinode01'), 'utf8')).toBe(
       `${sha256sum(join(root, 'partitions.sfdisk'))}\n`,
@@ -100,24 +100,27 @@ describe('approve', () => {
     // approval mode is off on this master: still written, with a warning saying how to turn it on
     expect(r.warnings.join('\n')).toContain('`builder stage --approval` turns it on');
     // again: nothing rewritten, said as such
-    expect(approve({ masterRoot: root, names: ['rpinode01'] })).toMatchObject({ approved: [], already: ['rpinode01'] });
+    expect(approve({ masterRoot: root, stateDir: root, names: ['rpinode01'] })).toMatchObject({
+      approved: [],
+      already: ['rpinode01'],
+    });
   });
 
   test('an approval is for one table: after a table change the old approval does not match; approving again does', () => {
     const root = master();
-    approve({ masterRoot: root, names: ['rpinode02'] });
+    approve({ masterRoot: root, stateDir: root, names: ['rpinode02'] });
     const old = readFileSync(join(root, 'approved/rpinode02'), 'utf8');
     writeFileSync(join(root, 'partitions.sfdisk'), TABLE2);
     const now = tableHash(readFileSync(join(root, 'partitions.sfdisk')));
     expect(approvalState(old, now)).toBe('approved for another table');
-    const r = approve({ masterRoot: root, names: ['rpinode02'] });
+    const r = approve({ masterRoot: root, stateDir: root, names: ['rpinode02'] });
     expect(r.approved).toEqual(['rpinode02']);
     expect(approvalState(readFileSync(join(root, 'approved/rpinode02'), 'utf8'), now)).toBe('approved');
   });
 
   test('--all covers nodes.list, spelled as listed; names match case-insensitively and count once', () => {
     const root = master();
-    const r = approve({ masterRoot: root, names: ['RPINODE01', 'rpinode03'], all: true });
+    const r = approve({ masterRoot: root, stateDir: root, names: ['RPINODE01', 'rpinode03'], all: true });
     expect(r.approved).toEqual(['rpinode01', 'rpinode02', 'RpiNode03']);
     expect(readdirSync(join(root, 'approved')).sort()).toEqual(['RpiNode03', 'rpinode01', 'rpinode02']);
     expect(readApprovals(root).approvals).toEqual(
@@ -131,14 +134,16 @@ describe('approve', () => {
 
   test('unknown names are refused and nothing is written; --force takes a valid name, never a path', () => {
     const root = master();
-    const p = refused(() => approve({ masterRoot: root, names: ['rpinode01', 'rpinode09'] }));
+    const p = refused(() => approve({ masterRoot: root, stateDir: root, names: ['rpinode01', 'rpinode09'] }));
     expect(p).toEqual([
       'rpinode09 is not in nodes.list: check the spelling (`builder approve --list` shows the nodes), or use --force to approve a name the master does not list',
     ]);
     expect(existsSync(join(root, 'approved'))).toBe(false); // not even rpinode01: all names or none
-    expect(approve({ masterRoot: root, names: ['rpinode09'], force: true }).approved).toEqual(['rpinode09']);
+    expect(approve({ masterRoot: root, stateDir: root, names: ['rpinode09'], force: true }).approved).toEqual([
+      'rpinode09',
+    ]);
     for (const bad of ['../nodes.list', 'a/b', '.hidden']) {
-      expect(refused(() => approve({ masterRoot: root, names: [bad], force: true }))[0]).toContain(
+      expect(refused(() => approve({ masterRoot: root, stateDir: root, names: [bad], force: true }))[0]).toContain(
         'is not a host name',
       );
     }
@@ -146,10 +151,12 @@ describe('approve', () => {
   });
 
   test('no table, or no names: refused with what to do', () => {
-    expect(refused(() => approve({ masterRoot: master(null), names: ['rpinode01'] }))[0]).toMatch(
-      /^no .*partitions\.sfdisk: there is no table to approve$/,
+    expect(
+      refused(() => approve({ masterRoot: master(null), stateDir: master(null), names: ['rpinode01'] }))[0],
+    ).toMatch(/^no .*partitions\.sfdisk: there is no table to approve$/);
+    expect(refused(() => approve({ masterRoot: master(), stateDir: master(), names: [] }))[0]).toContain(
+      'or --all, or --list',
     );
-    expect(refused(() => approve({ masterRoot: master(), names: [] }))[0]).toContain('or --all, or --list');
     expect(approvalTargets([], [], { all: true }).errors[0]).toContain('no nodes in nodes.list');
     const nodes: NodeEntry[] = [{ mac: 'b8:27:eb:00:00:01', hostname: 'a1', ip: '10.0.0.1', line: 1 }];
     expect(approvalTargets(nodes, ['A1', 'a1'])).toEqual({ hosts: ['a1'], errors: [] });
@@ -161,7 +168,7 @@ describe('approve', () => {
     expect(readFileSync(join(root, 'approval.required'), 'utf8')).toBe(APPROVAL_REQUIRED_TEXT);
     expect(APPROVAL_REQUIRED_TEXT).toStartWith('# ');
     expect(setApprovalMode(root, true)).toBe(false);
-    expect(approve({ masterRoot: root, names: ['rpinode01'] }).warnings).toEqual([]); // on: no warning
+    expect(approve({ masterRoot: root, stateDir: root, names: ['rpinode01'] }).warnings).toEqual([]); // on: no warning
     expect(setApprovalMode(root, false)).toBe(true);
     expect(existsSync(join(root, 'approval.required'))).toBe(false);
     expect(setApprovalMode(root, false)).toBe(false);
@@ -214,7 +221,7 @@ describe('approvalList and the CLI', () => {
     const root = master();
     withReports(root, TABLE);
     setApprovalMode(root, true);
-    const before = approvalList(readStatus(root, NOW));
+    const before = approvalList(readStatus({ masterRoot: root, stateDir: root }, NOW));
     expect(before.rows).toEqual([
       { node: 'rpinode01', report: 'pending', approval: 'not approved' },
       { node: 'rpinode02', report: '-', approval: 'not approved' },
@@ -222,13 +229,15 @@ describe('approvalList and the CLI', () => {
     ]);
     expect(before.text).toStartWith(`approval mode on; table ${tableHash(TABLE)}\n`);
     expect(before.text).toEndWith('\n1 waiting for approval: builder approve rpinode01\n');
-    approve({ masterRoot: root, names: ['rpinode01'] });
-    const after = approvalList(readStatus(root, NOW));
+    approve({ masterRoot: root, stateDir: root, names: ['rpinode01'] });
+    const after = approvalList(readStatus({ masterRoot: root, stateDir: root }, NOW));
     expect(after.rows[0]).toEqual({ node: 'rpinode01', report: 'pending', approval: 'approved' });
     expect(after.text).toEndWith('\nnothing waits for approval\n');
     // the table changes again: the approval no longer covers it
     writeFileSync(join(root, 'partitions.sfdisk'), TABLE2);
-    expect(approvalList(readStatus(root, NOW)).rows[0]?.approval).toBe('approved for another table');
+    expect(approvalList(readStatus({ masterRoot: root, stateDir: root }, NOW)).rows[0]?.approval).toBe(
+      'approved for another table',
+    );
   });
 
   const cli = (...args: string[]) =>
@@ -236,16 +245,16 @@ describe('approvalList and the CLI', () => {
 
   test('`builder approve` approves, prints the node and the hash; an unknown node exits 1 with the reason', () => {
     const root = master();
-    const ok = cli('rpinode02', '--master-root', root);
+    const ok = cli('rpinode02', '--master-root', root, '--state-dir', root);
     expect(ok.status).toBe(0);
     expect(ok.stderr).toContain('builder: approved rpinode02\n');
     expect(ok.stderr).toContain(`sha256 ${tableHash(TABLE)}`);
     expect(readFileSync(join(root, 'approved/rpinode02'), 'utf8')).toBe(`${tableHash(TABLE)}\n`);
-    const bad = cli('nosuchnode', '--master-root', root);
+    const bad = cli('nosuchnode', '--master-root', root, '--state-dir', root);
     expect(bad.status).toBe(1);
     expect(bad.stderr).toContain('builder: error: nosuchnode is not in nodes.list');
     expect(existsSync(join(root, 'approved/nosuchnode'))).toBe(false);
-    const all = cli('--all', '--master-root', root);
+    const all = cli('--all', '--master-root', root, '--state-dir', root);
     expect(all.status).toBe(0);
     expect(all.stderr).toContain('builder: approved rpinode01, RpiNode03\n');
     expect(all.stderr).toContain('builder: already approved: rpinode02\n');
@@ -254,11 +263,11 @@ describe('approvalList and the CLI', () => {
   test('`builder approve --list` prints the list and approves nothing', () => {
     const root = master();
     withReports(root, TABLE);
-    const l = cli('--list', '--master-root', root);
+    const l = cli('--list', '--master-root', root, '--state-dir', root);
     expect(l.status).toBe(0);
     expect(l.stdout).toContain('1 waiting for approval: builder approve rpinode01');
     expect(existsSync(join(root, 'approved'))).toBe(false);
-    expect(cli('--list', 'rpinode01', '--master-root', root).status).toBe(1);
+    expect(cli('--list', 'rpinode01', '--master-root', root, '--state-dir', root).status).toBe(1);
   });
 });
 
@@ -299,10 +308,14 @@ describe('readApprovals on a hostile approved/', () => {
     ]);
     for (const w of r.warnings) expect(/[\x00-\x1f\x7f-\x9f]/.test(w)).toBe(false);
     // `approve --list` over it: in time, exit 0, nothing raw on the terminal, rpinode02 not approved
-    const l = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'approve', '--list', '--master-root', root], {
-      encoding: 'utf8',
-      timeout: 20_000,
-    });
+    const l = spawnSync(
+      process.execPath,
+      [join(REPO, 'builder/cli.ts'), 'approve', '--list', '--master-root', root, '--state-dir', root],
+      {
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
     expect([l.status, l.signal]).toEqual([0, null]);
     expect(/[\x00-\x09\x0b-\x1f\x7f-\x9f]/.test(l.stdout + l.stderr)).toBe(false);
     expect(l.stdout).toMatch(/^rpinode02 +- +not approved$/m);

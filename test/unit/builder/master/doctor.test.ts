@@ -164,11 +164,29 @@ describe('checkKeyLines: every line of the key counts', () => {
 
 describe('checkReportKeyLine', () => {
   const sink =
-    '/usr/bin/python3 -I /var/lib/clusterboot/report-sink /data/slaves/reports nobody /var/lib/clusterboot/report-peers /var/lib/misc/dnsmasq.leases 260';
+    '/usr/bin/python3 -I /var/lib/clusterboot/report-sink /var/lib/clusterboot/reports nobody /var/lib/clusterboot/report-peers /var/lib/misc/dnsmasq.leases 260';
   test("the report sink passes; the older write-only rrsync warns; the node key's grant fails", () => {
     const v = checkReportKeyLine(line(`restrict,from="10.77.0.0/24",command="${sink}"`, REPORT), ROOT);
     expect(v.level).toBe('ok');
     expect(v.sink).toBe('/var/lib/clusterboot/report-sink');
+    expect(v.detail).toContain('report sink into /var/lib/clusterboot/reports');
+    // an older stage's sink wrote into the master root, which the node key reads: a warning that says so
+    const inRoot = checkReportKeyLine(
+      line(
+        `restrict,from="10.77.0.0/24",command="${sink.replace('/var/lib/clusterboot/reports', '/data/slaves/reports')}"`,
+        REPORT,
+      ),
+      ROOT,
+    );
+    expect(inRoot.level).toBe('warn');
+    expect(inRoot.detail).toContain('which the node key (anyone with the initramfs) reads');
+    // a sink writing anywhere else is not stage's
+    expect(
+      checkReportKeyLine(
+        line(`restrict,command="${sink.replace('/var/lib/clusterboot/reports', '/etc')}"`, REPORT),
+        ROOT,
+      ).level,
+    ).toBe('fail');
     const old = checkReportKeyLine(
       line('restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -wo -no-lock -no-del /data/slaves/reports"', REPORT),
       ROOT,

@@ -98,7 +98,7 @@ describe('rows from reports and syslog', () => {
       new Map(),
       syslogLines('node2', bootEvents(WARM).slice(0, 18)) + syslogLines('stray', bootEvents(WARM).slice(0, 2)),
     );
-    const rows = fleetRows(readStatus(root).rows, live);
+    const rows = fleetRows(readStatus({ masterRoot: root, stateDir: root }).rows, live);
     const by = (n: string) => rows.find((r) => r.node === n) as FleetRow;
     expect(rows.map((r) => [r.node, r.state, r.phase, r.n])).toEqual([
       ['node1', 'up', 'handoff', 12],
@@ -214,7 +214,7 @@ describe('status page', () => {
     const now = Date.now();
     writeReport(root, reportFor(n1, bootEvents(COLD)), now - 300_000);
     writeReport(root, reportFor(n2, bootEvents(WARM)), now - 30_000);
-    const page = renderStatusHtml(readStatus(root, now), now);
+    const page = renderStatusHtml(readStatus({ masterRoot: root, stateDir: root }, now), now);
     expect(page).toContain(`default-src 'none'`);
     expect(page).not.toMatch(/<script|https?:\/\/|<link|@import|url\(/);
     expect([...page.matchAll(/<tr data-node="([^"]+)">/g)].map((m) => m[1])).toEqual(['node1', 'node2', 'node3']);
@@ -247,7 +247,7 @@ describe('status page', () => {
     r.result = 'fatal';
     r.reason = '</td><h1>owned</h1>';
     writeReport(root, r);
-    const page = renderStatusHtml(readStatus(root), Date.now());
+    const page = renderStatusHtml(readStatus({ masterRoot: root, stateDir: root }), Date.now());
     expect(page).not.toContain('<script>');
     expect(page).not.toContain('<h1>owned');
     expect(page).not.toContain('<b>x');
@@ -278,10 +278,10 @@ describe('syslog follower and poll', () => {
     const f = join(root, 'syslog.log');
     writeFileSync(f, syslogLines('node1', bootEvents(COLD).slice(0, 3)));
     const fo = new LogFollower(f);
-    const a = poll({ masterRoot: root }, fo, new Map());
+    const a = poll({ masterRoot: root, stateDir: root }, fo, new Map());
     expect(a.rows.find((r) => r.node === 'node1')).toMatchObject({ phase: 'early', n: 1 });
     appendFileSync(f, syslogLines('node1', bootEvents(COLD).slice(3, 18)));
-    const b = poll({ masterRoot: root }, fo, a.live);
+    const b = poll({ masterRoot: root, stateDir: root }, fo, a.live);
     expect(b.rows.find((r) => r.node === 'node1')).toMatchObject({ phase: 'root', n: 8, state: 'booting' });
     expect(b.rows.length).toBe(3);
   });

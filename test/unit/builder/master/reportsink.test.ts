@@ -27,7 +27,6 @@ import {
 
 const PUB = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBJ3PmS2n7ZlN4ajnkjN2gNPb2ZQ0gT6sHzwXNSG9v3P report';
 let tmp: string;
-let root: string;
 let state: string;
 let leases: string;
 const NODES = [
@@ -38,11 +37,10 @@ const asRoot = process.getuid?.() === 0;
 
 beforeAll(() => {
   tmp = mkdtempSync(join(tmpdir(), 'reportsink-test-'));
-  root = join(tmp, 'slaves');
   state = join(tmp, 'state');
   leases = join(tmp, 'dnsmasq.leases');
   writeFileSync(leases, '1999999999 52:54:00:c1:00:99 10.77.0.150 * 01:52:54:00:c1:00:99\n');
-  installReportSink(state, root, 'nobody', NODES);
+  installReportSink(state, 'nobody', NODES);
 });
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
@@ -54,7 +52,7 @@ const sinkArgv = (maxFiles: number) => [
   PYTHON,
   '-I',
   join(state, 'report-sink'),
-  join(root, 'reports'),
+  join(state, 'reports'),
   'nobody',
   join(state, 'report-peers'),
   leases,
@@ -69,7 +67,7 @@ function sink(input: string | Buffer, from: string | null, maxFiles = 100) {
   });
   return { status: r.status, out: r.stdout + r.stderr };
 }
-const stored = (mac: string) => join(root, 'reports', `${mac.replace(/:/g, '-')}.json`);
+const stored = (mac: string) => join(state, 'reports', `${mac.replace(/:/g, '-')}.json`);
 
 describe('report sink', () => {
   test("a listed node's report from its own address is stored under its MAC, as the sink's user, by the master's clock", () => {
@@ -89,7 +87,7 @@ describe('report sink', () => {
   });
 
   test("another node's MAC, a listed node's address for a stranger, no lease, no address: refused, nothing written", () => {
-    const before = readdirSync(join(root, 'reports')).sort();
+    const before = readdirSync(join(state, 'reports')).sort();
     for (const [mac, from, why] of [
       ['52:54:00:c1:00:02', '10.77.0.11', 'is listed at 10.77.0.12, not 10.77.0.11'],
       ['52:54:00:c1:00:77', '10.77.0.12', "another listed node's address"],
@@ -100,7 +98,7 @@ describe('report sink', () => {
       expect(r.status).toBe(65);
       expect(r.out).toContain(why);
     }
-    expect(readdirSync(join(root, 'reports')).sort()).toEqual(before);
+    expect(readdirSync(join(state, 'reports')).sort()).toEqual(before);
   });
 
   test("an unlisted node is taken for the MAC its address was leased to (the stranger's case)", () => {
@@ -160,25 +158,25 @@ describe('report sink', () => {
   }, 40_000);
 
   test('the folder is capped: a new name is refused when full, a known one still replaces its file', () => {
-    const n = readdirSync(join(root, 'reports')).filter((f) => !f.startsWith('.')).length;
+    const n = readdirSync(join(state, 'reports')).filter((f) => !f.startsWith('.')).length;
     expect(sink(report('52:54:00:c1:00:01'), '10.77.0.11', n).status).toBe(0);
     rmSync(stored('52:54:00:c1:00:99'));
-    writeFileSync(join(root, 'reports', 'filler.json'), '{}');
+    writeFileSync(join(state, 'reports', 'filler.json'), '{}');
     const full = sink(report('52:54:00:c1:00:99'), '10.77.0.150', n);
     expect(full.status).toBe(75);
     expect(full.out).toContain('already holds');
   });
 
   test('the key line runs the sink only; an older write-only rsync line of the same key is replaced in place', () => {
-    const line = reportSinkKeysLine(PUB, '/data/slaves', '/var/lib/clusterboot', { maxFiles: 266 });
+    const line = reportSinkKeysLine(PUB, '/var/lib/clusterboot', { maxFiles: 266 });
     expect(line).toBe(
-      `restrict,command="${PYTHON} -I /var/lib/clusterboot/report-sink /data/slaves/reports nobody /var/lib/clusterboot/report-peers /var/lib/misc/dnsmasq.leases 266" ${PUB}`,
+      `restrict,command="${PYTHON} -I /var/lib/clusterboot/report-sink /var/lib/clusterboot/reports nobody /var/lib/clusterboot/report-peers /var/lib/misc/dnsmasq.leases 266" ${PUB}`,
     );
     const old = reportKeysLine(PUB, '/data/slaves');
     const r = replaceOwnNodeLines(`# keys\n${old}\n`, [line], '/data/slaves');
     expect(r.replaced).toEqual([old]);
     expect(r.text).toBe(`# keys\n${line}\n`);
-    expect(() => reportSinkKeysLine(PUB, '/data/slaves', '/x', { user: 'root"; rm -rf /', maxFiles: 1 })).toThrow();
+    expect(() => reportSinkKeysLine(PUB, '/x', { user: 'root"; rm -rf /', maxFiles: 1 })).toThrow();
     expect(reportPeers(NODES)).toBe('52:54:00:c1:00:01 10.77.0.11\n52:54:00:c1:00:02 10.77.0.12\n');
     // from= the cluster subnet: the public keys work from the cluster's addresses only; an unrestricted older line
     // of the same key is replaced by it in place

@@ -18,7 +18,7 @@ import { DEFAULT_BOOTARGS } from '../../../../builder/image/bootscript.ts';
 import { generateKeys } from '../../../../builder/master/keys.ts';
 import { APPROVAL_REQUIRED_TEXT } from '../../../../builder/master/approve.ts';
 import { identityFiles } from '../../../../builder/master/identity.ts';
-import { stage, StageError, type StageOptions } from '../../../../builder/master/stage.ts';
+import { moveOutOfPublicTree, stage, StageError, type StageOptions } from '../../../../builder/master/stage.ts';
 import { mergeAuthorizedKeys, replaceOwnNodeLines } from '../../../../builder/master/authkeys.ts';
 import { renderDnsmasq, validateStage, type StagePlan } from '../../../../builder/master/dnsmasq.ts';
 import { parseNodeList, parseSubnet, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
@@ -396,6 +396,7 @@ describe('stage (effects)', () => {
       dir,
       nodesFile: join(dir, 'nodes.txt'),
       masterRoot: join(dir, 'slaves'),
+      stateDir: join(dir, 'state'),
       kernel: join(dir, 'vmlinuz-6.1'),
       initramfs: join(dir, 'initramfs.igz.uimg'),
       bootargs: `${DEFAULT_BOOTARGS} hostname_test=1`,
@@ -415,9 +416,9 @@ describe('stage (effects)', () => {
     const o = setup();
     const r = stage(o);
     const tftp = join(o.masterRoot, 'tftp');
+    // the node list and the reports live in the state dir: the node key reads the whole master root
+    expect(all(o.stateDir)).toEqual(['nodes.list', 'report-peers', 'report-sink', 'reports']);
     expect(all(o.masterRoot)).toEqual([
-      'nodes.list',
-      'reports',
       'tftp',
       'tftp/boot.scr.uimg',
       'tftp/firststage.env',
@@ -431,15 +432,17 @@ describe('stage (effects)', () => {
       join(tftp, 'initramfs.igz.uimg'),
       join(tftp, 'boot.scr.uimg'),
       join(tftp, 'firststage.env'),
-      join(o.masterRoot, 'nodes.list'),
+      join(o.stateDir, 'nodes.list'),
       o.dnsmasqConf,
+      join(o.stateDir, 'report-sink'),
+      join(o.stateDir, 'report-peers'),
     ]);
     // the gzip'd kernel is the raw one, and the announcement names all three files
     expect(gunzipSync(readFileSync(join(tftp, 'vmlinuz.gz')))).toEqual(KERNEL);
     expect(readFileSync(join(tftp, 'firststage.env'), 'utf8')).toContain(`cb_id=${r.firstStage.id}\n`);
     expect(readFileSync(join(tftp, 'vmlinuz'))).toEqual(KERNEL);
     expect(readFileSync(join(tftp, 'initramfs.igz.uimg'))).toEqual(readFileSync(o.initramfs));
-    expect(r.reportsDir).toBe(join(o.masterRoot, 'reports'));
+    expect(r.reportsDir).toBe(join(o.stateDir, 'reports'));
     expect(statSync(r.reportsDir).mode & 0o777).toBe(0o755);
 
     // the boot script decodes as a U-Boot script image (multi-file: length table, then the text)
@@ -463,16 +466,16 @@ describe('stage (effects)', () => {
     expect(conf).toContain(`from ${o.nodesFile}.`);
     expect(conf).toContain(`tftp-root=${tftp}\n`);
     expect(conf.match(/^dhcp-host=/gm)).toHaveLength(2);
-    const listed = parseNodeList(readFileSync(join(o.masterRoot, 'nodes.list'), 'utf8'));
+    const listed = parseNodeList(readFileSync(join(o.stateDir, 'nodes.list'), 'utf8'));
     expect(listed.nodes.map((x) => x.hostname)).toEqual(['rpinode01', 'rpinode02']);
 
-    // without --authorized-keys: both lines returned for printing, the report line write-only into reports/
+    // without --authorized-keys: both lines returned for printing, the report line through the sink
     expect(r.keyLines).toHaveLength(2);
     expect(r.keyLines[0]).toStartWith(
       `restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
     );
     expect(r.keyLines[1]).toStartWith(
-      `restrict,from="10.77.0.0/24",command="/usr/bin/rrsync -wo -no-lock -no-del ${o.masterRoot}/reports" ssh-ed25519 `,
+      `restrict,from="10.77.0.0/24",command="/usr/bin/python3 -I ${o.stateDir}/report-sink ${o.stateDir}/reports nobody `,
     );
     expect(r.keysAdded).toEqual([]);
     // no leftovers of the atomic writes
@@ -617,7 +620,7 @@ describe('stage (effects)', () => {
       `restrict,from="10.77.0.0/24",command="${o.stateDir}/sync-slot 3 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
     );
     expect(r.keyLines[1]).toStartWith(
-      `restrict,from="10.77.0.0/24",command="/usr/bin/python3 -I ${o.stateDir}/report-sink ${o.masterRoot}/reports nobody ${o.stateDir}/report-peers `,
+      `restrict,from="10.77.0.0/24",command="/usr/bin/python3 -I ${o.stateDir}/report-sink ${o.stateDir}/reports nobody ${o.stateDir}/report-peers `,
     );
     expect(r.written).toContain(join(o.stateDir, 'report-sink'));
     // 0: no limit, the plain line, no sync-slot script (the report sink lives in the state dir all the same)
@@ -653,7 +656,7 @@ describe('stage (effects)', () => {
     }
   });
 
-  test('--sync-slots out of range, or without a state dir, writes nothing', () => {
+  test('--sync-slots out of range, or a state dir inside the master root, writes nothing', () => {
     for (const [syncSlots, want] of [
       [1.5, /--sync-slots 1.5 must be a whole number/],
       [-1, /--sync-slots -1/],
@@ -662,7 +665,23 @@ describe('stage (effects)', () => {
       refuses({ ...setup(), syncSlots, stateDir: join(tmp, 'state-x') }, want);
     }
     const o = setup();
-    refuses({ ...o, syncSlots: 2 }, /--sync-slots needs --state-dir/);
+    refuses({ ...o, stateDir: join(o.masterRoot, 'state') }, /is inside the master root: the node key/);
+  });
+
+  test("an older stage's nodes.list and reports/ in the master root move into the state dir, once", () => {
+    const o = setup();
+    mkdirSync(join(o.masterRoot, 'reports'), { recursive: true });
+    writeFileSync(join(o.masterRoot, 'reports/b8-27-eb-cb-63-18.json'), '{}');
+    writeFileSync(join(o.masterRoot, 'nodes.list'), 'old\n');
+    const r = stage(o);
+    expect(existsSync(join(o.masterRoot, 'reports'))).toBe(false);
+    expect(existsSync(join(o.masterRoot, 'nodes.list'))).toBe(false);
+    expect(readFileSync(join(o.stateDir, 'reports/b8-27-eb-cb-63-18.json'), 'utf8')).toBe('{}');
+    expect(r.warnings.join('\n')).toContain(`moved ${join(o.masterRoot, 'reports')} to ${join(o.stateDir, 'reports')}`);
+    // both there (the new one already in use): the old one is left, and named
+    mkdirSync(join(o.masterRoot, 'reports'));
+    expect(stage(o).warnings.join('\n')).toContain(`${join(o.masterRoot, 'reports')} is left from an older stage`);
+    expect(moveOutOfPublicTree(join(o.dir, 'nothing'), o.stateDir)).toEqual({ written: [], warnings: [] });
   });
 
   test('--authorized-keys: turning sync slots on replaces the plain node line in place, with no conflict warning', () => {
@@ -671,9 +690,9 @@ describe('stage (effects)', () => {
     const plain = stage(o);
     const first = readFileSync(o.authorizedKeys, 'utf8');
     expect(first).toBe(`${plain.keyLines.join('\n')}\n`);
-    const slotted = stage({ ...o, syncSlots: 4, stateDir: join(o.dir, 'state') });
-    // the node line (now through sync-slot) and the report line (now the sink) of the same keys, both in place
-    expect(slotted.keysReplaced).toEqual([plain.keyLines[0] as string, plain.keyLines[1] as string]);
+    const slotted = stage({ ...o, syncSlots: 4 });
+    // the node line (now through sync-slot) in place; the report line (the sink) unchanged
+    expect(slotted.keysReplaced).toEqual([plain.keyLines[0] as string]);
     expect(slotted.keysAdded).toEqual([]);
     expect(slotted.warnings.filter((w) => w.includes('authorized_keys'))).toEqual([]);
     expect(readFileSync(o.authorizedKeys, 'utf8')).toBe(`${slotted.keyLines.join('\n')}\n`);

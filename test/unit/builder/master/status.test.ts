@@ -369,14 +369,14 @@ describe('readStatus and the CLI', () => {
 
   test('readStatus reads the same rows as statusRows over the files', () => {
     const root = masterRoot();
-    const s = readStatus(root, NOW);
+    const s = readStatus({ masterRoot: root, stateDir: root }, NOW);
     expect(s.warnings).toEqual([]);
     expect(s.masterStamp).toEqual({ id: MASTER.id, problem: null });
     expect(s.rows.map((r) => [r.mac, r.result, r.root, r.ageSeconds])).toEqual(
       rows().map((r) => [r.mac, r.result, r.root, r.ageSeconds]),
     );
     // a fresh master: nothing yet, a warning, no throw
-    const empty = readStatus(join(tmp, 'nothing-here'), NOW);
+    const empty = readStatus({ masterRoot: join(tmp, 'nothing-here'), stateDir: join(tmp, 'nothing-here') }, NOW);
     expect(empty.rows).toEqual([]);
     expect(empty.warnings[0]).toContain('run `builder stage`');
     expect(empty.masterStamp.id).toBeNull();
@@ -385,9 +385,13 @@ describe('readStatus and the CLI', () => {
   test('`builder status --json` parses back to the rows and the master stamp; the table names every node', () => {
     const root = masterRoot();
     const run = (...args: string[]) =>
-      spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, ...args], {
-        encoding: 'utf8',
-      });
+      spawnSync(
+        process.execPath,
+        [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--state-dir', root, ...args],
+        {
+          encoding: 'utf8',
+        },
+      );
     const j = run('--json');
     expect(j.status).toBe(0);
     const parsed = JSON.parse(j.stdout) as { masterStamp: { id: string }; rows: StatusRow[]; warnings: string[] };
@@ -578,15 +582,19 @@ describe('approval mode in status', () => {
     writeFileSync(join(root, 'approved/rpinode01'), `${HASH}\n`);
     writeFileSync(join(root, 'approved/rpinode02'), 'not a hash\n');
     writeFileSync(join(root, 'reports', reportName(waiting().mac)), JSON.stringify(waiting()));
-    const s = readStatus(root, NOW);
+    const s = readStatus({ masterRoot: root, stateDir: root }, NOW);
     expect(s.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
     expect(s.warnings).toEqual([
       `${join(root, 'approved/rpinode02')} is not an approval (not a sha256 hex line): remove it, or run \`builder approve rpinode02\``,
     ]);
     expect(s.rows[0]?.approval?.approved).toBe(true);
-    const j = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--json'], {
-      encoding: 'utf8',
-    });
+    const j = spawnSync(
+      process.execPath,
+      [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--state-dir', root, '--json'],
+      {
+        encoding: 'utf8',
+      },
+    );
     expect(j.status).toBe(0);
     const parsed = JSON.parse(j.stdout) as { approval: unknown; rows: StatusRow[] };
     expect(parsed.approval).toEqual({ required: true, tableSha256: HASH, approved: { rpinode01: HASH } });
@@ -654,7 +662,7 @@ describe('hostile reports directory', () => {
     const { root, marker } = hostileRoot();
     expect(farMs).toBeGreaterThan(YEAR_2099); // the OS keeps at most 2446-05-10 of @99999999999999: still the future
     const t0 = performance.now();
-    const s = readStatus(root, now);
+    const s = readStatus({ masterRoot: root, stateDir: root }, now);
     expect(performance.now() - t0).toBeLessThan(20_000); // no FIFO opened, nothing huge read: no hang
     const row = (h: string | null) => s.rows.find((r) => r.hostname === h) as StatusRow;
     const victim = row('rpinode01');
@@ -700,10 +708,14 @@ describe('hostile reports directory', () => {
   test('`builder status` and `approve --list` on it: exit 0 in time, no raw control character on the terminal', () => {
     const { root } = hostileRoot();
     for (const args of [['status'], ['status', '--json'], ['approve', '--list']]) {
-      const r = spawnSync(process.execPath, [join(REPO, 'builder/cli.ts'), ...args, '--master-root', root], {
-        encoding: 'utf8',
-        timeout: 20_000,
-      });
+      const r = spawnSync(
+        process.execPath,
+        [join(REPO, 'builder/cli.ts'), ...args, '--master-root', root, '--state-dir', root],
+        {
+          encoding: 'utf8',
+          timeout: 20_000,
+        },
+      );
       expect([args, r.status, r.signal]).toEqual([args, 0, null]);
       expect(CONTROL.test(r.stdout)).toBe(false);
       expect(CONTROL.test(r.stderr.replace(/\n/g, ''))).toBe(false);

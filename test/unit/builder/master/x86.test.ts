@@ -182,6 +182,7 @@ describe('stage with amd64 nodes', () => {
       dir,
       nodesFile: join(dir, 'nodes.txt'),
       masterRoot: join(dir, 'slaves'),
+      stateDir: join(dir, 'state'),
       kernel: join(dir, 'vmlinuz'),
       initramfs: join(dir, 'initramfs.igz.uimg'),
       bootargs: 'console=ttyAMA0 disk=/dev/mmcblk0',
@@ -221,7 +222,7 @@ describe('stage with amd64 nodes', () => {
     expect(readFileSync(join(tftp, IPXE_SCRIPT), 'utf8')).toContain('console=ttyS0 disk=/dev/sda');
     expect(r.written).toContain(join(tftp, IPXE_SCRIPT));
     expect(readFileSync(o.dnsmasqConf, 'utf8')).toContain('set:cb-amd64,pc1');
-    expect(readFileSync(join(o.masterRoot, 'nodes.list'), 'utf8')).toContain('pc1 10.77.0.12 arch=amd64');
+    expect(readFileSync(join(o.stateDir, 'nodes.list'), 'utf8')).toContain('pc1 10.77.0.12 arch=amd64');
   });
 
   test('an arm64-only list writes no PXE files even with --kernel-amd64', () => {

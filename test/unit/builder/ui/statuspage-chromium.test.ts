@@ -141,9 +141,13 @@ describe('builder status --html in headless Chromium', () => {
     writeReport(root, reportFor(NODES[1] as (typeof NODES)[number], bootEvents(WARM)), now - 40_000);
     writeReport(root, reportFor(NODES[2] as (typeof NODES)[number], bootEvents(COLD, 'root')), now - 90_000);
     const page = join(tmp, 'status.html');
-    const r = spawnSync(BUN, [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--html', page], {
-      encoding: 'utf8',
-    });
+    const r = spawnSync(
+      BUN,
+      [join(REPO, 'builder/cli.ts'), 'status', '--master-root', root, '--state-dir', root, '--html', page],
+      {
+        encoding: 'utf8',
+      },
+    );
     expect([r.status, r.stderr]).toEqual([0, `builder: wrote ${page} (3 nodes)\n`]);
     expect(r.stdout).toMatch(/^NODE +MAC/); // the table is still printed
 

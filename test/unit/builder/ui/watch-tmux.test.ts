@@ -61,7 +61,7 @@ describe('builder watch', () => {
       '130',
       '-y',
       '20',
-      `${BUN} ${CLI} watch --master-root ${root} --syslog ${log} --interval 0.2; sleep 30`,
+      `${BUN} ${CLI} watch --master-root ${root} --state-dir ${root} --syslog ${log} --interval 0.2; sleep 30`,
     );
     await until('the first frame', () => capture().some((l) => l.startsWith('node3')));
     const a = capture();
@@ -119,9 +119,13 @@ describe('builder watch', () => {
     const log = join(root, 'syslog.log');
     const cold = bootEvents(COLD);
     writeFileSync(log, syslogLines('node1', cold.slice(0, 7)));
-    const p = spawn(BUN, [CLI, 'watch', '--master-root', root, '--syslog', log, '--interval', '0.2'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const p = spawn(
+      BUN,
+      [CLI, 'watch', '--master-root', root, '--state-dir', root, '--syslog', log, '--interval', '0.2'],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     let text = '';
     p.stdout.on('data', (d: Buffer) => {
       text += d.toString();
@@ -159,7 +163,9 @@ describe('builder watch', () => {
     const root = join(tmp, 'once');
     masterTree(root);
     writeReport(root, reportFor(n1, bootEvents(COLD)), Date.now() - 60_000);
-    const r = spawnSync(BUN, [CLI, 'watch', '--master-root', root, '--once'], { encoding: 'utf8' });
+    const r = spawnSync(BUN, [CLI, 'watch', '--master-root', root, '--state-dir', root, '--once'], {
+      encoding: 'utf8',
+    });
     expect(r.status).toBe(0);
     expect(r.stdout.split('\n').filter(Boolean)).toEqual([
       'node1: up [12/12 handoff] 100% last boot ok in 47.6 s (its report) (last report: ok)',
