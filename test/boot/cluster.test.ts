@@ -290,17 +290,7 @@ describe('virtual cluster', () => {
 
   test("`builder known-hosts` writes both nodes' keys from their reports; a changed key is held back until --accept", () => {
     const out = join(work, 'known_hosts');
-    const first = vc.builder(
-      'known-hosts',
-      '--master-root',
-      vc.masterRoot,
-      '--state-dir',
-      vc.stateDir,
-      '--out',
-      out,
-      '--domain',
-      'cluster.lan',
-    );
+    const first = vc.fleet('known-hosts', '--out', out, '--domain', 'cluster.lan');
     expect(first.status).toBe(0);
     expect(first.output).toContain('2 new: node1 node2');
     const text = readFileSync(out, 'utf8');
@@ -311,33 +301,11 @@ describe('virtual cluster', () => {
     // a forged key in the file stands for "known before": the node's real report is then a change, not taken
     const forged = text.replace(coldIds.get('node2')?.hostKey ?? 'x', `AAAAC3NzaC1lZDI1NTE5AAAAI${'F'.repeat(43)}`);
     writeFileSync(out, forged);
-    const held = vc.builder(
-      'known-hosts',
-      '--master-root',
-      vc.masterRoot,
-      '--state-dir',
-      vc.stateDir,
-      '--out',
-      out,
-      '--domain',
-      'cluster.lan',
-    );
+    const held = vc.fleet('known-hosts', '--out', out, '--domain', 'cluster.lan');
     expect(held.status).toBe(1);
     expect(held.output).toContain('node2 reports other host keys than the ones kept');
     expect(readFileSync(out, 'utf8')).toBe(forged);
-    vc.builder(
-      'known-hosts',
-      '--master-root',
-      vc.masterRoot,
-      '--state-dir',
-      vc.stateDir,
-      '--out',
-      out,
-      '--domain',
-      'cluster.lan',
-      '--accept',
-      'node2',
-    );
+    vc.fleet('known-hosts', '--out', out, '--domain', 'cluster.lan', '--accept', 'node2');
     expect(readFileSync(out, 'utf8')).toBe(text);
   });
 
@@ -398,17 +366,7 @@ describe('virtual cluster', () => {
     expect(k1).toMatch(ENROL_KEY_LINE);
     expect(k2).toMatch(ENROL_KEY_LINE);
     expect(k1).not.toBe(k2);
-    const enrol = (...args: string[]) =>
-      vc.builder(
-        'enrol',
-        '--master-root',
-        vc.masterRoot,
-        '--state-dir',
-        vc.stateDir,
-        '--authorized-keys',
-        vc.authorizedKeys,
-        ...args,
-      );
+    const enrol = (...args: string[]) => vc.fleet('enrol', '--authorized-keys', vc.authorizedKeys, ...args);
     const list = enrol('--list');
     expect(list.status).toBe(0);
     expect(list.output).toContain(`${keyFingerprint(k1)}`);

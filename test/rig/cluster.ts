@@ -304,6 +304,11 @@ export class VirtualCluster {
     return { status: r.status ?? -1, output: r.stdout + r.stderr };
   }
 
+  /** A fleet command (`known-hosts`, `enrol`, ...) on this master: its master root and state dir given. */
+  fleet(command: string, ...args: string[]): { status: number; output: string } {
+    return this.builder(command, '--master-root', this.masterRoot, '--state-dir', this.stateDir, ...args);
+  }
+
   /** `builder approve` on this master. */
   approve(...args: string[]): string {
     const r = spawnSync(

@@ -16,6 +16,7 @@ import {
 import { ENROL_KEY_LINE, keyFingerprint } from '../../../../agent/contract/report.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 import type { StatusRow } from '../../../../builder/master/status.ts';
+import { statusRow } from '../../../fixtures/statusrow.ts';
 
 let tmp: string;
 let k1: string;
@@ -37,23 +38,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const row = (hostname: string, ip: string | null, enrolKey?: string, listed = true): StatusRow =>
-  ({
-    hostname,
-    mac: '52:54:00:00:00:01',
-    ip,
-    listed,
-    report: null,
-    lastBoot: null,
-    lastBootMs: null,
-    ageSeconds: null,
-    result: 'ok',
-    root: 'current',
-    overlay: null,
-    totalSeconds: null,
-    phases: '',
-    notes: [],
-    ...(enrolKey ? { enrolKey } : {}),
-  }) as StatusRow;
+  statusRow({ hostname, ip, listed, ...(enrolKey ? { enrolKey } : {}) });
 
 const ADMIN = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop\n';
 

@@ -12,6 +12,7 @@ import {
   signHostCerts,
 } from '../../../../builder/master/knownhosts.ts';
 import type { StatusRow } from '../../../../builder/master/status.ts';
+import { statusRow } from '../../../fixtures/statusrow.ts';
 
 let tmp: string;
 const keygen = (f: string) => execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', f]);
@@ -28,23 +29,7 @@ beforeAll(() => {
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const row = (hostname: string | null, ip: string | null, hostKeys: string[] | undefined, listed = true): StatusRow =>
-  ({
-    hostname,
-    mac: '52:54:00:00:00:01',
-    ip,
-    listed,
-    report: null,
-    lastBoot: null,
-    lastBootMs: null,
-    ageSeconds: null,
-    result: 'ok',
-    root: 'current',
-    overlay: null,
-    totalSeconds: null,
-    phases: '',
-    notes: [],
-    ...(hostKeys ? { hostKeys } : {}),
-  }) as StatusRow;
+  statusRow({ hostname, ip, listed, ...(hostKeys ? { hostKeys } : {}) });
 
 describe('knownHostsPlan', () => {
   test("each listed node's reported keys under its name, its name in the domain and its IP; sorted", () => {
