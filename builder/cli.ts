@@ -21,6 +21,7 @@ import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
 import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized } from './master/enrol.ts';
+import { checkMirror, mirrorKeysLine, mirrorRsh, mirrorUnits, mirrorVerdict, runMirror } from './master/mirror.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
 import { keyFingerprint } from '../agent/contract/report.ts';
 import {
@@ -744,6 +745,98 @@ await overview(yargs(hideBin(process.argv)))
       if (plan.already.length) say(`already enrolled: ${plan.already.join(', ')}`);
       for (const p of plan.problems) say(`warning: ${p}`);
       if (plan.problems.length) process.exitCode = 1;
+    },
+  )
+  .command(
+    'mirror',
+    "keep this machine a mirror of a primary master: pull its published tree (snapshots, stamps, manifests, the table, the flags, the first stage) in three passes, so nodes here never see half a publish; --check compares only; --allow (on the primary) lets a mirror's key read",
+    (y) =>
+      manPage(
+        y
+          .option('primary', {
+            type: 'string',
+            describe:
+              "the primary's address (pulled over SSH with --key through its rrsync) or, with a /, its master root here",
+          })
+          .option('master-root', {
+            type: 'string',
+            default: '/data/slaves',
+            describe: "this mirror's tree (the nodes' master root here); on the primary with --allow: the primary's",
+          })
+          .option('key', {
+            type: 'string',
+            default: '/etc/clusterboot/mirror_ed25519',
+            describe: 'the mirror key (private half here; its .pub goes to the primary with --allow)',
+          })
+          .option('known-hosts', {
+            type: 'string',
+            default: '/etc/clusterboot/primary_known_hosts',
+            describe: "the primary's host key, pinned (ssh-keyscan it once and check it)",
+          })
+          .option('check', {
+            type: 'boolean',
+            default: false,
+            describe: "compare this mirror's stamps with the primary's; pull nothing; exit 1 when behind",
+          })
+          .option('allow', {
+            type: 'string',
+            describe: "on the primary: the mirror's IP; adds the mirror key (--key's .pub) to --authorized-keys",
+          })
+          .option('authorized-keys', { type: 'string', default: DEFAULT_AUTHORIZED_KEYS })
+          .option('timer', {
+            type: 'string',
+            describe: 'write clusterboot-mirror.service and .timer (a pull every minute) into this systemd directory',
+          }),
+        'mirror',
+      ),
+    async (a) => {
+      const root = resolve(a['master-root']);
+      if (a.allow !== undefined) {
+        const pub = readFileSync(`${resolve(a.key)}${a.key.endsWith('.pub') ? '' : '.pub'}`, 'utf8');
+        const line = mirrorKeysLine(pub, root, a.allow);
+        const file = resolve(a['authorized-keys']);
+        const have = existsSync(file) ? readFileSync(file, 'utf8') : '';
+        if (have.split('\n').includes(line)) say(`${file} already lets the mirror ${a.allow} read ${root}`);
+        else {
+          mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+          appendFileSync(file, `${have && !have.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600 });
+          say(`${file}: the mirror ${a.allow} may read ${root} (read-only, from its address only)`);
+        }
+        return;
+      }
+      if (!a.primary) throw new Error('--primary: the primary master (its address, or its master root here)');
+      const local = a.primary.includes('/');
+      const source = local ? resolve(a.primary) : `${a.primary}:`;
+      const rsh = local ? undefined : mirrorRsh(resolve(a.key), resolve(a['known-hosts']));
+      const o = { source, dest: root, ...(rsh ? { rsh } : {}) };
+      if (a.timer !== undefined) {
+        const args = [
+          '/usr/local/bin/builder mirror',
+          `--primary ${a.primary}`,
+          `--master-root ${root}`,
+          ...(local ? [] : [`--key ${resolve(a.key)}`, `--known-hosts ${resolve(a['known-hosts'])}`]),
+        ];
+        const u = mirrorUnits(args.join(' '));
+        mkdirSync(resolve(a.timer), { recursive: true });
+        writeAtomic(join(resolve(a.timer), 'clusterboot-mirror.service'), u.service, 0o644);
+        writeAtomic(join(resolve(a.timer), 'clusterboot-mirror.timer'), u.timer, 0o644);
+        say(
+          `wrote clusterboot-mirror.service and .timer in ${resolve(a.timer)}: systemctl daemon-reload && systemctl enable --now clusterboot-mirror.timer`,
+        );
+        return;
+      }
+      if (a.check) {
+        const v = mirrorVerdict(checkMirror(o));
+        console.log(`mirror ${root}: ${v.text}`);
+        if (!v.current) process.exitCode = 1;
+        return;
+      }
+      const r = runMirror(o);
+      const v = mirrorVerdict(r.states);
+      say(
+        `mirror ${root} from ${a.primary}: ${r.passes.map((p) => `${p.name} ${p.seconds.toFixed(1)} s`).join(', ')}; ${v.text}`,
+      );
+      if (!v.current) process.exitCode = 1;
     },
   )
   .command(

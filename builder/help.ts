@@ -137,6 +137,21 @@ export const MAN: Readonly<Record<string, ManPage>> = {
     notes:
       "A report is a claim: compare the fingerprint with the node's console (`enrolment key SHA256:...`) before enrolling.",
   },
+  mirror: {
+    examples: [
+      ['$0 mirror --primary 192.168.2.254', "pull the primary's published tree into /data/slaves here, now"],
+      ['$0 mirror --primary 192.168.2.254 --check', 'current or behind? (exit 1 when behind)'],
+      ['$0 mirror --primary 192.168.2.254 --timer /etc/systemd/system', 'keep it in step: a pull every minute'],
+      ['$0 mirror --allow 192.168.2.253 --key /root/mirror_ed25519.pub', "on the primary: let that mirror's key read"],
+    ],
+    files: [
+      '/data/slaves/   the mirrored tree: what nodes that use this master read (never published here)',
+      '/etc/clusterboot/mirror_ed25519, primary_known_hosts   the mirror key and the pinned primary host key',
+    ],
+    exit: '0 when the mirror is current after the pull; 1 when it is behind, or a pass failed (it still serves one whole publish).',
+    notes:
+      'Three passes: the snapshots, then the stamps, table and flags together (--delay-updates), then what the primary dropped.',
+  },
   approve: {
     examples: [
       ['$0 approve --list', 'who waits for approval, and for which table'],

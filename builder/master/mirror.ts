@@ -1,0 +1,275 @@
+// `builder mirror`: this machine keeps a copy of a primary master's public tree (its master root: templates,
+// snapshots, stamps, manifests, the table, the flags, the first stage), pulled with rsync, and serves it to nodes
+// like the primary does. It never publishes: it serves only what the primary published, and a node checks that
+// against the signed manifest, so a mirror needs no trust (#19).
+//
+// Why three passes: a node must never see a mirror halfway between two publishes. A node reads the stamps first
+// and then the snapshot they name; so the snapshots come first (pass 1, nothing deleted), the small files that
+// commit a publish (stamps and manifests, the table, the approval switch and approvals, the per-node flags, the
+// first-stage announcement) next, in one rsync with --delay-updates (pass 2: renamed into place together at the
+// end), and only then what the primary dropped is deleted (pass 3), never a snapshot the mirror's stamps still
+// name. A mirror stopped at any point serves the old publish or the new one, whole.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ANNOUNCEMENT_FILE } from '../../agent/contract/firststage.ts';
+import { fileListPath, snapshotPath, SNAPSHOT_DIR } from '../../agent/contract/manifest.ts';
+import { parseStamp, stampPath, type StampName } from '../../agent/contract/stamp.ts';
+import {
+  APPROVAL_REQUIRED,
+  APPROVED_DIR,
+  NODES_DIR,
+  PARTITION_TABLE,
+  STAMP_DIR,
+  TFTP_DIR,
+} from '../../agent/contract/tree.ts';
+import { readSmallFile } from '../../agent/contract/smallread.ts';
+import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+
+const RSYNC = '/usr/bin/rsync';
+const NAMES: readonly StampName[] = ['rootfs', 'bootfs'];
+
+/** The files that commit a publish, as rsync filter rules anchored at the master root. */
+export const COMMIT_RULES: readonly string[] = [
+  `/${STAMP_DIR}/***`,
+  `/${PARTITION_TABLE}`,
+  `/${APPROVAL_REQUIRED}`,
+  `/${APPROVED_DIR}/***`,
+  `/${NODES_DIR}/***`,
+  `/${TFTP_DIR}/`,
+  `/${TFTP_DIR}/${ANNOUNCEMENT_FILE}`,
+];
+
+export interface MirrorPass {
+  name: 'content' | 'commit' | 'cleanup';
+  /** rsync's arguments, source and destination last. */
+  args: string[];
+}
+
+/**
+ * The three rsync passes. `source` is the primary's master root as rsync names it (`host:` through the mirror key's
+ * rrsync, or a local directory); `keep` the snapshot ids the mirror's stamps name now (pass 3 never deletes them).
+ */
+export function mirrorPasses(
+  source: string,
+  dest: string,
+  o: { rsh?: string; keep?: ReadonlyArray<{ name: StampName; id: string }> } = {},
+): MirrorPass[] {
+  const src = source.endsWith('/') || source.endsWith(':') ? source : `${source}/`;
+  const dst = dest.endsWith('/') ? dest : `${dest}/`;
+  const common = [
+    ...(o.rsh ? ['-e', o.rsh] : []),
+    '-aHAX',
+    '--numeric-ids',
+    '--timeout=120',
+    // the primary's working copies are not served: rsync's own temporary names, publish's half-made snapshots
+    '--exclude=.~tmp~/',
+    '--exclude=.*.tmp*',
+  ];
+  const notCommit = COMMIT_RULES.filter((r) => r !== `/${TFTP_DIR}/`).map(
+    (r) => `--exclude=${r.replace(/\*\*\*$/, '')}`,
+  );
+  const keep = (o.keep ?? []).flatMap((k) => [
+    `--exclude=/${snapshotPath(k.name, k.id)}/`,
+    `--exclude=/${fileListPath(k.name, k.id)}`,
+  ]);
+  return [
+    { name: 'content', args: [...common, ...notCommit, src, dst] },
+    {
+      name: 'commit',
+      args: [
+        ...common,
+        '--delete',
+        '--delay-updates',
+        // by content: a stamp published again within the same second has the same size and mtime
+        '--checksum',
+        ...COMMIT_RULES.map((r) => `--include=${r}`),
+        '--exclude=*',
+        src,
+        dst,
+      ],
+    },
+    { name: 'cleanup', args: [...common, '--delete', ...notCommit, ...keep, src, dst] },
+  ];
+}
+
+/** The snapshots the tree's stamps name (rootfs and bootfs). */
+export function namedSnapshots(root: string): Array<{ name: StampName; id: string }> {
+  const out: Array<{ name: StampName; id: string }> = [];
+  for (const name of NAMES) {
+    const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
+    if (r.kind !== 'read') continue;
+    const p = parseStamp(r.data.toString('utf8'));
+    if (p.ok) out.push({ name, id: p.stamp.id });
+  }
+  return out;
+}
+
+/** A publish the mirror has, or lacks, against the primary: by stamp. */
+export interface MirrorState {
+  name: StampName;
+  primary: string | null;
+  mirror: string | null;
+  /** The mirror's stamp names a snapshot it has (or names none). */
+  whole: boolean;
+}
+
+/** Per template: the primary's and the mirror's stamp ids, and whether the mirror's snapshot is all there. */
+export function compareMirror(primaryRoot: string, mirrorRoot: string): MirrorState[] {
+  return NAMES.map((name) => {
+    const id = (root: string) => {
+      const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
+      const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
+      return p?.ok ? p.stamp.id : null;
+    };
+    const m = id(mirrorRoot);
+    const snap = m === null ? null : join(mirrorRoot, snapshotPath(name, m));
+    const whole = snap === null || !existsSync(join(mirrorRoot, SNAPSHOT_DIR, name)) || existsSync(snap);
+    return { name, primary: id(primaryRoot), mirror: m, whole };
+  });
+}
+
+/** One line for `builder mirror --check`, and whether the mirror is current. */
+export function mirrorVerdict(states: readonly MirrorState[]): { current: boolean; text: string } {
+  const parts = states.map((s) =>
+    !s.whole
+      ? `${s.name} ${s.mirror}: its snapshot is missing`
+      : s.primary === s.mirror
+        ? `${s.name} ${s.mirror ?? 'none'} (current)`
+        : `${s.name} ${s.mirror ?? 'none'}, the primary has ${s.primary ?? 'none'} (behind)`,
+  );
+  return { current: states.every((s) => s.whole && s.primary === s.mirror), text: parts.join('; ') };
+}
+
+/** The primary's authorized_keys line for a mirror: read-only rsync of the master root, from the mirror only. */
+export function mirrorKeysLine(pub: string, masterRoot: string, mirrorIp: string, rrsync = '/usr/bin/rrsync'): string {
+  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(mirrorIp)) throw new Error(`mirrorKeysLine: ${mirrorIp} is not an IPv4 address`);
+  checkCommandPaths('mirrorKeysLine', [
+    ['masterRoot', masterRoot],
+    ['rrsync', rrsync],
+  ]);
+  return keyLine(
+    `restrict,from="${mirrorIp}",command="${rrsync} -ro ${masterRoot}"`,
+    `${pub.trim().split(/\s+/).slice(0, 2).join(' ')} clusterboot-mirror@${mirrorIp}`,
+    'mirrorKeysLine',
+  );
+}
+
+export interface MirrorRun {
+  passes: Array<{ name: MirrorPass['name']; status: number; seconds: number }>;
+  states: MirrorState[];
+}
+
+/**
+ * The effect: the three passes in order (rsync's exit 24, files that vanished on the primary meanwhile, is no
+ * failure), then the mirror's stamps against the primary's. A failed pass stops the run: what the mirror serves is
+ * still one whole publish (see above), and the next run (the timer's) goes on from there.
+ */
+export function runMirror(o: { source: string; dest: string; rsh?: string }): MirrorRun {
+  mkdirSync(o.dest, { recursive: true });
+  const passes: MirrorRun['passes'] = [];
+  for (const name of ['content', 'commit', 'cleanup'] as const) {
+    const pass = mirrorPasses(o.source, o.dest, {
+      ...(o.rsh ? { rsh: o.rsh } : {}),
+      keep: namedSnapshots(o.dest),
+    }).find((p) => p.name === name) as MirrorPass;
+    const t0 = performance.now();
+    const r = spawnSync(RSYNC, pass.args, { encoding: 'utf8', maxBuffer: 64 << 20 });
+    const status = r.status ?? -1;
+    passes.push({ name, status, seconds: (performance.now() - t0) / 1000 });
+    if (status !== 0 && status !== 24)
+      throw new Error(
+        `mirror: the ${name} pass failed (rsync exit ${status}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`,
+      );
+  }
+  return { passes, states: primaryStates(o) };
+}
+
+/** The primary's stamps fetched into a temporary folder and compared with the mirror's. */
+function primaryStates(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
+  const tmp = mkdtempSync(join(tmpdir(), 'clusterboot-mirror-'));
+  try {
+    const src = o.source.endsWith('/') || o.source.endsWith(':') ? o.source : `${o.source}/`;
+    spawnSync(
+      RSYNC,
+      [
+        ...(o.rsh ? ['-e', o.rsh] : []),
+        '-rt',
+        '--include=/stamps/',
+        '--include=/stamps/*.stamp',
+        '--exclude=*',
+        src,
+        `${tmp}/`,
+      ],
+      { encoding: 'utf8' },
+    );
+    return compareMirror(tmp, o.dest);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** `builder mirror --check` without pulling: the primary's stamps against the mirror's. */
+export function checkMirror(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
+  return primaryStates(o);
+}
+
+/** What a mirror's stamps say, for a message: read back from the tree. */
+export function stampIds(root: string): string {
+  return NAMES.map((n) => {
+    const f = join(root, stampPath(n));
+    const id = existsSync(f) ? (/^id (\S+)/m.exec(readFileSync(f, 'utf8'))?.[1] ?? '?') : 'none';
+    return `${n} ${id}`;
+  }).join(', ');
+}
+
+/** ssh for rsync's -e: the mirror key, the primary's host key pinned, never a password. */
+export function mirrorRsh(key: string, knownHosts: string, port = 22): string {
+  checkCommandPaths('mirrorRsh', [
+    ['key', key],
+    ['knownHosts', knownHosts],
+  ]);
+  return [
+    '/usr/bin/ssh',
+    `-i ${key}`,
+    `-p ${port}`,
+    '-o IdentitiesOnly=yes',
+    '-o BatchMode=yes',
+    '-o StrictHostKeyChecking=yes',
+    `-o UserKnownHostsFile=${knownHosts}`,
+    '-o GlobalKnownHostsFile=/dev/null',
+    '-o ConnectTimeout=10',
+    '-o Ciphers=chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes128-ctr',
+  ].join(' ');
+}
+
+/** The systemd service and timer that keep a mirror in step: a pull every minute, one at a time. */
+export function mirrorUnits(command: string): { service: string; timer: string } {
+  return {
+    service: `# written by \`builder mirror --timer\`
+[Unit]
+Description=clusterboot mirror: pull the primary master's published tree
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=oneshot
+ExecStart=${command}
+Nice=10
+IOSchedulingClass=idle
+`,
+    timer: `# written by \`builder mirror --timer\`
+[Unit]
+Description=clusterboot mirror: pull the primary every minute
+
+[Timer]
+OnBootSec=30s
+OnUnitInactiveSec=60s
+AccuracySec=5s
+
+[Install]
+WantedBy=timers.target
+`,
+  };
+}

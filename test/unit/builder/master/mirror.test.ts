@@ -1,0 +1,161 @@
+// builder mirror: a copy of the primary's public tree, pulled in three passes so a node never sees a mirror between
+// two publishes. Real rsync on local trees made by the real `publish`.
+import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { publish } from '../../../../builder/master/publish.ts';
+import {
+  compareMirror,
+  mirrorKeysLine,
+  mirrorPasses,
+  mirrorVerdict,
+  namedSnapshots,
+  runMirror,
+} from '../../../../builder/master/mirror.ts';
+import { parseKeyLine } from '../../../../builder/sshkeys.ts';
+
+let tmp = '';
+let n = 0;
+beforeAll(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'mirror-test-'));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const PUB = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBJ3PmS2n7ZlN4ajnkjN2gNPb2ZQ0gT6sHzwXNSG9v3P mirror';
+
+/** A primary with a published root (and bootfs), a table and a node flag. */
+async function primary(): Promise<{ root: string; mirror: string }> {
+  const root = join(tmp, `p${n}`);
+  const mirror = join(tmp, `m${n++}`);
+  mkdirSync(join(root, 'rootfs/sbin'), { recursive: true });
+  mkdirSync(join(root, 'rootfs/usr/lib'), { recursive: true });
+  mkdirSync(join(root, 'bootfs'), { recursive: true });
+  mkdirSync(join(root, 'nodes/node1'), { recursive: true });
+  mkdirSync(join(root, 'tftp'), { recursive: true });
+  writeFileSync(join(root, 'rootfs/sbin/init'), '#!/bin/sh\n', { mode: 0o755 });
+  writeFileSync(join(root, 'rootfs/usr/lib/big'), Buffer.alloc(256 * 1024, 7));
+  writeFileSync(join(root, 'rootfs/etc-version'), 'v1\n');
+  writeFileSync(join(root, 'bootfs/config.txt'), 'arm_64bit=1\n');
+  writeFileSync(join(root, 'partitions.sfdisk'), 'label: dos\n');
+  writeFileSync(join(root, 'approval.required'), 'on\n');
+  writeFileSync(join(root, 'nodes/node1/reset'), '');
+  writeFileSync(join(root, 'tftp/firststage.env'), 'cb_id=one\n');
+  writeFileSync(join(root, 'tftp/initramfs.igz.uimg'), 'one');
+  await publish({ masterRoot: root, name: 'rootfs' });
+  await publish({ masterRoot: root, name: 'bootfs' });
+  return { root, mirror };
+}
+
+/** Every stamp the mirror has names a snapshot it has whole: byte-equal to the primary's of the same id. */
+function wholeAgainst(primaryRoot: string, mirrorRoot: string): void {
+  for (const { name, id } of namedSnapshots(mirrorRoot)) {
+    const diff = spawnSync('diff', [
+      '-r',
+      join(primaryRoot, 'snapshots', name, id),
+      join(mirrorRoot, 'snapshots', name, id),
+    ]);
+    expect(diff.status).toBe(0);
+    expect(readFileSync(join(mirrorRoot, `snapshots/${name}/${id}.files`))).toEqual(
+      readFileSync(join(primaryRoot, `snapshots/${name}/${id}.files`)),
+    );
+  }
+}
+
+describe('mirror', () => {
+  test('a first pull: the same stamps, snapshots, table, flags and first stage; current', async () => {
+    const { root, mirror } = await primary();
+    const r = runMirror({ source: root, dest: mirror });
+    expect(r.passes.map((p) => [p.name, p.status])).toEqual([
+      ['content', 0],
+      ['commit', 0],
+      ['cleanup', 0],
+    ]);
+    for (const f of [
+      'stamps/rootfs.stamp',
+      'stamps/rootfs.manifest',
+      'partitions.sfdisk',
+      'approval.required',
+      'nodes/node1/reset',
+      'tftp/firststage.env',
+    ])
+      expect(readFileSync(join(mirror, f))).toEqual(readFileSync(join(root, f)));
+    wholeAgainst(root, mirror);
+    expect(mirrorVerdict(r.states)).toMatchObject({ current: true });
+  });
+
+  test('a new publish arrives whole at every step: after each pass the stamps name a snapshot that is all there', async () => {
+    const { root, mirror } = await primary();
+    runMirror({ source: root, dest: mirror });
+    const before = namedSnapshots(mirror);
+    writeFileSync(join(root, 'rootfs/etc-version'), 'v2\n');
+    writeFileSync(join(root, 'rootfs/new-file'), 'new\n');
+    writeFileSync(join(root, 'partitions.sfdisk'), 'label: dos\nlabel-id: 0xc10b0070\n');
+    rmSync(join(root, 'approval.required'));
+    await publish({ masterRoot: root, name: 'rootfs' });
+    const passes = mirrorPasses(root, mirror, { keep: namedSnapshots(mirror) });
+    const run = (i: number) => expect(spawnSync('/usr/bin/rsync', passes[i]?.args ?? []).status).toBe(0);
+    run(0); // content: the new snapshot is there, the stamps still the old ones
+    expect(namedSnapshots(mirror)).toEqual(before);
+    expect(readFileSync(join(mirror, 'partitions.sfdisk'), 'utf8')).toBe('label: dos\n');
+    wholeAgainst(root, mirror);
+    run(1); // commit: the new stamps, table and switch together
+    expect(namedSnapshots(mirror)).not.toEqual(before);
+    expect(readFileSync(join(mirror, 'partitions.sfdisk'), 'utf8')).toContain('label-id');
+    expect(existsSync(join(mirror, 'approval.required'))).toBe(false);
+    wholeAgainst(root, mirror);
+    run(2);
+    wholeAgainst(root, mirror);
+    expect(mirrorVerdict(compareMirror(root, mirror)).current).toBe(true);
+  });
+
+  test('unchanged files stay hard links between snapshots on the mirror too (a publish costs its changes)', async () => {
+    const { root, mirror } = await primary();
+    writeFileSync(join(root, 'rootfs/etc-version'), 'v2\n');
+    await publish({ masterRoot: root, name: 'rootfs' });
+    runMirror({ source: root, dest: mirror });
+    const ids = namedSnapshots(mirror);
+    const [first] = spawnSync('ls', [join(mirror, 'snapshots/rootfs')], { encoding: 'utf8' }).stdout.split('\n');
+    const a = statSync(join(mirror, 'snapshots/rootfs', first as string, 'usr/lib/big'));
+    const now = ids.find((s) => s.name === 'rootfs')?.id as string;
+    const b = statSync(join(mirror, 'snapshots/rootfs', now, 'usr/lib/big'));
+    expect(first).not.toBe(now);
+    expect(a.ino).toBe(b.ino);
+  });
+
+  test('what the primary pruned goes, except a snapshot the mirror still serves; a mirror behind says so', async () => {
+    const { root, mirror } = await primary();
+    runMirror({ source: root, dest: mirror });
+    const served = namedSnapshots(mirror);
+    for (const v of ['v2', 'v3', 'v4', 'v5']) {
+      writeFileSync(join(root, 'rootfs/etc-version'), `${v}\n`);
+      await publish({ masterRoot: root, name: 'rootfs' });
+    }
+    const old = served.find((s) => s.name === 'rootfs')?.id as string;
+    expect(existsSync(join(root, 'snapshots/rootfs', old))).toBe(false); // pruned (3 kept)
+    const behind = mirrorVerdict(compareMirror(root, mirror));
+    expect(behind.current).toBe(false);
+    expect(behind.text).toMatch(/rootfs \S+, the primary has \S+ \(behind\)/);
+    // the cleanup pass alone, before any commit: the snapshot the mirror's stamp names stays
+    const cleanup = mirrorPasses(root, mirror, { keep: namedSnapshots(mirror) })[2];
+    const c = spawnSync('/usr/bin/rsync', cleanup?.args ?? [], { encoding: 'utf8' });
+    expect(c.stderr).toBe('');
+    expect(c.status).toBe(0);
+    expect(existsSync(join(mirror, 'snapshots/rootfs', old, 'sbin/init'))).toBe(true);
+    expect(existsSync(join(mirror, 'snapshots/rootfs', `${old}.files`))).toBe(true);
+    // a whole run: current, and the old one gone
+    runMirror({ source: root, dest: mirror });
+    expect(existsSync(join(mirror, 'snapshots/rootfs', old))).toBe(false);
+    expect(mirrorVerdict(compareMirror(root, mirror)).current).toBe(true);
+  });
+
+  test("the primary's key line for a mirror: read-only rrsync of the master root, from the mirror's address only", () => {
+    const l = mirrorKeysLine(PUB, '/data/slaves', '10.77.0.2');
+    expect(l).toBe(
+      `restrict,from="10.77.0.2",command="/usr/bin/rrsync -ro /data/slaves" ${PUB.replace(' mirror', '')} clusterboot-mirror@10.77.0.2`,
+    );
+    expect(parseKeyLine(l)?.options.map((o) => o.name)).toEqual(['restrict', 'from', 'command']);
+    expect(() => mirrorKeysLine(PUB, '/data/slaves', '10.77.0.*')).toThrow('not an IPv4 address');
+  });
+});
