@@ -134,8 +134,9 @@ await overview(yargs(hideBin(process.argv)))
           .option('keys', { type: 'string', describe: 'key directory from `builder keys` (packs the node key)' })
           .option('master-host-key', {
             type: 'string',
-            default: '/etc/ssh/ssh_host_ed25519_key.pub',
-            describe: "the master's host key to pin",
+            array: true,
+            default: ['/etc/ssh/ssh_host_ed25519_key.pub'],
+            describe: "the master's host key to pin; give it again for each mirror master (any of them is accepted)",
           })
           .option('sign', {
             type: 'boolean',
@@ -183,7 +184,7 @@ await overview(yargs(hideBin(process.argv)))
           ...(a.keys
             ? accessFiles({
                 keysDir: resolve(a.keys),
-                masterHostKeyPub: readFileSync(a['master-host-key'], 'utf8'),
+                masterHostKeyPub: a['master-host-key'].map((f) => readFileSync(String(f), 'utf8')),
                 sign: a.sign,
                 report,
               })

@@ -277,13 +277,23 @@ function libraryClosureForAgent(sysroot: string, agent: string) {
  * (report: true) the key it pushes its boot report with (write-only into <master root>/reports on the master). */
 export function accessFiles(o: {
   keysDir: string;
-  masterHostKeyPub: string;
+  /** The master's host key, or every master's (the primary and its mirrors): each is pinned under the alias. */
+  masterHostKeyPub: string | readonly string[];
   sign: boolean;
   report?: boolean;
 }): ExtraFile[] {
   const files: ExtraFile[] = [
     { path: 'etc/clusterboot/node_key', data: readFileSync(join(o.keysDir, 'node_ed25519')), mode: 0o600 },
-    { path: 'etc/clusterboot/known_hosts', data: Buffer.from(`${knownHostsLine(o.masterHostKeyPub)}\n`), mode: 0o644 },
+    {
+      path: 'etc/clusterboot/known_hosts',
+      data: Buffer.from(
+        [o.masterHostKeyPub]
+          .flat()
+          .map((k) => `${knownHostsLine(k)}\n`)
+          .join(''),
+      ),
+      mode: 0o644,
+    },
   ];
   if (o.sign)
     files.push({

@@ -107,4 +107,19 @@ describe('accessFiles', () => {
     // the node key and the report key are different files (two authorized_keys lines with different rights)
     expect(Buffer.from(rk?.data ?? []).equals(readFileSync(k.nodeKey))).toBe(false);
   });
+  test('every master pinned under the one alias: the primary and its mirrors (ssh accepts any line that matches)', () => {
+    const keys = join(work, 'keys2');
+    generateKeys(keys);
+    const MIRROR = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBJ3PmS2n7ZlN4ajnkjN2gNPb2ZQ0gT6sHzwXNSG9v3P root@mirror\n';
+    const kh = accessFiles({ keysDir: keys, masterHostKeyPub: [HOST, MIRROR], sign: false }).find(
+      (f) => f.path === 'etc/clusterboot/known_hosts',
+    );
+    const lines = Buffer.from(kh?.data ?? [])
+      .toString()
+      .split('\n')
+      .filter(Boolean);
+    expect(lines).toHaveLength(2);
+    expect(lines.every((l) => l.startsWith('clusterboot-master ssh-ed25519 '))).toBe(true);
+    expect(lines[1]).toContain('AAAAIBJ3PmS2n7ZlN4ajnkjN2gNPb2ZQ0gT6sHzwXNSG9v3P');
+  });
 });
