@@ -2,7 +2,6 @@
 // TFTP with option 66 pointing at the master), the TFTP folder (kernel, initramfs, boot script), the normalised
 import {
   accessSync,
-  appendFileSync,
   chmodSync,
   closeSync,
   constants,
@@ -30,14 +29,7 @@ import {
 } from '../../agent/contract/tree.ts';
 import { approvalModeOn, setApprovalMode } from './approve.ts';
 import { ensureIdentity, SSH_KEYGEN } from './identity.ts';
-import { authorizedKeysLine } from './keylines.ts';
-import {
-  DEFAULT_REPORT_USER,
-  installReportSink,
-  reportSinkKeysLine,
-  reportSinkProblems,
-  SPARE_REPORT_FILES,
-} from './reportsink.ts';
+import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import {
   DEFAULT_STATE_DIR,
@@ -45,11 +37,10 @@ import {
   DEFAULT_SYNC_PER_ADDRESS,
   DEFAULT_SYNC_STALL,
   installSyncSlot,
-  syncSlotKeysLine,
   syncSlotProblems,
 } from './syncslot.ts';
 import { readUImageHeader, scriptImage, type UArch } from '../../agent/contract/uimage.ts';
-import { keyBlob, mergeAuthorizedKeys, replaceOwnNodeLines, restrictFrom } from './authkeys.ts';
+import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
 import { type StagePlan, renderDnsmasq, validateStage } from './dnsmasq.ts';
 import {
   bootfsDirProblem,
@@ -367,54 +358,19 @@ export function stage(o: StageOptions): StageResult {
 
   const keyLines: string[] = [];
   if (o.keysDir !== undefined) {
-    const keysFix = `run \`builder keys --dir ${o.keysDir}\` (it creates missing keys and keeps existing ones), then \`builder pack --keys ${o.keysDir}\` so the nodes carry them`;
-    const pub = (name: string) => {
-      try {
-        return readFileSync(join(o.keysDir as string, name), 'utf8');
-      } catch {
-        problems.push(`${join(o.keysDir as string, name)} is missing: ${keysFix}`);
-        return null;
-      }
-    };
-    const node = pub('node_ed25519.pub');
-    const report = pub('report_ed25519.pub');
-    const line = (f: () => string) => {
-      try {
-        keyLines.push(f());
-      } catch (e) {
-        problems.push((e as Error).message);
-      }
-    };
-    if (node !== null) {
-      line(() =>
-        slots > 0
-          ? syncSlotKeysLine(node, masterRoot, stateDir, slots, o.rrsync)
-          : authorizedKeysLine(node, masterRoot, o.rrsync),
-      );
-    }
-    if (report !== null)
-      line(() =>
-        reportSinkKeysLine(report, stateDir, {
-          ...(o.reportUser !== undefined ? { user: o.reportUser } : {}),
-          ...(o.dhcpLeases !== undefined ? { leases: resolve(o.dhcpLeases) } : {}),
-          maxFiles: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
-        }),
-      );
-    if (report !== null) problems.push(...reportSinkProblems(o.reportUser ?? DEFAULT_REPORT_USER));
-    // the keys are public (TFTP), but they work from the cluster's own subnet only
-    const from = o.keyFrom ?? o.subnet;
-    if (from !== '')
-      for (const [i, l] of keyLines.entries())
-        try {
-          keyLines[i] = restrictFrom(l, from);
-        } catch (e) {
-          problems.push(`--key-from ${from}: ${(e as Error).message}`);
-        }
-    if (keyLines.length === 2 && keyBlob(keyLines[0] as string) === keyBlob(keyLines[1] as string)) {
-      problems.push(
-        `the node key and the report key in ${o.keysDir} are the same key: sshd would give it only the first line's rights; remove report_ed25519* and ${keysFix}`,
-      );
-    }
+    const a = accessKeyLines({
+      keysDir: o.keysDir,
+      masterRoot,
+      stateDir,
+      slots,
+      ...(o.rrsync !== undefined ? { rrsync: o.rrsync } : {}),
+      ...(o.reportUser !== undefined ? { reportUser: o.reportUser } : {}),
+      ...(o.dhcpLeases !== undefined ? { dhcpLeases: resolve(o.dhcpLeases) } : {}),
+      maxReports: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
+      from: o.keyFrom ?? o.subnet,
+    });
+    keyLines.push(...a.lines);
+    problems.push(...a.problems);
   } else {
     warnings.push(
       'no --keys: no authorized_keys lines; nodes cannot read the master or send reports until `builder keys` lines are installed',
@@ -540,22 +496,11 @@ export function stage(o: StageOptions): StageResult {
   let keysAdded: string[] = [];
   let keysReplaced: string[] = [];
   if (o.authorizedKeys !== undefined && keyLines.length) {
-    const file = o.authorizedKeys;
-    const before = existsSync(file) ? readFileSync(file, 'utf8') : '';
-    const r = replaceOwnNodeLines(before, keyLines, masterRoot);
-    const m = mergeAuthorizedKeys(r.text, keyLines);
-    warnings.push(...m.conflicts.map((c) => `${file}: ${c}`));
-    if (r.replaced.length) {
-      // a rewrite, atomic, keeping the file's mode
-      writeAtomic(file, r.text + m.append, statSync(file).mode & 0o777);
-      written.push(file);
-    } else if (m.append) {
-      mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-      appendFileSync(file, m.append, { mode: 0o600 });
-      written.push(file);
-    }
-    keysAdded = m.added;
-    keysReplaced = r.replaced;
+    const w = writeAuthorizedKeys(o.authorizedKeys, keyLines, masterRoot);
+    warnings.push(...w.warnings);
+    written.push(...w.written);
+    keysAdded = w.added;
+    keysReplaced = w.replaced;
   }
   return {
     firstStage: announcement,
