@@ -21,7 +21,15 @@ import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
 import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized } from './master/enrol.ts';
-import { checkMirror, mirrorKeysLine, mirrorRsh, mirrorUnits, mirrorVerdict, runMirror } from './master/mirror.ts';
+import {
+  checkMirror,
+  mirrorKeysLine,
+  mirrorRsh,
+  mirrorUnits,
+  mirrorVerdict,
+  runMirror,
+  serveMirror,
+} from './master/mirror.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
 import { keyFingerprint } from '../agent/contract/report.ts';
 import {
@@ -787,11 +795,47 @@ await overview(yargs(hideBin(process.argv)))
           .option('timer', {
             type: 'string',
             describe: 'write clusterboot-mirror.service and .timer (a pull every minute) into this systemd directory',
-          }),
+          })
+          .option('serve', {
+            type: 'boolean',
+            default: false,
+            describe:
+              "let nodes read this mirror as they read the primary: the node and report key lines (--keys: the primary's .pub files), its report sink (--nodes) and sync slots, from --subnet",
+          })
+          .option('keys', {
+            type: 'string',
+            default: DEFAULT_KEYS_DIR,
+            describe: "with --serve: the primary's public keys",
+          })
+          .option('nodes', {
+            type: 'string',
+            describe: "with --serve: the primary's node list (the report sink's peers)",
+          })
+          .option('subnet', {
+            type: 'string',
+            describe: "with --serve: the cluster's subnet (the keys work from it only)",
+          })
+          .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
+          .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS }),
         'mirror',
       ),
     async (a) => {
       const root = resolve(a['master-root']);
+      if (a.serve) {
+        if (!a.nodes || !a.subnet) throw new Error('--serve needs --nodes (the node list) and --subnet');
+        const r = serveMirror({
+          keysDir: resolve(a.keys),
+          masterRoot: root,
+          stateDir: resolve(a['state-dir']),
+          authorizedKeys: resolve(a['authorized-keys']),
+          nodesFile: resolve(a.nodes),
+          subnet: a.subnet,
+          slots: a['sync-slots'],
+        });
+        for (const w of r.warnings) say(`warning: ${w}`);
+        say(`this mirror serves ${root} to the nodes: ${r.written.join(', ')}`);
+        return;
+      }
       if (a.allow !== undefined) {
         const pub = readFileSync(`${resolve(a.key)}${a.key.endsWith('.pub') ? '' : '.pub'}`, 'utf8');
         const line = mirrorKeysLine(pub, root, a.allow);

@@ -20,12 +20,18 @@ import {
   APPROVAL_REQUIRED,
   APPROVED_DIR,
   NODES_DIR,
+  NODES_LIST,
   PARTITION_TABLE,
   STAMP_DIR,
   TFTP_DIR,
 } from '../../agent/contract/tree.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
 import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+import { writeAtomic } from '../../agent/contract/atomic.ts';
+import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
+import { parseNodeList, renderNodesList } from './nodelist.ts';
+import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
+import { installSyncSlot } from './syncslot.ts';
 
 const RSYNC = '/usr/bin/rsync';
 const NAMES: readonly StampName[] = ['rootfs', 'bootfs'];
@@ -272,4 +278,43 @@ AccuracySec=5s
 WantedBy=timers.target
 `,
   };
+}
+
+/**
+ * `builder mirror --serve`: this machine lets nodes read it as they read the primary: the same node key line
+ * (read-only rrsync of the mirror's tree, behind its own sync slots), the same report key into its own report sink
+ * (its peers from the node list), from the cluster's subnet. The keys are the primary's public halves (`builder
+ * keys` made them there: copy /etc/clusterboot/*.pub); the node list is the primary's.
+ */
+export function serveMirror(o: {
+  keysDir: string;
+  masterRoot: string;
+  stateDir: string;
+  authorizedKeys: string;
+  nodesFile: string;
+  subnet: string;
+  slots: number;
+  reportUser?: string;
+}): { written: string[]; warnings: string[]; lines: string[] } {
+  const parsed = parseNodeList(readFileSync(o.nodesFile, 'utf8'));
+  if (parsed.errors.length) throw new Error(`${o.nodesFile}: ${parsed.errors.join('; ')}`);
+  const a = accessKeyLines({
+    keysDir: o.keysDir,
+    masterRoot: o.masterRoot,
+    stateDir: o.stateDir,
+    slots: o.slots,
+    ...(o.reportUser !== undefined ? { reportUser: o.reportUser } : {}),
+    maxReports: 2 * parsed.nodes.length + SPARE_REPORT_FILES,
+    from: o.subnet,
+  });
+  if (a.problems.length) throw new Error(a.problems.join('; '));
+  const written: string[] = [];
+  mkdirSync(o.masterRoot, { recursive: true });
+  if (o.slots > 0) written.push(installSyncSlot(o.stateDir).script);
+  const sink = installReportSink(o.stateDir, o.reportUser ?? DEFAULT_REPORT_USER, parsed.nodes);
+  written.push(sink.script, sink.peers);
+  writeAtomic(join(o.stateDir, NODES_LIST), renderNodesList(parsed.nodes, o.nodesFile), 0o644);
+  written.push(join(o.stateDir, NODES_LIST));
+  const w = writeAuthorizedKeys(o.authorizedKeys, a.lines, o.masterRoot);
+  return { written: [...written, ...w.written], warnings: w.warnings, lines: a.lines };
 }

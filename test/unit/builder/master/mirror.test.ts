@@ -13,7 +13,9 @@ import {
   mirrorVerdict,
   namedSnapshots,
   runMirror,
+  serveMirror,
 } from '../../../../builder/master/mirror.ts';
+import { generateKeys } from '../../../../builder/master/keys.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 
 let tmp = '';
@@ -157,5 +159,36 @@ describe('mirror', () => {
     );
     expect(parseKeyLine(l)?.options.map((o) => o.name)).toEqual(['restrict', 'from', 'command']);
     expect(() => mirrorKeysLine(PUB, '/data/slaves', '10.77.0.*')).toThrow('not an IPv4 address');
+  });
+
+  test('--serve: the node key reads the mirror tree through its own sync slots, the report key runs its own sink, from the subnet', () => {
+    const dir = join(tmp, 'serve');
+    const keys = join(dir, 'keys');
+    generateKeys(keys);
+    writeFileSync(join(tmp, 'nodes.txt'), 'b8:27:eb:cb:63:18 rpinode01 10.77.0.11\n');
+    const o = {
+      keysDir: keys,
+      masterRoot: join(dir, 'slaves'),
+      stateDir: join(dir, 'state'),
+      authorizedKeys: join(dir, 'authorized_keys'),
+      nodesFile: join(tmp, 'nodes.txt'),
+      subnet: '10.77.0.0/24',
+      slots: 4,
+    };
+    const r = serveMirror(o);
+    const lines = readFileSync(o.authorizedKeys, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toStartWith(
+      `restrict,from="10.77.0.0/24",command="${o.stateDir}/sync-slot 4 ${o.stateDir}/slots /usr/bin/rrsync -ro ${o.masterRoot}" ssh-ed25519 `,
+    );
+    expect(lines[1]).toStartWith(
+      `restrict,from="10.77.0.0/24",command="/usr/bin/python3 -I ${o.stateDir}/report-sink ${o.stateDir}/reports nobody `,
+    );
+    expect(readFileSync(join(o.stateDir, 'report-peers'), 'utf8')).toBe('b8:27:eb:cb:63:18 10.77.0.11\n');
+    expect(readFileSync(join(o.stateDir, 'nodes.list'), 'utf8')).toContain('rpinode01');
+    expect(r.written).toContain(o.authorizedKeys);
+    // again: nothing added twice
+    serveMirror(o);
+    expect(readFileSync(o.authorizedKeys, 'utf8').trim().split('\n')).toEqual(lines);
   });
 });
