@@ -13,9 +13,11 @@ import { sysroot } from '../rig/images.ts';
 import { BRIDGE, DYNAMIC, MASTER_IP, VirtualCluster, nodeSpecs, type NodeSpec } from '../rig/cluster.ts';
 import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { sfdiskDump, type BootResult } from '../rig/boot.ts';
-import { TEST_TABLE } from '../rig/master.ts';
+import { TEST_TABLE, TestMaster, testKeys } from '../rig/master.ts';
+import { REPO } from '../../builder/image/agentbuild.ts';
 
 let vc: VirtualCluster;
+let busybox = '';
 let work: string;
 const [a, b] = nodeSpecs(2) as [NodeSpec, NodeSpec];
 /** Not in the node list: a Pi someone plugged in without telling the master. */
@@ -26,7 +28,8 @@ let coldBytes = 0;
 beforeAll(async () => {
   const sr = await sysroot();
   work = mkdtempSync(join(tmpdir(), 'cb-cluster-'));
-  vc = new VirtualCluster(work, [a, b], join(sr.root, 'bin/busybox'));
+  busybox = join(sr.root, 'bin/busybox');
+  vc = new VirtualCluster(work, [a, b], busybox);
   await vc.start({ taps: 3, syncSlots: 1 });
   vc.blankDisks([a, b, stranger]);
   // an admin's extra file for node1 only
@@ -630,4 +633,118 @@ describe('virtual cluster', () => {
       await vc.startMaster();
     }
   }, 600_000);
+
+  // #19: a mirror master fed by `builder mirror` (over SSH, with its own key, from the primary's rrsync) serves
+  // nodes whose node list entry names it; a mirror that has not pulled yet keeps them on the root it serves
+  test('two nodes served by a mirror: it pulls the primary over SSH, serves their sync and takes their reports; behind, it keeps them on its root until it pulls', async () => {
+    const MIRROR_IP = '10.77.0.2';
+    const mdir = join(work, 'mirror');
+    const mirror = new TestMaster(mdir, busybox);
+    const mstate = join(mdir, 'state');
+    const mkey = join(mdir, 'mirror_ed25519');
+    mkdirSync(mdir, { recursive: true });
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mirror', '-f', mkey]);
+    const hostPub = readFileSync(`${testKeys().hostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
+    writeFileSync(join(mdir, 'known_hosts'), `${MASTER_IP} ${hostPub}\n`);
+    spawnSync('ip', ['-n', vc.ns, 'addr', 'add', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
+    a.master = MIRROR_IP;
+    b.master = MIRROR_IP;
+    try {
+      vc.stage();
+      await vc.stopMaster();
+      await vc.startMaster();
+      expect(readFileSync(vc.conf, 'utf8')).toContain(`dhcp-option=tag:cb-master-1,224,"${MIRROR_IP},${MASTER_IP}"`);
+      // on the primary: the mirror's key may read its master root (the rig's mirror lives on the master's host,
+      // so it connects from the master's own address)
+      expect(
+        vc.builder(
+          'mirror',
+          '--allow',
+          MASTER_IP,
+          '--key',
+          mkey,
+          '--master-root',
+          vc.masterRoot,
+          '--authorized-keys',
+          vc.authorizedKeys,
+        ).status,
+      ).toBe(0);
+      // `builder mirror` as the mirror runs it: inside the LAN, over SSH with its key, the primary's host key pinned
+      const onMirror = (...args: string[]) =>
+        spawnSync(
+          'ip',
+          [
+            ...['netns', 'exec', vc.ns, process.execPath, join(REPO, 'builder/cli.ts'), 'mirror', ...args],
+            ...['--primary', MASTER_IP, '--key', mkey, '--known-hosts', join(mdir, 'known_hosts')],
+            ...['--master-root', mirror.root],
+          ],
+          { encoding: 'utf8' },
+        );
+      const pull = () => onMirror();
+      writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'mirrored\n');
+      await vc.master.publish('rootfs');
+      const p = pull();
+      expect(p.stderr).toMatch(/content .*commit .*cleanup .*; rootfs \S+ \(current\)/);
+      expect(p.status).toBe(0);
+      // the mirror serves nodes: the primary's public keys, its own report sink and sync slots
+      const serve = vc.builder(
+        'mirror',
+        '--serve',
+        '--keys',
+        testKeys().dir,
+        '--nodes',
+        join(vc.dir, 'nodes.txt'),
+        '--subnet',
+        '10.77.0.0/24',
+        '--master-root',
+        mirror.root,
+        '--state-dir',
+        mstate,
+        '--authorized-keys',
+        join(mdir, 'authorized_keys'),
+      );
+      expect(serve.status).toBe(0);
+      await mirror.start(testKeys().hostKey, {
+        listen: MIRROR_IP,
+        port: 22,
+        wrap: vc.wrap,
+        authorizedKeys: join(mdir, 'authorized_keys'),
+      });
+      const primaryLog = vc.master.log.length;
+      const rs = await Promise.all([vc.bootOnce(a, { tap: 0 }), vc.bootOnce(b, { tap: 1 })]);
+      for (const [i, n] of [a, b].entries()) {
+        const r = rs[i];
+        expect(r?.ending).toBe('template');
+        expect(r?.console).toContain('TEMPLATE-INIT pid=1 version=mirrored');
+        expect(r?.console).toContain(`connected to ${MIRROR_IP}:22`);
+        // the sync and the report went to the mirror; the primary saw no SSH from the node
+        expect(mirror.log).toContain(`Accepted publickey for root from ${n.ip}`);
+        expect(vc.master.log.slice(primaryLog)).not.toContain(`from ${n.ip}`);
+        const rep = JSON.parse(readFileSync(join(mstate, 'reports', `${n.mac.replace(/:/g, '-')}.json`), 'utf8'));
+        expect([rep.result, rep.master]).toEqual(['ok', MIRROR_IP]);
+      }
+      // behind: the primary publishes, the mirror has not pulled: node1 stays on the root the mirror serves
+      writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'after\n');
+      await vc.master.publish('rootfs');
+      const check = onMirror('--check');
+      expect(check.status).toBe(1);
+      expect(check.stdout).toMatch(/rootfs \S+, the primary has \S+ \(behind\)/);
+      const behind = await vc.bootOnce(a, { tap: 0 });
+      expect(behind.ending).toBe('template');
+      expect(behind.console).toContain('TEMPLATE-INIT pid=1 version=mirrored');
+      expect(behind.events.some((e) => e.phase === 'root' && e.kind === 'progress')).toBe(false);
+      // the mirror catches up: the next boot takes the new root
+      expect(pull().status).toBe(0);
+      const caught = await vc.bootOnce(a, { tap: 0 });
+      expect(caught.console).toContain('TEMPLATE-INIT pid=1 version=after');
+    } finally {
+      delete a.master;
+      delete b.master;
+      await mirror.stop();
+      spawnSync('ip', ['-n', vc.ns, 'addr', 'del', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
+      vc.stage();
+      await vc.stopMaster();
+      await vc.startMaster();
+    }
+  }, 900_000);
 });
