@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 // `builder`: a thin command line over the builder's functions; every option maps to one field.
 import { appendFileSync, existsSync, readFileSync, writeFileSync, mkdirSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import yargs, { type Argv } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { buildAgent, REPO, type AgentArch } from './image/agentbuild.ts';
@@ -23,6 +23,7 @@ import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownho
 import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized } from './master/enrol.ts';
 import {
   checkMirror,
+  gatherReports,
   mirrorKeysLine,
   mirrorRsh,
   mirrorUnits,
@@ -816,7 +817,16 @@ await overview(yargs(hideBin(process.argv)))
             describe: "with --serve: the cluster's subnet (the keys work from it only)",
           })
           .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
-          .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS }),
+          .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS })
+          .option('bind', {
+            type: 'string',
+            describe: 'connect to the primary from this local address (a multi-homed mirror: the one --allow names)',
+          })
+          .option('gather-key', {
+            type: 'string',
+            describe:
+              "with --serve: the primary's gather key (.pub): it may pull this mirror's reports, from --primary's address only",
+          }),
         'mirror',
       ),
     async (a) => {
@@ -831,6 +841,14 @@ await overview(yargs(hideBin(process.argv)))
           nodesFile: resolve(a.nodes),
           subnet: a.subnet,
           slots: a['sync-slots'],
+          ...(a['gather-key'] !== undefined
+            ? {
+                gather: {
+                  pub: readFileSync(resolve(a['gather-key']), 'utf8'),
+                  primaryIp: a.primary ?? '',
+                },
+              }
+            : {}),
         });
         for (const w of r.warnings) say(`warning: ${w}`);
         say(`this mirror serves ${root} to the nodes: ${r.written.join(', ')}`);
@@ -852,7 +870,7 @@ await overview(yargs(hideBin(process.argv)))
       if (!a.primary) throw new Error('--primary: the primary master (its address, or its master root here)');
       const local = a.primary.includes('/');
       const source = local ? resolve(a.primary) : `${a.primary}:`;
-      const rsh = local ? undefined : mirrorRsh(resolve(a.key), resolve(a['known-hosts']));
+      const rsh = local ? undefined : mirrorRsh(resolve(a.key), resolve(a['known-hosts']), 22, a.bind);
       const o = { source, dest: root, ...(rsh ? { rsh } : {}) };
       if (a.timer !== undefined) {
         const args = [
@@ -860,6 +878,7 @@ await overview(yargs(hideBin(process.argv)))
           `--primary ${a.primary}`,
           `--master-root ${root}`,
           ...(local ? [] : [`--key ${resolve(a.key)}`, `--known-hosts ${resolve(a['known-hosts'])}`]),
+          ...(a.bind ? [`--bind ${a.bind}`] : []),
         ];
         const u = mirrorUnits(args.join(' '));
         mkdirSync(resolve(a.timer), { recursive: true });
@@ -882,6 +901,47 @@ await overview(yargs(hideBin(process.argv)))
         `mirror ${root} from ${a.primary}: ${r.passes.map((p) => `${p.name} ${p.seconds.toFixed(1)} s`).join(', ')}; ${v.text}`,
       );
       if (!v.current) process.exitCode = 1;
+    },
+  )
+  .command(
+    'gather',
+    "on the primary: pull each mirror's boot reports (read-only, with the gather key) into <state-dir>/mirrors/<mirror>/reports, where `builder status` shows them beside this master's own",
+    (y) =>
+      manPage(
+        y
+          .option('mirror', { type: 'string', array: true, default: [], describe: 'a mirror address (again for each)' })
+          .option('key', { type: 'string', default: '/etc/clusterboot/gather_ed25519' })
+          .option('known-hosts', {
+            type: 'string',
+            default: '/etc/clusterboot/mirrors_known_hosts',
+            describe: "the mirrors' host keys, pinned",
+          })
+          .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
+          .option('bind', {
+            type: 'string',
+            describe: 'connect from this local address (the one the mirrors let the gather key in from)',
+          }),
+        'gather',
+      ),
+    async (a) => {
+      const mirrors = (a.mirror ?? []).map(String);
+      if (!mirrors.length) throw new Error('--mirror: the mirrors to gather reports from');
+      let failed = 0;
+      for (const m of mirrors) {
+        const local = m.includes('/');
+        const r = gatherReports({
+          mirror: local ? basename(m) : m,
+          source: local ? resolve(m) : `${m}:`,
+          stateDir: resolve(a['state-dir']),
+          ...(local ? {} : { rsh: mirrorRsh(resolve(a.key), resolve(a['known-hosts']), 22, a.bind) }),
+        });
+        if (r.status === 0) say(`${m}: reports gathered into ${r.dir}`);
+        else {
+          failed++;
+          say(`warning: ${m}: could not gather its reports (rsync exit ${r.status}): ${r.message}`);
+        }
+      }
+      if (failed) process.exitCode = 1;
     },
   )
   .command(

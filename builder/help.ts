@@ -152,6 +152,13 @@ export const MAN: Readonly<Record<string, ManPage>> = {
     notes:
       'Three passes: the snapshots, then the stamps, table and flags together (--delay-updates), then what the primary dropped.',
   },
+  gather: {
+    examples: [
+      ['$0 gather --mirror 192.168.2.253 --mirror 192.168.3.253', "the mirrors' reports, for `builder status`"],
+    ],
+    files: ['/var/lib/clusterboot/mirrors/<mirror>/reports/   what each mirror last reported (pulled)'],
+    exit: '0 when every mirror answered; 1 when one did not (its last gathered reports stay).',
+  },
   approve: {
     examples: [
       ['$0 approve --list', 'who waits for approval, and for which table'],

@@ -22,6 +22,7 @@ import {
   NODES_DIR,
   NODES_LIST,
   PARTITION_TABLE,
+  REPORT_DIR,
   STAMP_DIR,
   TFTP_DIR,
 } from '../../agent/contract/tree.ts';
@@ -32,6 +33,7 @@ import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
 import { parseNodeList, renderNodesList } from './nodelist.ts';
 import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { installSyncSlot } from './syncslot.ts';
+import { MIRRORS_DIR } from './status.ts';
 
 const RSYNC = '/usr/bin/rsync';
 const NAMES: readonly StampName[] = ['rootfs', 'bootfs'];
@@ -231,7 +233,9 @@ export function stampIds(root: string): string {
 }
 
 /** ssh for rsync's -e: the mirror key, the primary's host key pinned, never a password. */
-export function mirrorRsh(key: string, knownHosts: string, port = 22): string {
+export function mirrorRsh(key: string, knownHosts: string, port = 22, bind?: string): string {
+  if (bind !== undefined && !/^(\d{1,3}\.){3}\d{1,3}$/.test(bind))
+    throw new Error(`mirrorRsh: --bind ${bind} is not an IPv4 address`);
   checkCommandPaths('mirrorRsh', [
     ['key', key],
     ['knownHosts', knownHosts],
@@ -240,6 +244,7 @@ export function mirrorRsh(key: string, knownHosts: string, port = 22): string {
     '/usr/bin/ssh',
     `-i ${key}`,
     `-p ${port}`,
+    ...(bind ? [`-b ${bind}`] : []),
     '-o IdentitiesOnly=yes',
     '-o BatchMode=yes',
     '-o StrictHostKeyChecking=yes',
@@ -295,6 +300,8 @@ export function serveMirror(o: {
   subnet: string;
   slots: number;
   reportUser?: string;
+  /** The primary's gather key and address: it may pull this mirror's reports. */
+  gather?: { pub: string; primaryIp: string };
 }): { written: string[]; warnings: string[]; lines: string[] } {
   const parsed = parseNodeList(readFileSync(o.nodesFile, 'utf8'));
   if (parsed.errors.length) throw new Error(`${o.nodesFile}: ${parsed.errors.join('; ')}`);
@@ -308,6 +315,7 @@ export function serveMirror(o: {
     from: o.subnet,
   });
   if (a.problems.length) throw new Error(a.problems.join('; '));
+  if (o.gather) a.lines.push(gatherKeysLine(o.gather.pub, o.stateDir, o.gather.primaryIp));
   const written: string[] = [];
   mkdirSync(o.masterRoot, { recursive: true });
   if (o.slots > 0) written.push(installSyncSlot(o.stateDir).script);
@@ -317,4 +325,57 @@ export function serveMirror(o: {
   written.push(join(o.stateDir, NODES_LIST));
   const w = writeAuthorizedKeys(o.authorizedKeys, a.lines, o.masterRoot);
   return { written: [...written, ...w.written], warnings: w.warnings, lines: a.lines };
+}
+
+/**
+ * The mirror's authorized_keys line for the primary's gather key: read-only rsync of the mirror's reports, from
+ * the primary's address only. Reports are pulled, never pushed: nothing on a mirror can write on the primary.
+ */
+export function gatherKeysLine(pub: string, stateDir: string, primaryIp: string, rrsync = '/usr/bin/rrsync'): string {
+  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(primaryIp))
+    throw new Error(`gatherKeysLine: ${primaryIp} is not an IPv4 address`);
+  const reports = join(stateDir, REPORT_DIR);
+  checkCommandPaths('gatherKeysLine', [
+    ['reports', reports],
+    ['rrsync', rrsync],
+  ]);
+  return keyLine(
+    `restrict,from="${primaryIp}",command="${rrsync} -ro ${reports}"`,
+    `${pub.trim().split(/\s+/).slice(0, 2).join(' ')} clusterboot-gather@${primaryIp}`,
+    'gatherKeysLine',
+  );
+}
+
+/**
+ * `builder gather`: each mirror's reports into <state-dir>/mirrors/<address>/reports/, where `builder status`
+ * reads them beside this master's own: report files only (*.json, no links, 64 KiB at most each), the folder
+ * made to match (--delete). `source` is the mirror as rsync names it (`host:`, or a local folder).
+ */
+export function gatherReports(o: { mirror: string; source: string; stateDir: string; rsh?: string }): {
+  status: number;
+  dir: string;
+  message: string;
+} {
+  if (!/^[0-9A-Za-z.:-]{1,64}$/.test(o.mirror)) throw new Error(`gather: ${o.mirror} is not a host name or address`);
+  const dir = join(o.stateDir, MIRRORS_DIR, o.mirror, REPORT_DIR);
+  mkdirSync(dir, { recursive: true });
+  const src = o.source.endsWith('/') || o.source.endsWith(':') ? o.source : `${o.source}/`;
+  const r = spawnSync(
+    RSYNC,
+    [
+      ...(o.rsh ? ['-e', o.rsh] : []),
+      '-rt',
+      '--no-links',
+      '--max-size=64K',
+      '--delete',
+      '--timeout=60',
+      '--include=/*.json',
+      '--exclude=*',
+      src,
+      `${dir}/`,
+    ],
+    { encoding: 'utf8' },
+  );
+  const status = r.status ?? -1;
+  return { status, dir, message: status === 0 ? '' : (r.stderr || r.stdout).trim().split('\n').slice(-2).join(' | ') };
 }

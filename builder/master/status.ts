@@ -4,7 +4,7 @@
 // (a Pi without an RTC boots in 1970). Reports are untrusted input: a bad one gives a row saying why, never a throw.
 // Approval mode (approve.ts): a node waiting for a table change to be approved shows WAITING, the lines that change,
 // and the command that approves it.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
@@ -519,6 +519,24 @@ export interface FleetPaths {
   stateDir: string;
 }
 
+/** Where `builder gather` puts a mirror's reports: <state-dir>/mirrors/<address>/reports. */
+export const MIRRORS_DIR = 'mirrors';
+
+/** The report folders gathered from mirrors (real directories only: a link there is not followed). */
+export function mirrorReportDirs(stateDir: string): string[] {
+  const base = join(stateDir, MIRRORS_DIR);
+  let names: string[] = [];
+  try {
+    names = readdirSync(base).sort();
+  } catch {
+    return [];
+  }
+  return names
+    .filter((n) => /^[0-9A-Za-z.:-]{1,64}$/.test(n))
+    .map((n) => join(base, n, REPORT_DIR))
+    .filter((d) => lstatSync(d, { throwIfNoEntry: false })?.isDirectory() === true);
+}
+
 // Why: the I/O half of `builder status`: every file is optional, so a fresh master shows what it has.
 export function readStatus(paths: FleetPaths, now = Date.now()): Status {
   const { masterRoot, stateDir } = paths;
@@ -535,37 +553,39 @@ export function readStatus(paths: FleetPaths, now = Date.now()): Status {
     else warnings.push(`cannot read ${listFile}: ${(e as Error).message}`);
   }
   const reports: ReportFile[] = [];
-  const dir = join(stateDir, REPORT_DIR);
-  let names: DirName[] = [];
-  try {
-    names = listNames(dir).filter((n) => n.name.endsWith('.json') && !n.name.startsWith('.'));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
-      warnings.push(`cannot read ${escapeName(dir)}: ${escapeName((e as Error).message)}`);
-  }
   const skipped: string[] = [];
-  for (const { name: file, path } of names) {
-    const r = readSmallFile(path, MAX_REPORT);
-    if (r.kind === 'gone') continue; // removed since readdir
-    if (r.kind === 'not a file')
-      skipped.push(
-        `${escapeName(join(dir, file))} is ${r.what}, not a regular file: skipped, not read (a report is a regular file; remove it)`,
-      );
-    else if (r.kind === 'too large')
-      reports.push({
-        file,
-        text: '',
-        mtimeMs: r.mtimeMs,
-        error: `larger than 64 KiB (${r.size} bytes): refused unread, a boot report is a few kB`,
-      });
-    else if (r.kind === 'failed')
-      reports.push({ file, text: '', mtimeMs: r.mtimeMs ?? NaN, error: `cannot read it: ${escapeName(r.message)}` });
-    else reports.push({ file, text: r.data.toString('utf8'), mtimeMs: r.mtimeMs });
+  // this master's reports, and those `builder gather` pulled from its mirrors (the newest per MAC wins)
+  for (const dir of [join(stateDir, REPORT_DIR), ...mirrorReportDirs(stateDir)]) {
+    let names: DirName[] = [];
+    try {
+      names = listNames(dir).filter((n) => n.name.endsWith('.json') && !n.name.startsWith('.'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+        warnings.push(`cannot read ${escapeName(dir)}: ${escapeName((e as Error).message)}`);
+    }
+    for (const { name: file, path } of names) {
+      const r = readSmallFile(path, MAX_REPORT);
+      if (r.kind === 'gone') continue; // removed since readdir
+      if (r.kind === 'not a file')
+        skipped.push(
+          `${escapeName(join(dir, file))} is ${r.what}, not a regular file: skipped, not read (a report is a regular file; remove it)`,
+        );
+      else if (r.kind === 'too large')
+        reports.push({
+          file,
+          text: '',
+          mtimeMs: r.mtimeMs,
+          error: `larger than 64 KiB (${r.size} bytes): refused unread, a boot report is a few kB`,
+        });
+      else if (r.kind === 'failed')
+        reports.push({ file, text: '', mtimeMs: r.mtimeMs ?? NaN, error: `cannot read it: ${escapeName(r.message)}` });
+      else reports.push({ file, text: r.data.toString('utf8'), mtimeMs: r.mtimeMs });
+    }
   }
   warnings.push(...skipped.slice(0, MAX_SKIP_WARNINGS));
   if (skipped.length > MAX_SKIP_WARNINGS)
     warnings.push(
-      `… and ${skipped.length - MAX_SKIP_WARNINGS} more files in ${escapeName(dir)} that are not regular files skipped`,
+      `… and ${skipped.length - MAX_SKIP_WARNINGS} more files in ${escapeName(join(stateDir, REPORT_DIR))} (or a mirror's) that are not regular files skipped`,
     );
   let stampText: string | null = null;
   try {

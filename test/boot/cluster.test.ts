@@ -636,14 +636,15 @@ describe('virtual cluster', () => {
 
   // #19: a mirror master fed by `builder mirror` (over SSH, with its own key, from the primary's rrsync) serves
   // nodes whose node list entry names it; a mirror that has not pulled yet keeps them on the root it serves
-  test('two nodes served by a mirror: it pulls the primary over SSH, serves their sync and takes their reports; behind, it keeps them on its root until it pulls', async () => {
+  test('two nodes served by a mirror: it pulls the primary over SSH, serves their sync and takes their reports, which the primary gathers; behind, it keeps them on its root until it pulls', async () => {
     const MIRROR_IP = '10.77.0.2';
     const mdir = join(work, 'mirror');
     const mirror = new TestMaster(mdir, busybox);
     const mstate = join(mdir, 'state');
     const mkey = join(mdir, 'mirror_ed25519');
+    const gkey = join(mdir, 'gather_ed25519');
     mkdirSync(mdir, { recursive: true });
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'mirror', '-f', mkey]);
+    for (const k of [mkey, gkey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'k', '-f', k]);
     const hostPub = readFileSync(`${testKeys().hostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
     writeFileSync(join(mdir, 'known_hosts'), `${MASTER_IP} ${hostPub}\n`);
     spawnSync('ip', ['-n', vc.ns, 'addr', 'add', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
@@ -654,19 +655,11 @@ describe('virtual cluster', () => {
       await vc.stopMaster();
       await vc.startMaster();
       expect(readFileSync(vc.conf, 'utf8')).toContain(`dhcp-option=tag:cb-master-1,224,"${MIRROR_IP},${MASTER_IP}"`);
-      // on the primary: the mirror's key may read its master root (the rig's mirror lives on the master's host,
-      // so it connects from the master's own address)
+      // on the primary: the mirror's key may read its master root, from the mirror's address only
       expect(
         vc.builder(
-          'mirror',
-          '--allow',
-          MASTER_IP,
-          '--key',
-          mkey,
-          '--master-root',
-          vc.masterRoot,
-          '--authorized-keys',
-          vc.authorizedKeys,
+          ...['mirror', '--allow', MIRROR_IP, '--key', mkey],
+          ...['--master-root', vc.masterRoot, '--authorized-keys', vc.authorizedKeys],
         ).status,
       ).toBe(0);
       // `builder mirror` as the mirror runs it: inside the LAN, over SSH with its key, the primary's host key pinned
@@ -676,7 +669,7 @@ describe('virtual cluster', () => {
           [
             ...['netns', 'exec', vc.ns, process.execPath, join(REPO, 'builder/cli.ts'), 'mirror', ...args],
             ...['--primary', MASTER_IP, '--key', mkey, '--known-hosts', join(mdir, 'known_hosts')],
-            ...['--master-root', mirror.root],
+            ...['--master-root', mirror.root, '--bind', MIRROR_IP],
           ],
           { encoding: 'utf8' },
         );
@@ -702,6 +695,7 @@ describe('virtual cluster', () => {
         mstate,
         '--authorized-keys',
         join(mdir, 'authorized_keys'),
+        ...['--gather-key', `${gkey}.pub`, '--primary', MASTER_IP],
       );
       expect(serve.status).toBe(0);
       await mirror.start(testKeys().hostKey, {
@@ -723,6 +717,21 @@ describe('virtual cluster', () => {
         const rep = JSON.parse(readFileSync(join(mstate, 'reports', `${n.mac.replace(/:/g, '-')}.json`), 'utf8'));
         expect([rep.result, rep.master]).toEqual(['ok', MIRROR_IP]);
       }
+      // the primary gathers the mirror's reports (pulled with its gather key) and shows which master served each
+      writeFileSync(join(mdir, 'mirror_known_hosts'), `${MIRROR_IP} ${hostPub}\n`);
+      const g = spawnSync(
+        'ip',
+        [
+          ...['netns', 'exec', vc.ns, process.execPath, join(REPO, 'builder/cli.ts'), 'gather', '--mirror', MIRROR_IP],
+          ...['--key', gkey, '--known-hosts', join(mdir, 'mirror_known_hosts'), '--bind', MASTER_IP],
+          ...['--state-dir', vc.stateDir],
+        ],
+        { encoding: 'utf8' },
+      );
+      expect(g.stderr).toContain(`${MIRROR_IP}: reports gathered into`);
+      expect(g.status).toBe(0);
+      const rows = (JSON.parse(vc.status(true)) as { rows: Array<Record<string, any>> }).rows;
+      for (const n of [a, b]) expect(rows.find((x) => x.mac === n.mac)?.master).toBe(MIRROR_IP);
       // behind: the primary publishes, the mirror has not pulled: node1 stays on the root the mirror serves
       writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'after\n');
       await vc.master.publish('rootfs');

@@ -12,9 +12,12 @@ import {
   mirrorPasses,
   mirrorVerdict,
   namedSnapshots,
+  gatherKeysLine,
+  gatherReports,
   runMirror,
   serveMirror,
 } from '../../../../builder/master/mirror.ts';
+import { readStatus } from '../../../../builder/master/status.ts';
 import { generateKeys } from '../../../../builder/master/keys.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 
@@ -190,5 +193,46 @@ describe('mirror', () => {
     // again: nothing added twice
     serveMirror(o);
     expect(readFileSync(o.authorizedKeys, 'utf8').trim().split('\n')).toEqual(lines);
+  });
+
+  test("gather: a mirror's report files (and nothing else) reach the primary's status, newest per MAC", () => {
+    const mstate = join(tmp, 'gm');
+    mkdirSync(join(mstate, 'reports'), { recursive: true });
+    const rep = (mac: string, master: string, hostname: string) =>
+      JSON.stringify({
+        schema: 1,
+        mac,
+        hostname,
+        hostnameFrom: 'dhcp',
+        ip: '10.77.0.11',
+        agentVersion: '0.1.0',
+        kernel: '6.1',
+        result: 'ok',
+        phases: [{ name: 'early', seconds: 0.1 }],
+        stamps: { rootBefore: null, rootAfter: null, masterRoot: null },
+        bytesReceived: 0,
+        overlay: 'tmpfs',
+        errors: [],
+        uptime: 5,
+        master,
+      });
+    writeFileSync(join(mstate, 'reports/52-54-00-c1-00-01.json'), rep('52:54:00:c1:00:01', '10.77.0.2', 'node1'));
+    writeFileSync(join(mstate, 'reports/huge.json'), Buffer.alloc(100 * 1024, 0x20));
+    writeFileSync(join(mstate, 'reports/notes.txt'), 'x');
+    spawnSync('ln', ['-s', '/etc/shadow', join(mstate, 'reports/link.json')]);
+    const primary = join(tmp, 'gp');
+    mkdirSync(join(primary, 'reports'), { recursive: true });
+    writeFileSync(join(primary, 'nodes.list'), '52:54:00:c1:00:01 node1 10.77.0.11\n');
+    const g = gatherReports({ mirror: '10.77.0.2', source: join(mstate, 'reports'), stateDir: primary });
+    expect(g.status).toBe(0);
+    expect(spawnSync('ls', [g.dir], { encoding: 'utf8' }).stdout.trim().split('\n')).toEqual([
+      '52-54-00-c1-00-01.json',
+    ]);
+    const s = readStatus({ masterRoot: join(tmp, 'gp-root'), stateDir: primary });
+    expect(s.rows.find((r) => r.hostname === 'node1')).toMatchObject({ result: 'ok', master: '10.77.0.2' });
+    expect(() => gatherReports({ mirror: '../x', source: mstate, stateDir: primary })).toThrow('not a host name');
+    expect(gatherKeysLine(PUB, '/var/lib/clusterboot', '10.77.0.1')).toBe(
+      `restrict,from="10.77.0.1",command="/usr/bin/rrsync -ro /var/lib/clusterboot/reports" ${PUB.replace(' mirror', '')} clusterboot-gather@10.77.0.1`,
+    );
   });
 });
