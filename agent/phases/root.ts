@@ -35,7 +35,7 @@ import { fsckVerdict } from '../plans/fsck.ts';
 import { fsyncDir, writeAtomic } from '../contract/atomic.ts';
 import { type Ctx, type Phase } from '../phase.ts';
 import { PhaseFailure } from '../errors.ts';
-import { rm } from 'node:fs/promises';
+import { readdir, rm } from 'node:fs/promises';
 import { watchdogProgress } from '../devices/watchdog.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { stampKey } from '../contract/initramfs.ts';
@@ -87,10 +87,14 @@ const SALVAGE_SETTLE_MS = 1_000;
  * last second of the slot's life (by ctime, on the node's own clock, which runs on within one boot) are dropped,
  * and so are rsync's temporary files. Returns what is kept and dropped.
  */
-function trimSalvage(dir: string): { kept: number; keptBytes: number; dropped: number } {
+async function trimSalvage(dir: string): Promise<{ kept: number; keptBytes: number; dropped: number }> {
   const files: Array<{ path: string; ctimeMs: number; size: number }> = [];
   const seen = new Set<string>();
-  for (const e of readdirSync(dir, { recursive: true, withFileTypes: true })) {
+  // a Debian root's salvage is thousands of files: listed off the JS thread, and the walk yields to the timers
+  // every few hundred files, so the watchdog feeder keeps its ticks (session 8's lesson)
+  let n = 0;
+  for (const e of await readdir(dir, { recursive: true, withFileTypes: true })) {
+    if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
     if (!e.isFile()) continue;
     const path = `${e.parentPath}/${e.name}`;
     // the Debian-root soak saw one path listed twice (usr/share/perl/5.36/warnings/register.pm): its second unlink
@@ -105,6 +109,7 @@ function trimSalvage(dir: string): { kept: number; keptBytes: number; dropped: n
   let keptBytes = 0;
   let dropped = 0;
   for (const f of files) {
+    if (++n % 256 === 0) await new Promise((r) => setImmediate(r));
     if (
       f.ctimeMs > last - SALVAGE_SETTLE_MS ||
       /^\..+\.[A-Za-z0-9]{6}$/.test(f.path.slice(f.path.lastIndexOf('/') + 1))
@@ -356,7 +361,7 @@ export const root: Phase = {
             await rm(`${ROOT_MNT}/${SALVAGE}`, { recursive: true, force: true });
             renameSync(`${ROOT_MNT}/slots/${a.id}`, `${ROOT_MNT}/${SALVAGE}`);
             rmSync(`${ROOT_MNT}/slots/${a.id}.json`, { force: true });
-            const t = trimSalvage(`${ROOT_MNT}/${SALVAGE}`);
+            const t = await trimSalvage(`${ROOT_MNT}/${SALVAGE}`);
             syncDisks();
             info(
               'root',
