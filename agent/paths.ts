@@ -25,6 +25,8 @@ export const KEPT_KEYS = `${ROOT_MNT}/identity/ssh`;
 /** The enrolment key the node made itself (id_ed25519): p2, outside the slots; its public half goes in the report. */
 export const KEPT_ENROL = `${ROOT_MNT}/identity/enrol`;
 export const ENROL_KEY = `${KEPT_ENROL}/id_ed25519`;
+/** A copy of it for the boot report (p2 is unmounted by then): removed as soon as the final report is sent. */
+export const ENROL_REPORT_KEY = `${RUN_DIR}/enrol-report-key`;
 /** The shared SSH connection's control socket. */
 export const SOCKET = `${RUN_DIR}/ssh.sock`;
 /** The report key's own connection, opened early so its handshake is off the boot path. */

@@ -68,6 +68,8 @@ export interface Facts {
   hostKeys?: string[];
   /** The public half of the node's enrolment key (the boot report carries it, for `builder enrol`). */
   enrolKey?: string;
+  /** The master took the enrolment key this boot: the final report goes with it (proof, not a claim). */
+  enrolReport?: boolean;
   bytesReceived?: number;
   /** The first stage this boot runs, what the master announces, and what the disk caches now. */
   firstStage?: FirstStageReport;

@@ -20,7 +20,7 @@ import { manPage, overview } from './help.ts';
 import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
-import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized } from './master/enrol.ts';
+import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized, reportUserIn } from './master/enrol.ts';
 import {
   checkMirror,
   gatherReports,
@@ -745,7 +745,13 @@ await overview(yargs(hideBin(process.argv)))
       }
       if (!names.length && !a.all) throw new Error('name the nodes to enrol, or --all (see --list)');
       const plan = enrolPlan(states, before, { hosts: names, all: a.all, replace: a.replace, stateDir });
-      applyEnrol(plan, states, { masterRoot: root, stateDir, authorizedKeys: file });
+      const reportUser = reportUserIn(before);
+      applyEnrol(plan, states, {
+        masterRoot: root,
+        stateDir,
+        authorizedKeys: file,
+        ...(reportUser ? { reportUser } : {}),
+      });
       for (const h of [...plan.enrolled, ...plan.replaced]) {
         const st = states.find((x) => x.host === h);
         say(

@@ -75,6 +75,8 @@ export interface BootReport {
   enrolKey?: string;
   /** The master that served this boot (absent: offline, or no master known). */
   master?: string;
+  /** Set by the master's report sink, never by the node: the report came with the node's enrolled key. */
+  enrolled?: boolean;
   /** Masters tried before it (masterip=a,b,c), each with why it was passed over. */
   failover?: string[];
 }
@@ -123,6 +125,7 @@ export interface ReportInput extends Omit<
   | 'enrolKey'
   | 'master'
   | 'failover'
+  | 'enrolled'
 > {
   events: readonly ReportEvent[];
   mac: string | null;

@@ -11,7 +11,7 @@ import { REPORT_KEY } from '../contract/initramfs.ts';
 import { events, info, uptime, warn } from '../log.ts';
 import type { Ctx } from '../phase.ts';
 import { TOOLS } from '../sys/tools.ts';
-import { REPORT_FILE_DIR, REPORT_SOCKET } from '../paths.ts';
+import { ENROL_REPORT_KEY, REPORT_FILE_DIR, REPORT_SOCKET } from '../paths.ts';
 import type { Subprocess } from 'bun';
 
 /** This boot as a report (pure apart from reading the clock and the history). */
@@ -114,11 +114,24 @@ export async function sendReport(
     // over the early connection when it is up (ssh falls back to a connection of its own when it is not); the
     // master's forced command for this key is the report sink: it reads the JSON on stdin, names the file itself
     // from the MAC its sender's address belongs to, and times it by the master's clock ("last boot")
+    // an enrolled node whose key the master took this boot reports with it (its own connection): the sink then
+    // stores the report as this node's and no other's
+    const enrolled = Boolean(ctx.facts.enrolReport) && existsSync(ENROL_REPORT_KEY);
     const r = await run(
       'ssh',
-      [...sshOptions(target, { key: REPORT_KEY, control: REPORT_SOCKET }), host, 'clusterboot-report'],
+      [
+        ...sshOptions(
+          target,
+          enrolled ? { key: ENROL_REPORT_KEY, shared: false } : { key: REPORT_KEY, control: REPORT_SOCKET },
+        ),
+        host,
+        'clusterboot-report',
+      ],
       { input: readFileSync(file), timeoutMs: 20_000, okCodes: [0, 65, 73, 75] },
-    );
+    ).finally(() => {
+      // the key copy never reaches the booted system's /run
+      if (result !== 'waiting') rmSync(ENROL_REPORT_KEY, { force: true });
+    });
     if (r.exitCode !== 0) {
       warn(
         'report',
@@ -130,7 +143,10 @@ export async function sendReport(
       sent = true;
       await closeReportLink();
     }
-    info('report', `boot report sent to ${host} (${result}, ${report.phases.length} phases)`);
+    info(
+      'report',
+      `boot report sent to ${host} (${result}, ${report.phases.length} phases${enrolled ? ', with the enrolment key' : ''})`,
+    );
     return true;
   } catch (e) {
     warn('report', `could not send the boot report: ${(e as Error).message.split('\n').slice(-2).join(' ')}`);

@@ -1,6 +1,8 @@
 // Phase "identity": this node's own files (hostname, machine-id, SSH host keys, the admin's extras)
 // laid into the writable layer over the shared root.
 import {
+  chmodSync,
+  copyFileSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -19,7 +21,17 @@ import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
 import { lstatLink, readSmall, writeInRoot } from '../sys/fsutil.ts';
 import { resolveInRoot } from '../plans/rootpath.ts';
-import { ROOT_MNT, ENROL_KEY, FETCHED_FILES, KEPT, KEPT_ENROL, KEPT_ID, KEPT_KEYS, NEWROOT } from '../paths.ts';
+import {
+  ROOT_MNT,
+  ENROL_KEY,
+  ENROL_REPORT_KEY,
+  FETCHED_FILES,
+  KEPT,
+  KEPT_ENROL,
+  KEPT_ID,
+  KEPT_KEYS,
+  NEWROOT,
+} from '../paths.ts';
 import type { Ctx } from '../phase.ts';
 import { ENROL_KEY_LINE, HOST_KEY_LINE, keyFingerprint } from '../contract/report.ts';
 import { FILES_DIR, NODE_FILES_MAX } from '../contract/tree.ts';
@@ -124,6 +136,10 @@ async function fetchPrivateFiles(ctx: Ctx): Promise<boolean> {
       `${FETCHED_FILES}/`,
     ]);
     info('identity', "private files fetched with this node's enrolment key");
+    // the master took the key: the boot report goes with it too (the sink then stores it as this node's, proven)
+    copyFileSync(ENROL_KEY, ENROL_REPORT_KEY);
+    chmodSync(ENROL_REPORT_KEY, 0o600);
+    ctx.facts.enrolReport = true;
     return true;
   } catch (e) {
     const tail = e instanceof ToolError ? e.stderrTail : String(e);

@@ -4,7 +4,9 @@
 // public. A node's secrets live outside the master root, in <state-dir>/private/<host>/files/, and the only key
 // that reads them is that node's enrolment key: made on the node at its first boot (kept on its disk, outside the
 // slots), its public half sent in the boot report. `builder enrol <host>` turns that report into an
-// authorized_keys line: `rrsync -ro <state-dir>/private/<host>`, from= the node's listed address, and nothing else.
+// authorized_keys line, from= the node's listed address, whose command is the enrol gate: read-only rsync of
+// <state-dir>/private/<host>, or (`clusterboot-report`) the node's boot report into the report sink as that node:
+// the sink takes only a report for the MAC the line names, and marks it `enrolled` (proof, not a claim).
 //
 // Why the admin decides: a report is a claim (whoever holds the node's address when the node is off can send
 // one), so enrolment is trust on first use, as ssh's known_hosts is. The node prints its key's fingerprint on its
@@ -17,10 +19,35 @@ import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { ENROLLED_FLAG, NODES_DIR } from '../../agent/contract/tree.ts';
 import { isHostname } from '../../agent/plans/hostname.ts';
 import { checkCommandPaths, keyLine, parseKeyLine } from '../sshkeys.ts';
+import { DEFAULT_REPORT_USER, PYTHON, reportSinkPaths } from './reportsink.ts';
 import type { StatusRow } from './status.ts';
 
 export const PRIVATE_DIR = 'private';
 export const DEFAULT_RRSYNC = '/usr/bin/rrsync';
+export const ENROL_GATE = 'enrol-gate';
+
+/** The enrol gate: the forced command of every enrolment key line (`enrol-gate <host> <mac>`). */
+export function enrolGateScript(stateDir: string, o: { user?: string; rrsync?: string } = {}): string {
+  const user = o.user ?? DEFAULT_REPORT_USER;
+  const rrsync = o.rrsync ?? DEFAULT_RRSYNC;
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user)) throw new Error(`enrolGateScript: ${user} is not a user name`);
+  const p = reportSinkPaths(stateDir);
+  checkCommandPaths('enrolGateScript', [
+    ['stateDir', stateDir],
+    ['rrsync', rrsync],
+  ]);
+  return `#!/bin/sh
+# clusterboot enrol gate: written by \`builder enrol\`; do not edit (the next enrol rewrites it).
+# The forced command of every node's enrolment key, given that key's host name and MAC by its line:
+# \`clusterboot-report\` stores the node's boot report through the report sink, as that node and no other;
+# anything else is read-only rsync of the node's private tree.
+case "$1" in ''|*[!A-Za-z0-9-]*) echo "clusterboot: enrol gate: bad host name" >&2; exit 64 ;; esac
+case "$SSH_ORIGINAL_COMMAND" in
+  clusterboot-report) exec ${PYTHON} -I ${p.script} ${p.reports} ${user} ${p.peers} /dev/null 0 "$2" ;;
+  *) exec ${rrsync} -ro "${join(stateDir, PRIVATE_DIR)}/$1" ;;
+esac
+`;
+}
 
 /** Where a node's private tree lives: `<state-dir>/private/<host>` (its `files/` is laid onto the node's root). */
 export function privateDir(stateDir: string, host: string): string {
@@ -28,40 +55,39 @@ export function privateDir(stateDir: string, host: string): string {
 }
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 
-/** The enrolment key's authorized_keys line: read-only rsync of the node's private tree, from its address only. */
-export function enrolLine(pub: string, host: string, ip: string, stateDir: string, rrsync = DEFAULT_RRSYNC): string {
+/** The enrolment key's authorized_keys line: the enrol gate for this host and MAC, from its address only. */
+export function enrolLine(pub: string, host: string, ip: string, mac: string, stateDir: string): string {
   if (!isHostname(host)) throw new Error(`enrolLine: ${JSON.stringify(host)} is not a host name`);
   if (!IPV4.test(ip)) throw new Error(`enrolLine: ${JSON.stringify(ip)} is not an IPv4 address`);
+  if (!MAC.test(mac)) throw new Error(`enrolLine: ${JSON.stringify(mac)} is not a MAC address`);
   if (!ENROL_KEY_LINE.test(pub)) throw new Error('enrolLine: not an ed25519 public key');
-  const dir = privateDir(stateDir, host);
-  checkCommandPaths('enrolLine', [
-    ['private dir', dir],
-    ['rrsync', rrsync],
-  ]);
+  const gate = join(stateDir, ENROL_GATE);
+  checkCommandPaths('enrolLine', [['enrol gate', gate]]);
   return keyLine(
-    `restrict,from="${ip}",command="${rrsync} -ro ${dir}"`,
+    `restrict,from="${ip}",command="${gate} ${host} ${mac.toLowerCase()}"`,
     `${pub} clusterboot-enrol@${host}`,
     'enrolLine',
   );
 }
 
-/** An enrolment line of ours: restrict, from, then `<rrsync> -ro <state-dir>/private/<host>`; its host and key. */
+/** An enrolment line of ours: restrict, from, then `<state-dir>/enrol-gate <host> <mac>`; its host and key. */
 export function parseEnrolLine(line: string, stateDir: string): { host: string; key: string } | null {
   const k = parseKeyLine(line);
   if (!k) return null;
   const names = k.options.map((o) => o.name).join(',');
   if (names !== 'restrict,from,command') return null;
   const w = (k.options[2]?.value ?? '').split(' ');
-  const prefix = `${join(stateDir, PRIVATE_DIR)}/`;
-  if (w.length !== 3 || !w[0]?.endsWith('/rrsync') || w[1] !== '-ro' || !w[2]?.startsWith(prefix)) return null;
-  const host = w[2].slice(prefix.length);
+  if (w.length !== 3 || w[0] !== join(stateDir, ENROL_GATE) || !MAC.test(w[2] ?? '')) return null;
+  const host = w[1] as string;
   return isHostname(host) ? { host, key: `${k.type} ${k.blob}` } : null;
 }
 
 export interface EnrolState {
   host: string;
   ip: string | null;
+  mac: string;
   /** The enrolment key the node's last report carries. */
   reported: string | null;
   /** The key an enrolment line in authorized_keys gives this host. */
@@ -80,6 +106,7 @@ export function enrolStates(rows: readonly StatusRow[], authorized: string, stat
     .map((r) => ({
       host: r.hostname as string,
       ip: r.ip,
+      mac: r.mac,
       reported: r.enrolKey ?? null,
       enrolled: lines.get(r.hostname as string) ?? null,
     }));
@@ -102,7 +129,7 @@ export interface EnrolPlan {
 export function enrolPlan(
   states: readonly EnrolState[],
   authorized: string,
-  o: { hosts: readonly string[]; all: boolean; replace: boolean; stateDir: string; rrsync?: string },
+  o: { hosts: readonly string[]; all: boolean; replace: boolean; stateDir: string },
 ): EnrolPlan {
   const out: EnrolPlan = { text: authorized, enrolled: [], replaced: [], already: [], problems: [] };
   const byHost = new Map(states.map((s) => [s.host, s]));
@@ -141,7 +168,7 @@ export function enrolPlan(
       );
       continue;
     }
-    const line = enrolLine(s.reported, host, s.ip, o.stateDir, o.rrsync);
+    const line = enrolLine(s.reported, host, s.ip, s.mac, o.stateDir);
     if (s.enrolled) {
       lines = lines.map((l) => (parseEnrolLine(l.trim(), o.stateDir)?.host === host ? line : l));
       out.replaced.push(host);
@@ -180,12 +207,15 @@ export function enrolList(states: readonly EnrolState[]): string {
 export function applyEnrol(
   plan: EnrolPlan,
   states: readonly EnrolState[],
-  o: { masterRoot: string; stateDir: string; authorizedKeys: string },
+  o: { masterRoot: string; stateDir: string; authorizedKeys: string; reportUser?: string },
 ): string[] {
   const written: string[] = [];
   const hosts = [...plan.enrolled, ...plan.replaced];
   if (!hosts.length) return written;
   mkdirSync(join(o.stateDir, PRIVATE_DIR), { recursive: true, mode: 0o700 });
+  const gate = join(o.stateDir, ENROL_GATE);
+  writeAtomic(gate, enrolGateScript(o.stateDir, o.reportUser ? { user: o.reportUser } : {}), 0o755);
+  written.push(gate);
   for (const host of hosts) {
     const files = join(privateDir(o.stateDir, host), 'files');
     mkdirSync(files, { recursive: true, mode: 0o700 });
@@ -204,4 +234,14 @@ export function applyEnrol(
 /** authorized_keys as text ('' when there is none yet). */
 export function readAuthorized(path: string): string {
   return existsSync(path) ? readFileSync(path, 'utf8') : '';
+}
+
+/** The user the report sink stores reports as, read off the report key's line (the gate's sink must match it). */
+export function reportUserIn(authorized: string): string | undefined {
+  for (const l of authorized.split('\n')) {
+    const c = parseKeyLine(l.trim())?.options.find((o) => o.name === 'command')?.value ?? '';
+    const w = c.split(' ');
+    if (w[0] === PYTHON && w[1] === '-I' && w[2]?.endsWith('/report-sink') && w.length === 8) return w[4];
+  }
+  return undefined;
 }

@@ -38,10 +38,14 @@ def refuse(why, code=65):
 # a sender that stops sending (or speaks rsync and waits for an answer) holds nothing for long
 signal.signal(signal.SIGALRM, lambda *_: refuse("no complete report within ${SINK_TIMEOUT_S} s", 65))
 signal.alarm(${SINK_TIMEOUT_S})
-if len(sys.argv) != 6:
-    refuse("usage: report-sink REPORTS_DIR USER PEERS LEASES MAX_FILES", 64)
-reports, user, peers_file, leases_file, max_files = sys.argv[1:]
+if len(sys.argv) not in (6, 7):
+    refuse("usage: report-sink REPORTS_DIR USER PEERS LEASES MAX_FILES [MAC]", 64)
+reports, user, peers_file, leases_file, max_files = sys.argv[1:6]
 MAC = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+# enrolled mode: the sender logged in with a node's own enrolment key, whose line names the node's MAC
+enrolled = sys.argv[6].lower() if len(sys.argv) == 7 else None
+if enrolled is not None and not MAC.match(enrolled):
+    refuse("usage: the enrolled MAC is not a MAC", 64)
 
 def read_small(path, limit=1 << 20):
     try:
@@ -91,7 +95,13 @@ if not isinstance(mac, str) or not MAC.match(mac.lower()):
     refuse("no valid MAC in the report")
 mac = mac.lower()
 ip = (os.environ.get("SSH_CONNECTION") or "?").split()[0]
-if mac in peers:
+# only the sink says a report came with an enrolment key: a sender's own claim to it is dropped
+report.pop("enrolled", None)
+if enrolled is not None:
+    if mac != enrolled:
+        refuse("this enrolment key is " + enrolled + "'s: it cannot report for " + mac)
+    report["enrolled"] = True
+elif mac in peers:
     if peers[mac] != ip:
         refuse(mac + " is listed at " + peers[mac] + ", not " + ip)
 else:
@@ -102,7 +112,7 @@ else:
 
 name = mac.replace(":", "-") + ".json"
 existing = [n for n in os.listdir(dfd) if not n.startswith(".")]
-if name not in existing and len(existing) >= int(max_files):
+if enrolled is None and name not in existing and len(existing) >= int(max_files):
     refuse("the reports folder already holds " + str(len(existing)) + " files", 75)
 text = json.dumps(report, ensure_ascii=True, indent=1, sort_keys=True) + "\\n"
 tmp = ".in-" + str(os.getpid())

@@ -71,6 +71,8 @@ export interface StatusRow {
   enrolKey?: string;
   /** The master that served the node's last boot (escaped); absent in older reports or an offline boot. */
   master?: string;
+  /** The last report came with the node's own enrolment key (the sink says so): proof of the sender, not a claim. */
+  enrolled?: boolean;
 }
 
 export interface ReportFile {
@@ -401,6 +403,7 @@ export function statusRows(input: {
       ...(r.hostKeys?.length ? { hostKeys: r.hostKeys } : {}),
       ...(r.enrolKey !== undefined ? { enrolKey: r.enrolKey } : {}),
       ...(r.master !== undefined ? { master: clean(r.master, 63) } : {}),
+      ...(r.enrolled === true ? { enrolled: true } : {}),
       ...(approval ? { approval } : {}),
     };
   };

@@ -363,7 +363,7 @@ describe('virtual cluster', () => {
 
   // #14 item 2: what the node key reads (the master root) is public; a node's secrets are outside it, readable with
   // that node's own enrolment key only, from its own address, after the admin enrolled it
-  test("private files reach their node only: `builder enrol` takes the key node1 made and reported; the node key, node2 and node1's key from elsewhere read nothing of them", async () => {
+  test("private files reach their node only: `builder enrol` takes the key node1 made and reported; the node key, node2 and node1's key from elsewhere read nothing of them; node1 reports with it, as itself only", async () => {
     const k1 = report(a.mac)?.enrolKey as string;
     const k2 = report(b.mac)?.enrolKey as string;
     expect(k1).toMatch(ENROL_KEY_LINE);
@@ -395,6 +395,13 @@ describe('virtual cluster', () => {
     expect(ident(r1)?.role).toBe('storage');
     expect(p2Cat(vc.disk(a), 'node-files/etc/cluster-secret')).toBe(`${secret1}\n`);
     expect(p2Cat(vc.disk(b), 'node-files/etc/cluster-secret')).toBeNull();
+    // node1 reported with its enrolment key: the sink stored it as node1's, marked enrolled (proof, not a claim)
+    expect(r1?.console).toMatch(/boot report sent to \S+ \(ok, \d+ phases, with the enrolment key\)/);
+    expect(report(a.mac)?.enrolled).toBe(true);
+    expect(report(b.mac)?.enrolled).toBeUndefined();
+    const rows = (JSON.parse(vc.status(true)) as { rows: Array<Record<string, any>> }).rows;
+    expect(rows.find((x) => x.mac === a.mac)?.enrolled).toBe(true);
+    expect(rows.find((x) => x.mac === b.mac)?.enrolled).toBeUndefined();
 
     // a LAN attacker with the node key out of the TFTP'd initramfs: the whole master root holds no secret
     const nodeKey = join(work, 'stolen_node_key');
@@ -466,6 +473,15 @@ describe('virtual cluster', () => {
       ]);
       expect(put.status).not.toBe(0);
       expect(findFiles(join(vc.stateDir, 'private'), /^planted$/)).toEqual([]);
+      // and it reports for node1 only: a report for node2's MAC is refused, node2's report stays as it was
+      const before2 = readFileSync(join(vc.stateDir, 'reports', `${b.mac.replace(/:/g, '-')}.json`), 'utf8');
+      const forged = attacker(
+        ['sh', '-c', `${attackerSsh(enrolKey, a.ip)} root@${MASTER_IP} clusterboot-report`],
+        JSON.stringify({ ...report(b.mac), result: 'ok', errors: [] }),
+      );
+      expect(forged.status).toBe(65);
+      expect(forged.stderr).toContain(`this enrolment key is ${a.mac}'s: it cannot report for ${b.mac}`);
+      expect(readFileSync(join(vc.stateDir, 'reports', `${b.mac.replace(/:/g, '-')}.json`), 'utf8')).toBe(before2);
     } finally {
       spawnSync('ip', ['-n', vc.ns, 'addr', 'del', `${a.ip}/32`, 'dev', BRIDGE]);
     }

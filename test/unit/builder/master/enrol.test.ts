@@ -12,6 +12,7 @@ import {
   enrolStates,
   parseEnrolLine,
   privateDir,
+  reportUserIn,
 } from '../../../../builder/master/enrol.ts';
 import { ENROL_KEY_LINE, keyFingerprint } from '../../../../agent/contract/report.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
@@ -23,6 +24,7 @@ let k1: string;
 let k2: string;
 let k3: string;
 const STATE = '/var/lib/clusterboot';
+const MAC1 = '52:54:00:00:00:01';
 
 beforeAll(() => {
   tmp = mkdtempSync(join(tmpdir(), 'enrol-test-'));
@@ -43,10 +45,10 @@ const row = (hostname: string, ip: string | null, enrolKey?: string, listed = tr
 const ADMIN = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl admin@laptop\n';
 
 describe('the enrolment line', () => {
-  test('read-only rrsync of the node private tree, from its address only, restrict: nothing else', () => {
-    const l = enrolLine(k1, 'node1', '10.0.0.11', STATE);
+  test('the enrol gate for this host and MAC, from its address only, restrict: nothing else', () => {
+    const l = enrolLine(k1, 'node1', '10.0.0.11', MAC1, STATE);
     expect(l).toBe(
-      `restrict,from="10.0.0.11",command="/usr/bin/rrsync -ro /var/lib/clusterboot/private/node1" ${k1} clusterboot-enrol@node1`,
+      `restrict,from="10.0.0.11",command="/var/lib/clusterboot/enrol-gate node1 52:54:00:00:00:01" ${k1} clusterboot-enrol@node1`,
     );
     // sshd reads it as these options
     expect(parseKeyLine(l)?.options.map((o) => o.name)).toEqual(['restrict', 'from', 'command']);
@@ -54,16 +56,22 @@ describe('the enrolment line', () => {
     expect(privateDir(STATE, 'node1')).toBe('/var/lib/clusterboot/private/node1');
   });
   test('refused: a host name that is a path, an address that is a pattern, a key that is not ed25519', () => {
-    expect(() => enrolLine(k1, '../node2', '10.0.0.11', STATE)).toThrow('not a host name');
-    expect(() => enrolLine(k1, 'node1', '10.0.0.*', STATE)).toThrow('not an IPv4 address');
-    expect(() => enrolLine('ssh-rsa AAAAB3NzaC1yc2E', 'node1', '10.0.0.11', STATE)).toThrow('ed25519');
+    expect(() => enrolLine(k1, '../node2', '10.0.0.11', MAC1, STATE)).toThrow('not a host name');
+    expect(() => enrolLine(k1, 'node1', '10.0.0.*', MAC1, STATE)).toThrow('not an IPv4 address');
+    expect(() => enrolLine(k1, 'node1', '10.0.0.11', '52:54:00:00:00', STATE)).toThrow('not a MAC');
+    expect(() => enrolLine('ssh-rsa AAAAB3NzaC1yc2E', 'node1', '10.0.0.11', MAC1, STATE)).toThrow('ed25519');
   });
   test("other lines are not ours: the node key's line, an admin key, another state dir", () => {
     expect(parseEnrolLine(ADMIN.trim(), STATE)).toBeNull();
     expect(parseEnrolLine(`restrict,from="10.0.0.0/24",command="/usr/bin/rrsync -ro /data/slaves" ${k1}`, STATE)).toBe(
       null,
     );
-    expect(parseEnrolLine(enrolLine(k1, 'node1', '10.0.0.11', '/srv/other'), STATE)).toBeNull();
+    expect(parseEnrolLine(enrolLine(k1, 'node1', '10.0.0.11', MAC1, '/srv/other'), STATE)).toBeNull();
+  });
+  test("the gate's sink runs as the report sink's user, read off the report key's line", () => {
+    const sinkLine = `restrict,from="10.0.0.0/24",command="/usr/bin/python3 -I ${STATE}/report-sink ${STATE}/reports cbreports ${STATE}/report-peers /var/lib/misc/dnsmasq.leases 260" ${k2}`;
+    expect(reportUserIn(`${ADMIN}${sinkLine}\n`)).toBe('cbreports');
+    expect(reportUserIn(ADMIN)).toBeUndefined();
   });
   test('the fingerprint is the one ssh-keygen -l prints', () => {
     const out = execFileSync('ssh-keygen', ['-lf', join(tmp, 'n1.pub')], { encoding: 'utf8' });
@@ -80,7 +88,7 @@ describe('enrolPlan', () => {
     const p = enrolPlan(enrolStates(rows(), ADMIN, STATE), ADMIN, { ...o, hosts: ['node1'] });
     expect(p.enrolled).toEqual(['node1']);
     expect(p.problems).toEqual([]);
-    expect(p.text).toBe(`${ADMIN}${enrolLine(k1, 'node1', '10.0.0.11', STATE)}\n`);
+    expect(p.text).toBe(`${ADMIN}${enrolLine(k1, 'node1', '10.0.0.11', MAC1, STATE)}\n`);
     // enrolling again changes nothing
     const again = enrolPlan(enrolStates(rows(), p.text, STATE), p.text, { ...o, hosts: ['node1'] });
     expect(again.already).toEqual(['node1']);
@@ -110,7 +118,7 @@ describe('enrolPlan', () => {
     expect(held.problems[0]).toContain('builder enrol --replace node1');
     const taken = enrolPlan(enrolStates(changed, first, STATE), first, { ...o, hosts: ['node1'], replace: true });
     expect(taken.replaced).toEqual(['node1']);
-    expect(taken.text).toBe(`${ADMIN}${enrolLine(k3, 'node1', '10.0.0.11', STATE)}\n`);
+    expect(taken.text).toBe(`${ADMIN}${enrolLine(k3, 'node1', '10.0.0.11', MAC1, STATE)}\n`);
   });
   test('one key reported by two nodes: neither is enrolled (one of them is not what it claims)', () => {
     const rs = [row('node1', '10.0.0.11', k1), row('node2', '10.0.0.12', k1)];
@@ -143,6 +151,11 @@ describe('applyEnrol', () => {
     expect(statSync(join(state, 'private/node1/files')).mode & 0o777).toBe(0o700);
     expect(statSync(join(state, 'private')).mode & 0o777).toBe(0o700);
     expect(readFileSync(join(root, 'nodes/node1/enrolled'), 'utf8')).toBe(`${keyFingerprint(k1)}\n`);
+    // the gate: a report goes to the sink in its enrolled mode (the line's MAC), anything else to rrsync -ro
+    const gate = readFileSync(join(state, 'enrol-gate'), 'utf8');
+    expect(statSync(join(state, 'enrol-gate')).mode & 0o777).toBe(0o755);
+    expect(gate).toContain(`clusterboot-report) exec /usr/bin/python3 -I ${state}/report-sink ${state}/reports nobody`);
+    expect(gate).toContain(`*) exec /usr/bin/rrsync -ro "${state}/private/$1"`);
     // nothing to do: nothing written
     const none = enrolPlan(enrolStates([row('node1', '10.0.0.11', k1)], plan.text, state), plan.text, {
       hosts: ['node1'],

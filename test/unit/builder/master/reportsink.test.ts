@@ -70,6 +70,24 @@ function sink(input: string | Buffer, from: string | null, maxFiles = 100) {
 const stored = (mac: string) => join(state, 'reports', `${mac.replace(/:/g, '-')}.json`);
 
 describe('report sink', () => {
+  // #14 item 3: a node's own enrolment key reaches the sink through the enrol gate with the MAC of its line
+  test('enrolled mode: the report of the MAC the key line names is stored, marked enrolled; any other MAC is refused', () => {
+    const [cmd, ...args] = [...sinkArgv(0), '52:54:00:c1:00:02'] as unknown as [string, ...string[]];
+    const run = (input: string, from: string) =>
+      spawnSync(cmd, args, { input, encoding: 'utf8', env: { SSH_CONNECTION: `${from} 51234 10.77.0.1 22` } });
+    // from whatever address (the key line's from= pins it), capped folder or not (max 0): one file per enrolled MAC
+    const ok = run(report('52:54:00:C1:00:02', { enrolled: false }), '10.77.0.99');
+    expect(ok.stdout).toContain('report stored as 52-54-00-c1-00-02.json');
+    expect(JSON.parse(readFileSync(stored('52:54:00:c1:00:02'), 'utf8')).enrolled).toBe(true);
+    const other = run(report('52:54:00:c1:00:01'), '10.77.0.12');
+    expect(other.status).toBe(65);
+    expect(other.stderr).toContain("this enrolment key is 52:54:00:c1:00:02's: it cannot report for 52:54:00:c1:00:01");
+    // through the shared report key, a report's own claim to be enrolled is dropped
+    const claimed = sink(report('52:54:00:C1:00:02', { enrolled: true }), '10.77.0.12');
+    expect(claimed.status).toBe(0);
+    expect(JSON.parse(readFileSync(stored('52:54:00:c1:00:02'), 'utf8')).enrolled).toBeUndefined();
+  });
+
   test("a listed node's report from its own address is stored under its MAC, as the sink's user, by the master's clock", () => {
     const t0 = Date.now();
     const r = sink(report('52:54:00:C1:00:01', { uptime: 12.5 }), '10.77.0.11');
