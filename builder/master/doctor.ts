@@ -477,6 +477,11 @@ export function checkPrivateFiles(f: {
   );
 }
 
+/** nodes.list and reports/ left in the master root by an older stage (they now live in the state dir). */
+export function publicLeftovers(root: string): string[] {
+  return [NODES_LIST, REPORT_DIR].filter((rel) => lst(join(root, rel)) !== undefined);
+}
+
 /** Files under <root>/nodes/<host>/files/ that hold a private key: by name or by their first bytes (bounded walk). */
 export function publicSecrets(root: string, max = 20_000): string[] {
   const found: string[] = [];
@@ -1089,7 +1094,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
       root,
       stateDir,
       publicSecrets: publicSecrets(root),
-      leftovers: [NODES_LIST, REPORT_DIR].filter((rel) => lst(join(root, rel)) !== null),
+      leftovers: publicLeftovers(root),
       enrolled: authText
         .split('\n')
         .map((l) => parseEnrolLine(l.trim(), stateDir)?.host)

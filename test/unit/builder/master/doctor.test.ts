@@ -32,6 +32,7 @@ import {
   type EntryKind,
   type TftpResult,
   checkPrivateFiles,
+  publicLeftovers,
   publicSecrets,
 } from '../../../../builder/master/doctor.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
@@ -254,6 +255,11 @@ describe('checkPrivateFiles: what the node key reads is public', () => {
       writeFileSync(join(root, 'nodes/n1/files/etc/ssh/ssh_host_ed25519_key.pub'), 'ssh-ed25519 AAAA');
       writeFileSync(join(root, 'nodes/n2/files/etc/tls.pem'), '-----BEGIN EC PRIVATE KEY-----\nMHcC\n');
       writeFileSync(join(root, 'nodes/n2/files/etc/role'), 'storage\n');
+      // nothing left from an older stage yet; then its nodes.list and reports/ are named
+      expect(publicLeftovers(root)).toEqual([]);
+      writeFileSync(join(root, 'nodes.list'), 'x\n');
+      mkdirSync(join(root, 'reports'));
+      expect(publicLeftovers(root)).toEqual(['nodes.list', 'reports']);
       const found = publicSecrets(root);
       expect(found).toEqual(['nodes/n1/files/etc/ssh/ssh_host_ed25519_key', 'nodes/n2/files/etc/tls.pem']);
       const v = checkPrivateFiles({ root, stateDir: '/var/lib/clusterboot', publicSecrets: found, enrolled: [] });
