@@ -20,6 +20,7 @@ import { manPage, overview } from './help.ts';
 import { renderStatusHtml } from './master/statushtml.ts';
 import { watch } from './master/watch.ts';
 import { knownHostsPlan, parseKnownHosts, signHostCerts } from './master/knownhosts.ts';
+import { writeAuthorizedKeys } from './master/access.ts';
 import { applyEnrol, enrolList, enrolPlan, enrolStates, readAuthorized, reportUserIn } from './master/enrol.ts';
 import {
   checkMirror,
@@ -864,13 +865,13 @@ await overview(yargs(hideBin(process.argv)))
         const pub = readFileSync(`${resolve(a.key)}${a.key.endsWith('.pub') ? '' : '.pub'}`, 'utf8');
         const line = mirrorKeysLine(pub, root, a.allow);
         const file = resolve(a['authorized-keys']);
-        const have = existsSync(file) ? readFileSync(file, 'utf8') : '';
-        if (have.split('\n').includes(line)) say(`${file} already lets the mirror ${a.allow} read ${root}`);
-        else {
-          mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-          appendFileSync(file, `${have && !have.endsWith('\n') ? '\n' : ''}${line}\n`, { mode: 0o600 });
-          say(`${file}: the mirror ${a.allow} may read ${root} (read-only, from its address only)`);
-        }
+        const w = writeAuthorizedKeys(file, [line], root);
+        for (const x of w.warnings) say(`warning: ${x}`);
+        say(
+          w.added.length
+            ? `${file}: the mirror ${a.allow} may read ${root} (read-only, from its address only)`
+            : `${file} already lets the mirror ${a.allow} read ${root}`,
+        );
         return;
       }
       if (!a.primary) throw new Error('--primary: the primary master (its address, or its master root here)');

@@ -13,6 +13,8 @@ import { STAMP_DIR } from './tree.ts';
 // wrong-length signature and throws for an unparseable key, hence the try/catch below.
 
 export type StampName = 'rootfs' | 'bootfs';
+/** Both templates, in the order they are reported. */
+export const STAMP_NAMES: readonly StampName[] = ['rootfs', 'bootfs'];
 
 /** One published version of a root template. */
 export interface Stamp {

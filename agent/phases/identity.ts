@@ -35,7 +35,7 @@ import {
 import type { Ctx } from '../phase.ts';
 import { ENROL_KEY_LINE, HOST_KEY_LINE, keyFingerprint } from '../contract/report.ts';
 import { FILES_DIR, NODE_FILES_MAX } from '../contract/tree.ts';
-import { MasterLink } from '../net/link.ts';
+import { classifySshError, MasterLink } from '../net/link.ts';
 
 /** The host key types a node makes for itself: fast to make on a Pi (RSA takes seconds) and what OpenSSH prefers. */
 export const NODE_KEY_TYPES = ['ed25519', 'ecdsa'] as const;
@@ -143,11 +143,10 @@ async function fetchPrivateFiles(ctx: Ctx): Promise<boolean> {
     return true;
   } catch (e) {
     const tail = e instanceof ToolError ? e.stderrTail : String(e);
-    const refused = /Permission denied|publickey/i.test(tail);
     warn(
       'identity',
-      refused
-        ? `the master refused this node's enrolment key ${keyFingerprint(enrolPublicKey() ?? '')} (enrolled with another key, or from another address). Remedy: compare the fingerprint and run \`builder enrol --replace ${ctx.facts.hostname ?? '<host>'}\` on the master. The kept copy of the per-node files is laid`
+      classifySshError(tail).kind === 'auth'
+        ? `the master refused this node's enrolment key ${keyFingerprint(ctx.facts.enrolKey ?? '')} (enrolled with another key, or from another address). Remedy: compare the fingerprint and run \`builder enrol --replace ${ctx.facts.hostname ?? '<host>'}\` on the master. The kept copy of the per-node files is laid`
         : `could not fetch this node's private files: ${tail.split('\n').pop() ?? tail}; the kept copy of the per-node files is laid`,
     );
     return false;

@@ -27,7 +27,14 @@ import { crc32 } from 'node:zlib';
 import { ANNOUNCEMENT_FILE, KERNEL_GZ, parseAnnouncement, type Announcement } from '../../agent/contract/firststage.ts';
 import { HOST_ALIAS } from '../../agent/contract/initramfs.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
-import { parseStamp, sigPath, stampPath, verifyStamp, type StampName } from '../../agent/contract/stamp.ts';
+import {
+  parseStamp,
+  sigPath,
+  STAMP_NAMES,
+  stampPath,
+  verifyStamp,
+  type StampName,
+} from '../../agent/contract/stamp.ts';
 import {
   BOOT_SCRIPT,
   BOOTFS_DIR,
@@ -1314,7 +1321,7 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
       return null;
     }
   })();
-  for (const name of ['rootfs', 'bootfs'] as const) {
+  for (const name of STAMP_NAMES) {
     const s = smallText(join(root, stampPath(name)), 64 * 1024);
     const sig = smallText(join(root, sigPath(name)), 64 * 1024);
     add(

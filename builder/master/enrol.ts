@@ -19,18 +19,19 @@ import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { ENROLLED_FLAG, NODES_DIR } from '../../agent/contract/tree.ts';
 import { isHostname } from '../../agent/plans/hostname.ts';
 import { checkCommandPaths, keyLine, parseKeyLine } from '../sshkeys.ts';
-import { DEFAULT_REPORT_USER, PYTHON, reportSinkPaths } from './reportsink.ts';
+import { DEFAULT_REPORT_USER, isUserName, PYTHON, reportSinkPaths } from './reportsink.ts';
+import { DEFAULT_RRSYNC } from './keylines.ts';
+import { MAC_RE, parseIPv4 } from './nodelist.ts';
 import type { StatusRow } from './status.ts';
 
 export const PRIVATE_DIR = 'private';
-export const DEFAULT_RRSYNC = '/usr/bin/rrsync';
 export const ENROL_GATE = 'enrol-gate';
 
 /** The enrol gate: the forced command of every enrolment key line (`enrol-gate <host> <mac>`). */
 export function enrolGateScript(stateDir: string, o: { user?: string; rrsync?: string } = {}): string {
   const user = o.user ?? DEFAULT_REPORT_USER;
   const rrsync = o.rrsync ?? DEFAULT_RRSYNC;
-  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user)) throw new Error(`enrolGateScript: ${user} is not a user name`);
+  if (!isUserName(user)) throw new Error(`enrolGateScript: ${user} is not a user name`);
   const p = reportSinkPaths(stateDir);
   checkCommandPaths('enrolGateScript', [
     ['stateDir', stateDir],
@@ -54,14 +55,11 @@ export function privateDir(stateDir: string, host: string): string {
   return join(stateDir, PRIVATE_DIR, host);
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const MAC = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
-
 /** The enrolment key's authorized_keys line: the enrol gate for this host and MAC, from its address only. */
 export function enrolLine(pub: string, host: string, ip: string, mac: string, stateDir: string): string {
   if (!isHostname(host)) throw new Error(`enrolLine: ${JSON.stringify(host)} is not a host name`);
-  if (!IPV4.test(ip)) throw new Error(`enrolLine: ${JSON.stringify(ip)} is not an IPv4 address`);
-  if (!MAC.test(mac)) throw new Error(`enrolLine: ${JSON.stringify(mac)} is not a MAC address`);
+  if (parseIPv4(ip) === null) throw new Error(`enrolLine: ${JSON.stringify(ip)} is not an IPv4 address`);
+  if (!MAC_RE.test(mac.toLowerCase())) throw new Error(`enrolLine: ${JSON.stringify(mac)} is not a MAC address`);
   if (!ENROL_KEY_LINE.test(pub)) throw new Error('enrolLine: not an ed25519 public key');
   const gate = join(stateDir, ENROL_GATE);
   checkCommandPaths('enrolLine', [['enrol gate', gate]]);
@@ -79,7 +77,7 @@ export function parseEnrolLine(line: string, stateDir: string): { host: string; 
   const names = k.options.map((o) => o.name).join(',');
   if (names !== 'restrict,from,command') return null;
   const w = (k.options[2]?.value ?? '').split(' ');
-  if (w.length !== 3 || w[0] !== join(stateDir, ENROL_GATE) || !MAC.test(w[2] ?? '')) return null;
+  if (w.length !== 3 || w[0] !== join(stateDir, ENROL_GATE) || !MAC_RE.test((w[2] ?? '').toLowerCase())) return null;
   const host = w[1] as string;
   return isHostname(host) ? { host, key: `${k.type} ${k.blob}` } : null;
 }

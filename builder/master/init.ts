@@ -19,6 +19,7 @@ import {
 import { dirname, join, resolve } from 'node:path';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { ANNOUNCEMENT_FILE, KERNEL_GZ } from '../../agent/contract/firststage.ts';
+import { STAMP_NAMES } from '../../agent/contract/stamp.ts';
 import {
   BOOT_SCRIPT,
   BOOTFS_DIR,
@@ -581,7 +582,7 @@ export function planInit(f: InitFacts, o: InitOptions): InitPlan {
       });
     }
   }
-  for (const name of ['rootfs', 'bootfs'] as const) {
+  for (const name of STAMP_NAMES) {
     const made = name === 'rootfs' ? template : bootfsWanted;
     if (made || !has(join(root, STAMP_DIR, `${name}.stamp`))) actions.push({ kind: 'publish', name });
   }

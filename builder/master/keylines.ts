@@ -6,8 +6,11 @@ import { checkCommandPaths, keyLine, oneLine } from '../sshkeys.ts';
 import { PYTHON } from './reportsink.ts';
 import { SLOTS_DIR, SYNC_SLOT_SCRIPT } from './syncslot.ts';
 
+/** Where Debian's rsync package installs rrsync (every forced command that rsyncs runs it). */
+export const DEFAULT_RRSYNC = '/usr/bin/rrsync';
+
 // Why: the master's authorized_keys entry that lets the node key do nothing but read-only rsync of the master root.
-export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
+export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = DEFAULT_RRSYNC): string {
   checkCommandPaths('authorizedKeysLine', [
     ['masterRoot', masterRoot],
     ['rrsync', rrsync],
@@ -19,7 +22,7 @@ export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsyn
 // A separate key from the node key: sshd uses the first line that matches a key, so one key cannot have both commands.
 // -no-lock: nodes report at the same moment after a mass reboot (rrsync's single-run lock would turn them away);
 // -no-del: a node may replace its report but never delete anything.
-export function reportKeysLine(reportKeyPub: string, masterRoot: string, rrsync = '/usr/bin/rrsync'): string {
+export function reportKeysLine(reportKeyPub: string, masterRoot: string, rrsync = DEFAULT_RRSYNC): string {
   checkCommandPaths('reportKeysLine', [
     ['masterRoot', masterRoot],
     ['rrsync', rrsync],

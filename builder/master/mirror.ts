@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ANNOUNCEMENT_FILE } from '../../agent/contract/firststage.ts';
 import { fileListPath, snapshotPath, SNAPSHOT_DIR } from '../../agent/contract/manifest.ts';
-import { parseStamp, stampPath, type StampName } from '../../agent/contract/stamp.ts';
+import { parseStamp, STAMP_NAMES, stampPath, type StampName } from '../../agent/contract/stamp.ts';
 import {
   APPROVAL_REQUIRED,
   APPROVED_DIR,
@@ -30,13 +30,40 @@ import { readSmallFile } from '../../agent/contract/smallread.ts';
 import { checkCommandPaths, keyLine } from '../sshkeys.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
-import { parseNodeList, renderNodesList } from './nodelist.ts';
+import { parseIPv4, parseNodeList, renderNodesList } from './nodelist.ts';
+import { DEFAULT_RRSYNC } from './keylines.ts';
 import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { installSyncSlot } from './syncslot.ts';
 import { MIRRORS_DIR } from './status.ts';
 
 const RSYNC = '/usr/bin/rsync';
-const NAMES: readonly StampName[] = ['rootfs', 'bootfs'];
+
+/** A folder as rsync's source names its content: `host:` as it is, anything else with a trailing slash. */
+const rsyncDir = (source: string) => (source.endsWith('/') || source.endsWith(':') ? source : `${source}/`);
+
+/** The stamp id a tree's stamp names (null: none, or not a stamp). */
+function stampId(root: string, name: StampName): string | null {
+  const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
+  const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
+  return p?.ok ? p.stamp.id : null;
+}
+
+/**
+ * A read-only rrsync line for one address: `restrict,from="<ip>",command="rrsync -ro <dir>"`, tagged
+ * `clusterboot-<tag>@<ip>`. What the mirror key (on the primary) and the gather key (on a mirror) get.
+ */
+function readOnlyFromLine(fn: string, pub: string, dir: string, ip: string, tag: string, rrsync: string): string {
+  if (parseIPv4(ip) === null) throw new Error(`${fn}: ${ip} is not an IPv4 address`);
+  checkCommandPaths(fn, [
+    ['dir', dir],
+    ['rrsync', rrsync],
+  ]);
+  return keyLine(
+    `restrict,from="${ip}",command="${rrsync} -ro ${dir}"`,
+    `${pub.trim().split(/\s+/).slice(0, 2).join(' ')} clusterboot-${tag}@${ip}`,
+    fn,
+  );
+}
 
 /** The files that commit a publish, as rsync filter rules anchored at the master root. */
 export const COMMIT_RULES: readonly string[] = [
@@ -64,7 +91,7 @@ export function mirrorPasses(
   dest: string,
   o: { rsh?: string; keep?: ReadonlyArray<{ name: StampName; id: string }> } = {},
 ): MirrorPass[] {
-  const src = source.endsWith('/') || source.endsWith(':') ? source : `${source}/`;
+  const src = rsyncDir(source);
   const dst = dest.endsWith('/') ? dest : `${dest}/`;
   const common = [
     ...(o.rsh ? ['-e', o.rsh] : []),
@@ -104,14 +131,10 @@ export function mirrorPasses(
 
 /** The snapshots the tree's stamps name (rootfs and bootfs). */
 export function namedSnapshots(root: string): Array<{ name: StampName; id: string }> {
-  const out: Array<{ name: StampName; id: string }> = [];
-  for (const name of NAMES) {
-    const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
-    if (r.kind !== 'read') continue;
-    const p = parseStamp(r.data.toString('utf8'));
-    if (p.ok) out.push({ name, id: p.stamp.id });
-  }
-  return out;
+  return STAMP_NAMES.flatMap((name) => {
+    const id = stampId(root, name);
+    return id === null ? [] : [{ name, id }];
+  });
 }
 
 /** A publish the mirror has, or lacks, against the primary: by stamp. */
@@ -125,16 +148,11 @@ export interface MirrorState {
 
 /** Per template: the primary's and the mirror's stamp ids, and whether the mirror's snapshot is all there. */
 export function compareMirror(primaryRoot: string, mirrorRoot: string): MirrorState[] {
-  return NAMES.map((name) => {
-    const id = (root: string) => {
-      const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
-      const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
-      return p?.ok ? p.stamp.id : null;
-    };
-    const m = id(mirrorRoot);
+  return STAMP_NAMES.map((name) => {
+    const m = stampId(mirrorRoot, name);
     const snap = m === null ? null : join(mirrorRoot, snapshotPath(name, m));
     const whole = snap === null || !existsSync(join(mirrorRoot, SNAPSHOT_DIR, name)) || existsSync(snap);
-    return { name, primary: id(primaryRoot), mirror: m, whole };
+    return { name, primary: stampId(primaryRoot, name), mirror: m, whole };
   });
 }
 
@@ -151,17 +169,8 @@ export function mirrorVerdict(states: readonly MirrorState[]): { current: boolea
 }
 
 /** The primary's authorized_keys line for a mirror: read-only rsync of the master root, from the mirror only. */
-export function mirrorKeysLine(pub: string, masterRoot: string, mirrorIp: string, rrsync = '/usr/bin/rrsync'): string {
-  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(mirrorIp)) throw new Error(`mirrorKeysLine: ${mirrorIp} is not an IPv4 address`);
-  checkCommandPaths('mirrorKeysLine', [
-    ['masterRoot', masterRoot],
-    ['rrsync', rrsync],
-  ]);
-  return keyLine(
-    `restrict,from="${mirrorIp}",command="${rrsync} -ro ${masterRoot}"`,
-    `${pub.trim().split(/\s+/).slice(0, 2).join(' ')} clusterboot-mirror@${mirrorIp}`,
-    'mirrorKeysLine',
-  );
+export function mirrorKeysLine(pub: string, masterRoot: string, mirrorIp: string, rrsync = DEFAULT_RRSYNC): string {
+  return readOnlyFromLine('mirrorKeysLine', pub, masterRoot, mirrorIp, 'mirror', rrsync);
 }
 
 export interface MirrorRun {
@@ -191,14 +200,15 @@ export function runMirror(o: { source: string; dest: string; rsh?: string }): Mi
         `mirror: the ${name} pass failed (rsync exit ${status}): ${(r.stderr || r.stdout).trim().split('\n').slice(-3).join(' | ')}`,
       );
   }
-  return { passes, states: primaryStates(o) };
+  return { passes, states: checkMirror(o) };
 }
 
-/** The primary's stamps fetched into a temporary folder and compared with the mirror's. */
-function primaryStates(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
+/** `builder mirror --check`, and the end of a pull: the primary's stamps fetched into a temporary folder and
+ * compared with the mirror's. */
+export function checkMirror(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
   const tmp = mkdtempSync(join(tmpdir(), 'clusterboot-mirror-'));
   try {
-    const src = o.source.endsWith('/') || o.source.endsWith(':') ? o.source : `${o.source}/`;
+    const src = rsyncDir(o.source);
     spawnSync(
       RSYNC,
       [
@@ -218,23 +228,9 @@ function primaryStates(o: { source: string; dest: string; rsh?: string }): Mirro
   }
 }
 
-/** `builder mirror --check` without pulling: the primary's stamps against the mirror's. */
-export function checkMirror(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
-  return primaryStates(o);
-}
-
-/** What a mirror's stamps say, for a message: read back from the tree. */
-export function stampIds(root: string): string {
-  return NAMES.map((n) => {
-    const f = join(root, stampPath(n));
-    const id = existsSync(f) ? (/^id (\S+)/m.exec(readFileSync(f, 'utf8'))?.[1] ?? '?') : 'none';
-    return `${n} ${id}`;
-  }).join(', ');
-}
-
 /** ssh for rsync's -e: the mirror key, the primary's host key pinned, never a password. */
 export function mirrorRsh(key: string, knownHosts: string, port = 22, bind?: string): string {
-  if (bind !== undefined && !/^(\d{1,3}\.){3}\d{1,3}$/.test(bind))
+  if (bind !== undefined && parseIPv4(bind) === null)
     throw new Error(`mirrorRsh: --bind ${bind} is not an IPv4 address`);
   checkCommandPaths('mirrorRsh', [
     ['key', key],
@@ -331,19 +327,8 @@ export function serveMirror(o: {
  * The mirror's authorized_keys line for the primary's gather key: read-only rsync of the mirror's reports, from
  * the primary's address only. Reports are pulled, never pushed: nothing on a mirror can write on the primary.
  */
-export function gatherKeysLine(pub: string, stateDir: string, primaryIp: string, rrsync = '/usr/bin/rrsync'): string {
-  if (!/^(\d{1,3}\.){3}\d{1,3}$/.test(primaryIp))
-    throw new Error(`gatherKeysLine: ${primaryIp} is not an IPv4 address`);
-  const reports = join(stateDir, REPORT_DIR);
-  checkCommandPaths('gatherKeysLine', [
-    ['reports', reports],
-    ['rrsync', rrsync],
-  ]);
-  return keyLine(
-    `restrict,from="${primaryIp}",command="${rrsync} -ro ${reports}"`,
-    `${pub.trim().split(/\s+/).slice(0, 2).join(' ')} clusterboot-gather@${primaryIp}`,
-    'gatherKeysLine',
-  );
+export function gatherKeysLine(pub: string, stateDir: string, primaryIp: string, rrsync = DEFAULT_RRSYNC): string {
+  return readOnlyFromLine('gatherKeysLine', pub, join(stateDir, REPORT_DIR), primaryIp, 'gather', rrsync);
 }
 
 /**
@@ -359,7 +344,7 @@ export function gatherReports(o: { mirror: string; source: string; stateDir: str
   if (!/^[0-9A-Za-z.:-]{1,64}$/.test(o.mirror)) throw new Error(`gather: ${o.mirror} is not a host name or address`);
   const dir = join(o.stateDir, MIRRORS_DIR, o.mirror, REPORT_DIR);
   mkdirSync(dir, { recursive: true });
-  const src = o.source.endsWith('/') || o.source.endsWith(':') ? o.source : `${o.source}/`;
+  const src = rsyncDir(o.source);
   const r = spawnSync(
     RSYNC,
     [

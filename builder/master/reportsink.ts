@@ -135,6 +135,11 @@ sys.stdout.write("clusterboot: report stored as " + name + "\\n")
 }
 
 /** The sink's files in the state dir; reports/ too (outside the master root, which the node key reads). */
+/** A POSIX user name as useradd takes it: it lands as a word in a forced command. */
+export function isUserName(user: string): boolean {
+  return /^[a-z_][a-z0-9_-]{0,31}$/.test(user);
+}
+
 export function reportSinkPaths(stateDir: string): { script: string; peers: string; reports: string } {
   const base = stateDir.replace(/(.)\/+$/, '$1');
   return {
@@ -152,8 +157,7 @@ export function reportSinkKeysLine(
 ): string {
   const user = o.user ?? DEFAULT_REPORT_USER;
   const leases = o.leases ?? DEFAULT_DHCP_LEASES;
-  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(user))
-    throw new Error(`reportSinkKeysLine: user ${JSON.stringify(user)} is not a user name`);
+  if (!isUserName(user)) throw new Error(`reportSinkKeysLine: user ${JSON.stringify(user)} is not a user name`);
   checkCommandPaths('reportSinkKeysLine', [
     ['stateDir', stateDir],
     ['leases', leases],

@@ -2,6 +2,7 @@
 // same moment; N parallel rsyncs share the master's disk and link fairly, 60 do not (each crawls, timeouts fire).
 import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+import { DEFAULT_RRSYNC } from './keylines.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import {
   SYNC_SLOT_BUSY,
@@ -281,7 +282,7 @@ export function syncSlotKeysLine(
   masterRoot: string,
   stateDir: string,
   slots: number,
-  rrsync = '/usr/bin/rrsync',
+  rrsync = DEFAULT_RRSYNC,
 ): string {
   checkSlots('syncSlotKeysLine', slots);
   checkCommandPaths('syncSlotKeysLine', [
