@@ -22,6 +22,9 @@ export function parsePubKey(content: string, what: string): { type: string; blob
 }
 
 // Paths that go inside command="..." of an authorized_keys line: nothing sshd or rrsync could read as syntax.
+/** Where Debian's rsync package installs rrsync (every forced command that rsyncs runs it). */
+export const DEFAULT_RRSYNC = '/usr/bin/rrsync';
+
 export function checkCommandPaths(fn: string, paths: Array<readonly [string, string]>): void {
   const safe = /^\/[A-Za-z0-9._+\/-]*$/;
   for (const [what, p] of paths) {

@@ -18,9 +18,8 @@ import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { ENROLLED_FLAG, NODES_DIR } from '../../agent/contract/tree.ts';
 import { isHostname } from '../../agent/plans/hostname.ts';
-import { checkCommandPaths, keyLine, parseKeyLine } from '../sshkeys.ts';
+import { checkCommandPaths, DEFAULT_RRSYNC, keyLine, parseKeyLine } from '../sshkeys.ts';
 import { DEFAULT_REPORT_USER, isUserName, PYTHON, reportSinkPaths } from './reportsink.ts';
-import { DEFAULT_RRSYNC } from './keylines.ts';
 import { MAC_RE, parseIPv4 } from './nodelist.ts';
 import type { StatusRow } from './status.ts';
 

@@ -2,12 +2,9 @@
 
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { REPORT_DIR } from '../../agent/contract/tree.ts';
-import { checkCommandPaths, keyLine, oneLine } from '../sshkeys.ts';
+import { checkCommandPaths, DEFAULT_RRSYNC, keyLine, oneLine } from '../sshkeys.ts';
 import { PYTHON } from './reportsink.ts';
 import { SLOTS_DIR, SYNC_SLOT_SCRIPT } from './syncslot.ts';
-
-/** Where Debian's rsync package installs rrsync (every forced command that rsyncs runs it). */
-export const DEFAULT_RRSYNC = '/usr/bin/rrsync';
 
 // Why: the master's authorized_keys entry that lets the node key do nothing but read-only rsync of the master root.
 export function authorizedKeysLine(nodeKeyPub: string, masterRoot: string, rrsync = DEFAULT_RRSYNC): string {

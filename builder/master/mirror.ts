@@ -27,11 +27,10 @@ import {
   TFTP_DIR,
 } from '../../agent/contract/tree.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
-import { checkCommandPaths, keyLine } from '../sshkeys.ts';
+import { checkCommandPaths, DEFAULT_RRSYNC, keyLine } from '../sshkeys.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
 import { parseIPv4, parseNodeList, renderNodesList } from './nodelist.ts';
-import { DEFAULT_RRSYNC } from './keylines.ts';
 import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { installSyncSlot } from './syncslot.ts';
 import { MIRRORS_DIR } from './status.ts';

@@ -1,8 +1,7 @@
 // Sync slots: at most N nodes pull the root template at once. After a mass reboot every node wants its root at the
 // same moment; N parallel rsyncs share the master's disk and link fairly, 60 do not (each crawls, timeouts fire).
 import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
-import { checkCommandPaths, keyLine } from '../sshkeys.ts';
-import { DEFAULT_RRSYNC } from './keylines.ts';
+import { checkCommandPaths, DEFAULT_RRSYNC, keyLine } from '../sshkeys.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import {
   SYNC_SLOT_BUSY,
