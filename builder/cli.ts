@@ -31,6 +31,7 @@ import {
   mirrorVerdict,
   runMirror,
   serveMirror,
+  writeMirrorState,
 } from './master/mirror.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
 import { keyFingerprint } from '../agent/contract/report.ts';
@@ -595,7 +596,7 @@ await overview(yargs(hideBin(process.argv)))
         return;
       }
       for (const w of s.warnings) say(`warning: ${w}`);
-      process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp));
+      process.stdout.write(renderStatusTable(s.rows, now, s.masterStamp, s.mirrors));
     },
   )
   .command(
@@ -823,7 +824,12 @@ await overview(yargs(hideBin(process.argv)))
             type: 'string',
             describe: "with --serve: the cluster's subnet (the keys work from it only)",
           })
-          .option('state-dir', { type: 'string', default: DEFAULT_STATE_DIR })
+          .option('state-dir', {
+            type: 'string',
+            default: DEFAULT_STATE_DIR,
+            describe:
+              "the mirror's state: its report sink (with --serve), and after each pull reports/mirror.state (what it serves), which the primary's `builder gather` takes",
+          })
           .option('sync-slots', { type: 'number', default: DEFAULT_SYNC_SLOTS })
           .option('bind', {
             type: 'string',
@@ -884,6 +890,7 @@ await overview(yargs(hideBin(process.argv)))
           '/usr/local/bin/builder mirror',
           `--primary ${a.primary}`,
           `--master-root ${root}`,
+          `--state-dir ${resolve(a['state-dir'])}`,
           ...(local ? [] : [`--key ${resolve(a.key)}`, `--known-hosts ${resolve(a['known-hosts'])}`]),
           ...(a.bind ? [`--bind ${a.bind}`] : []),
         ];
@@ -902,7 +909,15 @@ await overview(yargs(hideBin(process.argv)))
         if (!v.current) process.exitCode = 1;
         return;
       }
-      const r = runMirror(o);
+      const stateDir = resolve(a['state-dir']);
+      let r: ReturnType<typeof runMirror>;
+      try {
+        r = runMirror(o);
+      } catch (e) {
+        writeMirrorState(stateDir, { mirrorRoot: root, error: (e as Error).message });
+        throw e;
+      }
+      writeMirrorState(stateDir, { mirrorRoot: root });
       const v = mirrorVerdict(r.states);
       say(
         `mirror ${root} from ${a.primary}: ${r.passes.map((p) => `${p.name} ${p.seconds.toFixed(1)} s`).join(', ')}; ${v.text}`,

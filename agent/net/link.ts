@@ -171,10 +171,16 @@ export class MasterLink implements Link {
   /**
    * rsync with another key (the node's enrolment key) over a connection of its own: the shared one is the node
    * key's, and sshd picks the forced command by the key that logged in. Paths are relative to that key's rrsync root.
+   * `host`: another master than the one this link serves from (the primary, for a node a mirror serves).
    */
-  rsyncAs(key: string, args: string[], opts: RunOptions = {}): Promise<{ stdout: string; stderr: string }> {
+  rsyncAs(
+    key: string,
+    args: string[],
+    opts: RunOptions = {},
+    host = this.target.host,
+  ): Promise<{ stdout: string; stderr: string }> {
     this.handshakes++;
-    const rsh = [TOOLS.ssh, ...sshOptions(this.target, { key, shared: false })].join(' ');
+    const rsh = [TOOLS.ssh, ...sshOptions({ ...this.target, host }, { key, shared: false })].join(' ');
     return run('rsync', ['-e', rsh, ...args], { timeoutMs: 600_000, ...opts });
   }
 

@@ -15,7 +15,7 @@ import {
 } from 'node:fs';
 import { run, ToolError } from '../sys/exec.ts';
 import { writeAtomic } from '../contract/atomic.ts';
-import { machineId, planEnrolment, planIdentity, type IdentityStep } from '../plans/identity.ts';
+import { machineId, planEnrolment, planIdentity, type EnrolPlan, type IdentityStep } from '../plans/identity.ts';
 import { info, warn } from '../log.ts';
 import type { Phase } from '../phase.ts';
 import { syncDisks } from '../sys/libc.ts';
@@ -123,31 +123,38 @@ function enrolPublicKey(): string | null {
  * over its own connection, into the fetched per-node files: they win over the public ones of the same name.
  * False when they could not come (the kept copy is laid instead, as on an offline boot).
  */
-async function fetchPrivateFiles(ctx: Ctx): Promise<boolean> {
+async function fetchPrivateFiles(ctx: Ctx, plan: EnrolPlan): Promise<boolean> {
   const link = ctx.facts.link;
   if (!(link instanceof MasterLink)) return false;
+  const from = plan.from ?? link.target.host;
+  const elsewhere = from !== link.target.host;
   mkdirSync(FETCHED_FILES, { recursive: true });
   try {
-    await link.rsyncAs(ENROL_KEY, [
-      '-rlpt',
-      `--max-size=${NODE_FILES_MAX}`,
-      '--timeout=60',
-      link.remote(`${FILES_DIR}/`),
-      `${FETCHED_FILES}/`,
-    ]);
-    info('identity', "private files fetched with this node's enrolment key");
-    // the master took the key: the boot report goes with it too (the sink then stores it as this node's, proven)
-    copyFileSync(ENROL_KEY, ENROL_REPORT_KEY);
-    chmodSync(ENROL_REPORT_KEY, 0o600);
-    ctx.facts.enrolReport = true;
+    await link.rsyncAs(
+      ENROL_KEY,
+      ['-rlpt', `--max-size=${NODE_FILES_MAX}`, '--timeout=60', `${from}:${FILES_DIR}/`, `${FETCHED_FILES}/`],
+      {},
+      from,
+    );
+    info(
+      'identity',
+      `private files fetched with this node's enrolment key${elsewhere ? ` from the primary ${from} (the mirror ${link.target.host} holds none)` : ''}`,
+    );
+    // the master took the key: the boot report goes with it too when it goes to that master (the sink then
+    // stores it as this node's, proven); a mirror's sink does not know the key
+    if (plan.reportWithKey) {
+      copyFileSync(ENROL_KEY, ENROL_REPORT_KEY);
+      chmodSync(ENROL_REPORT_KEY, 0o600);
+      ctx.facts.enrolReport = true;
+    }
     return true;
   } catch (e) {
     const tail = e instanceof ToolError ? e.stderrTail : String(e);
     warn(
       'identity',
       classifySshError(tail).kind === 'auth'
-        ? `the master refused this node's enrolment key ${keyFingerprint(ctx.facts.enrolKey ?? '')} (enrolled with another key, or from another address). Remedy: compare the fingerprint and run \`builder enrol --replace ${ctx.facts.hostname ?? '<host>'}\` on the master. The kept copy of the per-node files is laid`
-        : `could not fetch this node's private files: ${tail.split('\n').pop() ?? tail}; the kept copy of the per-node files is laid`,
+        ? `the master ${from} refused this node's enrolment key ${keyFingerprint(ctx.facts.enrolKey ?? '')} (enrolled with another key, or from another address). Remedy: compare the fingerprint and run \`builder enrol --replace ${ctx.facts.hostname ?? '<host>'}\` on the master. The kept copy of the per-node files is laid`
+        : `could not fetch this node's private files from ${from}: ${tail.split('\n').pop() ?? tail}; the kept copy of the per-node files is laid`,
     );
     return false;
   }
@@ -204,6 +211,8 @@ export const identity: Phase = {
       transport: ctx.params.transport,
       overlay: ctx.params.overlay,
       hostname: host,
+      masters: ctx.facts.masters ?? [],
+      servedBy: ctx.facts.master ?? null,
     });
     if (enrol.make && !ctx.params.dryRun) {
       await makeKeys(KEPT_ENROL, [
@@ -222,7 +231,7 @@ export const identity: Phase = {
     // enrolled, but the private files cannot come: the per-node files are laid from the kept copy, as offline
     const privateOk =
       enrol.privateFiles === 'fetch' && !ctx.params.dryRun
-        ? await fetchPrivateFiles(ctx)
+        ? await fetchPrivateFiles(ctx, enrol)
         : enrol.privateFiles !== 'unavailable';
     const online = Boolean(ctx.facts.online) && privateOk;
     const masterFiles =

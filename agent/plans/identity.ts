@@ -75,6 +75,10 @@ export interface EnrolFacts {
   transport: 'ssh' | 'rsyncd';
   overlay: 'disk' | 'tmpfs' | 'none';
   hostname: string | null;
+  /** the masters in the order the node tries them (mirrors first, the primary last) */
+  masters: readonly string[];
+  /** the master that answered this boot (null offline) */
+  servedBy: string | null;
 }
 
 export interface EnrolPlan {
@@ -84,6 +88,13 @@ export interface EnrolPlan {
   privateFiles: 'fetch' | 'none' | 'unavailable';
   /** why the private files cannot come, with the remedy (null: nothing to say) */
   note: string | null;
+  /**
+   * where the private files come from: the primary, the last of the masters. A mirror holds no secret (it pulls
+   * the public tree only), so a node served by a mirror asks the primary for them over a connection of its own.
+   */
+  from: string | null;
+  /** the boot report may go with the enrolment key: the master that took it is the one the report goes to */
+  reportWithKey: boolean;
 }
 
 /**
@@ -94,19 +105,24 @@ export interface EnrolPlan {
 export function planEnrolment(f: EnrolFacts): EnrolPlan {
   const make = f.overlay !== 'none' && (!f.keptKey || f.renew);
   const host = f.hostname ?? '<host>';
-  if (!f.online || !f.enrolled) return { make, privateFiles: 'none', note: null };
+  const none = { from: null, reportWithKey: false };
+  if (!f.online || !f.enrolled) return { make, privateFiles: 'none', note: null, ...none };
   if (f.transport !== 'ssh')
     return {
       make,
       privateFiles: 'unavailable',
       note: 'this node is enrolled, but transport=rsyncd has no keys: its private files come only over SSH (the kept copy is laid)',
+      ...none,
     };
   if (make)
     return {
       make,
       privateFiles: 'unavailable',
       note: `${f.renew ? 'newidentity made a new enrolment key' : 'this node has no enrolment key any more (a new card?) and made one'}; the master has enrolled another: check the fingerprint below and run \`builder enrol --replace ${host}\` on the master`,
+      ...none,
     };
-  if (!f.keptKey) return { make, privateFiles: 'unavailable', note: 'overlay=none: no enrolment key on this node' };
-  return { make, privateFiles: 'fetch', note: null };
+  if (!f.keptKey)
+    return { make, privateFiles: 'unavailable', note: 'overlay=none: no enrolment key on this node', ...none };
+  const from = f.masters.at(-1) ?? f.servedBy;
+  return { make, privateFiles: 'fetch', note: null, from, reportWithKey: from !== null && from === f.servedBy };
 }

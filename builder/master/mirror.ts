@@ -33,7 +33,7 @@ import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
 import { parseIPv4, parseNodeList, renderNodesList } from './nodelist.ts';
 import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { installSyncSlot } from './syncslot.ts';
-import { MIRRORS_DIR } from './status.ts';
+import { MIRROR_STATE, MIRRORS_DIR, type MirrorStateFile } from './status.ts';
 
 const RSYNC = '/usr/bin/rsync';
 
@@ -202,6 +202,27 @@ export function runMirror(o: { source: string; dest: string; rsh?: string }): Mi
   return { passes, states: checkMirror(o) };
 }
 
+/**
+ * After a pull (done or failed): what this mirror serves now, into <state-dir>/reports/mirror.state, where the
+ * primary's `builder gather` takes it with the reports and `builder status` says whether the mirror is behind.
+ * Only on a mirror that serves (its reports folder exists): nothing else gathers. Returns the file, or null.
+ */
+export function writeMirrorState(
+  stateDir: string,
+  o: { mirrorRoot: string; error?: string; now?: Date },
+): string | null {
+  const dir = join(stateDir, REPORT_DIR);
+  if (!existsSync(dir)) return null;
+  const state: MirrorStateFile = {
+    stamps: Object.fromEntries(namedSnapshots(o.mirrorRoot).map((s) => [s.name, s.id])),
+    pulled: (o.now ?? new Date()).toISOString(),
+    ...(o.error !== undefined ? { error: o.error.slice(0, 500) } : {}),
+  };
+  const file = join(dir, MIRROR_STATE);
+  writeAtomic(file, `${JSON.stringify(state)}\n`, 0o644);
+  return file;
+}
+
 /** `builder mirror --check`, and the end of a pull: the primary's stamps fetched into a temporary folder and
  * compared with the mirror's. */
 export function checkMirror(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
@@ -332,7 +353,7 @@ export function gatherKeysLine(pub: string, stateDir: string, primaryIp: string,
 
 /**
  * `builder gather`: each mirror's reports into <state-dir>/mirrors/<address>/reports/, where `builder status`
- * reads them beside this master's own: report files only (*.json, no links, 64 KiB at most each), the folder
+ * reads them beside this master's own: report files only (*.json, and its pull state; no links, 64 KiB at most each), the folder
  * made to match (--delete). `source` is the mirror as rsync names it (`host:`, or a local folder).
  */
 export function gatherReports(o: { mirror: string; source: string; stateDir: string; rsh?: string }): {
@@ -354,6 +375,7 @@ export function gatherReports(o: { mirror: string; source: string; stateDir: str
       '--delete',
       '--timeout=60',
       '--include=/*.json',
+      `--include=/${MIRROR_STATE}`,
       '--exclude=*',
       src,
       `${dir}/`,

@@ -8,7 +8,7 @@ import { existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPORT_SCHEMA, reportName, type BootReport } from '../../agent/contract/report.ts';
 import { REPORT_DIR, APPROVAL_REQUIRED, NODES_LIST } from '../../agent/contract/tree.ts';
-import { parseStamp, stampPath } from '../../agent/contract/stamp.ts';
+import { parseStamp, STAMP_NAMES, stampPath, type StampName } from '../../agent/contract/stamp.ts';
 import { readSmallFile } from '../../agent/contract/smallread.ts';
 import { ENROL_KEY_LINE, HOST_KEY_LINE } from '../../agent/contract/report.ts';
 import {
@@ -445,6 +445,7 @@ export function renderStatusTable(
   rows: StatusRow[],
   now: number,
   master: MasterStamp = { id: null, problem: null },
+  mirrors: readonly MirrorRow[] = [],
 ): string {
   const head = ['NODE', 'MAC', 'IP', 'LAST-BOOT', 'RESULT', 'ROOT', 'OVERLAY', 'TIME', 'PHASES'];
   const lastBoot = (r: StatusRow) => {
@@ -480,6 +481,8 @@ export function renderStatusTable(
       : []),
   ]);
   if (notes.length) out.push('', 'notes:', ...notes);
+  if (mirrors.length) out.push('', 'mirrors:', ...mirrors.map((m) => printable(`  ${m.mirror}: ${m.text}`)));
+  const mirrorsBehind = mirrors.filter((m) => m.state !== 'current').length;
 
   const order: RowResult[] = ['ok', 'ALARM', 'reboot', 'WAITING', 'FATAL', 'never booted', 'unreadable report'];
   const counts = order.map((k) => [k, rows.filter((r) => r.result === k).length] as const).filter(([, c]) => c > 0);
@@ -493,6 +496,9 @@ export function renderStatusTable(
     ...(behind ? [`${behind} behind the master's rootfs`] : []),
     ...(pending ? [`${pending} table change${pending === 1 ? '' : 's'} pending approval`] : []),
     ...(approvedNext ? [`${approvedNext} approved, applying at the next boot`] : []),
+    ...(mirrorsBehind
+      ? [`${mirrorsBehind} mirror${mirrorsBehind === 1 ? '' : 's'} behind or unknown (see mirrors:)`]
+      : []),
     master.id !== null ? `master rootfs stamp ${master.id}` : `master: ${master.problem ?? 'no rootfs stamp'}`,
   ];
   out.push('', parts.join('; '));
@@ -504,6 +510,8 @@ export interface Status {
   rows: StatusRow[];
   /** Approval mode: on or off, the master's table hash (null: no partitions.sfdisk), the approvals by host. */
   approval: { required: boolean; tableSha256: string | null; approved: Record<string, string> };
+  /** The mirrors `builder gather` pulled from, each against this master's stamps. */
+  mirrors: MirrorRow[];
   /** Problems with the master's own files (nodes.list lines that do not parse, unreadable folders). */
   warnings: string[];
 }
@@ -525,8 +533,73 @@ export interface FleetPaths {
 /** Where `builder gather` puts a mirror's reports: <state-dir>/mirrors/<address>/reports. */
 export const MIRRORS_DIR = 'mirrors';
 
-/** The report folders gathered from mirrors (real directories only: a link there is not followed). */
-export function mirrorReportDirs(stateDir: string): string[] {
+/**
+ * What a mirror's last pull left beside its reports (<state-dir>/reports/mirror.state, JSON), so that `builder
+ * gather` brings it to the primary with them: the stamp ids it serves, when it pulled (its clock), and the error of
+ * a pull that failed (it then still serves the last whole publish).
+ */
+export const MIRROR_STATE = 'mirror.state';
+
+export interface MirrorStateFile {
+  stamps: Partial<Record<StampName, string | null>>;
+  /** ISO time of the pull, the mirror's clock */
+  pulled: string;
+  error?: string;
+}
+
+export interface MirrorRow {
+  mirror: string;
+  /** current: serves the primary's stamps; behind: another publish; unknown: no readable state gathered */
+  state: 'current' | 'behind' | 'unknown';
+  pulled: string | null;
+  /** one line for the operator: what it serves against the primary, the last pull's error */
+  text: string;
+}
+
+/**
+ * A mirror against the primary, from the state `builder gather` brought (null: none). Pure. Behind is judged by
+ * stamp ids against the primary's current stamps, never by clocks.
+ */
+export function mirrorRow(
+  mirror: string,
+  stateText: string | null,
+  primary: Record<StampName, string | null>,
+): MirrorRow {
+  const unknown = (why: string): MirrorRow => ({ mirror, state: 'unknown', pulled: null, text: why });
+  if (stateText === null)
+    return unknown('no pull state gathered: run `builder mirror` there (its timer) and `builder gather` here');
+  let f: MirrorStateFile;
+  try {
+    f = JSON.parse(stateText) as MirrorStateFile;
+    if (typeof f !== 'object' || f === null || typeof f.stamps !== 'object' || f.stamps === null) throw new Error();
+  } catch {
+    return unknown(`${MIRROR_STATE} is not the state \`builder mirror\` writes: pull there again`);
+  }
+  const pulled = typeof f.pulled === 'string' ? clean(f.pulled, 40) : null;
+  const served = (n: StampName) => {
+    const v = f.stamps[n];
+    return typeof v === 'string' ? clean(v, 80) : null;
+  };
+  const behind = STAMP_NAMES.filter((n) => served(n) !== primary[n]);
+  const error = typeof f.error === 'string' ? `; its last pull failed: ${clean(f.error)}` : '';
+  const at = pulled ? ` (pulled ${pulled})` : '';
+  if (behind.length === 0)
+    return {
+      mirror,
+      state: 'current',
+      pulled,
+      text: `current: ${STAMP_NAMES.map((n) => `${n} ${served(n) ?? 'none'}`).join(', ')}${at}${error}`,
+    };
+  return {
+    mirror,
+    state: 'behind',
+    pulled,
+    text: `behind: ${behind.map((n) => `${n} ${served(n) ?? 'none'}, the primary has ${primary[n] ?? 'none'}`).join('; ')}${at}${error}`,
+  };
+}
+
+/** The mirrors `builder gather` pulled from: name -> their folder (real directories only: a link is not followed). */
+function gatheredMirrors(stateDir: string): Array<{ name: string; dir: string }> {
   const base = join(stateDir, MIRRORS_DIR);
   let names: string[] = [];
   try {
@@ -536,8 +609,13 @@ export function mirrorReportDirs(stateDir: string): string[] {
   }
   return names
     .filter((n) => /^[0-9A-Za-z.:-]{1,64}$/.test(n))
-    .map((n) => join(base, n, REPORT_DIR))
-    .filter((d) => lstatSync(d, { throwIfNoEntry: false })?.isDirectory() === true);
+    .map((name) => ({ name, dir: join(base, name, REPORT_DIR) }))
+    .filter((m) => lstatSync(m.dir, { throwIfNoEntry: false })?.isDirectory() === true);
+}
+
+/** The report folders gathered from mirrors. */
+export function mirrorReportDirs(stateDir: string): string[] {
+  return gatheredMirrors(stateDir).map((m) => m.dir);
 }
 
 // Why: the I/O half of `builder status`: every file is optional, so a fresh master shows what it has.
@@ -597,6 +675,17 @@ export function readStatus(paths: FleetPaths, now = Date.now()): Status {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
       warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
   }
+  const primaryStamps = Object.fromEntries(
+    STAMP_NAMES.map((n) => {
+      const r = readSmallFile(join(masterRoot, stampPath(n)), 64 * 1024);
+      const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
+      return [n, p?.ok ? p.stamp.id : null];
+    }),
+  ) as Record<StampName, string | null>;
+  const mirrors = gatheredMirrors(stateDir).map((m) => {
+    const r = readSmallFile(join(m.dir, MIRROR_STATE), 64 * 1024);
+    return mirrorRow(m.name, r.kind === 'read' ? r.data.toString('utf8') : null, primaryStamps);
+  });
   const a = readApprovals(masterRoot);
   warnings.push(...a.warnings);
   let tableSha256: string | null = null;
@@ -613,6 +702,7 @@ export function readStatus(paths: FleetPaths, now = Date.now()): Status {
       tableSha256,
       approved: Object.fromEntries(a.approvals),
     },
+    mirrors,
     warnings,
   };
 }

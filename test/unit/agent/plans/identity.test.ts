@@ -111,6 +111,8 @@ const ef = (over: Partial<EnrolFacts>): EnrolFacts => ({
   transport: 'ssh',
   overlay: 'disk',
   hostname: 'node1',
+  masters: ['10.77.0.1'],
+  servedBy: '10.77.0.1',
   ...over,
 });
 
@@ -120,10 +122,29 @@ describe('enrolment plan', () => {
       make: true,
       privateFiles: 'none',
       note: null,
+      from: null,
+      reportWithKey: false,
     });
   });
-  test('enrolled with the kept key: fetch the private files with it; the key stays', () => {
-    expect(planEnrolment(ef({}))).toEqual({ make: false, privateFiles: 'fetch', note: null });
+  test('enrolled with the kept key: fetch the private files with it from the master; the key stays; the report goes with it', () => {
+    expect(planEnrolment(ef({}))).toEqual({
+      make: false,
+      privateFiles: 'fetch',
+      note: null,
+      from: '10.77.0.1',
+      reportWithKey: true,
+    });
+  });
+  // #19: a mirror holds no secret
+  test('served by a mirror: the private files come from the primary (the last master); the report goes to the mirror without the key', () => {
+    const m = planEnrolment(ef({ masters: ['10.77.0.2', '10.77.0.1'], servedBy: '10.77.0.2' }));
+    expect([m.privateFiles, m.from, m.reportWithKey]).toEqual(['fetch', '10.77.0.1', false]);
+    // failed over to the primary: files and report both there
+    const f = planEnrolment(ef({ masters: ['10.77.0.2', '10.77.0.1'], servedBy: '10.77.0.1' }));
+    expect([f.from, f.reportWithKey]).toEqual(['10.77.0.1', true]);
+    // no list (one master from the lease): the one that served
+    const one = planEnrolment(ef({ masters: [], servedBy: '10.0.2.2' }));
+    expect([one.from, one.reportWithKey]).toEqual(['10.0.2.2', true]);
   });
   test('offline or not enrolled: no fetch, and the kept copy is not held back', () => {
     expect(planEnrolment(ef({ online: false })).privateFiles).toBe('none');

@@ -16,6 +16,7 @@ import {
   gatherReports,
   runMirror,
   serveMirror,
+  writeMirrorState,
 } from '../../../../builder/master/mirror.ts';
 import { readStatus } from '../../../../builder/master/status.ts';
 import { generateKeys } from '../../../../builder/master/keys.ts';
@@ -234,5 +235,39 @@ describe('mirror', () => {
     expect(gatherKeysLine(PUB, '/var/lib/clusterboot', '10.77.0.1')).toBe(
       `restrict,from="10.77.0.1",command="/usr/bin/rrsync -ro /var/lib/clusterboot/reports" ${PUB.replace(' mirror', '')} clusterboot-gather@10.77.0.1`,
     );
+  });
+
+  test("a mirror's pull state reaches the primary with its reports: status says current, then behind after a publish, and a failed pull", async () => {
+    const p = await primary();
+    const mstate = join(tmp, `ms${n}`);
+    // a mirror that does not serve (no reports folder) writes no state: nothing would gather it
+    runMirror({ source: p.root, dest: p.mirror });
+    expect(writeMirrorState(mstate, { mirrorRoot: p.mirror })).toBeNull();
+    mkdirSync(join(mstate, 'reports'), { recursive: true });
+    const file = writeMirrorState(mstate, { mirrorRoot: p.mirror, now: new Date(0) });
+    expect(file).toBe(join(mstate, 'reports/mirror.state'));
+    const pstate = join(tmp, `ps${n}`);
+    const gather = () => gatherReports({ mirror: '10.77.0.2', source: join(mstate, 'reports'), stateDir: pstate });
+    expect(gather().status).toBe(0);
+    const mirrors = () => readStatus({ masterRoot: p.root, stateDir: pstate }).mirrors;
+    expect(mirrors()).toEqual([
+      expect.objectContaining({ mirror: '10.77.0.2', state: 'current', pulled: '1970-01-01T00:00:00.000Z' }),
+    ]);
+    // the primary publishes; the mirror has not pulled: behind, by stamp
+    writeFileSync(join(p.root, 'rootfs/etc-version'), 'v2\n');
+    await publish({ masterRoot: p.root, name: 'rootfs' });
+    expect(mirrors()[0]).toMatchObject({
+      state: 'behind',
+      text: expect.stringMatching(/^behind: rootfs \S+, the primary has \S+/),
+    });
+    // a pull that fails leaves what it serves and says why
+    writeMirrorState(mstate, { mirrorRoot: p.mirror, error: 'mirror: the content pass failed (rsync exit 12)' });
+    gather();
+    expect(mirrors()[0]?.text).toContain('its last pull failed: mirror: the content pass failed (rsync exit 12)');
+    // it pulls, the primary gathers again: current
+    runMirror({ source: p.root, dest: p.mirror });
+    writeMirrorState(mstate, { mirrorRoot: p.mirror });
+    gather();
+    expect(mirrors()[0]?.state).toBe('current');
   });
 });

@@ -22,6 +22,7 @@ import type { NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { tableHash } from '../../../../agent/contract/approval.ts';
 import {
   approvalList,
+  mirrorRow,
   parseReport,
   readStatus,
   renderStatusTable,
@@ -776,8 +777,68 @@ describe('hostile reports directory', () => {
       masterStamp: { id: null, problem: null },
       rows: [evil],
       approval: { required: true, tableSha256: null, approved: {} },
+      mirrors: [],
       warnings: [],
     });
     expect(CONTROL.test(list.text)).toBe(false);
+  });
+});
+
+// #19: the primary says which mirrors are behind, by stamp ids (never clocks), from the state `builder gather` brought
+describe('mirrors in builder status', () => {
+  const primary = { rootfs: 'r2', bootfs: 'b1' };
+  test('a mirror serving the primary stamps is current; another publish is behind, named per template', () => {
+    const cur = mirrorRow(
+      '10.77.0.2',
+      JSON.stringify({ stamps: { rootfs: 'r2', bootfs: 'b1' }, pulled: 'T' }),
+      primary,
+    );
+    expect(cur.state).toBe('current');
+    expect(cur.text).toBe('current: rootfs r2, bootfs b1 (pulled T)');
+    const old = mirrorRow(
+      '10.77.0.3',
+      JSON.stringify({ stamps: { rootfs: 'r1', bootfs: 'b1' }, pulled: 'T' }),
+      primary,
+    );
+    expect(old.state).toBe('behind');
+    expect(old.text).toBe('behind: rootfs r1, the primary has r2 (pulled T)');
+    // a template the mirror lacks entirely
+    expect(mirrorRow('m', JSON.stringify({ stamps: { rootfs: 'r2' }, pulled: 'T' }), primary).text).toContain(
+      'bootfs none, the primary has b1',
+    );
+  });
+  test('a failed pull is said, with what it still serves; none gathered or garbage: unknown, with the remedy', () => {
+    const f = mirrorRow(
+      'm',
+      JSON.stringify({ stamps: { rootfs: 'r1', bootfs: 'b1' }, pulled: 'T', error: 'rsync exit 12' }),
+      primary,
+    );
+    expect([f.state, f.text]).toEqual([
+      'behind',
+      'behind: rootfs r1, the primary has r2 (pulled T); its last pull failed: rsync exit 12',
+    ]);
+    expect(mirrorRow('m', null, primary)).toMatchObject({
+      state: 'unknown',
+      text: expect.stringContaining('builder gather'),
+    });
+    expect(mirrorRow('m', '{"stamps": 3}', primary).state).toBe('unknown');
+    expect(mirrorRow('m', 'not json', primary).state).toBe('unknown');
+    // hostile text from a mirror does not drive the terminal
+    const evil = mirrorRow('m', JSON.stringify({ stamps: { rootfs: 'x\x1b[2J' }, pulled: '\x07' }), primary);
+    expect(/[\x00-\x1f]/.test(evil.text)).toBe(false);
+  });
+  test('the table lists the mirrors and counts the ones behind', () => {
+    const rows = [
+      mirrorRow('10.77.0.2', JSON.stringify({ stamps: primary, pulled: 'T' }), primary),
+      mirrorRow('10.77.0.3', null, primary),
+    ];
+    const text = renderStatusTable([], NOW, { id: 'r2', problem: null }, rows);
+    expect(text).toContain(
+      'mirrors:\n  10.77.0.2: current: rootfs r2, bootfs b1 (pulled T)\n  10.77.0.3: no pull state',
+    );
+    expect(text).toContain('1 mirror behind or unknown');
+    expect(renderStatusTable([], NOW, { id: 'r2', problem: null }, rows.slice(0, 1))).not.toContain(
+      'behind or unknown',
+    );
   });
 });
