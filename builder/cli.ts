@@ -30,10 +30,12 @@ import {
   mirrorUnits,
   mirrorVerdict,
   runMirror,
+  mirrorTftpConf,
   serveMirror,
   writeMirrorState,
 } from './master/mirror.ts';
 import { writeAtomic } from '../agent/contract/atomic.ts';
+import { TFTP_DIR } from '../agent/contract/tree.ts';
 import { keyFingerprint } from '../agent/contract/report.ts';
 import {
   DEFAULT_STATE_DIR,
@@ -323,6 +325,12 @@ await overview(yargs(hideBin(process.argv)))
             type: 'string',
             describe: 'START,END: dynamic leases for unknown MACs (default: none, only listed MACs get a lease)',
           })
+          .option('tftp-from-mirrors', {
+            type: 'boolean',
+            default: false,
+            describe:
+              "nodes with master= TFTP their first stage from that mirror too (next-server, option 66); turn on once every mirror serves TFTP (`builder mirror --serve --tftp`); a provisioned node falls back to this master's TFTP",
+          })
           .option('interface', {
             type: 'string',
             describe: 'serve DHCP/DNS/TFTP only on this NIC (interface= + bind-interfaces), e.g. eth0',
@@ -497,6 +505,7 @@ await overview(yargs(hideBin(process.argv)))
         lease: a.lease,
         time: epoch(),
         ...(a.range !== undefined ? { range: a.range } : {}),
+        ...(a['tftp-from-mirrors'] ? { tftpFromMirrors: true } : {}),
         ...(a.interface !== undefined ? { interface: a.interface } : {}),
         ...(a.router !== undefined ? { router: a.router } : {}),
         ...(a.keys !== undefined ? { keysDir: resolve(a.keys) } : {}),
@@ -835,6 +844,16 @@ await overview(yargs(hideBin(process.argv)))
             type: 'string',
             describe: 'connect to the primary from this local address (a multi-homed mirror: the one --allow names)',
           })
+          .option('tftp', {
+            type: 'string',
+            describe:
+              "with --serve: serve the mirror's tftp/ folder on this address (a TFTP-only dnsmasq: --dnsmasq-conf), for `builder stage --tftp-from-mirrors` on the primary",
+          })
+          .option('dnsmasq-conf', {
+            type: 'string',
+            default: '/etc/dnsmasq.d/clusterboot-mirror.conf',
+            describe: 'with --tftp: where the TFTP-only dnsmasq configuration goes',
+          })
           .option('gather-key', {
             type: 'string',
             describe:
@@ -865,6 +884,14 @@ await overview(yargs(hideBin(process.argv)))
         });
         for (const w of r.warnings) say(`warning: ${w}`);
         say(`this mirror serves ${root} to the nodes: ${r.written.join(', ')}`);
+        if (a.tftp !== undefined) {
+          const conf = resolve(a['dnsmasq-conf']);
+          mkdirSync(dirname(conf), { recursive: true });
+          writeAtomic(conf, mirrorTftpConf(root, a.tftp), 0o644);
+          say(
+            `wrote ${conf}: TFTP of ${join(root, TFTP_DIR)} on ${a.tftp} (restart dnsmasq); on the primary, \`builder stage --tftp-from-mirrors\` sends this mirror's nodes here`,
+          );
+        }
         return;
       }
       if (a.allow !== undefined) {

@@ -359,12 +359,22 @@ export function renderNetScript(a: Announcement): string {
   ].join('\n');
 }
 
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** The primary a local script falls back to (its `setenv serverip` line), or null. */
+export function fallbackInScript(script: string | null): string | null {
+  const m = script === null ? null : /^ {4}setenv serverip (\S+)$/m.exec(script);
+  return m && IPV4.test(m[1] as string) ? (m[1] as string) : null;
+}
+
 /**
  * The local script (p1:/boot.scr.uimg), written by the agent once the disk holds a verified cache. U-Boot's
- * distro boot runs it before its dhcp target. It asks the master first (the master stays authoritative);
- * when DHCP or TFTP gets no answer, or the network script returns, it boots the cache: `cur`, else `prev`.
+ * distro boot runs it before its dhcp target. It asks the master first (the master stays authoritative): the
+ * TFTP server DHCP names, then, for a node a mirror serves, the primary (`primary`); when DHCP or TFTP gets no
+ * answer, or the network script returns, it boots the cache: `cur`, else `prev`.
  */
-export function renderLocalScript(): string {
+export function renderLocalScript(primary: string | null = null): string {
+  if (primary !== null && !IPV4.test(primary)) throw new Error(`renderLocalScript: ${primary} is not an IPv4 address`);
   return [
     '# clusterboot local script: written by the agent beside its first-stage cache; do not edit',
     'setenv cb_devtype ${devtype}',
@@ -373,6 +383,16 @@ export function renderLocalScript(): string {
     ...preamble(),
     'if dhcp; then',
     '  if tftp ${scriptaddr} boot.scr.uimg; then source ${scriptaddr}; fi',
+    // a node a mirror serves (DHCP's next-server): when the mirror's TFTP fails, ask the primary before the cache
+    ...(primary === null
+      ? []
+      : [
+          `  if test "\${serverip}" != "${primary}"; then`,
+          `    echo "clusterboot: no first stage from \${serverip}: asking the primary ${primary}"`,
+          `    setenv serverip ${primary}`,
+          '    if tftp ${scriptaddr} boot.scr.uimg; then source ${scriptaddr}; fi',
+          '  fi',
+        ]),
     'fi',
     'echo "clusterboot: no first stage from the master (no DHCP or TFTP answer): booting the cached one"',
     ...readState(),

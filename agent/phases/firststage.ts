@@ -8,6 +8,7 @@ import {
   LOCAL_SCRIPT,
   parseAnnouncement,
   parseRecord,
+  fallbackInScript,
   renderLocalScript,
   renderRecord,
   TRIES_FILE,
@@ -19,7 +20,7 @@ import { scriptImage } from '../contract/uimage.ts';
 import type { Ctx, Phase } from '../phase.ts';
 import { info, progress, warn } from '../log.ts';
 import { BOOT_MNT, ROOT_MNT } from '../paths.ts';
-import { planFirstStage, type BootedStage, type FirstStagePlan } from '../plans/firststage.ts';
+import { localScriptPrimary, planFirstStage, type BootedStage, type FirstStagePlan } from '../plans/firststage.ts';
 import { partName } from '../plans/sfdisk.ts';
 import { checkVfat, mountFs, umountQuiet } from '../sys/fsutil.ts';
 import { syncDisks } from '../sys/libc.ts';
@@ -39,24 +40,30 @@ function readOr(path: string): string | null {
 }
 
 /** The local script as U-Boot sources it: a legacy script image. */
-export function localScriptImage(): Uint8Array {
-  return scriptImage(renderLocalScript(), { arch: 'arm64', name: 'clusterboot local script', time: 0 });
+export function localScriptImage(primary: string | null = null): Uint8Array {
+  return scriptImage(renderLocalScript(primary), { arch: 'arm64', name: 'clusterboot local script', time: 0 });
 }
 
 function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
   return a !== null && a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** p1 read-only: is the tries file there, and is the local script this agent's. */
-function readBootPartition(dev: string): { triesPresent: boolean; localScriptCurrent: boolean } {
+/** p1 read-only: is the tries file there, and is the local script this agent's (with this fallback primary). */
+function readBootPartition(
+  dev: string,
+  primaryFor: (kept: string | null) => string | null,
+): { triesPresent: boolean; localScriptCurrent: boolean; primary: string | null } {
   mountFs(dev, BOOT_MNT, 'vfat', true);
   try {
     const local = existsSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`)
       ? new Uint8Array(readFileSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`))
       : null;
+    // the kept fallback, read from the script's text (the image header before it matches no line)
+    const primary = primaryFor(local === null ? null : fallbackInScript(Buffer.from(local).toString('latin1')));
     return {
       triesPresent: existsSync(`${BOOT_MNT}/${TRIES_FILE}`),
-      localScriptCurrent: sameBytes(local, localScriptImage()),
+      localScriptCurrent: sameBytes(local, localScriptImage(primary)),
+      primary,
     };
   } finally {
     umountQuiet(BOOT_MNT);
@@ -115,7 +122,13 @@ async function fetchIntoCache(ctx: Ctx, a: Announcement, basis: string | null): 
   fsyncDir(CACHE);
 }
 
-async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1: string): Promise<void> {
+async function apply(
+  ctx: Ctx,
+  plan: FirstStagePlan,
+  a: Announcement | null,
+  p1: string,
+  primary: string | null,
+): Promise<void> {
   if (plan.actions.includes('cache') && a) {
     mkdirSync(CACHE, { recursive: true });
     // a copy that is about to go anyway makes room first; the record still names it until the new one is in,
@@ -137,7 +150,7 @@ async function apply(ctx: Ctx, plan: FirstStagePlan, a: Announcement | null, p1:
   mountFs(p1, BOOT_MNT, 'vfat');
   try {
     if (onP1.includes('clear-tries')) rmSync(`${BOOT_MNT}/${TRIES_FILE}`, { force: true });
-    if (onP1.includes('write-local-script')) writeAtomic(`${BOOT_MNT}/${LOCAL_SCRIPT}`, localScriptImage());
+    if (onP1.includes('write-local-script')) writeAtomic(`${BOOT_MNT}/${LOCAL_SCRIPT}`, localScriptImage(primary));
     syncDisks();
   } finally {
     umountQuiet(BOOT_MNT);
@@ -166,9 +179,11 @@ export const firststage: Phase = {
     const text = ctx.facts.wanted?.firstStage ?? null;
     const parsed = text === null ? null : parseAnnouncement(text);
     const p1 = partName(d.device, 1);
-    let boot = { triesPresent: false, localScriptCurrent: false };
+    let boot = { triesPresent: false, localScriptCurrent: false, primary: null as string | null };
     try {
-      boot = readBootPartition(p1);
+      boot = readBootPartition(p1, (kept) =>
+        localScriptPrimary({ online: Boolean(ctx.facts.online), masters: ctx.facts.masters ?? [], kept }),
+      );
     } catch (e) {
       warn(
         'firststage',
@@ -197,7 +212,7 @@ export const firststage: Phase = {
       return 'dry run';
     }
     try {
-      await apply(ctx, plan, parsed?.ok ? parsed.announcement : null, p1);
+      await apply(ctx, plan, parsed?.ok ? parsed.announcement : null, p1, boot.primary);
     } catch (e) {
       // the cache is an optimisation: a failure costs the next boot a TFTP, never this boot
       warn('firststage', `could not cache the first stage: ${(e as Error).message}; the next boot loads it by TFTP`);

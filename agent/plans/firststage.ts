@@ -52,6 +52,20 @@ export interface FirstStagePlan {
   report: FirstStageReport;
 }
 
+/**
+ * The primary the local script falls back to when the TFTP server DHCP names (a mirror) does not answer: the last
+ * of the masters when there are several. Offline (no lease, no list) the script keeps the one it has, so an
+ * offline boot never rewrites p1 for it.
+ */
+export function localScriptPrimary(f: {
+  online: boolean;
+  masters: readonly string[];
+  kept: string | null;
+}): string | null {
+  if (!f.online) return f.kept;
+  return f.masters.length > 1 ? (f.masters.at(-1) ?? null) : null;
+}
+
 export function planFirstStage(f: FirstStageFacts): FirstStagePlan {
   const a = f.announcement;
   const b = f.booted;

@@ -32,6 +32,11 @@ export interface StagePlan {
   router?: string;
   lease: string;
   tftpRoot: string;
+  /**
+   * Nodes with master= get their first stage by TFTP from that master too (next-server and option 66 per tag):
+   * every mirror then runs TFTP (`builder mirror --serve --tftp`). Off: TFTP stays on this master.
+   */
+  tftpFromMirrors?: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -249,14 +254,19 @@ export function renderDnsmasq(plan: StagePlan): string {
     ...(tags.size
       ? [
           `# nodes with master= in the list: option ${MASTERS_OPTION} lists that master first and this one after; the`,
-          '# agent syncs from the first that answers (their first stage still comes from this TFTP server)',
-          ...[...tags].map(([ip, tag]) => `dhcp-option=tag:${tag},${MASTERS_OPTION},"${ip},${plan.masterIp}"`),
+          plan.tftpFromMirrors
+            ? '# agent syncs from the first that answers; U-Boot TFTPs from that master too (next-server, option 66)'
+            : '# agent syncs from the first that answers (their first stage still comes from this TFTP server)',
+          ...[...tags].flatMap(([ip, tag]) => [
+            `dhcp-option=tag:${tag},${MASTERS_OPTION},"${ip},${plan.masterIp}"`,
+            ...(plan.tftpFromMirrors ? [`dhcp-option=tag:${tag},66,${ip}`] : []),
+          ]),
         ]
       : []),
     'enable-tftp',
     `tftp-root=${plan.tftpRoot}`,
     "# U-Boot's distro boot runs boot.scr.uimg from the TFTP server",
-    ...pxeDnsmasqLines(plan.nodes, BOOT_SCRIPT),
+    ...pxeDnsmasqLines(plan.nodes, BOOT_SCRIPT, plan.tftpFromMirrors ? tags : new Map()),
     'log-dhcp',
     `# ${plan.nodes.length} node${plan.nodes.length === 1 ? '' : 's'}`,
   );

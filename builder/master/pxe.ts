@@ -34,12 +34,23 @@ export const hasAmd64 = (nodes: readonly NodeEntry[]) => nodes.some((n) => archO
  * it was). Only nodes listed as amd64 get iPXE: their dhcp-host line sets TAG_AMD64. Every dhcp-boot line
  * names the tags it needs and excludes the others, so exactly one matches any request, whatever order dnsmasq
  * tries them in: U-Boot nodes get the U-Boot script; amd64 firmware gets the iPXE binary for its kind (UEFI by
- * option 93, BIOS otherwise); iPXE (it sends option 175) gets the iPXE script.
+ * option 93, BIOS otherwise); iPXE (it sends option 175) gets the iPXE script. `tftpServers` (mirror address ->
+ * its tag): U-Boot nodes with that tag load from the mirror; amd64 nodes keep this master's TFTP.
  */
-export function pxeDnsmasqLines(nodes: readonly NodeEntry[], ubootScript: string): string[] {
-  if (!hasAmd64(nodes)) return [`dhcp-boot=${ubootScript}`];
+export function pxeDnsmasqLines(
+  nodes: readonly NodeEntry[],
+  ubootScript: string,
+  tftpServers: ReadonlyMap<string, string> = new Map(),
+): string[] {
+  // U-Boot nodes a mirror serves TFTP from it (next-server, dhcp-boot's third field); the others from this master
+  const notPc = hasAmd64(nodes) ? [`tag:!${TAG_AMD64}`] : [];
+  const uboot = [
+    `dhcp-boot=${[...notPc, ...[...tftpServers.values()].map((t) => `tag:!${t}`), ubootScript].join(',')}`,
+    ...[...tftpServers].map(([ip, t]) => `dhcp-boot=${[...notPc, `tag:${t}`, ubootScript].join(',')},,${ip}`),
+  ];
+  if (!hasAmd64(nodes)) return uboot;
   return [
-    `dhcp-boot=tag:!${TAG_AMD64},${ubootScript}`,
+    ...uboot,
     '# x86-64 nodes (arch=amd64): PXE firmware -> iPXE -> clusterboot.ipxe (kernel and initramfs by TFTP)',
     `dhcp-match=set:${TAG_IPXE},175`,
     ...EFI_X64_ARCHES.map((a) => `dhcp-match=set:${TAG_EFI},option:client-arch,${a}`),

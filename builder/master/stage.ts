@@ -279,6 +279,7 @@ export function stage(o: StageOptions): StageResult {
     lease: o.lease,
     tftpRoot: tftp,
     ...(o.range !== undefined ? { range: o.range } : {}),
+    ...(o.tftpFromMirrors ? { tftpFromMirrors: true } : {}),
     ...(o.interface !== undefined ? { interface: o.interface } : {}),
     ...(o.router !== undefined ? { router: o.router } : {}),
   };

@@ -6,7 +6,17 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { Subprocess } from 'bun';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sysroot } from '../rig/images.ts';
@@ -651,8 +661,9 @@ describe('virtual cluster', () => {
   }, 600_000);
 
   // #19: a mirror master fed by `builder mirror` (over SSH, with its own key, from the primary's rrsync) serves
-  // nodes whose node list entry names it; a mirror that has not pulled yet keeps them on the root it serves
-  test('two nodes served by a mirror: it pulls the primary over SSH, serves their sync and takes their reports, which the primary gathers; behind, it keeps them on its root until it pulls', async () => {
+  // nodes whose node list entry names it, their TFTP too; a mirror that has not pulled yet keeps them on the root
+  // it serves; a mirror that stops mid-boot, or is down, costs a failover to the primary and nothing else
+  test('two nodes served by a mirror: it pulls the primary over SSH, serves their TFTP and sync and takes their reports, which the primary gathers; private files come from the primary; behind, it keeps them on its root until it pulls; stopped mid-boot or down, the primary serves', async () => {
     const MIRROR_IP = '10.77.0.2';
     const mdir = join(work, 'mirror');
     const mirror = new TestMaster(mdir, busybox);
@@ -663,14 +674,26 @@ describe('virtual cluster', () => {
     for (const k of [mkey, gkey]) execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'k', '-f', k]);
     const hostPub = readFileSync(`${testKeys().hostKey}.pub`, 'utf8').trim().split(' ').slice(0, 2).join(' ');
     writeFileSync(join(mdir, 'known_hosts'), `${MASTER_IP} ${hostPub}\n`);
-    spawnSync('ip', ['-n', vc.ns, 'addr', 'add', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
     a.master = MIRROR_IP;
     b.master = MIRROR_IP;
+    let mirrorDns: Subprocess | null = null;
+    let mirrorDnsLog = '';
+    const stopMirrorDns = async () => {
+      if (mirrorDns && mirrorDns.exitCode === null) {
+        mirrorDns.kill();
+        await mirrorDns.exited;
+      }
+      mirrorDns = null;
+    };
     try {
-      vc.stage();
+      vc.stage({ tftpFromMirrors: true });
       await vc.stopMaster();
       await vc.startMaster();
-      expect(readFileSync(vc.conf, 'utf8')).toContain(`dhcp-option=tag:cb-master-1,224,"${MIRROR_IP},${MASTER_IP}"`);
+      // the mirror's address comes after the primary's dnsmasq bound its own (bind-interfaces): TFTP there is the mirror's
+      spawnSync('ip', ['-n', vc.ns, 'addr', 'add', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
+      const conf = readFileSync(vc.conf, 'utf8');
+      expect(conf).toContain(`dhcp-option=tag:cb-master-1,224,"${MIRROR_IP},${MASTER_IP}"`);
+      expect(conf).toContain(`dhcp-boot=tag:cb-master-1,boot.scr.uimg,,${MIRROR_IP}`);
       // on the primary: the mirror's key may read its master root, from the mirror's address only
       expect(
         vc.builder(
@@ -685,7 +708,7 @@ describe('virtual cluster', () => {
           [
             ...['netns', 'exec', vc.ns, process.execPath, join(REPO, 'builder/cli.ts'), 'mirror', ...args],
             ...['--primary', MASTER_IP, '--key', mkey, '--known-hosts', join(mdir, 'known_hosts')],
-            ...['--master-root', mirror.root, '--bind', MIRROR_IP],
+            ...['--master-root', mirror.root, '--state-dir', mstate, '--bind', MIRROR_IP],
           ],
           { encoding: 'utf8' },
         );
@@ -712,8 +735,30 @@ describe('virtual cluster', () => {
         '--authorized-keys',
         join(mdir, 'authorized_keys'),
         ...['--gather-key', `${gkey}.pub`, '--primary', MASTER_IP],
+        ...['--tftp', MIRROR_IP, '--dnsmasq-conf', join(mdir, 'dnsmasq.conf')],
       );
       expect(serve.status).toBe(0);
+      // its TFTP-only dnsmasq, as the mirror's systemd would start it
+      mirrorDns = Bun.spawn(
+        [
+          ...vc.wrap,
+          ...['/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', '--user=root'],
+          ...[`--conf-file=${join(mdir, 'dnsmasq.conf')}`, `--pid-file=${join(mdir, 'dnsmasq.pid')}`],
+        ],
+        { stdout: 'pipe', stderr: 'pipe' },
+      );
+      for (const st of [mirrorDns.stdout, mirrorDns.stderr] as ReadableStream<Uint8Array>[])
+        void (async () => {
+          for await (const c of st) mirrorDnsLog += new TextDecoder().decode(c);
+        })();
+      for (const end = Date.now() + 10_000; !/TFTP root is/.test(mirrorDnsLog); await Bun.sleep(50))
+        if (Date.now() > end) throw new Error(`the mirror's dnsmasq did not start:\n${mirrorDnsLog}`);
+      // a pull now that the mirror serves: it leaves its state (what it serves) for the primary to gather
+      expect(pull().status).toBe(0);
+      expect(existsSync(join(mstate, 'reports/mirror.state'))).toBe(true);
+      // node1's private file changes on the primary: it must come from there (a mirror holds no secret)
+      const secret = `node1-secret-mirrored-${process.pid}`;
+      writeFileSync(join(vc.stateDir, 'private/node1/files/etc/cluster-secret'), `${secret}\n`, { mode: 0o600 });
       await mirror.start(testKeys().hostKey, {
         listen: MIRROR_IP,
         port: 22,
@@ -727,12 +772,21 @@ describe('virtual cluster', () => {
         expect(r?.ending).toBe('template');
         expect(r?.console).toContain('TEMPLATE-INIT pid=1 version=mirrored');
         expect(r?.console).toContain(`connected to ${MIRROR_IP}:22`);
-        // the sync and the report went to the mirror; the primary saw no SSH from the node
+        // U-Boot asked the mirror's TFTP (next-server) for the network script
+        expect(r?.console).toContain(`clusterboot: the master ${MIRROR_IP} announces first stage`);
+        // the sync and the report went to the mirror; the primary saw SSH from node1 once (its private files with
+        // its enrolment key), none from node2
         expect(mirror.log).toContain(`Accepted publickey for root from ${n.ip}`);
-        expect(vc.master.log.slice(primaryLog)).not.toContain(`from ${n.ip}`);
+        expect(vc.master.log.slice(primaryLog).split(`Accepted publickey for root from ${n.ip} `).length - 1).toBe(
+          n === a ? 1 : 0,
+        );
         const rep = JSON.parse(readFileSync(join(mstate, 'reports', `${n.mac.replace(/:/g, '-')}.json`), 'utf8'));
         expect([rep.result, rep.master]).toEqual(['ok', MIRROR_IP]);
       }
+      expect(rs[0]?.console).toContain(
+        `private files fetched with this node's enrolment key from the primary ${MASTER_IP} (the mirror ${MIRROR_IP} holds none)`,
+      );
+      expect(p2Cat(vc.disk(a), 'node-files/etc/cluster-secret')).toBe(`${secret}\n`);
       // the primary gathers the mirror's reports (pulled with its gather key) and shows which master served each
       writeFileSync(join(mdir, 'mirror_known_hosts'), `${MIRROR_IP} ${hostPub}\n`);
       const g = spawnSync(
@@ -748,12 +802,16 @@ describe('virtual cluster', () => {
       expect(g.status).toBe(0);
       const rows = (JSON.parse(vc.status(true)) as { rows: Array<Record<string, any>> }).rows;
       for (const n of [a, b]) expect(rows.find((x) => x.mac === n.mac)?.master).toBe(MIRROR_IP);
+      expect(vc.status()).toMatch(new RegExp(`mirrors:\\n  ${MIRROR_IP.replace(/\./g, '\\.')}: current: rootfs `));
       // behind: the primary publishes, the mirror has not pulled: node1 stays on the root the mirror serves
       writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'after\n');
       await vc.master.publish('rootfs');
       const check = onMirror('--check');
       expect(check.status).toBe(1);
       expect(check.stdout).toMatch(/rootfs \S+, the primary has \S+ \(behind\)/);
+      // builder status on the primary says so, from the gathered state, by stamp
+      expect(vc.status()).toMatch(/: behind: rootfs \S+, the primary has \S+/);
+      expect(vc.status()).toContain('1 mirror behind or unknown');
       const behind = await vc.bootOnce(a, { tap: 0 });
       expect(behind.ending).toBe('template');
       expect(behind.console).toContain('TEMPLATE-INIT pid=1 version=mirrored');
@@ -762,12 +820,33 @@ describe('virtual cluster', () => {
       expect(pull().status).toBe(0);
       const caught = await vc.bootOnce(a, { tap: 0 });
       expect(caught.console).toContain('TEMPLATE-INIT pid=1 version=after');
+      // the mirror stops mid-boot: U-Boot had the network script from it; the agent finds it gone and fails over
+      const midBoot = vc.bootOnce(a, { tap: 0 });
+      await vc.running
+        .get(a.hostname)
+        ?.waitFor(new RegExp(`the master ${MIRROR_IP.replace(/\./g, '\\.')} announces first stage`), 300_000);
+      await mirror.stop();
+      await stopMirrorDns();
+      const mid = await midBoot;
+      expect(mid.ending).toBe('template');
+      expect(mid.console).toContain('TEMPLATE-INIT pid=1 version=after');
+      expect(mid.console).toMatch(
+        new RegExp(`master ${MIRROR_IP.replace(/\./g, '\\.')}: .*; failing over to ${MASTER_IP}`),
+      );
+      expect([report(a.mac)?.result, report(a.mac)?.master]).toEqual(['ok', MASTER_IP]);
+      // the mirror down from the start: the local script asks the primary's TFTP, the agent the primary
+      const down = await vc.bootOnce(a, { tap: 0 });
+      expect(down.console).toContain(`no first stage from ${MIRROR_IP}: asking the primary ${MASTER_IP}`);
+      expect(down.console).toContain(`clusterboot: the master ${MASTER_IP} announces first stage`);
+      expect(down.ending).toBe('template');
+      expect(down.console).toContain('TEMPLATE-INIT pid=1 version=after');
     } finally {
       delete a.master;
       delete b.master;
+      await stopMirrorDns();
       await mirror.stop();
       spawnSync('ip', ['-n', vc.ns, 'addr', 'del', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
-      vc.stage();
+      vc.stage({ tftpFromMirrors: false });
       await vc.stopMaster();
       await vc.startMaster();
     }

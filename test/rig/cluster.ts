@@ -214,7 +214,13 @@ export class VirtualCluster {
   }
 
   /** Options of the last `builder stage` run (restage changes some and runs it again, as an admin would). */
-  stageOptions: { approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {};
+  stageOptions: {
+    approval?: boolean;
+    syncSlots?: number;
+    initramfs?: string;
+    tries?: number;
+    tftpFromMirrors?: boolean;
+  } = {};
 
   get conf(): string {
     return join(this.dir, 'dnsmasq.conf');
@@ -226,7 +232,14 @@ export class VirtualCluster {
 
   /** Run `builder stage` for this cluster: dnsmasq config, TFTP folder, node list, keys, identities, slots. */
   stage(
-    o: { bootargs?: string; approval?: boolean; syncSlots?: number; initramfs?: string; tries?: number } = {},
+    o: {
+      bootargs?: string;
+      approval?: boolean;
+      syncSlots?: number;
+      initramfs?: string;
+      tries?: number;
+      tftpFromMirrors?: boolean;
+    } = {},
   ): string {
     if (!this.img) throw new Error('images first');
     const k = testKeys();
@@ -287,6 +300,7 @@ export class VirtualCluster {
         '--sync-slots',
         String(so.syncSlots ?? 8),
         ...(so.approval === undefined ? [] : [so.approval ? '--approval' : '--no-approval']),
+        ...(so.tftpFromMirrors ? ['--tftp-from-mirrors'] : []),
       ],
       { encoding: 'utf8' },
     );

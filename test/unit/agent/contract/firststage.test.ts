@@ -13,6 +13,7 @@ import {
   parseRecord,
   parseTries,
   renderAnnouncement,
+  fallbackInScript,
   renderLocalScript,
   renderNetScript,
   renderRecord,
@@ -337,5 +338,36 @@ describe('renderLocalScript', () => {
   test('then/fi balance', () => {
     const { thens, fis } = thenBalance(s);
     expect(thens).toBe(fis);
+  });
+});
+
+// #19: a node a mirror serves gets its first stage by TFTP from the mirror (DHCP's next-server); its local script
+// asks the primary when the mirror does not answer, before booting the cache
+describe('renderLocalScript with a primary to fall back to', () => {
+  const s = renderLocalScript('10.77.0.1');
+  test('after the TFTP server DHCP named, the primary, once, and only when it is another address', () => {
+    const first = s.indexOf('if tftp ${scriptaddr} boot.scr.uimg');
+    const fallback = s.indexOf('setenv serverip 10.77.0.1');
+    expect(first).toBeGreaterThan(s.indexOf('if dhcp; then'));
+    expect(fallback).toBeGreaterThan(first);
+    expect(s).toContain('if test "${serverip}" != "10.77.0.1"; then');
+    expect(fallback).toBeLessThan(s.indexOf('ext4load'));
+    expect(s.split('source ${scriptaddr}').length - 1).toBe(2);
+  });
+  test('the fallback reads back from the script; none without one; the script without one is the one before', () => {
+    expect(fallbackInScript(s)).toBe('10.77.0.1');
+    expect(fallbackInScript(renderLocalScript())).toBeNull();
+    expect(fallbackInScript(null)).toBeNull();
+    expect(renderLocalScript(null)).not.toContain('setenv serverip');
+    expect(renderLocalScript(null)).toBe(renderLocalScript());
+  });
+  test('only an IPv4 address goes into the script', () => {
+    expect(() => renderLocalScript('10.77.0.1; reset')).toThrow('not an IPv4 address');
+    expect(() => renderLocalScript('999.1.1.1')).toThrow('not an IPv4 address');
+  });
+  test('balanced and within the command buffer', () => {
+    expect(ifBalance(s).opens).toBe(ifBalance(s).closes);
+    expect(thenBalance(s).thens).toBe(thenBalance(s).fis);
+    expect(longestLine(s)).toBeLessThan(512);
   });
 });

@@ -1,7 +1,7 @@
 // The first-stage commit point: what a boot that reached the master caches, keeps and warns about.
 import { describe, expect, test } from 'bun:test';
 import { type Announcement, cachedFrom, stageFile, stageId } from '../../../../agent/contract/firststage.ts';
-import { type FirstStageFacts, planFirstStage } from '../../../../agent/plans/firststage.ts';
+import { type FirstStageFacts, localScriptPrimary, planFirstStage } from '../../../../agent/plans/firststage.ts';
 
 const bytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 13 + seed * 7 + 1) & 0xff);
 
@@ -190,5 +190,18 @@ describe('planFirstStage: room made by what goes away', () => {
     const p = planFirstStage(facts({ record, freeBytes: 1000 + size(NEW) - 1, reserveBytes: 1000 }));
     expect(p.actions).toEqual([]);
     expect(p.dropFirst).toEqual([]);
+  });
+});
+
+// #19: the local script's fallback: the primary, the last of several masters; offline, the one the script has
+describe('localScriptPrimary', () => {
+  test('several masters: the last (the primary); one master: none', () => {
+    expect(localScriptPrimary({ online: true, masters: ['10.77.0.2', '10.77.0.1'], kept: null })).toBe('10.77.0.1');
+    expect(localScriptPrimary({ online: true, masters: ['10.77.0.1'], kept: '10.77.0.1' })).toBeNull();
+    expect(localScriptPrimary({ online: true, masters: [], kept: null })).toBeNull();
+  });
+  test('offline: the script keeps the fallback it has (no p1 write for it)', () => {
+    expect(localScriptPrimary({ online: false, masters: [], kept: '10.77.0.1' })).toBe('10.77.0.1');
+    expect(localScriptPrimary({ online: false, masters: ['10.77.0.2', '10.77.0.1'], kept: null })).toBeNull();
   });
 });

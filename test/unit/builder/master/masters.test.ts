@@ -6,6 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { masterTags, renderDnsmasq, validateStage } from '../../../../builder/master/dnsmasq.ts';
+import { mirrorTftpConf } from '../../../../builder/master/mirror.ts';
 import { parseNodeList, renderNodesList, type NodeEntry } from '../../../../builder/master/nodelist.ts';
 import { stagePlan } from '../../../fixtures/stageplan.ts';
 
@@ -128,5 +129,75 @@ describe('stage: nodes spread over masters', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// #19 item 2: with --tftp-from-mirrors a node's U-Boot loads from its mirror: next-server (dhcp-boot's third field)
+// and option 66 per master tag; exactly one dhcp-boot line matches any request
+describe('TFTP from mirrors', () => {
+  const nodes = [
+    node(1, 'n1', '10.77.0.11', { master: '10.77.0.3' }),
+    node(2, 'n2', '10.77.0.12', { master: '10.77.0.2', arch: 'amd64' }),
+    node(3, 'n3', '10.77.0.13', { master: '10.77.0.2' }),
+    node(5, 'n5', '10.77.0.15'),
+  ];
+  const conf = renderDnsmasq({ ...plan(nodes), tftpFromMirrors: true });
+  const boots = conf
+    .split('\n')
+    .filter((l) => l.startsWith('dhcp-boot='))
+    .map((l) => l.slice('dhcp-boot='.length).split(','));
+  /** dnsmasq's rule: every tag:X present and every tag:!X absent. Returns [file, server] of the matching lines. */
+  const matching = (tags: string[]) =>
+    boots
+      .filter((f) =>
+        f
+          .filter((x) => x.startsWith('tag:'))
+          .every((t) => (t.startsWith('tag:!') ? !tags.includes(t.slice(5)) : tags.includes(t.slice(4)))),
+      )
+      .map((f) => {
+        const rest = f.filter((x) => !x.startsWith('tag:'));
+        return [rest[0], rest[2] ?? 'this master'];
+      });
+  test('each node is told its own TFTP server; PCs and unlisted masters stay on this one', () => {
+    expect(matching(['cb-master-1'])).toEqual([['boot.scr.uimg', '10.77.0.3']]);
+    expect(matching(['cb-master-2'])).toEqual([['boot.scr.uimg', '10.77.0.2']]);
+    expect(matching([])).toEqual([['boot.scr.uimg', 'this master']]);
+    // an amd64 node with master=: iPXE from this master (BIOS firmware request)
+    expect(matching(['cb-amd64', 'cb-master-2'])).toEqual([['undionly.kpxe', 'this master']]);
+    expect(conf).toContain('\ndhcp-option=tag:cb-master-1,66,10.77.0.3\n');
+    expect(conf).toContain('\ndhcp-option=tag:cb-master-2,66,10.77.0.2\n');
+    expect(conf).toContain('\ndhcp-option=66,10.77.0.1\n');
+  });
+  test('off (the default): TFTP from this master only, as before', () => {
+    const off = renderDnsmasq(plan(nodes));
+    expect(off).not.toMatch(/^dhcp-boot=.*,,/m);
+    expect(off.match(/^dhcp-option=(tag:[^,]+,)?66,/gm)).toEqual(['dhcp-option=66,']);
+  });
+  test.skipIf(!existsSync('/usr/sbin/dnsmasq'))(
+    "dnsmasq --test accepts the per-mirror lines and the mirror's TFTP-only configuration",
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), 'cb-masters-'));
+      try {
+        for (const [name, text] of [
+          ['primary.conf', conf],
+          ['mirror.conf', mirrorTftpConf('/data/slaves', '10.77.0.2')],
+        ] as const) {
+          writeFileSync(join(dir, name), text);
+          const r = spawnSync('/usr/sbin/dnsmasq', ['--test', `--conf-file=${join(dir, name)}`], { encoding: 'utf8' });
+          expect(`${name} ${r.status} ${r.stderr.trim()}`).toBe(`${name} 0 dnsmasq: syntax check OK.`);
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
+  test("the mirror's TFTP-only dnsmasq: no DHCP, no DNS, its address only, the mirror's tftp/", () => {
+    const m = mirrorTftpConf('/data/slaves', '10.77.0.2');
+    expect(m).toContain('\nport=0\n');
+    expect(m).not.toContain('dhcp-range');
+    expect(m).toContain('\nlisten-address=10.77.0.2\nbind-interfaces\n');
+    expect(m).toContain('\ntftp-root=/data/slaves/tftp\n');
+    expect(() => mirrorTftpConf('/data/slaves', '10.77.0.300')).toThrow('not an IPv4 address');
+    expect(() => mirrorTftpConf('/data/sl,aves', '10.77.0.2')).toThrow('absolute path');
   });
 });
