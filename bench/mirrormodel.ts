@@ -8,15 +8,20 @@
 //     commit pass, after the whole content pass (builder/master/mirror.ts), and a node that asks a mirror before
 //     that takes the mirror's older root. So the re-image waits for the pulls. A mirror already current (it pulled
 //     on its timer before the reboot) costs nothing here: `mirrorsCurrent`.
-//  2. TFTP: U-Boot's first stage comes from the primary's TFTP for every node, mirrors or not (next-server per
-//     mirror is not built yet); all nodes at once through the primary's link, no node faster than its own U-Boot
-//     TFTP rate. Zero bytes (the default) leaves this phase out.
+//  2. TFTP: U-Boot's first stage (twice in a cold start: before and after the partitioning reboot), all nodes at
+//     once, no node faster than its own U-Boot's TFTP. By default from the primary for every node, mirrors or not,
+//     through the primary's link (what `builder stage` does); with `tftpFromMirrors` (`builder stage
+//     --tftp-from-mirrors`, each mirror running `builder mirror --serve --tftp`) each server TFTPs the nodes it
+//     syncs, through its own link (TFTP is not SSH: no SSH ceiling, no slots). Zero bytes (the default) leaves
+//     this phase out.
 //  3. sync: every node pulls `bytesPerNode` over SSH from its server. The nodes are shared as evenly as possible
 //     over the serving servers (the M mirrors; the primary alone when M = 0, and with `primaryServes` as one more
 //     server). A server's rate is min(link, SSH/rsync ceiling); at most `slots` nodes sync on it at once (its
 //     sync slots: the others queue), each at min(server rate / active nodes, node ceiling). Equal nodes on a
 //     server finish together, so a server's time is its full waves of `slots` nodes plus one wave of the rest.
-//     The phase takes as long as its busiest server.
+//     (So one slot more is not always faster: a short last wave of disk-bound nodes leaves the server part idle,
+//     where real nodes, drifting apart, would fill it. Unlimited slots give the fluid bound.) The phase takes as
+//     long as its busiest server.
 // Not modelled: a node's CPU (a Pi's rsync and chacha20 outrun its SD card), the switch fabric (each server's own
 // link is the only shared link: a non-blocking fabric, or a mirror in each rack behind the rack's switch), the idle
 // gap before a queued node notices a free slot (it asks again after a jittered 5-30 s backoff), a node's boot and
@@ -52,6 +57,8 @@ export interface ModelInput {
   tftpBytesPerNode?: number;
   /** A node's U-Boot TFTP rate, bytes per second (default Infinity). */
   tftpNodeBytesPerS?: number;
+  /** Each mirror TFTPs its own nodes (`builder stage --tftp-from-mirrors`); default false: the primary TFTPs all. */
+  tftpFromMirrors?: boolean;
 }
 
 /** What limits a server in the sync phase. */
@@ -124,9 +131,14 @@ export function checkInput(i: ModelInput): void {
 export const serverRate = (s: ServerSpec): number => Math.min(s.linkBitsPerS / 8, s.sshBytesPerS);
 
 /** One server syncing `nodes` nodes of `bytes` each: waves of at most `slots` nodes sharing its rate. */
-export function serveTime(s: ServerSpec, nodes: number, bytes: number, nodeBytesPerS: number): ServerLoad {
+export function serveTime(
+  s: ServerSpec,
+  nodes: number,
+  bytes: number,
+  nodeBytesPerS: number,
+  role: ServerLoad['role'] = 'mirror',
+): ServerLoad {
   const rate = serverRate(s);
-  const role = 'mirror' as const;
   if (nodes === 0)
     return { role, nodes, rateBytesPerS: rate, active: 0, waves: 0, nodeBytesPerS: 0, seconds: 0, limit: 'none' };
   const active = s.slots > 0 ? Math.min(s.slots, nodes) : nodes;
@@ -160,13 +172,7 @@ export function estimate(input: ModelInput): ModelResult {
     mirrors === 0 || input.mirrorsCurrent || pullBytes === 0
       ? 0
       : pullBytes / Math.min(primaryRate / mirrors, mirror.linkBitsPerS / 8);
-  // 2. TFTP from the primary to every node
-  const tftp = input.tftpBytesPerNode ?? 0;
-  const tftpSeconds =
-    tftp === 0
-      ? 0
-      : Math.max((nodes * tftp) / (input.primary.linkBitsPerS / 8), tftp / (input.tftpNodeBytesPerS ?? Infinity));
-  // 3. the syncs: nodes shared out over the serving servers (mirrors first when the share is uneven)
+  // the serving servers' shares of the nodes (mirrors first when the share is uneven), and (3.) their syncs
   const serving: Array<{ role: 'primary' | 'mirror'; spec: ServerSpec }> =
     mirrors === 0
       ? [{ role: 'primary', spec: input.primary }]
@@ -176,15 +182,24 @@ export function estimate(input: ModelInput): ModelResult {
         ];
   const base = Math.floor(nodes / serving.length);
   const extra = nodes % serving.length;
-  const servers = serving
-    .map((s, i) => ({
-      ...serveTime(s.spec, base + (i < extra ? 1 : 0), bytesPerNode, input.nodeBytesPerS),
-      role: s.role,
-    }))
+  const shares = serving.map((s, i) => ({ ...s, nodes: base + (i < extra ? 1 : 0) }));
+  const servers = shares
+    .map((s) => serveTime(s.spec, s.nodes, bytesPerNode, input.nodeBytesPerS, s.role))
     .sort((a, b) => b.seconds - a.seconds || b.nodes - a.nodes);
+  // 2. TFTP: from the primary to every node, or from each serving server to its share
+  const tftp = input.tftpBytesPerNode ?? 0;
+  const byMirrors = mirrors > 0 && input.tftpFromMirrors === true;
+  const tftpNode = tftp / (input.tftpNodeBytesPerS ?? Infinity);
+  const tftpSeconds =
+    tftp === 0
+      ? 0
+      : byMirrors
+        ? Math.max(...shares.map((s) => Math.max((s.nodes * tftp) / (s.spec.linkBitsPerS / 8), s.nodes ? tftpNode : 0)))
+        : Math.max((nodes * tftp) / (input.primary.linkBitsPerS / 8), tftpNode);
   const busiest = servers[0];
   const syncSeconds = busiest?.seconds ?? 0;
   const primaryShare = servers.filter((s) => s.role === 'primary').reduce((a, s) => a + s.nodes, 0);
+  const primaryTftp = byMirrors ? primaryShare : nodes;
   return {
     input,
     pullSeconds,
@@ -194,7 +209,7 @@ export function estimate(input: ModelInput): ModelResult {
     servers,
     nodesPerServer: Math.max(...servers.map((s) => s.nodes)),
     limit: busiest?.limit ?? 'none',
-    primaryBytes: (input.mirrorsCurrent ? 0 : mirrors * pullBytes) + nodes * tftp + primaryShare * bytesPerNode,
+    primaryBytes: (input.mirrorsCurrent ? 0 : mirrors * pullBytes) + primaryTftp * tftp + primaryShare * bytesPerNode,
   };
 }
 
@@ -206,6 +221,8 @@ export interface ModelRow {
   /** How the mirror count was chosen: `0 (primary alone)`, `2`, `5 (one per rack of 20)`, ... */
   label: string;
   result: ModelResult;
+  /** The same with each mirror TFTPing its own nodes (`--tftp-from-mirrors`): when there are mirrors and TFTP. */
+  mirrorTftp?: ModelResult;
 }
 
 export interface GridOptions {
@@ -253,18 +270,21 @@ export function modelRows(o: GridOptions): ModelRow[] {
     for (const linkGbit of o.linksGbit)
       for (const { mirrors, label } of mirrorChoices(nodes, o.mirrorCounts, o.rackSizes)) {
         const mirror = o.mirror ?? o.primary;
+        const input: ModelInput = {
+          ...o.base,
+          nodes,
+          mirrors,
+          primary: { ...o.primary, linkBitsPerS: linkGbit * 1e9 },
+          mirror: { ...mirror, linkBitsPerS: (o.mirrorLinkGbit ?? linkGbit) * 1e9 },
+        };
+        const both = mirrors > 0 && (o.base.tftpBytesPerNode ?? 0) > 0 && !o.base.tftpFromMirrors;
         rows.push({
           nodes,
           linkGbit,
           mirrors,
           label,
-          result: estimate({
-            ...o.base,
-            nodes,
-            mirrors,
-            primary: { ...o.primary, linkBitsPerS: linkGbit * 1e9 },
-            mirror: { ...mirror, linkBitsPerS: (o.mirrorLinkGbit ?? linkGbit) * 1e9 },
-          }),
+          result: estimate(input),
+          ...(both ? { mirrorTftp: estimate({ ...input, tftpFromMirrors: true }) } : {}),
         });
       }
   return rows;
@@ -281,6 +301,7 @@ export function duration(s: number): string {
 /** The rows as a markdown table. */
 export function renderModelTable(rows: readonly ModelRow[]): string {
   const anyTftp = rows.some((r) => r.result.tftpSeconds > 0);
+  const anyMirrorTftp = rows.some((r) => r.mirrorTftp !== undefined);
   const head = [
     'nodes',
     'link',
@@ -290,8 +311,9 @@ export function renderModelTable(rows: readonly ModelRow[]): string {
     ...(anyTftp ? ['TFTP (primary)'] : []),
     'sync',
     'total',
+    ...(anyMirrorTftp ? ['total, TFTP from mirrors'] : []),
     'a node syncs at',
-    'limit',
+    'sync limit',
     'through the primary',
   ];
   const lines = [`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i < 3 ? ' --- ' : ' ---: ')).join('|')}|`];
@@ -308,6 +330,7 @@ export function renderModelTable(rows: readonly ModelRow[]): string {
         ...(anyTftp ? [duration(x.tftpSeconds)] : []),
         duration(x.syncSeconds),
         `**${duration(x.totalSeconds)}**`,
+        ...(anyMirrorTftp ? [r.mirrorTftp ? `**${duration(r.mirrorTftp.totalSeconds)}**` : '-'] : []),
         busiest ? `${(busiest.nodeBytesPerS / 1e6).toFixed(1)} MB/s` : '-',
         `${x.limit}${busiest && busiest.waves > 1 ? `, ${busiest.waves} waves` : ''}`,
         `${(x.primaryBytes / 1e9).toFixed(1)} GB`,

@@ -121,6 +121,36 @@ describe('the arithmetic', () => {
     expect(estimate(input()).tftpSeconds).toBe(0);
   });
 
+  test('with --tftp-from-mirrors each mirror TFTPs its own share, through its own link; never slower', () => {
+    const t = (o: Partial<ModelInput>) =>
+      estimate(input({ tftpBytesPerNode: 143 * MB, tftpNodeBytesPerS: 1.55 * 2 ** 20, ...o }));
+    const five = t({ mirrors: 5, tftpFromMirrors: true });
+    // 20 nodes a mirror through 1 Gbit/s: 22.9 s, but no U-Boot TFTPs 143 MB faster than 1.55 MiB/s: 88 s
+    expect(five.tftpSeconds).toBeCloseTo((143 * MB) / (1.55 * 2 ** 20), 6);
+    expect(t({ mirrors: 5, tftpFromMirrors: true, tftpNodeBytesPerS: Infinity }).tftpSeconds).toBeCloseTo(
+      (20 * 143) / 125,
+      6,
+    );
+    expect(t({ mirrors: 5, tftpNodeBytesPerS: Infinity }).tftpSeconds).toBeCloseTo((100 * 143) / 125, 6);
+    expect(five.primaryBytes).toBe(5 * 300 * MB); // the pulls only
+    expect(t({ mirrors: 5 }).primaryBytes).toBe(5 * 300 * MB + 100 * 143 * MB);
+    // no mirrors: the flag changes nothing
+    const { input: _a, ...flagged } = t({ tftpFromMirrors: true });
+    const { input: _b, ...plain } = t({});
+    expect(flagged).toEqual(plain);
+    // a mirror's own U-Boot floor still holds
+    expect(t({ nodes: 10, mirrors: 10, tftpFromMirrors: true }).tftpSeconds).toBeCloseTo(
+      (143 * MB) / (1.55 * 2 ** 20),
+      6,
+    );
+    for (const nodes of [1, 7, 100, 500])
+      for (const mirrors of [1, 2, 5, 13, 25])
+        for (const link of [1, 10])
+          expect(t({ nodes, mirrors, primary: server(link), tftpFromMirrors: true }).totalSeconds).toBeLessThanOrEqual(
+            t({ nodes, mirrors, primary: server(link) }).totalSeconds + 1e-9,
+          );
+  });
+
   test("nodes are shared evenly, the busiest server sets the time; the primary's bytes are what it carries", () => {
     const r = estimate(input({ nodes: 7, mirrors: 2 }));
     expect(r.servers.map((s) => [s.role, s.nodes])).toEqual([
@@ -291,8 +321,13 @@ describe('the table', () => {
     expect(lines[2]).toMatch(
       /^\| 100 \| 1 Gbit\/s \| 0 \(primary alone\) \| 100 \| - \| 3\.3 min \| \*\*3\.3 min\*\* \|/,
     );
-    const withTftp = renderModelTable(modelRows({ ...o, base: { ...o.base, tftpBytesPerNode: 143 * MB } }));
+    const tftpRows = modelRows({ ...o, base: { ...o.base, tftpBytesPerNode: 143 * MB } });
+    expect(tftpRows.filter((r) => r.mirrorTftp).length).toBe(tftpRows.filter((r) => r.mirrors > 0).length);
+    expect(tftpRows.every((r) => !r.mirrorTftp || r.mirrorTftp.totalSeconds <= r.result.totalSeconds)).toBe(true);
+    const withTftp = renderModelTable(tftpRows);
     expect(withTftp).toContain('TFTP (primary)');
+    expect(withTftp).toContain('total, TFTP from mirrors');
+    expect(withTftp.split('\n').find((l) => l.startsWith('| 100 | 1 Gbit/s | 0 '))).toMatch(/\*\* \| - \|/);
     // a Pi 4 mirror keeps its own 1 Gbit/s link whatever the primary's
     const pi = modelRows({ ...o, mirror: { sshBytesPerS: 30 * MB, slots: 8 }, mirrorLinkGbit: 1 });
     expect(pi.find((r) => r.linkGbit === 10 && r.mirrors === 5)?.result.input.mirror?.linkBitsPerS).toBe(GBIT);
