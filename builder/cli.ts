@@ -1042,7 +1042,7 @@ await overview(yargs(hideBin(process.argv)))
   .command('init', INIT_DESCRIBE, (y: Argv) => manPage(initOptions(y), 'init'), initHandler)
   .command(
     'doctor',
-    'check a running master end to end (dnsmasq and TFTP, sshd and the node key, stamps, initramfs size, rsync, key modes, free space); exits 1 if a check fails',
+    'check a running master end to end (dnsmasq and TFTP, sshd and the node key, stamps, initramfs size, rsync, key modes, free space; on a mirror, with --mirror-of, that it serves what the primary published); exits 1 if a check fails',
     (y) =>
       manPage(
         y
@@ -1061,6 +1061,14 @@ await overview(yargs(hideBin(process.argv)))
             describe: 'the host key the initramfs pins (as given to `builder pack`)',
           })
           .option('master-port', { type: 'number', default: 22, describe: "sshd's port" })
+          .option('mirror-of', {
+            type: 'string',
+            describe:
+              'on a mirror: its primary (address, or master root here); adds the check that this mirror serves what the primary published',
+          })
+          .option('mirror-key', { type: 'string', default: '/etc/clusterboot/mirror_ed25519' })
+          .option('primary-known-hosts', { type: 'string', default: '/etc/clusterboot/primary_known_hosts' })
+          .option('bind', { type: 'string', describe: 'with --mirror-of: connect to the primary from this address' })
           .option('json', { type: 'boolean', default: false, describe: 'print { checks, ok, warn, fail } as JSON' }),
         'doctor',
       ),
@@ -1074,6 +1082,17 @@ await overview(yargs(hideBin(process.argv)))
         dnsmasqConf: resolve(a['dnsmasq-conf']),
         masterHostKey: resolve(a['master-host-key']),
         masterPort: a['master-port'],
+        ...(a['mirror-of'] !== undefined
+          ? {
+              mirrorOf: a['mirror-of'].includes('/')
+                ? { primary: a['mirror-of'], source: resolve(a['mirror-of']) }
+                : {
+                    primary: a['mirror-of'],
+                    source: `${a['mirror-of']}:`,
+                    rsh: mirrorRsh(resolve(a['mirror-key']), resolve(a['primary-known-hosts']), 22, a.bind),
+                  },
+            }
+          : {}),
       });
       process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : renderDoctor(r));
       if (r.fail) process.exitCode = 1;

@@ -54,6 +54,8 @@ import { keyBlob } from './authkeys.ts';
 import { parseNodeCommand, parseReportCommand, trimSlash, type NodeCommand } from './keylines.ts';
 import { PYTHON } from './reportsink.ts';
 import { parseEnrolLine, PRIVATE_DIR } from './enrol.ts';
+import { checkMirror, mirrorVerdict, type MirrorState } from './mirror.ts';
+import { MIRROR_STATE } from './status.ts';
 
 export const DEFAULT_KEYS_DIR = '/etc/clusterboot';
 export const DEFAULT_AUTHORIZED_KEYS = '/root/.ssh/authorized_keys';
@@ -938,6 +940,35 @@ export function checkSshShell(r: ProcResult, token: string, o: { ip: string; por
 // ---------------------------------------------------------------------------------------------------------------
 // effects
 
+/**
+ * `builder doctor --mirror-of PRIMARY` on a mirror: does it serve what the primary published? From the stamp
+ * comparison (or why the primary could not be read) and the state its last pull left (reports/mirror.state).
+ */
+export function checkMirrorServes(
+  compared: { states: readonly MirrorState[] } | { error: string },
+  stateText: string | null,
+  primary: string,
+): Verdict {
+  let last = '';
+  try {
+    const f = stateText === null ? null : (JSON.parse(stateText) as { pulled?: unknown; error?: unknown });
+    if (f && typeof f.pulled === 'string') last = `; last pull ${oneLine(f.pulled).slice(0, 40)}`;
+    if (f && typeof f.error === 'string') last += ` failed: ${oneLine(f.error).slice(0, 300)}`;
+  } catch {
+    last = `; its pull state is unreadable`;
+  }
+  const pull = `run \`builder mirror --primary ${primary}\` and check its timer (\`systemctl status clusterboot-mirror.timer\`)`;
+  if ('error' in compared)
+    return warn(
+      `cannot compare with the primary ${primary}: ${compared.error}${last}`,
+      `check that the primary is up and lets this mirror's key read (\`builder mirror --allow <this mirror> --key ...\` there)`,
+    );
+  const v = mirrorVerdict(compared.states);
+  if (compared.states.some((x) => !x.whole)) return fail(`${v.text}${last}`, pull);
+  if (!v.current) return warn(`behind the primary ${primary}: ${v.text}${last}`, pull);
+  return ok(`serves what the primary ${primary} published: ${v.text}${last}`);
+}
+
 export interface DoctorOptions {
   masterRoot: string;
   /** The master's address on the cluster LAN; default dhcp-option=66 of the dnsmasq configuration. */
@@ -952,6 +983,8 @@ export interface DoctorOptions {
   masterPort?: number;
   tftpPort?: number;
   tftpTimeoutMs?: number;
+  /** On a mirror: its primary, as rsync names it (`ip:` with `rsh`, or a local master root), and its address. */
+  mirrorOf?: { primary: string; source: string; rsh?: string };
 }
 
 export interface DoctorReport {
@@ -1367,6 +1400,20 @@ export async function runDoctor(o: DoctorOptions): Promise<DoctorReport> {
       { path: dirname(authFile), kind: 'directory', mode: mode(dirname(authFile)), required: true, fix: stageFix },
     ]),
   );
+
+  if (o.mirrorOf) {
+    const m = o.mirrorOf;
+    let compared: { states: MirrorState[] } | { error: string };
+    try {
+      compared = { states: checkMirror({ source: m.source, dest: root, ...(m.rsh ? { rsh: m.rsh } : {}) }) };
+    } catch (e) {
+      compared = { error: (e as Error).message };
+    }
+    add(
+      'mirror',
+      checkMirrorServes(compared, smallText(join(stateDir, REPORT_DIR, MIRROR_STATE), 64 * 1024).text, m.primary),
+    );
+  }
 
   try {
     const fs = statfsSync(root);

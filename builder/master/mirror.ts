@@ -226,17 +226,18 @@ export function writeMirrorState(
   return file;
 }
 
-/** `builder mirror --check`, and the end of a pull: the primary's stamps fetched into a temporary folder and
- * compared with the mirror's. */
+/** `builder mirror --check`, `builder doctor --mirror-of`, and the end of a pull: the primary's stamps fetched into a
+ * temporary folder and compared with the mirror's. Throws when the primary cannot be read. */
 export function checkMirror(o: { source: string; dest: string; rsh?: string }): MirrorState[] {
   const tmp = mkdtempSync(join(tmpdir(), 'clusterboot-mirror-'));
   try {
     const src = rsyncDir(o.source);
-    spawnSync(
+    const r = spawnSync(
       RSYNC,
       [
         ...(o.rsh ? ['-e', o.rsh] : []),
         '-rt',
+        '--timeout=60',
         '--include=/stamps/',
         '--include=/stamps/*.stamp',
         '--exclude=*',
@@ -245,6 +246,11 @@ export function checkMirror(o: { source: string; dest: string; rsh?: string }): 
       ],
       { encoding: 'utf8' },
     );
+    // a primary that does not answer is not a primary with no stamps: say so rather than "behind"
+    if (r.status !== 0 && r.status !== 24)
+      throw new Error(
+        `cannot read the primary's stamps (rsync exit ${r.status ?? r.signal}): ${(r.stderr || r.stdout || '').trim().split('\n').slice(-2).join(' | ')}`,
+      );
     return compareMirror(tmp, o.dest);
   } finally {
     rmSync(tmp, { recursive: true, force: true });

@@ -713,6 +713,24 @@ describe('virtual cluster', () => {
           { encoding: 'utf8' },
         );
       const pull = () => onMirror();
+      // `builder doctor` as the mirror runs it: its own checks, and whether it serves what the primary published
+      const mirrorCheck = () => {
+        const d = spawnSync(
+          'ip',
+          [
+            ...['netns', 'exec', vc.ns, process.execPath, join(REPO, 'builder/cli.ts'), 'doctor', '--json'],
+            ...['--master-root', mirror.root, '--master-ip', MIRROR_IP, '--keys', testKeys().dir],
+            ...['--authorized-keys', join(mdir, 'authorized_keys'), '--state-dir', mstate],
+            ...['--dnsmasq-conf', join(mdir, 'dnsmasq.conf'), '--master-host-key', `${testKeys().hostKey}.pub`],
+            ...['--mirror-of', MASTER_IP, '--mirror-key', mkey, '--primary-known-hosts', join(mdir, 'known_hosts')],
+            ...['--bind', MIRROR_IP],
+          ],
+          { encoding: 'utf8' },
+        );
+        const checks = (JSON.parse(d.stdout) as { checks: Array<{ name: string; level: string; detail: string }> })
+          .checks;
+        return checks.find((c) => c.name === 'mirror');
+      };
       writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'mirrored\n');
       await vc.master.publish('rootfs');
       const p = pull();
@@ -787,6 +805,19 @@ describe('virtual cluster', () => {
         `private files fetched with this node's enrolment key from the primary ${MASTER_IP} (the mirror ${MIRROR_IP} holds none)`,
       );
       expect(p2Cat(vc.disk(a), 'node-files/etc/cluster-secret')).toBe(`${secret}\n`);
+      // the short tier of scripts/bench-mirrors: bytes per server, from the reports the mirror took
+      const bytes = [a, b].map(
+        (n) =>
+          (
+            JSON.parse(readFileSync(join(mstate, 'reports', `${n.mac.replace(/:/g, '-')}.json`), 'utf8')) as {
+              bytesReceived: number;
+            }
+          ).bytesReceived,
+      );
+      expect(bytes.every((x) => x > 0)).toBe(true);
+      console.error(
+        `measure: mirror served 2 nodes a template change: ${bytes.reduce((x, y) => x + y, 0)} B from ${MIRROR_IP}, 0 B of root from ${MASTER_IP}`,
+      );
       // the primary gathers the mirror's reports (pulled with its gather key) and shows which master served each
       writeFileSync(join(mdir, 'mirror_known_hosts'), `${MIRROR_IP} ${hostPub}\n`);
       const g = spawnSync(
@@ -803,6 +834,7 @@ describe('virtual cluster', () => {
       const rows = (JSON.parse(vc.status(true)) as { rows: Array<Record<string, any>> }).rows;
       for (const n of [a, b]) expect(rows.find((x) => x.mac === n.mac)?.master).toBe(MIRROR_IP);
       expect(vc.status()).toMatch(new RegExp(`mirrors:\\n  ${MIRROR_IP.replace(/\./g, '\\.')}: current: rootfs `));
+      expect(mirrorCheck()).toMatchObject({ level: 'ok', detail: expect.stringContaining('serves what the primary') });
       // behind: the primary publishes, the mirror has not pulled: node1 stays on the root the mirror serves
       writeFileSync(join(vc.masterRoot, 'rootfs/etc/template-version'), 'after\n');
       await vc.master.publish('rootfs');
@@ -812,6 +844,7 @@ describe('virtual cluster', () => {
       // builder status on the primary says so, from the gathered state, by stamp
       expect(vc.status()).toMatch(/: behind: rootfs \S+, the primary has \S+/);
       expect(vc.status()).toContain('1 mirror behind or unknown');
+      expect(mirrorCheck()).toMatchObject({ level: 'warn', detail: expect.stringMatching(/^behind the primary /) });
       const behind = await vc.bootOnce(a, { tap: 0 });
       expect(behind.ending).toBe('template');
       expect(behind.console).toContain('TEMPLATE-INIT pid=1 version=mirrored');

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newStamp, renderStamp } from '../../../../agent/contract/stamp.ts';
 import { scriptImage } from '../../../../agent/contract/uimage.ts';
+import { checkMirror } from '../../../../builder/master/mirror.ts';
 import {
   bootScriptProblem,
   checkDnsmasq,
@@ -34,6 +35,7 @@ import {
   checkPrivateFiles,
   publicLeftovers,
   publicSecrets,
+  checkMirrorServes,
 } from '../../../../builder/master/doctor.ts';
 import { parseKeyLine } from '../../../../builder/sshkeys.ts';
 
@@ -606,5 +608,56 @@ describe('tftpGet', () => {
     const t = await tftpGet('127.0.0.1', 'x', { port: await quiet.ready, timeoutMs: 100, retries: 2 });
     expect(t).toMatchObject({ ok: false, kind: 'timeout' });
     expect(Date.now() - t0).toBeLessThan(20_000); // it gives up; it does not wait on a server that never answers
+  });
+});
+
+// #19: `builder doctor --mirror-of` on a mirror: current, behind, a snapshot missing, the primary unreachable
+describe('checkMirrorServes', () => {
+  const st = (mirror: string | null, primary: string | null, whole = true) => ({
+    name: 'rootfs' as const,
+    mirror,
+    primary,
+    whole,
+  });
+  const pulled = JSON.stringify({ stamps: { rootfs: 'r1' }, pulled: '2026-12-06T06:00:00.000Z' });
+  test('current: ok, with the ids and the last pull', () => {
+    const v = checkMirrorServes({ states: [st('r1', 'r1')] }, pulled, '10.77.0.1');
+    expect(v.level).toBe('ok');
+    expect(v.detail).toBe(
+      'serves what the primary 10.77.0.1 published: rootfs r1 (current); last pull 2026-12-06T06:00:00.000Z',
+    );
+  });
+  test("behind: a warning that names both ids, the last pull's error, and the remedy (pull, the timer)", () => {
+    const failed = JSON.stringify({
+      stamps: {},
+      pulled: 'T',
+      error: 'mirror: the content pass failed (rsync exit 12)',
+    });
+    const v = checkMirrorServes({ states: [st('r1', 'r2')] }, failed, '10.77.0.1');
+    expect(v.level).toBe('warn');
+    expect(v.detail).toContain('behind the primary 10.77.0.1: rootfs r1, the primary has r2 (behind)');
+    expect(v.detail).toContain('last pull T failed: mirror: the content pass failed (rsync exit 12)');
+    expect(v.remedy).toContain('builder mirror --primary 10.77.0.1');
+    expect(v.remedy).toContain('clusterboot-mirror.timer');
+  });
+  test('a stamp naming a snapshot the mirror lacks fails: nodes would be refused', () => {
+    expect(checkMirrorServes({ states: [st('r1', 'r1', false)] }, null, 'p').level).toBe('fail');
+  });
+  test('the primary cannot be read: a warning that says so (not "behind"), and how to let the mirror in', () => {
+    const v = checkMirrorServes({ error: "cannot read the primary's stamps (rsync exit 255): refused" }, '{{', 'p');
+    expect(v.level).toBe('warn');
+    expect(v.detail).toContain('cannot compare with the primary p: cannot read');
+    expect(v.detail).toContain('its pull state is unreadable');
+    expect(v.remedy).toContain('builder mirror --allow');
+  });
+  test("checkMirror throws when the primary's tree cannot be read, instead of calling the mirror behind", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cb-doctor-mirror-'));
+    try {
+      expect(() => checkMirror({ source: join(dir, 'no-such-primary'), dest: dir })).toThrow(
+        "cannot read the primary's stamps",
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
