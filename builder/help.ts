@@ -143,10 +143,16 @@ export const MAN: Readonly<Record<string, ManPage>> = {
       ['$0 mirror --primary 192.168.2.254 --check', 'current or behind? (exit 1 when behind)'],
       ['$0 mirror --primary 192.168.2.254 --timer /etc/systemd/system', 'keep it in step: a pull every minute'],
       ['$0 mirror --allow 192.168.2.253 --key /root/mirror_ed25519.pub', "on the primary: let that mirror's key read"],
+      [
+        '$0 mirror --serve --keys /etc/clusterboot --nodes nodes.txt --subnet 192.168.2.0/24 --tftp 192.168.2.253',
+        'serve nodes: key lines, report sink, sync slots, TFTP (for `builder stage --tftp-from-mirrors`)',
+      ],
     ],
     files: [
       '/data/slaves/   the mirrored tree: what nodes that use this master read (never published here)',
       '/etc/clusterboot/mirror_ed25519, primary_known_hosts   the mirror key and the pinned primary host key',
+      '/var/lib/clusterboot/reports/mirror.state   what the last pull left (the stamps served), for `builder gather`',
+      "/etc/dnsmasq.d/clusterboot-mirror.conf   with --tftp: TFTP only, on the mirror's address",
     ],
     exit: '0 when the mirror is current after the pull; 1 when it is behind, or a pass failed (it still serves one whole publish).',
     notes:
@@ -175,6 +181,10 @@ export const MAN: Readonly<Record<string, ManPage>> = {
     examples: [
       ['$0 doctor', 'check this master with the default paths'],
       ['$0 doctor --master-ip 192.168.2.254 --json', 'for monitoring'],
+      [
+        '$0 doctor --mirror-of 192.168.2.254 --master-ip 192.168.2.253 --dnsmasq-conf /etc/dnsmasq.d/clusterboot-mirror.conf',
+        'on a mirror: its checks, and whether it serves what the primary published',
+      ],
     ],
     exit: '0 when no check fails (warnings allowed), 1 when one does.',
   },
