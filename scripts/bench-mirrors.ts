@@ -29,7 +29,7 @@ import {
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import type { Subprocess } from 'bun';
+import { Dnsmasq } from '../test/rig/dnsmasq.ts';
 import { REPO } from '../builder/image/agentbuild.ts';
 import { reportName } from '../agent/contract/report.ts';
 import { duration, modelRows, renderModelTable, type ModelRow, type ServerSpec } from '../bench/mirrormodel.ts';
@@ -262,7 +262,7 @@ interface Mirror {
   key: string;
   master: TestMaster;
   state: string;
-  tftp: Subprocess | null;
+  tftp: Dnsmasq | null;
 }
 
 interface Configuration {
@@ -670,25 +670,13 @@ async function measure(): Promise<void> {
       ...(tftp ? ['--tftp', m.ip, '--dnsmasq-conf', conf] : []),
     );
     if (r.status !== 0) throw new Error(`builder mirror --serve (${m.ip}): ${r.output}`);
-    if (tftp) {
-      const dns = Bun.spawn(
-        [
-          ...vc.wrap,
-          ...['/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', '--user=root'],
-          ...[`--conf-file=${conf}`, `--pid-file=${join(m.dir, 'dnsmasq.pid')}`],
-        ],
-        { stdout: 'pipe', stderr: 'pipe' },
-      );
-      m.tftp = dns;
-      let log = '';
-      for (const st of [dns.stdout, dns.stderr] as ReadableStream<Uint8Array>[])
-        void (async () => {
-          for await (const c of st) log += new TextDecoder().decode(c);
-        })();
-      for (const end = Date.now() + 10_000; !/TFTP root is/.test(log); await Bun.sleep(50))
-        if (dns.exitCode !== null || Date.now() > end)
-          throw new Error(`the TFTP dnsmasq of ${m.ip} did not start:\n${log}`);
-    }
+    if (tftp)
+      m.tftp = await Dnsmasq.start({
+        wrap: vc.wrap,
+        conf,
+        pidFile: join(m.dir, 'dnsmasq.pid'),
+        onLog: () => {},
+      });
     await m.master.start(testKeys().hostKey, {
       listen: m.ip,
       port: 22,
@@ -698,10 +686,7 @@ async function measure(): Promise<void> {
   }
 
   async function stopMirror(m: Mirror): Promise<void> {
-    if (m.tftp && m.tftp.exitCode === null) {
-      m.tftp.kill();
-      await m.tftp.exited;
-    }
+    await m.tftp?.stop();
     m.tftp = null;
     await m.master.stop();
   }

@@ -6,7 +6,6 @@
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { gunzipSync } from 'node:zlib';
-import type { Subprocess } from 'bun';
 import {
   existsSync,
   lstatSync,
@@ -24,6 +23,7 @@ import { BRIDGE, DYNAMIC, MASTER_IP, VirtualCluster, nodeSpecs, type NodeSpec } 
 import { ENROL_KEY_LINE, keyFingerprint } from '../../agent/contract/report.ts';
 import { sfdiskDump, type BootResult } from '../rig/boot.ts';
 import { TEST_TABLE, TestMaster, testKeys } from '../rig/master.ts';
+import { Dnsmasq } from '../rig/dnsmasq.ts';
 import { REPO } from '../../builder/image/agentbuild.ts';
 
 let vc: VirtualCluster;
@@ -676,15 +676,7 @@ describe('virtual cluster', () => {
     writeFileSync(join(mdir, 'known_hosts'), `${MASTER_IP} ${hostPub}\n`);
     a.master = MIRROR_IP;
     b.master = MIRROR_IP;
-    let mirrorDns: Subprocess | null = null;
-    let mirrorDnsLog = '';
-    const stopMirrorDns = async () => {
-      if (mirrorDns && mirrorDns.exitCode === null) {
-        mirrorDns.kill();
-        await mirrorDns.exited;
-      }
-      mirrorDns = null;
-    };
+    let mirrorDns: Dnsmasq | null = null;
     try {
       vc.stage({ tftpFromMirrors: true });
       await vc.stopMaster();
@@ -757,20 +749,12 @@ describe('virtual cluster', () => {
       );
       expect(serve.status).toBe(0);
       // its TFTP-only dnsmasq, as the mirror's systemd would start it
-      mirrorDns = Bun.spawn(
-        [
-          ...vc.wrap,
-          ...['/usr/sbin/dnsmasq', '--keep-in-foreground', '--log-facility=-', '--user=root'],
-          ...[`--conf-file=${join(mdir, 'dnsmasq.conf')}`, `--pid-file=${join(mdir, 'dnsmasq.pid')}`],
-        ],
-        { stdout: 'pipe', stderr: 'pipe' },
-      );
-      for (const st of [mirrorDns.stdout, mirrorDns.stderr] as ReadableStream<Uint8Array>[])
-        void (async () => {
-          for await (const c of st) mirrorDnsLog += new TextDecoder().decode(c);
-        })();
-      for (const end = Date.now() + 10_000; !/TFTP root is/.test(mirrorDnsLog); await Bun.sleep(50))
-        if (Date.now() > end) throw new Error(`the mirror's dnsmasq did not start:\n${mirrorDnsLog}`);
+      mirrorDns = await Dnsmasq.start({
+        wrap: vc.wrap,
+        conf: join(mdir, 'dnsmasq.conf'),
+        pidFile: join(mdir, 'dnsmasq.pid'),
+        onLog: () => {},
+      });
       // a pull now that the mirror serves: it leaves its state (what it serves) for the primary to gather
       expect(pull().status).toBe(0);
       expect(existsSync(join(mstate, 'reports/mirror.state'))).toBe(true);
@@ -859,7 +843,7 @@ describe('virtual cluster', () => {
         .get(a.hostname)
         ?.waitFor(new RegExp(`the master ${MIRROR_IP.replace(/\./g, '\\.')} announces first stage`), 300_000);
       await mirror.stop();
-      await stopMirrorDns();
+      await mirrorDns.stop();
       const mid = await midBoot;
       expect(mid.ending).toBe('template');
       expect(mid.console).toContain('TEMPLATE-INIT pid=1 version=after');
@@ -876,7 +860,7 @@ describe('virtual cluster', () => {
     } finally {
       delete a.master;
       delete b.master;
-      await stopMirrorDns();
+      await mirrorDns?.stop();
       await mirror.stop();
       spawnSync('ip', ['-n', vc.ns, 'addr', 'del', `${MIRROR_IP}/24`, 'dev', BRIDGE]);
       vc.stage({ tftpFromMirrors: false });

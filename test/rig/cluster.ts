@@ -9,6 +9,7 @@ import type { Subprocess } from 'bun';
 import { REPO } from '../../builder/image/agentbuild.ts';
 import { accessFiles } from '../../builder/image/pack.ts';
 import { images, type Images } from './images.ts';
+import { Dnsmasq } from './dnsmasq.ts';
 import { TestMaster, testKeys } from './master.ts';
 import { NO_ROM, QemuNode, blankDisk, type AgentEvent } from './qemu.ts';
 import { resultOf, type BootResult } from './boot.ts';
@@ -77,7 +78,7 @@ export class VirtualCluster {
   readonly master: TestMaster;
   readonly nodes: NodeSpec[];
   img: Images | null = null;
-  private dnsmasq: Subprocess | null = null;
+  private dnsmasq: Dnsmasq | null = null;
   private syslog: Subprocess | null = null;
   dnsmasqLog = '';
   readonly running = new Map<string, QemuNode>();
@@ -161,55 +162,33 @@ export class VirtualCluster {
       });
       return;
     }
-    const before = this.dnsmasqLog.length;
-    this.dnsmasq = Bun.spawn(
-      [
-        ...this.wrap,
-        '/usr/sbin/dnsmasq',
-        '--keep-in-foreground',
-        '--log-facility=-',
-        `--conf-file=${this.conf}`,
-        `--pid-file=${join(this.dir, 'dnsmasq.pid')}`,
-        `--dhcp-leasefile=${this.leaseFile}`,
-        '--user=root',
-      ],
-      { stdout: 'pipe', stderr: 'pipe' },
-    );
-    const d = this.dnsmasq;
-    for (const s of [d.stdout, d.stderr] as ReadableStream<Uint8Array>[]) {
-      void (async () => {
-        for await (const c of s) this.dnsmasqLog += new TextDecoder().decode(c);
-      })();
-    }
+    this.dnsmasq = await Dnsmasq.start({
+      wrap: this.wrap,
+      conf: this.conf,
+      pidFile: join(this.dir, 'dnsmasq.pid'),
+      extra: [`--dhcp-leasefile=${this.leaseFile}`],
+      onLog: (t) => {
+        this.dnsmasqLog += t;
+      },
+    });
     await this.master.start(k.hostKey, {
       listen: MASTER_IP,
       port: 22,
       wrap: this.wrap,
       authorizedKeys: this.authorizedKeys,
     });
-    const end = Date.now() + 10_000;
-    while (!/DHCP, sockets bound|started, version/.test(this.dnsmasqLog.slice(before))) {
-      if (d.exitCode !== null || Date.now() > end) throw new Error(`dnsmasq did not start:\n${this.dnsmasqLog}`);
-      await Bun.sleep(50);
-    }
   }
 
   /** The master down: dnsmasq and sshd stopped (no DHCP, no TFTP, no SSH on the LAN). */
   async stopMaster(): Promise<void> {
-    if (this.dnsmasq && this.dnsmasq.exitCode === null) {
-      this.dnsmasq.kill();
-      await this.dnsmasq.exited;
-    }
+    await this.dnsmasq?.stop();
     this.dnsmasq = null;
     await this.master.stop();
   }
 
   /** Only dnsmasq stopped (no DHCP, no TFTP), sshd left running; `stopMaster()` then `startMaster()` brings it back. */
   async stopDnsmasq(): Promise<void> {
-    if (this.dnsmasq && this.dnsmasq.exitCode === null) {
-      this.dnsmasq.kill();
-      await this.dnsmasq.exited;
-    }
+    await this.dnsmasq?.stop();
     this.dnsmasq = null;
   }
 
@@ -494,11 +473,11 @@ export class VirtualCluster {
 
   async stop(): Promise<void> {
     for (const n of this.running.values()) await n.kill();
-    for (const p of [this.dnsmasq, this.syslog]) {
-      if (p && p.exitCode === null) {
-        p.kill();
-        await p.exited;
-      }
+    await this.dnsmasq?.stop();
+    const p = this.syslog;
+    if (p && p.exitCode === null) {
+      p.kill();
+      await p.exited;
     }
     await this.master.stop();
     spawnSync('ip', ['netns', 'del', this.ns]);
