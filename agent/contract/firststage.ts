@@ -359,7 +359,8 @@ export function renderNetScript(a: Announcement): string {
   ].join('\n');
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+/** A dotted IPv4 address, as U-Boot's serverip takes it (no names: U-Boot's TFTP does not resolve). */
+export const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 /** The primary a local script falls back to (its `setenv serverip` line), or null. */
 export function fallbackInScript(script: string | null): string | null {

@@ -2,6 +2,7 @@
 // kernel and initramfs it runs become the cached ones (and the local script that boots them is written).
 import {
   cachedFrom,
+  IPV4,
   type Announcement,
   type CacheRecord,
   type FirstStageReport,
@@ -63,7 +64,9 @@ export function localScriptPrimary(f: {
   kept: string | null;
 }): string | null {
   if (!f.online) return f.kept;
-  return f.masters.length > 1 ? (f.masters.at(-1) ?? null) : null;
+  const last = f.masters.length > 1 ? (f.masters.at(-1) ?? null) : null;
+  // U-Boot's TFTP takes an address: a primary given by name (master=name on the command line) gets no fallback
+  return last !== null && IPV4.test(last) ? last : null;
 }
 
 export function planFirstStage(f: FirstStageFacts): FirstStagePlan {

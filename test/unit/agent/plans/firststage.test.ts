@@ -199,6 +199,8 @@ describe('localScriptPrimary', () => {
     expect(localScriptPrimary({ online: true, masters: ['10.77.0.2', '10.77.0.1'], kept: null })).toBe('10.77.0.1');
     expect(localScriptPrimary({ online: true, masters: ['10.77.0.1'], kept: '10.77.0.1' })).toBeNull();
     expect(localScriptPrimary({ online: true, masters: [], kept: null })).toBeNull();
+    // a primary named, not addressed (master=name): U-Boot's TFTP cannot use it, so no fallback (and no throw)
+    expect(localScriptPrimary({ online: true, masters: ['mirror1', 'primary.lan'], kept: null })).toBeNull();
   });
   test('offline: the script keeps the fallback it has (no p1 write for it)', () => {
     expect(localScriptPrimary({ online: false, masters: [], kept: '10.77.0.1' })).toBe('10.77.0.1');
