@@ -27,7 +27,7 @@ import {
   gatherReports,
   mirrorKeysLine,
   mirrorRsh,
-  mirrorUnits,
+  timerUnits,
   mirrorVerdict,
   runMirror,
   mirrorTftpConf,
@@ -56,6 +56,17 @@ import {
 import { INIT_DESCRIBE, initHandler, initOptions } from './master/initcli.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
+
+/** `--timer DIR`: clusterboot-<kind>.service and .timer there, and how to start them. */
+function writeTimer(dir: string, kind: 'mirror' | 'gather', command: string): void {
+  const u = timerUnits(kind, command);
+  mkdirSync(resolve(dir), { recursive: true });
+  writeAtomic(join(resolve(dir), `clusterboot-${kind}.service`), u.service, 0o644);
+  writeAtomic(join(resolve(dir), `clusterboot-${kind}.timer`), u.timer, 0o644);
+  say(
+    `wrote clusterboot-${kind}.service and .timer in ${resolve(dir)}: systemctl daemon-reload && systemctl enable --now clusterboot-${kind}.timer`,
+  );
+}
 const epoch = () => Number(process.env.SOURCE_DATE_EPOCH ?? 0);
 const list = (v: unknown): string[] =>
   (Array.isArray(v) ? v : v === undefined ? [] : [v])
@@ -921,13 +932,7 @@ await overview(yargs(hideBin(process.argv)))
           ...(local ? [] : [`--key ${resolve(a.key)}`, `--known-hosts ${resolve(a['known-hosts'])}`]),
           ...(a.bind ? [`--bind ${a.bind}`] : []),
         ];
-        const u = mirrorUnits(args.join(' '));
-        mkdirSync(resolve(a.timer), { recursive: true });
-        writeAtomic(join(resolve(a.timer), 'clusterboot-mirror.service'), u.service, 0o644);
-        writeAtomic(join(resolve(a.timer), 'clusterboot-mirror.timer'), u.timer, 0o644);
-        say(
-          `wrote clusterboot-mirror.service and .timer in ${resolve(a.timer)}: systemctl daemon-reload && systemctl enable --now clusterboot-mirror.timer`,
-        );
+        writeTimer(a.timer, 'mirror', args.join(' '));
         return;
       }
       if (a.check) {
@@ -969,12 +974,31 @@ await overview(yargs(hideBin(process.argv)))
           .option('bind', {
             type: 'string',
             describe: 'connect from this local address (the one the mirrors let the gather key in from)',
+          })
+          .option('timer', {
+            type: 'string',
+            describe: 'write clusterboot-gather.service and .timer (a gather every minute) into this systemd directory',
           }),
         'gather',
       ),
     async (a) => {
       const mirrors = (a.mirror ?? []).map(String);
       if (!mirrors.length) throw new Error('--mirror: the mirrors to gather reports from');
+      if (a.timer !== undefined) {
+        writeTimer(
+          a.timer,
+          'gather',
+          [
+            '/usr/local/bin/builder gather',
+            ...mirrors.map((m) => `--mirror ${m.includes('/') ? resolve(m) : m}`),
+            `--state-dir ${resolve(a['state-dir'])}`,
+            `--key ${resolve(a.key)}`,
+            `--known-hosts ${resolve(a['known-hosts'])}`,
+            ...(a.bind ? [`--bind ${a.bind}`] : []),
+          ].join(' '),
+        );
+        return;
+      }
       let failed = 0;
       for (const m of mirrors) {
         const local = m.includes('/');

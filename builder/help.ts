@@ -161,6 +161,7 @@ export const MAN: Readonly<Record<string, ManPage>> = {
   gather: {
     examples: [
       ['$0 gather --mirror 192.168.2.253 --mirror 192.168.3.253', "the mirrors' reports, for `builder status`"],
+      ['$0 gather --mirror 192.168.2.253 --timer /etc/systemd/system', 'keep gathering: every minute'],
     ],
     files: ['/var/lib/clusterboot/mirrors/<mirror>/reports/   what each mirror last reported (pulled)'],
     exit: '0 when every mirror answered; 1 when one did not (its last gathered reports stay).',

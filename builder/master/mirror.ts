@@ -280,12 +280,33 @@ export function mirrorRsh(key: string, knownHosts: string, port = 22, bind?: str
   ].join(' ');
 }
 
-/** The systemd service and timer that keep a mirror in step: a pull every minute, one at a time. */
-export function mirrorUnits(command: string): { service: string; timer: string } {
+/** What a timer keeps doing: the mirror's pull (on a mirror), the gathering of the mirrors' reports (on the primary). */
+export const TIMERS = {
+  mirror: {
+    service: "clusterboot mirror: pull the primary master's published tree",
+    timer: 'clusterboot mirror: pull the primary every minute',
+  },
+  gather: {
+    service: "clusterboot gather: pull the mirrors' reports and pull state",
+    timer: "clusterboot gather: pull the mirrors' reports every minute",
+  },
+} as const;
+
+/**
+ * The systemd service and timer (`builder mirror --timer`, `builder gather --timer`): the command every minute,
+ * one run at a time (a oneshot service), at low priority; the unit is clusterboot-<kind>.
+ */
+export function timerUnits(kind: keyof typeof TIMERS, command: string): { service: string; timer: string } {
+  // systemd reads $, %, ; and quotes in ExecStart: a path with them would run something else
+  if (!/^[A-Za-z0-9_./:@=,+ -]+$/.test(command))
+    throw new Error(
+      `timerUnits: '${command.replace(/[^\x20-\x7e]/g, '?')}' has characters systemd would read as its own (only letters, digits and _./:@=,+- in paths and addresses)`,
+    );
+  const t = TIMERS[kind];
   return {
-    service: `# written by \`builder mirror --timer\`
+    service: `# written by \`builder ${kind} --timer\`
 [Unit]
-Description=clusterboot mirror: pull the primary master's published tree
+Description=${t.service}
 After=network-online.target
 Wants=network-online.target
 
@@ -295,9 +316,9 @@ ExecStart=${command}
 Nice=10
 IOSchedulingClass=idle
 `,
-    timer: `# written by \`builder mirror --timer\`
+    timer: `# written by \`builder ${kind} --timer\`
 [Unit]
-Description=clusterboot mirror: pull the primary every minute
+Description=${t.timer}
 
 [Timer]
 OnBootSec=30s

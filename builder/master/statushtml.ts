@@ -140,6 +140,7 @@ ${scale > 0 ? axis(scale) : ''}
 <div class="legend">${legend}<span><i style="background:${FAILED}"></i>failed</span></div>
 </div>
 ${notes.length ? `<h2>Notes</h2><ul class="notes">${notes.join('')}</ul>` : ''}
+${s.mirrors.length ? `<h2>Mirrors</h2><ul class="notes" id="mirrors">${s.mirrors.map((m) => `<li class="mirror-${m.state}">${html(`${m.mirror}: ${m.text}`)}</li>`).join('')}</ul>` : ''}
 ${s.warnings.length ? `<h2>Warnings</h2><ul class="notes">${s.warnings.map((w) => `<li>${html(w)}</li>`).join('')}</ul>` : ''}
 </body></html>
 `;

@@ -1,7 +1,7 @@
 // The live fleet view's model and renderers (fleetview.ts), the status page (statushtml.ts), and the syslog
 // follower (watch.ts), against reports and syslog lines made by the agent's own writers (test/unit/builder/ui/).
 import { afterAll, beforeAll, describe, expect, test } from 'bun:test';
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PHASE_NAMES } from '../../../../agent/sequence.ts';
@@ -253,6 +253,24 @@ describe('status page', () => {
     expect(page).not.toContain('<b>x');
     expect(page).toContain('&lt;script&gt;');
     expect(page).toContain('data-phase="&lt;b&gt;x&lt;/b&gt;&quot;"');
+  });
+
+  // #19: the page lists the gathered mirrors as status does, escaped like everything a mirror sends
+  test('mirrors: a section with each one and its state; none gathered, no section', () => {
+    const root = join(tmp, 'mirrored');
+    masterTree(root);
+    expect(renderStatusHtml(readStatus({ masterRoot: root, stateDir: root }), Date.now())).not.toContain('Mirrors');
+    mkdirSync(join(root, 'mirrors/10.77.0.2/reports'), { recursive: true });
+    writeFileSync(
+      join(root, 'mirrors/10.77.0.2/reports/mirror.state'),
+      JSON.stringify({ stamps: { rootfs: '<b>old</b>' }, pulled: 'T' }),
+    );
+    const page = renderStatusHtml(readStatus({ masterRoot: root, stateDir: root }), Date.now());
+    expect(page).toContain('<h2>Mirrors</h2>');
+    expect(page).toMatch(
+      /<li class="mirror-behind">10\.77\.0\.2: behind: rootfs &lt;b&gt;old&lt;\/b&gt;, the primary has /,
+    );
+    expect(page).not.toContain('<b>old');
   });
 });
 

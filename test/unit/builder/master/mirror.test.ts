@@ -16,6 +16,7 @@ import {
   gatherReports,
   runMirror,
   serveMirror,
+  timerUnits,
   writeMirrorState,
 } from '../../../../builder/master/mirror.ts';
 import { readStatus } from '../../../../builder/master/status.ts';
@@ -269,5 +270,39 @@ describe('mirror', () => {
     writeMirrorState(mstate, { mirrorRoot: p.mirror });
     gather();
     expect(mirrors()[0]?.state).toBe('current');
+  });
+
+  test('the timers: a oneshot service at low priority every minute, for the pull (mirror) and the gathering (primary)', () => {
+    const m = timerUnits('mirror', '/usr/local/bin/builder mirror --primary 10.77.0.1 --master-root /data/slaves');
+    expect(m.service).toContain(
+      'ExecStart=/usr/local/bin/builder mirror --primary 10.77.0.1 --master-root /data/slaves\n',
+    );
+    expect(m.service).toContain('Type=oneshot');
+    expect(m.timer).toContain('OnUnitInactiveSec=60s');
+    const g = timerUnits('gather', '/usr/local/bin/builder gather --mirror 10.77.0.2 --mirror 10.77.0.3');
+    expect(g.service).toContain("Description=clusterboot gather: pull the mirrors' reports and pull state");
+    expect(g.timer).toContain('WantedBy=timers.target');
+    for (const bad of ['builder gather\nExecStartPre=/bin/sh', 'builder gather --mirror $(id)', 'a;b', '50%'])
+      expect(() => timerUnits('gather', bad)).toThrow('characters systemd would read');
+  });
+
+  test('builder gather --timer writes the units with the mirrors, the state dir and the key; nothing is gathered', () => {
+    const dir = join(tmp, 'units');
+    const r = spawnSync(
+      process.execPath,
+      [
+        join(import.meta.dir, '../../../../builder/cli.ts'),
+        ...['gather', '--mirror', '10.77.0.2', '--mirror', '10.77.0.3', '--state-dir', join(tmp, 'gs')],
+        ...['--key', '/etc/clusterboot/gather_ed25519', '--timer', dir],
+      ],
+      { encoding: 'utf8' },
+    );
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('systemctl enable --now clusterboot-gather.timer');
+    expect(readFileSync(join(dir, 'clusterboot-gather.service'), 'utf8')).toContain(
+      `ExecStart=/usr/local/bin/builder gather --mirror 10.77.0.2 --mirror 10.77.0.3 --state-dir ${join(tmp, 'gs')} --key /etc/clusterboot/gather_ed25519 --known-hosts /etc/clusterboot/mirrors_known_hosts\n`,
+    );
+    expect(existsSync(join(dir, 'clusterboot-gather.timer'))).toBe(true);
+    expect(existsSync(join(tmp, 'gs'))).toBe(false);
   });
 });
