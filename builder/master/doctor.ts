@@ -55,7 +55,7 @@ import { parseNodeCommand, parseReportCommand, trimSlash, type NodeCommand } fro
 import { PYTHON } from './reportsink.ts';
 import { parseEnrolLine, PRIVATE_DIR } from './enrol.ts';
 import { checkMirror, mirrorVerdict, type MirrorState } from './mirror.ts';
-import { MIRROR_STATE } from './status.ts';
+import { MIRROR_STATE, parseMirrorState } from './status.ts';
 
 export const DEFAULT_KEYS_DIR = '/etc/clusterboot';
 export const DEFAULT_AUTHORIZED_KEYS = '/root/.ssh/authorized_keys';
@@ -949,14 +949,10 @@ export function checkMirrorServes(
   stateText: string | null,
   primary: string,
 ): Verdict {
-  let last = '';
-  try {
-    const f = stateText === null ? null : (JSON.parse(stateText) as { pulled?: unknown; error?: unknown });
-    if (f && typeof f.pulled === 'string') last = `; last pull ${oneLine(f.pulled).slice(0, 40)}`;
-    if (f && typeof f.error === 'string') last += ` failed: ${oneLine(f.error).slice(0, 300)}`;
-  } catch {
-    last = `; its pull state is unreadable`;
-  }
+  const f = stateText === null ? null : parseMirrorState(stateText);
+  let last = stateText !== null && f === null ? '; its pull state is unreadable' : '';
+  if (f?.pulled !== undefined) last = `; last pull ${oneLine(f.pulled).slice(0, 40)}`;
+  if (f?.error !== undefined) last += ` failed: ${oneLine(f.error).slice(0, 300)}`;
   const pull = `run \`builder mirror --primary ${primary}\` and check its timer (\`systemctl status clusterboot-mirror.timer\`)`;
   if ('error' in compared)
     return warn(

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ANNOUNCEMENT_FILE } from '../../agent/contract/firststage.ts';
 import { fileListPath, snapshotPath, SNAPSHOT_DIR } from '../../agent/contract/manifest.ts';
-import { parseStamp, STAMP_NAMES, stampPath, type StampName } from '../../agent/contract/stamp.ts';
+import { STAMP_NAMES, type StampName } from '../../agent/contract/stamp.ts';
 import {
   APPROVAL_REQUIRED,
   APPROVED_DIR,
@@ -27,26 +27,18 @@ import {
   STAMP_DIR,
   TFTP_DIR,
 } from '../../agent/contract/tree.ts';
-import { readSmallFile } from '../../agent/contract/smallread.ts';
 import { checkCommandPaths, DEFAULT_RRSYNC, keyLine } from '../sshkeys.ts';
 import { writeAtomic } from '../../agent/contract/atomic.ts';
 import { accessKeyLines, writeAuthorizedKeys } from './access.ts';
 import { parseIPv4, parseNodeList, renderNodesList } from './nodelist.ts';
 import { DEFAULT_REPORT_USER, installReportSink, SPARE_REPORT_FILES } from './reportsink.ts';
 import { installSyncSlot } from './syncslot.ts';
-import { MIRROR_STATE, MIRRORS_DIR, type MirrorStateFile } from './status.ts';
+import { MIRROR_STATE, MIRRORS_DIR, readStampId, type MirrorStateFile } from './status.ts';
 
 const RSYNC = '/usr/bin/rsync';
 
 /** A folder as rsync's source names its content: `host:` as it is, anything else with a trailing slash. */
 const rsyncDir = (source: string) => (source.endsWith('/') || source.endsWith(':') ? source : `${source}/`);
-
-/** The stamp id a tree's stamp names (null: none, or not a stamp). */
-function stampId(root: string, name: StampName): string | null {
-  const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
-  const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
-  return p?.ok ? p.stamp.id : null;
-}
 
 /**
  * A read-only rrsync line for one address: `restrict,from="<ip>",command="rrsync -ro <dir>"`, tagged
@@ -134,7 +126,7 @@ export function mirrorPasses(
 /** The snapshots the tree's stamps name (rootfs and bootfs). */
 export function namedSnapshots(root: string): Array<{ name: StampName; id: string }> {
   return STAMP_NAMES.flatMap((name) => {
-    const id = stampId(root, name);
+    const id = readStampId(root, name);
     return id === null ? [] : [{ name, id }];
   });
 }
@@ -151,10 +143,10 @@ export interface MirrorState {
 /** Per template: the primary's and the mirror's stamp ids, and whether the mirror's snapshot is all there. */
 export function compareMirror(primaryRoot: string, mirrorRoot: string): MirrorState[] {
   return STAMP_NAMES.map((name) => {
-    const m = stampId(mirrorRoot, name);
+    const m = readStampId(mirrorRoot, name);
     const snap = m === null ? null : join(mirrorRoot, snapshotPath(name, m));
     const whole = snap === null || !existsSync(join(mirrorRoot, SNAPSHOT_DIR, name)) || existsSync(snap);
-    return { name, primary: stampId(primaryRoot, name), mirror: m, whole };
+    return { name, primary: readStampId(primaryRoot, name), mirror: m, whole };
   });
 }
 

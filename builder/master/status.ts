@@ -568,20 +568,16 @@ export function mirrorRow(
   const unknown = (why: string): MirrorRow => ({ mirror, state: 'unknown', pulled: null, text: why });
   if (stateText === null)
     return unknown('no pull state gathered: run `builder mirror` there (its timer) and `builder gather` here');
-  let f: MirrorStateFile;
-  try {
-    f = JSON.parse(stateText) as MirrorStateFile;
-    if (typeof f !== 'object' || f === null || typeof f.stamps !== 'object' || f.stamps === null) throw new Error();
-  } catch {
-    return unknown(`${MIRROR_STATE} is not the state \`builder mirror\` writes: pull there again`);
-  }
-  const pulled = typeof f.pulled === 'string' ? clean(f.pulled, 40) : null;
+  const f = parseMirrorState(stateText);
+  const stamps = f?.stamps;
+  if (!stamps) return unknown(`${MIRROR_STATE} is not the state \`builder mirror\` writes: pull there again`);
+  const pulled = f.pulled !== undefined ? clean(f.pulled, 40) : null;
   const served = (n: StampName) => {
-    const v = f.stamps[n];
+    const v = stamps[n];
     return typeof v === 'string' ? clean(v, 80) : null;
   };
   const behind = STAMP_NAMES.filter((n) => served(n) !== primary[n]);
-  const error = typeof f.error === 'string' ? `; its last pull failed: ${clean(f.error)}` : '';
+  const error = f.error !== undefined ? `; its last pull failed: ${clean(f.error)}` : '';
   const at = pulled ? ` (pulled ${pulled})` : '';
   if (behind.length === 0)
     return {
@@ -595,6 +591,33 @@ export function mirrorRow(
     state: 'behind',
     pulled,
     text: `behind: ${behind.map((n) => `${n} ${served(n) ?? 'none'}, the primary has ${primary[n] ?? 'none'}`).join('; ')}${at}${error}`,
+  };
+}
+
+/** The stamp id a master root's stamp names (null: none, or not a stamp); bounded read. */
+export function readStampId(root: string, name: StampName): string | null {
+  const r = readSmallFile(join(root, stampPath(name)), 64 * 1024);
+  const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
+  return p?.ok ? p.stamp.id : null;
+}
+
+/**
+ * A mirror.state's fields (null: not JSON at all). Fields of the wrong type, or of JSON that is no object, are
+ * dropped; whether it is whole (it names its stamps) is the caller's question. `builder status` and `builder
+ * doctor --mirror-of` read it.
+ */
+export function parseMirrorState(text: string): Partial<MirrorStateFile> | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
+  return {
+    ...(typeof o.stamps === 'object' && o.stamps !== null ? { stamps: o.stamps as MirrorStateFile['stamps'] } : {}),
+    ...(typeof o.pulled === 'string' ? { pulled: o.pulled } : {}),
+    ...(typeof o.error === 'string' ? { error: o.error } : {}),
   };
 }
 
@@ -675,13 +698,10 @@ export function readStatus(paths: FleetPaths, now = Date.now()): Status {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
       warnings.push(`cannot read the rootfs stamp: ${(e as Error).message}`);
   }
-  const primaryStamps = Object.fromEntries(
-    STAMP_NAMES.map((n) => {
-      const r = readSmallFile(join(masterRoot, stampPath(n)), 64 * 1024);
-      const p = r.kind === 'read' ? parseStamp(r.data.toString('utf8')) : null;
-      return [n, p?.ok ? p.stamp.id : null];
-    }),
-  ) as Record<StampName, string | null>;
+  const primaryStamps = Object.fromEntries(STAMP_NAMES.map((n) => [n, readStampId(masterRoot, n)])) as Record<
+    StampName,
+    string | null
+  >;
   const mirrors = gatheredMirrors(stateDir).map((m) => {
     const r = readSmallFile(join(m.dir, MIRROR_STATE), 64 * 1024);
     return mirrorRow(m.name, r.kind === 'read' ? r.data.toString('utf8') : null, primaryStamps);
