@@ -48,22 +48,15 @@ function sameBytes(a: Uint8Array | null, b: Uint8Array): boolean {
   return a !== null && a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-/** p1 read-only: is the tries file there, and is the local script this agent's (with this fallback primary). */
-function readBootPartition(
-  dev: string,
-  primaryFor: (kept: string | null) => string | null,
-): { triesPresent: boolean; localScriptCurrent: boolean; primary: string | null } {
+/** p1 read-only: is the tries file there, and the local script's bytes (null: none). */
+function readBootPartition(dev: string): { triesPresent: boolean; localScript: Uint8Array | null } {
   mountFs(dev, BOOT_MNT, 'vfat', true);
   try {
-    const local = existsSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`)
-      ? new Uint8Array(readFileSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`))
-      : null;
-    // the kept fallback, read from the script's text (the image header before it matches no line)
-    const primary = primaryFor(local === null ? null : fallbackInScript(Buffer.from(local).toString('latin1')));
     return {
       triesPresent: existsSync(`${BOOT_MNT}/${TRIES_FILE}`),
-      localScriptCurrent: sameBytes(local, localScriptImage(primary)),
-      primary,
+      localScript: existsSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`)
+        ? new Uint8Array(readFileSync(`${BOOT_MNT}/${LOCAL_SCRIPT}`))
+        : null,
     };
   } finally {
     umountQuiet(BOOT_MNT);
@@ -179,11 +172,9 @@ export const firststage: Phase = {
     const text = ctx.facts.wanted?.firstStage ?? null;
     const parsed = text === null ? null : parseAnnouncement(text);
     const p1 = partName(d.device, 1);
-    let boot = { triesPresent: false, localScriptCurrent: false, primary: null as string | null };
+    let boot: ReturnType<typeof readBootPartition>;
     try {
-      boot = readBootPartition(p1, (kept) =>
-        localScriptPrimary({ online: Boolean(ctx.facts.online), masters: ctx.facts.masters ?? [], kept }),
-      );
+      boot = readBootPartition(p1);
     } catch (e) {
       warn(
         'firststage',
@@ -191,6 +182,13 @@ export const firststage: Phase = {
       );
       return 'skipped: p1 unreadable';
     }
+    // the local script's fallback: the primary when online, else the one the script on p1 has (read from its text)
+    const local = boot.localScript;
+    const primary = localScriptPrimary({
+      online: Boolean(ctx.facts.online),
+      masters: ctx.facts.masters ?? [],
+      kept: local === null ? null : fallbackInScript(Buffer.from(local).toString('latin1')),
+    });
     const fs = statfsSync(ROOT_MNT);
     const record = parseRecord(readOr(`${ROOT_MNT}/${CACHE_RECORD}`));
     const plan = planFirstStage({
@@ -200,7 +198,7 @@ export const firststage: Phase = {
       booted: bootedStage(ctx),
       record,
       triesPresent: boot.triesPresent,
-      localScriptCurrent: boot.localScriptCurrent,
+      localScriptCurrent: sameBytes(local, localScriptImage(primary)),
       freeBytes: fs.bavail * fs.bsize,
       reserveBytes: RESERVE_BYTES,
     });
@@ -212,7 +210,7 @@ export const firststage: Phase = {
       return 'dry run';
     }
     try {
-      await apply(ctx, plan, parsed?.ok ? parsed.announcement : null, p1, boot.primary);
+      await apply(ctx, plan, parsed?.ok ? parsed.announcement : null, p1, primary);
     } catch (e) {
       // the cache is an optimisation: a failure costs the next boot a TFTP, never this boot
       warn('firststage', `could not cache the first stage: ${(e as Error).message}; the next boot loads it by TFTP`);
