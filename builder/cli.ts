@@ -57,6 +57,18 @@ import { INIT_DESCRIBE, initHandler, initOptions } from './master/initcli.ts';
 
 const say = (s: string) => console.error(`builder: ${s}`);
 
+/**
+ * A peer that rsync reads (the primary for a mirror, a mirror for `gather`): a path with '/' is a folder here,
+ * anything else an address reached over SSH with `ssh`'s key, pinned host keys and local address.
+ */
+function rsyncPeer(
+  spec: string,
+  ssh: { key: string; knownHosts: string; bind?: string | undefined },
+): { local: boolean; source: string; rsh?: string } {
+  if (spec.includes('/')) return { local: true, source: resolve(spec) };
+  return { local: false, source: `${spec}:`, rsh: mirrorRsh(resolve(ssh.key), resolve(ssh.knownHosts), 22, ssh.bind) };
+}
+
 /** `--timer DIR`: clusterboot-<kind>.service and .timer there, and how to start them. */
 function writeTimer(dir: string, kind: 'mirror' | 'gather', command: string): void {
   const u = timerUnits(kind, command);
@@ -919,9 +931,7 @@ await overview(yargs(hideBin(process.argv)))
         return;
       }
       if (!a.primary) throw new Error('--primary: the primary master (its address, or its master root here)');
-      const local = a.primary.includes('/');
-      const source = local ? resolve(a.primary) : `${a.primary}:`;
-      const rsh = local ? undefined : mirrorRsh(resolve(a.key), resolve(a['known-hosts']), 22, a.bind);
+      const { local, source, rsh } = rsyncPeer(a.primary, { key: a.key, knownHosts: a['known-hosts'], bind: a.bind });
       const o = { source, dest: root, ...(rsh ? { rsh } : {}) };
       if (a.timer !== undefined) {
         const args = [
@@ -1001,12 +1011,12 @@ await overview(yargs(hideBin(process.argv)))
       }
       let failed = 0;
       for (const m of mirrors) {
-        const local = m.includes('/');
+        const { local, source, rsh } = rsyncPeer(m, { key: a.key, knownHosts: a['known-hosts'], bind: a.bind });
         const r = gatherReports({
           mirror: local ? basename(m) : m,
-          source: local ? resolve(m) : `${m}:`,
+          source,
           stateDir: resolve(a['state-dir']),
-          ...(local ? {} : { rsh: mirrorRsh(resolve(a.key), resolve(a['known-hosts']), 22, a.bind) }),
+          ...(rsh ? { rsh } : {}),
         });
         if (r.status === 0) say(`${m}: reports gathered into ${r.dir}`);
         else {
@@ -1097,6 +1107,13 @@ await overview(yargs(hideBin(process.argv)))
         'doctor',
       ),
     async (a) => {
+      const primary = a['mirror-of'];
+      const peer =
+        primary === undefined
+          ? null
+          : rsyncPeer(primary, { key: a['mirror-key'], knownHosts: a['primary-known-hosts'], bind: a.bind });
+      const mirrorOf =
+        peer && primary ? { primary, source: peer.source, ...(peer.rsh ? { rsh: peer.rsh } : {}) } : null;
       const r = await runDoctor({
         masterRoot: resolve(a['master-root']),
         ...(a['master-ip'] !== undefined ? { masterIp: a['master-ip'] } : {}),
@@ -1106,17 +1123,7 @@ await overview(yargs(hideBin(process.argv)))
         dnsmasqConf: resolve(a['dnsmasq-conf']),
         masterHostKey: resolve(a['master-host-key']),
         masterPort: a['master-port'],
-        ...(a['mirror-of'] !== undefined
-          ? {
-              mirrorOf: a['mirror-of'].includes('/')
-                ? { primary: a['mirror-of'], source: resolve(a['mirror-of']) }
-                : {
-                    primary: a['mirror-of'],
-                    source: `${a['mirror-of']}:`,
-                    rsh: mirrorRsh(resolve(a['mirror-key']), resolve(a['primary-known-hosts']), 22, a.bind),
-                  },
-            }
-          : {}),
+        ...(mirrorOf ? { mirrorOf } : {}),
       });
       process.stdout.write(a.json ? `${JSON.stringify(r, null, 2)}\n` : renderDoctor(r));
       if (r.fail) process.exitCode = 1;
