@@ -36,6 +36,7 @@ import { duration, modelRows, renderModelTable, type ModelRow, type ServerSpec }
 import { sysroot } from '../test/rig/images.ts';
 import { BRIDGE, MASTER_IP, SUBNET, VirtualCluster, nodeSpecs } from '../test/rig/cluster.ts';
 import { TestMaster, testKeys } from '../test/rig/master.ts';
+import { measuredCommit } from '../bench/commit.ts';
 
 const { values } = parseArgs({
   options: {
@@ -457,13 +458,7 @@ async function measure(): Promise<void> {
   if (!Number.isInteger(mirrorCount) || mirrorCount < 1 || mirrorCount > 9) throw new Error('--mirrors: 1..9');
   if (!Number.isInteger(dataMb) || dataMb < 1) throw new Error('--data-mb: a whole number of MiB, 1 or more');
   const mirrorIps = Array.from({ length: mirrorCount }, (_, i) => `10.77.0.${2 + i}`);
-  const git = (args: string[]) =>
-    Bun.spawnSync(['git', '-C', REPO, ...args])
-      .stdout.toString()
-      .trim();
-  const commit =
-    git(['rev-parse', '--short', 'HEAD']) +
-    (git(['status', '--porcelain', '--', 'agent', 'builder', 'bench', 'test/rig']) ? '+dirty' : '');
+  const commit = measuredCommit(['agent', 'builder', 'bench', 'test/rig']);
   const t0 = performance.now();
   const sr = await sysroot();
   const busybox = join(sr.root, 'bin/busybox');

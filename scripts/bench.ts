@@ -28,6 +28,7 @@ import { accessFiles } from '../builder/image/pack.ts';
 import { blankDisk, QemuNode } from '../test/rig/qemu.ts';
 import { VirtualCluster, nodeSpecs, type NodeSpec } from '../test/rig/cluster.ts';
 import { KERNEL_GZ } from '../agent/contract/firststage.ts';
+import { measuredCommit } from '../bench/commit.ts';
 
 const { values } = parseArgs({
   options: {
@@ -49,13 +50,7 @@ const median = (xs: number[]) => {
   return v.length % 2 ? (v[m] ?? Number.NaN) : ((v[m - 1] ?? 0) + (v[m] ?? 0)) / 2;
 };
 const r2 = (n: number) => Math.round(n * 100) / 100;
-const git = (args: string[]) =>
-  Bun.spawnSync(['git', '-C', REPO, ...args])
-    .stdout.toString()
-    .trim();
-const commit =
-  git(['rev-parse', '--short', 'HEAD']) +
-  (git(['status', '--porcelain', '--', 'agent', 'builder', 'bench', 'test/rig']) ? '+dirty' : '');
+const commit = measuredCommit(['agent', 'builder', 'bench', 'test/rig']);
 const t0 = performance.now();
 const JSON_OUT = join(REPO, 'docs/bench.json');
 // With --only, the other sections of the last report are kept; each section says when and on which commit it was measured.

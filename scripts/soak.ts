@@ -11,6 +11,7 @@ import { parseArgs } from 'node:util';
 import { REPO } from '../builder/image/agentbuild.ts';
 import { startMasterRig, stopMasterRig } from '../test/rig/master.ts';
 import { addDebianTree, DEBIAN_ROOT, GOOD, SOAK_PHASES, Soak, type Trial } from '../test/rig/soak.ts';
+import { measuredCommit } from '../bench/commit.ts';
 
 const { values } = parseArgs({
   options: {
@@ -50,13 +51,7 @@ const results: Trial[] = [];
 let debianSize = '';
 let soak: Soak | undefined;
 const t0 = performance.now();
-const git = (args: string[]) =>
-  Bun.spawnSync(['git', '-C', REPO, ...args])
-    .stdout.toString()
-    .trim();
-const commit =
-  git(['rev-parse', '--short', 'HEAD']) +
-  (git(['status', '--porcelain', '--', 'agent', 'builder', 'test/rig']) ? '+dirty' : '');
+const commit = measuredCommit(['agent', 'builder', 'test/rig']);
 
 /** Written after every trial, so a run that is stopped early still leaves what it measured. */
 function writeReport(done: boolean) {
