@@ -11,7 +11,7 @@ import {
   serveTime,
   type ModelInput,
   type ServerSpec,
-} from '../../bench/mirrormodel.ts';
+} from '../../../bench/mirrormodel.ts';
 
 const GBIT = 1e9;
 const MB = 1e6;
